@@ -1,0 +1,102 @@
+"""trio_mcp: a Trio-native manager for fleets of MCP servers.
+
+Open a manager with :func:`open_manager`; it runs one supervisor task per server that owns
+the server's session, probes its health and reconnects it with backoff. Invoke tools,
+resources and prompts with failover that never runs a side effect twice.
+"""
+
+from ._backoff import Backoff as Backoff
+from ._backoff import BackoffPolicy as BackoffPolicy
+from ._config import HttpTransport as HttpTransport
+from ._config import MemoryTransport as MemoryTransport
+from ._config import ServerConfig as ServerConfig
+from ._config import ServerPolicy as ServerPolicy
+from ._config import StdioTransport as StdioTransport
+from ._config import parse_mcp_servers as parse_mcp_servers
+from ._errors import ERROR_CATEGORIES as ERROR_CATEGORIES
+from ._events import ConnectionEvent as ConnectionEvent
+from ._events import EventLog as EventLog
+from ._events import InvocationEvent as InvocationEvent
+from ._exceptions import AttemptTimeoutError as AttemptTimeoutError
+from ._exceptions import ConfigError as ConfigError
+from ._exceptions import HandshakeError as HandshakeError
+from ._exceptions import HandshakeTimeoutError as HandshakeTimeoutError
+from ._exceptions import InvocationFailedError as InvocationFailedError
+from ._exceptions import ManagerClosedError as ManagerClosedError
+from ._exceptions import ProtocolError as ProtocolError
+from ._exceptions import RequestRejectedError as RequestRejectedError
+from ._exceptions import ServerExistsError as ServerExistsError
+from ._exceptions import ServerUnavailableError as ServerUnavailableError
+from ._exceptions import SessionControlError as SessionControlError
+from ._exceptions import SessionError as SessionError
+from ._exceptions import TransportError as TransportError
+from ._exceptions import TrioMcpError as TrioMcpError
+from ._exceptions import UnknownServerError as UnknownServerError
+from ._invoke import Attempt as Attempt
+from ._invoke import CatalogEntry as CatalogEntry
+from ._invoke import InvocationResult as InvocationResult
+from ._manager import Manager as Manager
+from ._manager import open_manager as open_manager
+from ._session import Connection as Connection
+from ._state import CapabilitySnapshot as CapabilitySnapshot
+from ._state import ConnectionState as ConnectionState
+from ._state import Freshness as Freshness
+from ._state import ServerSnapshot as ServerSnapshot
+from ._state import ServerStatus as ServerStatus
+from ._state import SessionInfo as SessionInfo
+from ._supervisor import ServerSupervisor as ServerSupervisor
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ERROR_CATEGORIES",
+    "Attempt",
+    "AttemptTimeoutError",
+    "Backoff",
+    "BackoffPolicy",
+    "CapabilitySnapshot",
+    "CatalogEntry",
+    "ConfigError",
+    "Connection",
+    "ConnectionEvent",
+    "ConnectionState",
+    "EventLog",
+    "Freshness",
+    "HandshakeError",
+    "HandshakeTimeoutError",
+    "HttpTransport",
+    "InvocationEvent",
+    "InvocationFailedError",
+    "InvocationResult",
+    "Manager",
+    "ManagerClosedError",
+    "MemoryTransport",
+    "ProtocolError",
+    "RequestRejectedError",
+    "ServerConfig",
+    "ServerExistsError",
+    "ServerPolicy",
+    "ServerSnapshot",
+    "ServerStatus",
+    "ServerSupervisor",
+    "ServerUnavailableError",
+    "SessionControlError",
+    "SessionError",
+    "SessionInfo",
+    "StdioTransport",
+    "TransportError",
+    "TrioMcpError",
+    "UnknownServerError",
+    "open_manager",
+    "parse_mcp_servers",
+]
+
+# Show the public name in reprs and tracebacks.
+for _name in __all__:
+    _obj = globals()[_name]
+    if getattr(_obj, "__module__", "").startswith("trio_mcp._"):
+        try:
+            _obj.__module__ = "trio_mcp"
+        except (AttributeError, TypeError):
+            pass
+del _name, _obj

@@ -1,0 +1,375 @@
+"""Frozen configuration objects and the ``mcpServers`` JSON parser."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from ._backoff import BackoffPolicy
+from ._exceptions import ConfigError
+
+ProtocolMode = Literal["auto", "legacy", "modern"]
+ProbeKind = Literal["auto", "ping", "discover", "list_tools", "none"]
+
+DEFAULT_HANDSHAKE_TIMEOUT = 10.0
+DEFAULT_PROBE_TIMEOUT = 5.0
+DEFAULT_CALL_TIMEOUT = 30.0
+DEFAULT_HEALTH_INTERVAL = 30.0
+DEFAULT_UNREACHABLE_THRESHOLD = 3
+DEFAULT_HANDSHAKE_MAX_AGE: float | None = 3600.0
+DEFAULT_FRESHNESS_WINDOW = 300.0
+DEFAULT_MAX_CONCURRENCY = 16
+DEFAULT_PROGRESS_HARD_MAX = 300.0
+
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$")
+
+
+def _check_positive(
+    value: float | None, key: str, *, allow_none: bool = False, allow_zero: bool = False
+) -> None:
+    if value is None:
+        if allow_none:
+            return
+        raise ConfigError("must be a number", key=key)
+    if isinstance(value, bool) or not isinstance(value, int | float) or math.isnan(value):
+        raise ConfigError(f"must be a number, got {value!r}", key=key)
+    if value < 0 or (value == 0 and not allow_zero):
+        raise ConfigError(f"must be {'>= 0' if allow_zero else '> 0'}, got {value!r}", key=key)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ServerPolicy:
+    """Timeouts, health probing, backoff and freshness for one server.
+
+    Attributes:
+        handshake_timeout: seconds the ``initialize`` / ``server/discover`` handshake may take.
+        probe_timeout: seconds a health probe may take before it counts as a failure.
+        call_timeout: default seconds one invocation attempt may take.
+        health_interval: seconds between health probes of a connected server.
+        unreachable_threshold: consecutive failures that turn ``degraded`` into ``unreachable``.
+        handshake_max_age: seconds after which a handshake is stale and is re-run before use
+            (``None``: never stale).
+        freshness_window: seconds of inactivity after which a session counts as ``stale``.
+        protocol: ``"auto"`` (``server/discover``, falling back to ``initialize``), ``"legacy"``
+            (always ``initialize``) or ``"modern"`` (``server/discover`` only).
+        probe: ``"auto"`` (``ping`` on legacy connections, ``server/discover`` on modern ones),
+            ``"ping"``, ``"discover"``, ``"list_tools"`` or ``"none"``.
+        backoff: the reconnect / retry schedule.
+        connect_on_start: connect as soon as the server is registered (else on first use).
+        max_concurrency: how many invocations may use this server at once (bulkhead).
+        progress_hard_max: progress notifications extend an attempt's deadline, never past
+            this many seconds after the attempt started.
+    """
+
+    handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT
+    probe_timeout: float = DEFAULT_PROBE_TIMEOUT
+    call_timeout: float = DEFAULT_CALL_TIMEOUT
+    health_interval: float = DEFAULT_HEALTH_INTERVAL
+    unreachable_threshold: int = DEFAULT_UNREACHABLE_THRESHOLD
+    handshake_max_age: float | None = DEFAULT_HANDSHAKE_MAX_AGE
+    freshness_window: float = DEFAULT_FRESHNESS_WINDOW
+    protocol: ProtocolMode = "auto"
+    probe: ProbeKind = "auto"
+    backoff: BackoffPolicy = field(default_factory=BackoffPolicy)
+    connect_on_start: bool = True
+    max_concurrency: int = DEFAULT_MAX_CONCURRENCY
+    progress_hard_max: float = DEFAULT_PROGRESS_HARD_MAX
+
+    def __post_init__(self) -> None:
+        for key in (
+            "handshake_timeout",
+            "probe_timeout",
+            "call_timeout",
+            "health_interval",
+            "freshness_window",
+        ):
+            _check_positive(getattr(self, key), f"policy.{key}")
+        _check_positive(self.handshake_max_age, "policy.handshake_max_age", allow_none=True)
+        _check_positive(self.progress_hard_max, "policy.progress_hard_max")
+        if (
+            isinstance(self.unreachable_threshold, bool)
+            or not isinstance(self.unreachable_threshold, int)
+            or self.unreachable_threshold < 1
+        ):
+            raise ConfigError("must be an integer >= 1", key="policy.unreachable_threshold")
+        if (
+            isinstance(self.max_concurrency, bool)
+            or not isinstance(self.max_concurrency, int)
+            or self.max_concurrency < 1
+        ):
+            raise ConfigError("must be an integer >= 1", key="policy.max_concurrency")
+        if self.protocol not in ("auto", "legacy", "modern"):
+            raise ConfigError(
+                f"must be 'auto', 'legacy' or 'modern', got {self.protocol!r}", key="policy.protocol"
+            )
+        if self.probe not in ("auto", "ping", "discover", "list_tools", "none"):
+            raise ConfigError(
+                f"must be 'auto', 'ping', 'discover', 'list_tools' or 'none', got {self.probe!r}",
+                key="policy.probe",
+            )
+        if not isinstance(self.backoff, BackoffPolicy):
+            raise ConfigError("must be a BackoffPolicy", key="policy.backoff")
+
+
+DEFAULT_POLICY = ServerPolicy()
+
+
+@dataclass(frozen=True, kw_only=True)
+class StdioTransport:
+    """Launch ``command args...`` as a subprocess and speak MCP over its stdin/stdout."""
+
+    command: str
+    args: tuple[str, ...] = ()
+    env: Mapping[str, str] | None = None
+    cwd: str | None = None
+    kind: Literal["stdio"] = field(default="stdio", init=False)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.command, str) or not self.command:
+            raise ConfigError("must be a non-empty string", key="command")
+        if isinstance(self.args, str) or not all(isinstance(a, str) for a in self.args):
+            raise ConfigError("must be a list of strings", key="args")
+        object.__setattr__(self, "args", tuple(self.args))
+        if self.env is not None:
+            if not isinstance(self.env, Mapping) or not all(
+                isinstance(k, str) and isinstance(v, str) for k, v in self.env.items()
+            ):
+                raise ConfigError("must map strings to strings", key="env")
+            object.__setattr__(self, "env", dict(self.env))
+        if self.cwd is not None and not isinstance(self.cwd, str):
+            raise ConfigError("must be a string", key="cwd")
+
+
+@dataclass(frozen=True, kw_only=True)
+class HttpTransport:
+    """Speak MCP over streamable HTTP to ``url``, sending ``headers`` with every request."""
+
+    url: str
+    headers: Mapping[str, str] | None = None
+    kind: Literal["http"] = field(default="http", init=False)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.url, str) or not re.match(r"^https?://[^/\s]+", self.url):
+            raise ConfigError(f"must be an http:// or https:// URL, got {self.url!r}", key="url")
+        if self.headers is not None:
+            if not isinstance(self.headers, Mapping) or not all(
+                isinstance(k, str) and isinstance(v, str) for k, v in self.headers.items()
+            ):
+                raise ConfigError("must map strings to strings", key="headers")
+            object.__setattr__(self, "headers", dict(self.headers))
+
+
+@dataclass(frozen=True, kw_only=True, eq=False)
+class MemoryTransport:
+    """Run an SDK server object (``mcp.server.Server`` / ``MCPServer``, or a
+    :class:`trio_mcp.testing.ScriptedServer`) in this trio process and connect to it
+    over in-memory streams."""
+
+    server: Any
+    kind: Literal["memory"] = field(default="memory", init=False)
+
+    def __post_init__(self) -> None:
+        from mcp.server import Server
+        from mcp.server.mcpserver import MCPServer
+
+        if not isinstance(self.server, Server | MCPServer) and not hasattr(self.server, "_trio_mcp_hooks"):
+            raise ConfigError(
+                f"must be an MCP SDK server object, got {type(self.server).__name__}", key="server"
+            )
+
+
+TransportConfig = StdioTransport | HttpTransport | MemoryTransport
+
+
+@dataclass(frozen=True, kw_only=True)
+class ServerConfig:
+    """One MCP server: its name, how to reach it, and its policy.
+
+    Attributes:
+        name: unique name in the manager.
+        transport: :class:`StdioTransport`, :class:`HttpTransport` or :class:`MemoryTransport`.
+        policy: timeouts, probing, backoff.
+        idempotent: every tool on this server is safe to run twice (failover after an
+            unknown outcome is allowed).
+        idempotent_tools: names of tools on this server that are safe to run twice.
+        trusted: the server's own ``readOnlyHint`` / ``idempotentHint`` annotations are believed.
+    """
+
+    name: str
+    transport: TransportConfig
+    policy: ServerPolicy = DEFAULT_POLICY
+    idempotent: bool = False
+    idempotent_tools: frozenset[str] = frozenset()
+    trusted: bool = False
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not _NAME_RE.match(self.name):
+            raise ConfigError(
+                f"must be 1-128 characters of letters, digits, '_', '-' or '.', got {self.name!r}", key="name"
+            )
+        if not isinstance(self.transport, StdioTransport | HttpTransport | MemoryTransport):
+            raise ConfigError("must be a StdioTransport, HttpTransport or MemoryTransport", key="transport")
+        if not isinstance(self.policy, ServerPolicy):
+            raise ConfigError("must be a ServerPolicy", key="policy")
+        if isinstance(self.idempotent_tools, str):
+            raise ConfigError("must be a collection of tool names", key="idempotent_tools")
+        object.__setattr__(self, "idempotent_tools", frozenset(self.idempotent_tools))
+
+
+# ---------------------------------------------------------------------------------------------
+# mcpServers JSON (Claude Desktop / VS Code / Cursor)
+# ---------------------------------------------------------------------------------------------
+
+_HTTP_TYPES = {"http", "streamable-http", "streamable_http", "streamableHttp", "streamablehttp"}
+_POLICY_KEYS = {
+    "handshakeTimeout": "handshake_timeout",
+    "probeTimeout": "probe_timeout",
+    "callTimeout": "call_timeout",
+    "timeout": "call_timeout",
+    "healthInterval": "health_interval",
+    "unreachableThreshold": "unreachable_threshold",
+    "handshakeMaxAge": "handshake_max_age",
+    "freshnessWindow": "freshness_window",
+    "protocol": "protocol",
+    "probe": "probe",
+    "connectOnStart": "connect_on_start",
+    "maxConcurrency": "max_concurrency",
+}
+
+
+def _expect(value: Any, typ: type | tuple[type, ...], key: str, what: str) -> Any:
+    if not isinstance(value, typ) or (
+        isinstance(value, bool) and typ is not bool and bool not in _tuple(typ)
+    ):
+        raise ConfigError(f"must be {what}, got {type(value).__name__}", key=key)
+    return value
+
+
+def _tuple(typ: type | tuple[type, ...]) -> tuple[type, ...]:
+    return typ if isinstance(typ, tuple) else (typ,)
+
+
+def _str_map(value: Any, key: str) -> dict[str, str]:
+    _expect(value, dict, key, "an object of strings")
+    for k, v in value.items():
+        if not isinstance(v, str):
+            raise ConfigError(f"must be a string, got {type(v).__name__}", key=f"{key}.{k}")
+    return dict(value)
+
+
+def parse_server_entry(name: str, entry: Any, *, prefix: str = "mcpServers") -> ServerConfig | None:
+    """Parse one ``mcpServers`` entry into a :class:`ServerConfig` (``None`` if ``disabled``)."""
+    base = f"{prefix}.{name}"
+    _expect(entry, dict, base, "an object")
+    if entry.get("disabled") is True:
+        return None
+    kind = entry.get("type")
+    if kind is not None:
+        _expect(kind, str, f"{base}.type", "a string")
+    try:
+        transport: TransportConfig
+        if "command" in entry and "url" in entry:
+            raise ConfigError("give either 'command' (stdio) or 'url' (http), not both", key=base)
+        if "command" in entry:
+            if kind not in (None, "stdio"):
+                raise ConfigError(
+                    f"must be 'stdio' for a server with a command, got {kind!r}", key=f"{base}.type"
+                )
+            command = _expect(entry["command"], str, f"{base}.command", "a string")
+            args = entry.get("args", [])
+            _expect(args, list, f"{base}.args", "a list of strings")
+            for i, arg in enumerate(args):
+                _expect(arg, str, f"{base}.args[{i}]", "a string")
+            env = _str_map(entry["env"], f"{base}.env") if entry.get("env") is not None else None
+            cwd = (
+                _expect(entry["cwd"], str, f"{base}.cwd", "a string")
+                if entry.get("cwd") is not None
+                else None
+            )
+            transport = StdioTransport(command=command, args=tuple(args), env=env, cwd=cwd)
+        elif "url" in entry:
+            if kind == "sse":
+                raise ConfigError(
+                    "the legacy SSE transport is not supported; use streamable HTTP", key=f"{base}.type"
+                )
+            if kind is not None and kind not in _HTTP_TYPES:
+                raise ConfigError(f"unknown transport type {kind!r}", key=f"{base}.type")
+            url = _expect(entry["url"], str, f"{base}.url", "a string")
+            headers = (
+                _str_map(entry["headers"], f"{base}.headers") if entry.get("headers") is not None else None
+            )
+            transport = HttpTransport(url=url, headers=headers)
+        else:
+            raise ConfigError("needs 'command' (stdio) or 'url' (streamable HTTP)", key=base)
+    except ConfigError as exc:
+        if exc.key and not exc.key.startswith(prefix):
+            raise ConfigError(str(exc).split(": ", 1)[-1], key=f"{base}.{exc.key}") from None
+        raise
+
+    policy_kwargs: dict[str, Any] = {}
+    for json_key, attr in _POLICY_KEYS.items():
+        if json_key in entry:
+            policy_kwargs[attr] = entry[json_key]
+    try:
+        policy = ServerPolicy(**policy_kwargs) if policy_kwargs else DEFAULT_POLICY
+    except ConfigError as exc:
+        attr = (exc.key or "").removeprefix("policy.")
+        json_key = next((k for k, v in _POLICY_KEYS.items() if v == attr and k in entry), attr)
+        raise ConfigError(str(exc).split(": ", 1)[-1], key=f"{base}.{json_key}") from None
+    idempotent = entry.get("idempotent", False)
+    _expect(idempotent, bool, f"{base}.idempotent", "true or false")
+    trusted = entry.get("trusted", False)
+    _expect(trusted, bool, f"{base}.trusted", "true or false")
+    tools = entry.get("idempotentTools", [])
+    _expect(tools, list, f"{base}.idempotentTools", "a list of tool names")
+    for i, tool in enumerate(tools):
+        _expect(tool, str, f"{base}.idempotentTools[{i}]", "a string")
+    try:
+        return ServerConfig(
+            name=name,
+            transport=transport,
+            policy=policy,
+            idempotent=idempotent,
+            idempotent_tools=frozenset(tools),
+            trusted=trusted,
+        )
+    except ConfigError as exc:
+        raise ConfigError(str(exc).split(": ", 1)[-1], key=f"{base}.{exc.key}" if exc.key else base) from None
+
+
+def parse_mcp_servers(document: str | bytes | Mapping[str, Any]) -> list[ServerConfig]:
+    """Parse an ``mcpServers`` document (Claude Desktop / Cursor) or a VS Code ``servers`` document.
+
+    Accepts JSON text or an already-decoded mapping. Entries marked ``"disabled": true`` are
+    skipped. Raises :class:`ConfigError` naming the offending key.
+    """
+    if isinstance(document, str | bytes):
+        try:
+            document = json.loads(document)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"not valid JSON: {exc}") from None
+    if not isinstance(document, Mapping):
+        raise ConfigError("the document must be a JSON object with an 'mcpServers' key")
+    if "mcpServers" in document:
+        prefix = "mcpServers"
+    elif "servers" in document:
+        prefix = "servers"
+    else:
+        raise ConfigError("the document must have an 'mcpServers' (or VS Code 'servers') object")
+    servers = document[prefix]
+    if not isinstance(servers, Mapping):
+        raise ConfigError("must be an object mapping names to servers", key=prefix)
+    configs: list[ServerConfig] = []
+    for name, entry in servers.items():
+        if not isinstance(name, str) or not _NAME_RE.match(name):
+            raise ConfigError(
+                "server names must be 1-128 letters, digits, '_', '-' or '.'", key=f"{prefix}.{name}"
+            )
+        parsed = parse_server_entry(name, entry, prefix=prefix)
+        if parsed is not None:
+            configs.append(parsed)
+    return configs

@@ -1,0 +1,159 @@
+"""Classifying failures into stable error categories."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Final
+
+import trio
+from mcp.shared.exceptions import MCPError
+from mcp_types import (
+    CONNECTION_CLOSED,
+    INTERNAL_ERROR,
+    INVALID_PARAMS,
+    INVALID_REQUEST,
+    METHOD_NOT_FOUND,
+    PARSE_ERROR,
+    REQUEST_TIMEOUT,
+)
+from pydantic import ValidationError
+
+from ._exceptions import ServerUnavailableError, SessionError
+
+if TYPE_CHECKING:
+    from ._transports import Link
+
+ERROR_CATEGORIES: Final = (
+    "timeout",
+    "connect_error",
+    "spawn_error",
+    "http_status",
+    "auth_required",
+    "protocol_error",
+    "rpc_error",
+    "invalid_request",
+    "session_expired",
+    "process_exited",
+    "transport_error",
+    "unavailable",
+)
+"""Every category a failure can be classified into.
+
+- ``timeout``: a deadline (handshake, probe, attempt) passed.
+- ``connect_error``: the server could not be reached (refused, DNS, TLS, ...).
+- ``spawn_error``: a stdio server's command could not be started.
+- ``http_status``: an HTTP error status other than 401/403.
+- ``auth_required``: HTTP 401/403: the server answered and wants credentials.
+- ``protocol_error``: the server said something we cannot accept.
+- ``rpc_error``: a JSON-RPC error answer (the server is alive and answered).
+- ``invalid_request``: the caller's request was refused (invalid params, method or tool not found).
+- ``session_expired``: the server no longer knows our session (legacy HTTP 404 after a restart).
+- ``process_exited``: a stdio server process exited.
+- ``transport_error``: the connection broke for another reason.
+- ``unavailable``: the server's retry window was closed; nothing was attempted.
+"""
+
+_DEAD_CATEGORIES: Final = frozenset(
+    {"connect_error", "spawn_error", "session_expired", "process_exited", "transport_error", "auth_required"}
+)
+
+
+@dataclass(frozen=True)
+class Failure:
+    """A classified failure."""
+
+    category: str
+    message: str
+    connection_dead: bool
+    """The connection cannot be used again: the supervisor must reconnect."""
+
+    @property
+    def is_caller_error(self) -> bool:
+        return self.category == "invalid_request"
+
+
+def _leaves(exc: BaseException) -> list[BaseException]:
+    if isinstance(exc, BaseExceptionGroup):
+        out: list[BaseException] = []
+        for sub in exc.exceptions:
+            out.extend(_leaves(sub))
+        return out
+    return [exc]
+
+
+def _http_failure(status: int, message: str) -> Failure:
+    if status in (401, 403):
+        return Failure("auth_required", f"HTTP {status}: {message}", True)
+    if status == 404:
+        return Failure("session_expired", f"HTTP 404: {message}", True)
+    return Failure("http_status", f"HTTP {status}: {message}", status >= 500 or status in (405, 406, 415))
+
+
+def classify(exc: BaseException, link: Link | None = None) -> Failure:
+    """Classify ``exc`` (raised while using a connection described by ``link``)."""
+    leaves = _leaves(exc)
+    # Prefer the most specific leaf: an ExceptionGroup from a transport task group usually
+    # holds the real cause next to cancellation noise.
+    for leaf in leaves:
+        if not isinstance(leaf, trio.Cancelled):
+            exc = leaf
+            break
+    else:
+        exc = leaves[0]
+
+    message = str(exc) or type(exc).__name__
+    if isinstance(exc, SessionError):
+        return Failure(exc.category, message, exc.category in _DEAD_CATEGORIES)
+    if isinstance(exc, ServerUnavailableError):
+        return Failure("unavailable", message, False)
+    if isinstance(exc, trio.TooSlowError | TimeoutError):
+        return Failure("timeout", message or "timed out", False)
+    if isinstance(exc, MCPError):
+        code = exc.code
+        if code == CONNECTION_CLOSED:
+            if link is not None and link.exit_reason is not None:
+                category, reason = link.exit_reason
+                return Failure(category, reason, True)
+            if link is not None and link.http_status is not None:
+                return _http_failure(link.http_status, message)
+            return Failure("transport_error", f"connection closed: {message}", True)
+        if code == REQUEST_TIMEOUT:
+            return Failure("timeout", message, False)
+        if code == INVALID_REQUEST and "session terminated" in message.lower():
+            return Failure("session_expired", message, True)
+        if code == INTERNAL_ERROR and link is not None and link.http_status is not None:
+            return _http_failure(link.http_status, message)
+        if code in (METHOD_NOT_FOUND, INVALID_PARAMS):
+            return Failure("invalid_request", f"{message} (JSON-RPC {code})", False)
+        if code in (PARSE_ERROR, INVALID_REQUEST):
+            return Failure("protocol_error", f"{message} (JSON-RPC {code})", False)
+        return Failure("rpc_error", f"{message} (JSON-RPC {code})", False)
+    if isinstance(exc, ValidationError):
+        return Failure("protocol_error", f"invalid message from server: {message}", False)
+    try:
+        import httpx2
+    except ImportError:  # pragma: no cover - httpx2 is a dependency of mcp
+        httpx2 = None  # type: ignore[assignment]
+    if httpx2 is not None:
+        if isinstance(exc, httpx2.HTTPStatusError):
+            return _http_failure(exc.response.status_code, message)
+        if isinstance(exc, httpx2.ConnectError | httpx2.ConnectTimeout):
+            return Failure("connect_error", message, True)
+        if isinstance(exc, httpx2.TimeoutException):
+            return Failure("timeout", message, True)
+        if isinstance(exc, httpx2.HTTPError):
+            return Failure("transport_error", message, True)
+    if isinstance(exc, ConnectionRefusedError | ConnectionResetError | ConnectionAbortedError):
+        return Failure("connect_error", message, True)
+    if isinstance(exc, RuntimeError) and "protocol version" in message.lower():
+        return Failure("protocol_error", message, True)
+    if isinstance(exc, OSError | trio.BrokenResourceError | trio.ClosedResourceError | EOFError):
+        return Failure("transport_error", message, True)
+    try:
+        import anyio
+
+        if isinstance(exc, anyio.BrokenResourceError | anyio.ClosedResourceError | anyio.EndOfStream):
+            return Failure("transport_error", message, True)
+    except ImportError:  # pragma: no cover
+        pass
+    return Failure("transport_error", f"{type(exc).__name__}: {message}", True)

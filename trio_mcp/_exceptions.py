@@ -1,0 +1,184 @@
+"""The exceptions trio_mcp raises.
+
+::
+
+    TrioMcpError
+    ├── ConfigError (ValueError)          bad configuration or mcpServers JSON
+    ├── UnknownServerError (LookupError)  no server registered under that name
+    ├── ServerExistsError                 a server with that name is already registered
+    ├── ManagerClosedError                the manager (or its supervisor) has been closed
+    ├── ServerUnavailableError            the server's retry window is closed / it has no session
+    ├── SessionError                      a session could not be opened or used
+    │   ├── HandshakeError                initialize / server/discover failed
+    │   │   └── HandshakeTimeoutError (TimeoutError)
+    │   ├── TransportError                the connection broke (process exited, socket closed, ...)
+    │   ├── ProtocolError                 the peer spoke something we cannot accept
+    │   └── AttemptTimeoutError (TimeoutError)
+    ├── SessionControlError               the transport has no session controls
+    ├── RequestRejectedError              the server refused the request itself (no failover)
+    └── InvocationFailedError             every candidate failed; carries the attempts
+
+Errors that carry a failure classification expose ``category``: one of
+:data:`trio_mcp.ERROR_CATEGORIES`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ._invoke import Attempt
+
+
+class TrioMcpError(Exception):
+    """Base class of every exception raised by trio_mcp."""
+
+
+class ConfigError(TrioMcpError, ValueError):
+    """Raised when a configuration object or an ``mcpServers`` document is invalid.
+
+    ``key`` names the offending key (dotted path) when there is one.
+    """
+
+    def __init__(self, message: str, *, key: str | None = None) -> None:
+        self.key = key
+        super().__init__(f"{key}: {message}" if key else message)
+
+
+class UnknownServerError(TrioMcpError, LookupError):
+    """Raised when a server name is not registered with the manager."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        super().__init__(f"unknown MCP server {name!r}")
+
+    def __str__(self) -> str:  # LookupError would repr() the message
+        return f"unknown MCP server {self.name!r}"
+
+
+class ServerExistsError(TrioMcpError):
+    """Raised when registering a server under a name that is already taken."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        super().__init__(f"an MCP server named {name!r} is already registered")
+
+
+class ManagerClosedError(TrioMcpError):
+    """Raised when the manager or a server's supervisor was closed (by you)."""
+
+    def __init__(self, what: str = "the manager is closed") -> None:
+        super().__init__(what)
+
+
+class ServerUnavailableError(TrioMcpError):
+    """Raised when a server cannot be used now: its retry window is closed.
+
+    Attributes:
+        server: the server's name.
+        status: its health status when the error was raised.
+        retry_at: trio-clock time at which the retry window opens, or ``None``.
+        category: the category of the failure that closed the window.
+    """
+
+    def __init__(
+        self,
+        server: str,
+        *,
+        status: str,
+        retry_at: float | None,
+        category: str | None,
+        last_error: str | None,
+    ) -> None:
+        self.server = server
+        self.status = status
+        self.retry_at = retry_at
+        self.category = category
+        self.last_error = last_error
+        detail = f": {last_error}" if last_error else ""
+        super().__init__(f"MCP server {server!r} is {status} and its retry window is closed{detail}")
+
+
+class SessionError(TrioMcpError):
+    """A session could not be opened or used. ``category`` classifies the cause."""
+
+    category: str = "transport_error"
+
+    def __init__(self, message: str, *, category: str | None = None) -> None:
+        if category is not None:
+            self.category = category
+        super().__init__(message)
+
+
+class HandshakeError(SessionError):
+    """Raised when the ``initialize`` / ``server/discover`` handshake fails."""
+
+
+class HandshakeTimeoutError(HandshakeError, TimeoutError):
+    """Raised when the handshake does not finish within the policy's handshake timeout."""
+
+    category = "timeout"
+
+
+class TransportError(SessionError):
+    """Raised when the connection to a server broke (the server's fault, not yours)."""
+
+
+class ProtocolError(SessionError):
+    """Raised when a server answers with something we cannot accept."""
+
+    category = "protocol_error"
+
+
+class AttemptTimeoutError(SessionError, TimeoutError):
+    """Raised when one attempt (a call on one server) runs past its deadline."""
+
+    category = "timeout"
+
+
+class SessionControlError(TrioMcpError):
+    """Raised when a session control (invalidate / refresh) is not available for a server."""
+
+
+class RequestRejectedError(TrioMcpError):
+    """Raised when a server rejects the request itself (unknown tool, invalid params).
+
+    Another server would reject it too, so there is no failover.
+    """
+
+    def __init__(
+        self, message: str, *, server: str, method: str, request_id: str, attempts: Sequence[Attempt]
+    ) -> None:
+        self.server = server
+        self.method = method
+        self.request_id = request_id
+        self.attempts = tuple(attempts)
+        super().__init__(f"{server} rejected {method}: {message}")
+
+
+class InvocationFailedError(TrioMcpError):
+    """Raised when no candidate server produced an answer.
+
+    Attributes:
+        method: the MCP method (``tools/call``, ``resources/read``, ...).
+        outcome: ``"failed"`` when the request provably never executed anywhere,
+            ``"unknown"`` when it may have executed on some server.
+        attempts: every attempt in order, each with its stage, error and category.
+        request_id: the invocation's request (correlation) id.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        method: str,
+        outcome: str,
+        attempts: Sequence[Attempt],
+        request_id: str,
+    ) -> None:
+        self.method = method
+        self.outcome = outcome
+        self.attempts = tuple(attempts)
+        self.request_id = request_id
+        super().__init__(message)

@@ -1,0 +1,649 @@
+"""Invocation: sequential failover across candidate servers, with a trace of every attempt.
+
+Failover never runs a side-effecting tool twice. Each attempt knows whether its request was
+ever written to the server (see ``_transports.sent_marker``):
+
+- *not sent* (no session, connect refused, handshake failed, retry window closed, the
+  connection was already closed before the write): the request provably did not execute,
+  so the next candidate may run it;
+- *outcome unknown* (timeout, connection lost or process died after the write, server-side
+  internal error): the request may have executed. The next candidate runs it only for reads
+  (``resources/read``, ``prompts/get``, lists) and for tools configured as idempotent, or
+  when the caller asked for ``failover="always"``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar, cast
+
+import trio
+from mcp_types import (
+    CallToolResult,
+    GetPromptResult,
+    Prompt,
+    ReadResourceResult,
+    Resource,
+    Tool,
+)
+
+from ._errors import Failure, classify
+from ._events import EventLog, InvocationEvent, new_correlation_id, next_seq
+from ._exceptions import (
+    InvocationFailedError,
+    ManagerClosedError,
+    RequestRejectedError,
+    ServerUnavailableError,
+    SessionError,
+)
+from ._session import Connection
+from ._state import ServerStatus
+from ._transports import SentMarker, sent_marker
+
+if TYPE_CHECKING:
+    from ._clock import TimeAnchor
+    from ._supervisor import ServerSupervisor
+
+FailoverMode = Literal["safe", "always", "never"]
+ProgressCallback = Callable[[float, float | None, str | None], Awaitable[None]]
+T = TypeVar("T")
+
+READ_METHODS = frozenset(
+    {
+        "resources/read",
+        "prompts/get",
+        "tools/list",
+        "resources/list",
+        "prompts/list",
+        "resources/templates/list",
+    }
+)
+_STATUS_RANK = {
+    ServerStatus.HEALTHY: 0,
+    ServerStatus.RECOVERED: 1,
+    ServerStatus.UNKNOWN: 2,
+    ServerStatus.DEGRADED: 3,
+    ServerStatus.UNREACHABLE: 4,
+}
+
+
+@dataclass(frozen=True, kw_only=True)
+class Attempt:
+    """One step of an invocation on one server."""
+
+    server: str
+    stage: str
+    """``"handshake"`` (getting a usable session) or ``"invoke"`` (the request itself)."""
+    success: bool
+    error: str | None
+    category: str | None
+    sent: bool
+    """Whether the request was written to this server (it may have executed)."""
+    started_at: float
+    """Trio-clock time."""
+    started_timestamp: float
+    duration: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "server": self.server,
+            "stage": self.stage,
+            "success": self.success,
+            "error": self.error,
+            "category": self.category,
+            "sent": self.sent,
+            "started_at": self.started_timestamp,
+            "duration": self.duration,
+        }
+
+
+@dataclass(frozen=True, kw_only=True)
+class InvocationResult(Generic[T]):
+    """A successful invocation: the answer and which server gave it."""
+
+    server: str
+    method: str
+    request_id: str
+    result: T
+    attempts: tuple[Attempt, ...]
+
+
+@dataclass(frozen=True, kw_only=True)
+class CatalogEntry:
+    """A tool, resource or prompt and the servers that offer it (in fleet order)."""
+
+    key: str
+    servers: tuple[str, ...]
+    item: Tool | Resource | Prompt
+
+
+_KINDS = {"tools/call": "tools", "resources/read": "resources", "prompts/get": "prompts"}
+
+
+class Invoker:
+    """The invocation half of :class:`trio_mcp.Manager`."""
+
+    _supervisors: dict[str, ServerSupervisor]
+    invocation_log: EventLog[InvocationEvent]
+    anchor: TimeAnchor
+    _closed: bool
+
+    def supervisor(self, name: str) -> ServerSupervisor:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    # -- candidates ----------------------------------------------------------------------------
+
+    def candidates(self, method: str, target: str | None, preferred: Sequence[str] = ()) -> list[str]:
+        """The servers an invocation would try, in order.
+
+        Preferred servers first (in the order given), then the rest by status: healthy,
+        recovered, unknown, degraded, and unreachable ones only when their retry window is
+        open. Servers whose known catalog lacks ``target`` are left out.
+        """
+        if isinstance(preferred, str):
+            preferred = [preferred]
+        for name in preferred:
+            self.supervisor(name)
+        order = list(self._supervisors)
+        rest = sorted(
+            (n for n in order if n not in preferred),
+            key=lambda n: (_STATUS_RANK[self._supervisors[n].status], order.index(n)),
+        )
+        out: list[str] = []
+        for name in [*dict.fromkeys(preferred), *rest]:
+            sup = self._supervisors[name]
+            if sup.status is ServerStatus.UNREACHABLE and not sup.should_retry():
+                continue
+            kind = _KINDS.get(method)
+            if kind is not None and target is not None:
+                known = sup.catalog.get(kind)
+                if known is not None and target not in known:
+                    continue
+            out.append(name)
+        return out
+
+    # -- events --------------------------------------------------------------------------------
+
+    def _event(
+        self,
+        kind: str,
+        server: str,
+        method: str,
+        request_id: str,
+        target: str | None,
+        failure: Failure | None = None,
+        error: str | None = None,
+    ) -> None:
+        now = trio.current_time()
+        stamp = self.anchor.timestamp(now)
+        assert stamp is not None
+        self.invocation_log.append(
+            InvocationEvent(
+                seq=next_seq(),
+                kind=kind,
+                server=server,
+                method=method,
+                request_id=request_id,
+                target=target,
+                error=failure.message if failure else error,
+                category=failure.category if failure else None,
+                at=now,
+                timestamp=stamp,
+            )
+        )
+
+    # -- the failover loop -----------------------------------------------------------------------
+
+    async def invoke(
+        self,
+        method: str,
+        target: str | None = None,
+        arguments: dict[str, Any] | None = None,
+        *,
+        preferred: Sequence[str] = (),
+        failover: FailoverMode = "safe",
+        timeout: float | None = None,
+        attempt_timeout: float | None = None,
+        progress_callback: ProgressCallback | None = None,
+        request_id: str | None = None,
+    ) -> InvocationResult[Any]:
+        """Invoke ``method`` on the first candidate server that answers.
+
+        Args:
+            method: ``tools/call``, ``resources/read``, ``prompts/get``, ``tools/list``, ...
+            target: the tool name, resource URI or prompt name.
+            arguments: tool or prompt arguments.
+            preferred: servers to try first, in this order.
+            failover: ``"safe"`` (default: fail over unless a side effect may repeat),
+                ``"always"`` or ``"never"``.
+            timeout: overall seconds for the whole invocation (default: no overall limit).
+            attempt_timeout: seconds per attempt (default: each server's ``call_timeout``).
+            progress_callback: receives the server's progress notifications.
+            request_id: correlation id for events (default: a new one).
+
+        Raises:
+            InvocationFailedError: no candidate answered; carries ``outcome`` and ``attempts``.
+            RequestRejectedError: the server rejected the request itself (unknown tool,
+                invalid params): no failover.
+            UnknownServerError: a preferred server is not registered.
+        """
+        if self._closed:
+            raise ManagerClosedError()
+        if failover not in ("safe", "always", "never"):
+            raise ValueError(f"failover must be 'safe', 'always' or 'never', got {failover!r}")
+        for name, value in (("timeout", timeout), ("attempt_timeout", attempt_timeout)):
+            if value is not None and (not isinstance(value, int | float) or math.isnan(value) or value <= 0):
+                raise ValueError(f"{name} must be a positive number of seconds")
+        request_id = request_id or new_correlation_id()
+        start = trio.current_time()
+        overall_deadline = start + timeout if timeout is not None else math.inf
+        attempts: list[Attempt] = []
+        errors: list[BaseException] = []
+        retried_expired: set[str] = set()
+
+        queue = self.candidates(method, target, preferred)
+        i = 0
+        while i < len(queue):
+            name = queue[i]
+            i += 1
+            if trio.current_time() >= overall_deadline:
+                break
+            sup = self._supervisors.get(name)
+            if sup is None:
+                continue
+            conn = await self._handshake_stage(
+                sup, method, target, request_id, overall_deadline, attempts, errors
+            )
+            if conn is None:
+                if failover == "never":
+                    break
+                continue
+            outcome = await self._invoke_stage(
+                sup,
+                conn,
+                method,
+                target,
+                arguments,
+                request_id=request_id,
+                overall_deadline=overall_deadline,
+                attempt_timeout=attempt_timeout,
+                progress_callback=progress_callback,
+                attempts=attempts,
+                errors=errors,
+            )
+            if isinstance(outcome, InvocationResult):
+                return InvocationResult(
+                    server=name,
+                    method=method,
+                    request_id=request_id,
+                    result=outcome.result,
+                    attempts=tuple(attempts),
+                )
+            failure, sent = outcome
+            if failure.category == "session_expired" and name not in retried_expired:
+                # The server restarted and forgot our session: nothing ran. Re-handshake, retry once.
+                retried_expired.add(name)
+                i -= 1
+                continue
+            if sent and not self._may_repeat(sup, method, target, failover):
+                break
+            if failover == "never":
+                break
+
+        outcome_kind = "unknown" if any(a.sent for a in attempts) else "failed"
+        if not attempts:
+            message = f"{method} {target or ''}: no candidate server".strip()
+        else:
+            last = attempts[-1]
+            message = f"{method} {target or ''} failed on every candidate (last: {last.server}: {last.error})"
+        if outcome_kind == "unknown":
+            message += "; outcome unknown: it may have executed"
+        raise InvocationFailedError(
+            message, method=method, outcome=outcome_kind, attempts=attempts, request_id=request_id
+        ) from (
+            BaseExceptionGroup("attempts", [e for e in errors if isinstance(e, Exception)])
+            if errors
+            else None
+        )
+
+    def _may_repeat(
+        self, sup: ServerSupervisor, method: str, target: str | None, failover: FailoverMode
+    ) -> bool:
+        if failover == "always":
+            return True
+        if failover == "never":
+            return False
+        if method in READ_METHODS:
+            return True
+        if method != "tools/call":
+            return False
+        config = sup.config
+        if config.idempotent or (target is not None and target in config.idempotent_tools):
+            return True
+        if config.trusted and target is not None:
+            tool = sup.tool_info(target)
+            if tool is not None and tool.annotations is not None:
+                return bool(tool.annotations.read_only_hint or tool.annotations.idempotent_hint)
+        return False
+
+    async def _handshake_stage(
+        self,
+        sup: ServerSupervisor,
+        method: str,
+        target: str | None,
+        request_id: str,
+        overall_deadline: float,
+        attempts: list[Attempt],
+        errors: list[BaseException],
+    ) -> Connection | None:
+        start = trio.current_time()
+        handshook = False
+
+        def observe(kind: str, failure: Failure | None) -> None:
+            nonlocal handshook
+            handshook = True
+            self._event(f"handshake_{kind}", sup.name, method, request_id, target, failure)
+
+        failure: Failure | None = None
+        conn: Connection | None = None
+        with trio.move_on_at(overall_deadline) as scope:
+            try:
+                conn = await sup.acquire(request_id, observer=observe)
+            except ServerUnavailableError as exc:
+                failure = Failure("unavailable", str(exc), False)
+                errors.append(exc)
+            except (SessionError, ManagerClosedError) as exc:
+                failure = classify(exc)
+                errors.append(exc)
+        if scope.cancelled_caught:
+            failure = Failure("timeout", "the invocation deadline passed while connecting", False)
+            if handshook:
+                self._event("handshake_failure", sup.name, method, request_id, target, failure)
+        if conn is not None and (handshook or failure is None):
+            if handshook:
+                attempts.append(self._attempt(sup.name, "handshake", start, None, sent=False))
+            return conn
+        assert failure is not None
+        attempts.append(self._attempt(sup.name, "handshake", start, failure, sent=False))
+        return None
+
+    def _attempt(
+        self, server: str, stage: str, start: float, failure: Failure | None, *, sent: bool
+    ) -> Attempt:
+        stamp = self.anchor.timestamp(start)
+        assert stamp is not None
+        return Attempt(
+            server=server,
+            stage=stage,
+            success=failure is None,
+            error=failure.message if failure else None,
+            category=failure.category if failure else None,
+            sent=sent,
+            started_at=start,
+            started_timestamp=stamp,
+            duration=trio.current_time() - start,
+        )
+
+    async def _invoke_stage(
+        self,
+        sup: ServerSupervisor,
+        conn: Connection,
+        method: str,
+        target: str | None,
+        arguments: dict[str, Any] | None,
+        *,
+        request_id: str,
+        overall_deadline: float,
+        attempt_timeout: float | None,
+        progress_callback: ProgressCallback | None,
+        attempts: list[Attempt],
+        errors: list[BaseException],
+    ) -> InvocationResult[Any] | tuple[Failure, bool]:
+        start = trio.current_time()
+        per_attempt = attempt_timeout if attempt_timeout is not None else sup.policy.call_timeout
+        hard_deadline = min(start + sup.policy.progress_hard_max, overall_deadline)
+        scope = trio.CancelScope(deadline=min(start + per_attempt, overall_deadline))
+
+        async def on_progress(progress: float, total: float | None, message: str | None) -> None:
+            # Progress proves the server is working: extend the attempt, never past the hard max.
+            scope.deadline = max(scope.deadline, min(trio.current_time() + per_attempt, hard_deadline))
+            if progress_callback is not None:
+                await progress_callback(progress, total, message)
+
+        marker = SentMarker()
+        self._event("invoke_start", sup.name, method, request_id, target)
+        result: Any = None
+        error: BaseException | None = None
+        token = sent_marker.set(marker)
+        try:
+            with scope:
+                async with sup.limiter:
+                    result = await _send(conn, method, target, arguments, on_progress)
+        except Exception as exc:
+            error = exc
+        finally:
+            sent_marker.reset(token)
+
+        if error is None and not scope.cancelled_caught:
+            sup.record_success("invocation succeeded", request_id, activity=True)
+            if method == "tools/call" and isinstance(result, CallToolResult) and result.is_error:
+                self._event(
+                    "invoke_success", sup.name, method, request_id, target, error="tool returned isError"
+                )
+            else:
+                self._event("invoke_success", sup.name, method, request_id, target)
+            attempts.append(self._attempt(sup.name, "invoke", start, None, sent=True))
+            return InvocationResult(
+                server=sup.name, method=method, request_id=request_id, result=result, attempts=()
+            )
+
+        if scope.cancelled_caught:
+            waited = trio.current_time() - start
+            if trio.current_time() >= overall_deadline and overall_deadline < start + per_attempt:
+                message = f"the invocation deadline passed after {waited:g}s"
+            else:
+                message = f"no answer within {waited:g}s"
+            failure = Failure("timeout", message, False)
+            sup.record_failure(failure, "invocation failed", request_id)
+            errors.append(TimeoutError(message))
+        else:
+            assert error is not None
+            errors.append(error)
+            failure = sup.report_failure(conn, error, "invocation failed", request_id)
+            if failure.is_caller_error:
+                attempts.append(self._attempt(sup.name, "invoke", start, failure, sent=marker.sent))
+                self._event("invoke_failure", sup.name, method, request_id, target, failure)
+                raise RequestRejectedError(
+                    failure.message,
+                    server=sup.name,
+                    method=method,
+                    request_id=request_id,
+                    attempts=attempts,
+                ) from error
+        sent = marker.sent and failure.category != "session_expired"
+        attempts.append(self._attempt(sup.name, "invoke", start, failure, sent=sent))
+        self._event("invoke_failure", sup.name, method, request_id, target, failure)
+        return failure, sent
+
+    # -- convenience -----------------------------------------------------------------------------
+
+    async def call_tool(
+        self,
+        name: str,
+        arguments: dict[str, Any] | None = None,
+        *,
+        preferred: Sequence[str] = (),
+        failover: FailoverMode = "safe",
+        timeout: float | None = None,
+        attempt_timeout: float | None = None,
+        progress_callback: ProgressCallback | None = None,
+        request_id: str | None = None,
+    ) -> CallToolResult:
+        """Call tool ``name`` on the first candidate that answers. See :meth:`invoke`."""
+        outcome = await self.invoke(
+            "tools/call",
+            name,
+            arguments,
+            preferred=preferred,
+            failover=failover,
+            timeout=timeout,
+            attempt_timeout=attempt_timeout,
+            progress_callback=progress_callback,
+            request_id=request_id,
+        )
+        result: CallToolResult = outcome.result
+        return result
+
+    async def read_resource(
+        self,
+        uri: str,
+        *,
+        preferred: Sequence[str] = (),
+        failover: FailoverMode = "safe",
+        timeout: float | None = None,
+        attempt_timeout: float | None = None,
+        request_id: str | None = None,
+    ) -> ReadResourceResult:
+        """Read resource ``uri`` from the first candidate that answers. See :meth:`invoke`."""
+        outcome = await self.invoke(
+            "resources/read",
+            uri,
+            preferred=preferred,
+            failover=failover,
+            timeout=timeout,
+            attempt_timeout=attempt_timeout,
+            request_id=request_id,
+        )
+        result: ReadResourceResult = outcome.result
+        return result
+
+    async def get_prompt(
+        self,
+        name: str,
+        arguments: dict[str, str] | None = None,
+        *,
+        preferred: Sequence[str] = (),
+        failover: FailoverMode = "safe",
+        timeout: float | None = None,
+        attempt_timeout: float | None = None,
+        request_id: str | None = None,
+    ) -> GetPromptResult:
+        """Get prompt ``name`` from the first candidate that answers. See :meth:`invoke`."""
+        outcome = await self.invoke(
+            "prompts/get",
+            name,
+            dict(arguments) if arguments else None,
+            preferred=preferred,
+            failover=failover,
+            timeout=timeout,
+            attempt_timeout=attempt_timeout,
+            request_id=request_id,
+        )
+        result: GetPromptResult = outcome.result
+        return result
+
+    # -- catalogs --------------------------------------------------------------------------------
+
+    async def server_catalog(self, server: str, kind: str) -> list[Any]:
+        """List ``kind`` (``tools`` / ``resources`` / ``prompts``) on one server (all pages)."""
+        if kind not in ("tools", "resources", "prompts"):
+            raise ValueError("kind must be 'tools', 'resources' or 'prompts'")
+        outcome = await self.invoke(f"{kind}/list", preferred=[server], failover="never")
+        items: list[Any] = outcome.result
+        return items
+
+    async def catalog(self, kind: str) -> list[CatalogEntry]:
+        """The aggregated catalog of ``kind`` across every server that can answer now.
+
+        Servers that fail to list are left out (their failure is recorded as usual).
+        """
+        if kind not in ("tools", "resources", "prompts"):
+            raise ValueError("kind must be 'tools', 'resources' or 'prompts'")
+        names = list(self._supervisors)
+        found: dict[str, list[Any]] = {}
+
+        async def one(name: str) -> None:
+            try:
+                found[name] = await self.server_catalog(name, kind)
+            except (InvocationFailedError, RequestRejectedError):
+                pass
+
+        async with trio.open_nursery() as nursery:
+            for name in names:
+                nursery.start_soon(one, name)
+        entries: dict[str, tuple[list[str], Any]] = {}
+        for name in names:
+            for item in found.get(name, []):
+                key = str(item.uri) if kind == "resources" else item.name
+                entries.setdefault(key, ([], item))[0].append(name)
+        return [CatalogEntry(key=k, servers=tuple(s), item=item) for k, (s, item) in entries.items()]
+
+    async def list_tools(self) -> list[CatalogEntry]:
+        return await self.catalog("tools")
+
+    async def list_resources(self) -> list[CatalogEntry]:
+        return await self.catalog("resources")
+
+    async def list_prompts(self) -> list[CatalogEntry]:
+        return await self.catalog("prompts")
+
+    async def servers_offering(self, kind: str, key: str) -> list[str]:
+        """Which servers offer tool / resource / prompt ``key``."""
+        for entry in await self.catalog(kind):
+            if entry.key == key:
+                return list(entry.servers)
+        return []
+
+
+async def _list_all(fetch: Callable[[str | None], Awaitable[Any]], attr: str) -> list[Any]:
+    items: list[Any] = []
+    cursor: str | None = None
+    for _ in range(1000):
+        page = await fetch(cursor)
+        items.extend(getattr(page, attr))
+        cursor = page.next_cursor
+        if not cursor:
+            break
+    return items
+
+
+async def _send(
+    conn: Connection,
+    method: str,
+    target: str | None,
+    arguments: dict[str, Any] | None,
+    on_progress: ProgressCallback,
+) -> Any:
+    from mcp_types import PaginatedRequestParams
+
+    session = conn.session
+    if method == "tools/call":
+        assert target is not None
+        return await session.call_tool(target, arguments, progress_callback=cast(Any, on_progress))
+    if method == "resources/read":
+        assert target is not None
+        return await session.read_resource(target)
+    if method == "prompts/get":
+        assert target is not None
+        return await session.get_prompt(target, arguments)
+    if method == "tools/list":
+        tools = await _list_all(
+            lambda c: session.list_tools(params=PaginatedRequestParams(cursor=c)), "tools"
+        )
+        conn.catalog["tools"] = {t.name: t for t in tools}
+        return tools
+    if method == "resources/list":
+        resources = await _list_all(
+            lambda c: session.list_resources(params=PaginatedRequestParams(cursor=c)), "resources"
+        )
+        conn.catalog["resources"] = {str(r.uri): r for r in resources}
+        return resources
+    if method == "prompts/list":
+        prompts = await _list_all(
+            lambda c: session.list_prompts(params=PaginatedRequestParams(cursor=c)), "prompts"
+        )
+        conn.catalog["prompts"] = {p.name: p for p in prompts}
+        return prompts
+    raise ValueError(f"unsupported method {method!r}")

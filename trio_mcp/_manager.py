@@ -1,0 +1,281 @@
+"""``open_manager()``: the nursery that owns every server's supervisor."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterable, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
+
+import trio
+
+from ._backoff import RandomSource
+from ._clock import TimeAnchor
+from ._config import ServerConfig
+from ._events import (
+    DEFAULT_EVENT_LOG_SIZE,
+    ConnectionEvent,
+    EventLog,
+    InvocationEvent,
+    new_correlation_id,
+)
+from ._exceptions import ConfigError, ManagerClosedError, ServerExistsError, UnknownServerError
+from ._invoke import Invoker
+from ._session import Connection
+from ._state import Freshness, ServerSnapshot, SessionInfo
+from ._supervisor import ServerSupervisor
+
+
+class Manager(Invoker):
+    """A fleet of supervised MCP servers. Create it with :func:`open_manager`."""
+
+    def __init__(
+        self,
+        nursery: trio.Nursery,
+        *,
+        rng: RandomSource | None,
+        anchor: TimeAnchor,
+        connection_log_size: int,
+        invocation_log_size: int,
+        session_options: dict[str, Any] | None,
+    ) -> None:
+        self._nursery = nursery
+        self._rng = rng
+        self.anchor = anchor
+        self.connection_log: EventLog[ConnectionEvent] = EventLog(connection_log_size)
+        self.invocation_log: EventLog[InvocationEvent] = EventLog(invocation_log_size)
+        self._session_options = session_options
+        self._supervisors: dict[str, ServerSupervisor] = {}
+        self._closed = False
+
+    # -- registry ----------------------------------------------------------------------------
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise ManagerClosedError()
+
+    def supervisor(self, name: str) -> ServerSupervisor:
+        """The supervisor of ``name``. Raises :class:`UnknownServerError`."""
+        try:
+            return self._supervisors[name]
+        except KeyError:
+            raise UnknownServerError(name) from None
+
+    @property
+    def names(self) -> list[str]:
+        """Registered server names, in registration order."""
+        return list(self._supervisors)
+
+    def config(self, name: str) -> ServerConfig:
+        return self.supervisor(name).config
+
+    async def add_server(self, config: ServerConfig) -> ServerSnapshot:
+        """Register ``config`` and start its supervisor (it connects in the background).
+
+        Raises:
+            ServerExistsError: the name is taken.
+            ManagerClosedError: the manager is closed.
+        """
+        self._check_open()
+        if not isinstance(config, ServerConfig):
+            raise ConfigError("must be a ServerConfig", key="config")
+        if config.name in self._supervisors:
+            raise ServerExistsError(config.name)
+        sup = ServerSupervisor(
+            config,
+            anchor=self.anchor,
+            connection_log=self.connection_log,
+            rng=self._rng,
+            session_options=self._session_options,
+        )
+        self._supervisors[config.name] = sup
+        await self._nursery.start(sup.run, name=f"supervise {config.name}")
+        return sup.snapshot()
+
+    async def remove_server(self, name: str) -> None:
+        """Stop supervising ``name``: its session (and process) is closed before this returns."""
+        sup = self.supervisor(name)
+        del self._supervisors[name]
+        await sup.aclose()
+
+    # -- state -------------------------------------------------------------------------------
+
+    def server(self, name: str) -> ServerSnapshot:
+        return self.supervisor(name).snapshot()
+
+    def servers(self) -> list[ServerSnapshot]:
+        return [sup.snapshot() for sup in self._supervisors.values()]
+
+    def should_retry(self, name: str) -> bool:
+        """Whether ``name``'s retry window is open."""
+        return self.supervisor(name).should_retry()
+
+    async def wait_for(self, name: str, predicate: Any) -> ServerSnapshot:
+        """Wait until ``predicate(snapshot)`` holds for ``name``."""
+        return await self.supervisor(name).wait_for(predicate)
+
+    def sessions(
+        self,
+        *,
+        server: str | None = None,
+        active_only: bool = False,
+        freshness: Freshness | str | None = None,
+        limit: int | None = None,
+    ) -> list[SessionInfo]:
+        """Session diagnostics of every server, filtered."""
+        if limit is not None and limit < 0:
+            raise ValueError("limit must be >= 0")
+        wanted = Freshness(freshness) if freshness is not None else None
+        if server is not None:
+            self.supervisor(server)
+        out: list[SessionInfo] = []
+        for sup in self._supervisors.values():
+            info = sup.snapshot().session
+            if server is not None and info.server != server:
+                continue
+            if active_only and not info.active:
+                continue
+            if wanted is not None and info.freshness is not wanted:
+                continue
+            out.append(info)
+        return out[:limit] if limit is not None else out
+
+    def connection_events(
+        self, *, server: str | None = None, correlation_id: str | None = None, limit: int | None = None
+    ) -> list[ConnectionEvent]:
+        """Status changes, oldest first (the newest ``limit``)."""
+        return self.connection_log.query(server=server, correlation_id=correlation_id, limit=limit)
+
+    def invocation_events(
+        self,
+        *,
+        server: str | None = None,
+        method: str | None = None,
+        request_id: str | None = None,
+        correlation_id: str | None = None,
+        limit: int | None = None,
+    ) -> list[InvocationEvent]:
+        """Invocation lifecycle events, oldest first (the newest ``limit``)."""
+        if correlation_id is not None:
+            if request_id is not None and request_id != correlation_id:
+                return []
+            request_id = correlation_id
+        return self.invocation_log.query(server=server, method=method, request_id=request_id, limit=limit)
+
+    # -- controls ----------------------------------------------------------------------------
+
+    async def acquire(self, name: str, *, correlation_id: str | None = None) -> Connection:
+        """Borrow ``name``'s live connection (connecting first when needed)."""
+        self._check_open()
+        return await self.supervisor(name).acquire(correlation_id or new_correlation_id())
+
+    async def connect(self, name: str | None = None) -> list[ServerSnapshot]:
+        """Probe and handshake now: one server, or all of them concurrently.
+
+        Failures do not raise; they are in the returned snapshots.
+        """
+        self._check_open()
+        names = [name] if name is not None else self.names
+        sups = [self.supervisor(n) for n in names]
+        correlation_id = new_correlation_id()
+
+        async def one(sup: ServerSupervisor) -> None:
+            try:
+                await sup.connect(correlation_id)
+            except (Exception, ManagerClosedError):
+                pass
+
+        async with trio.open_nursery() as nursery:
+            for sup in sups:
+                nursery.start_soon(one, sup)
+        return [sup.snapshot() for sup in sups]
+
+    async def initialize(self, name: str | None = None) -> list[ServerSnapshot]:
+        """Handshake now (reconnecting where there is no session)."""
+        self._check_open()
+        names = [name] if name is not None else self.names
+        sups = [self.supervisor(n) for n in names]
+        correlation_id = new_correlation_id()
+
+        async def one(sup: ServerSupervisor) -> None:
+            try:
+                await sup.acquire(correlation_id, force=True)
+            except Exception:
+                pass
+
+        async with trio.open_nursery() as nursery:
+            for sup in sups:
+                nursery.start_soon(one, sup)
+        return [sup.snapshot() for sup in sups]
+
+    async def health_check(self, name: str | None = None) -> list[ServerSnapshot]:
+        """Probe now: one server, or all of them concurrently."""
+        self._check_open()
+        names = [name] if name is not None else self.names
+        sups = [self.supervisor(n) for n in names]
+        correlation_id = new_correlation_id()
+        async with trio.open_nursery() as nursery:
+            for sup in sups:
+                nursery.start_soon(sup.health_check, correlation_id)
+        return [sup.snapshot() for sup in sups]
+
+    def invalidate(self, name: str) -> bool:
+        """Drop ``name``'s session; the next use reconnects. Returns whether one was active."""
+        self._check_open()
+        return self.supervisor(name).invalidate(new_correlation_id())
+
+    async def refresh(self, name: str) -> SessionInfo:
+        """Drop ``name``'s session and open a new one now."""
+        self._check_open()
+        sup = self.supervisor(name)
+        await sup.refresh(new_correlation_id())
+        return sup.snapshot().session
+
+    def __repr__(self) -> str:
+        return f"<Manager servers={self.names} closed={self._closed}>"
+
+
+@asynccontextmanager
+async def open_manager(
+    servers: Iterable[ServerConfig] | Sequence[ServerConfig] = (),
+    *,
+    rng: RandomSource | None = None,
+    clock_anchor: float | None = None,
+    connection_log_size: int = DEFAULT_EVENT_LOG_SIZE,
+    invocation_log_size: int = DEFAULT_EVENT_LOG_SIZE,
+    session_options: dict[str, Any] | None = None,
+) -> AsyncIterator[Manager]:
+    """Open a manager supervising ``servers``.
+
+    Every server gets one supervisor task in the manager's nursery. Startup does not wait for
+    servers to connect. Leaving the block cancels every supervisor and closes every session
+    and subprocess before it returns.
+
+    Args:
+        servers: the initial fleet.
+        rng: random source for backoff jitter (pass ``random.Random(seed)`` for exact tests).
+        clock_anchor: the Unix time that the manager's start corresponds to (default: now).
+        connection_log_size: how many connection events are kept.
+        invocation_log_size: how many invocation events are kept.
+        session_options: extra keyword arguments for every SDK ``ClientSession`` (callbacks).
+    """
+    configs = list(servers)
+    names = [c.name for c in configs]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise ServerExistsError(duplicates[0])
+    async with trio.open_nursery() as nursery:
+        manager = Manager(
+            nursery,
+            rng=rng,
+            anchor=TimeAnchor(clock_anchor),
+            connection_log_size=connection_log_size,
+            invocation_log_size=invocation_log_size,
+            session_options=session_options,
+        )
+        try:
+            for config in configs:
+                await manager.add_server(config)
+            yield manager
+        finally:
+            manager._closed = True
+            nursery.cancel_scope.cancel()

@@ -1,0 +1,132 @@
+"""One live connection: the SDK ``ClientSession``, its handshake and its capability snapshot."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import trio
+from mcp.client.session import ClientSession
+from mcp.shared.exceptions import MCPError
+from mcp_types import UNSUPPORTED_PROTOCOL_VERSION, DiscoverResult
+from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS, MODERN_PROTOCOL_VERSIONS
+
+from ._clock import TimeAnchor
+from ._config import ProtocolMode
+from ._state import CapabilitySnapshot
+from ._transports import Link
+
+
+def era_of(session: ClientSession) -> str:
+    return "modern" if session.discover_result is not None else "legacy"
+
+
+async def handshake(session: ClientSession, mode: ProtocolMode) -> None:
+    """Negotiate the protocol era: ``server/discover`` (2026-07-28) and/or ``initialize``.
+
+    ``auto`` tries ``server/discover`` first and falls back to ``initialize`` on any JSON-RPC
+    error, unless the server names only modern versions we do not share.
+    """
+    if mode == "legacy":
+        await session.initialize()
+        return
+    if mode == "modern":
+        await session.discover()
+        return
+    try:
+        await session.discover()
+    except MCPError as exc:
+        if exc.code == UNSUPPORTED_PROTOCOL_VERSION:
+            data = exc.error.data if isinstance(exc.error.data, dict) else {}
+            supported = data.get("supported")
+            if isinstance(supported, list) and not any(v in HANDSHAKE_PROTOCOL_VERSIONS for v in supported):
+                raise
+        await session.initialize()
+
+
+def capability_snapshot(session: ClientSession, anchor: TimeAnchor) -> CapabilitySnapshot:
+    info = session.server_info
+    caps = session.server_capabilities
+    now = trio.current_time()
+    stamp = anchor.timestamp(now)
+    assert stamp is not None
+    return CapabilitySnapshot(
+        protocol_version=session.protocol_version or "unknown",
+        era=era_of(session),
+        server_name=info.name if info else None,
+        server_version=info.version if info else None,
+        capabilities=caps.model_dump(mode="json", by_alias=True, exclude_none=True) if caps else {},
+        instructions=session.instructions,
+        captured_at=now,
+        captured_timestamp=stamp,
+    )
+
+
+async def rediscover(session: ClientSession) -> None:
+    """Re-run ``server/discover`` on a live modern connection and adopt the answer."""
+    version = session.protocol_version
+    if version not in MODERN_PROTOCOL_VERSIONS:
+        raise RuntimeError("rediscover needs a modern (2026-07-28) connection")
+    raw = await session.send_discover(version)
+    session.adopt(DiscoverResult.model_validate(raw))
+
+
+async def probe(session: ClientSession, kind: str) -> None:
+    """One health probe on ``session``."""
+    if kind == "auto":
+        kind = "discover" if era_of(session) == "modern" else "ping"
+    if kind == "ping":
+        await session.send_ping()
+    elif kind == "discover":
+        version = session.protocol_version
+        await session.send_discover(
+            version if version in MODERN_PROTOCOL_VERSIONS else MODERN_PROTOCOL_VERSIONS[-1]
+        )
+    elif kind == "list_tools":
+        await session.list_tools()
+
+
+class Connection:
+    """A live, handshaken session owned by a supervisor task; callers borrow it.
+
+    Attributes:
+        session: the SDK ``ClientSession``. Call its methods from any task.
+        session_id: a number that is new for every connection of a server.
+    """
+
+    def __init__(
+        self, *, server: str, session: ClientSession, session_id: int, link: Link, opened_at: float
+    ) -> None:
+        self.server = server
+        self.session = session
+        self.session_id = session_id
+        self.link = link
+        self.opened_at = opened_at
+        self.handshaken_at = opened_at
+        self.capabilities: CapabilitySnapshot | None = None
+        self.catalog: dict[str, Any] = {}
+        self.drop_reason: str | None = None
+        self.after_drop: str = "backoff"
+        self._dropped = trio.Event()
+
+    @property
+    def era(self) -> str:
+        return era_of(self.session)
+
+    @property
+    def alive(self) -> bool:
+        return not self._dropped.is_set() and not self.link.dead.is_set()
+
+    def drop(self, reason: str, *, then: str = "backoff") -> None:
+        """Ask the owning supervisor to close this connection. ``then``: ``backoff``, ``idle``
+        or ``reconnect``."""
+        if not self._dropped.is_set():
+            self.drop_reason = reason
+            self.after_drop = then
+            self._dropped.set()
+
+    async def wait_dropped(self) -> None:
+        await self._dropped.wait()
+
+    def __repr__(self) -> str:
+        state = "alive" if self.alive else f"dropped ({self.drop_reason})"
+        return f"<Connection {self.server}#{self.session_id} {state}>"
