@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
 
@@ -81,6 +82,20 @@ def _leaves(exc: BaseException) -> list[BaseException]:
     return [exc]
 
 
+_SESSION_GONE = re.compile(r"session (not found|terminated|has been terminated|expired)", re.IGNORECASE)
+
+
+def _session_gone(message: str, link: Link | None) -> bool:
+    """Whether an invalid-request error says the server forgot our (legacy HTTP) session.
+
+    Spellings: the client SDK's stand-in for a bare 404 ("Session terminated"), the SDK server's
+    404 body ("Session not found", 2.x; "Not Found: Session has been terminated", 1.x).
+    """
+    if _SESSION_GONE.search(message):
+        return True
+    return link is not None and link.http_status == 404
+
+
 def _http_failure(status: int, message: str) -> Failure:
     if status in (401, 403):
         return Failure("auth_required", f"HTTP {status}: {message}", True)
@@ -119,7 +134,7 @@ def classify(exc: BaseException, link: Link | None = None) -> Failure:
             return Failure("transport_error", f"connection closed: {message}", True)
         if code == REQUEST_TIMEOUT:
             return Failure("timeout", message, False)
-        if code == INVALID_REQUEST and "session terminated" in message.lower():
+        if code == INVALID_REQUEST and _session_gone(message, link):
             return Failure("session_expired", message, True)
         if code == INTERNAL_ERROR and link is not None and link.http_status is not None:
             return _http_failure(link.http_status, message)

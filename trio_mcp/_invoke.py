@@ -337,6 +337,8 @@ class Invoker:
         overall_deadline: float,
         attempts: list[Attempt],
         errors: list[BaseException],
+        *,
+        force: bool = False,
     ) -> Connection | None:
         start = trio.current_time()
         handshook = False
@@ -350,10 +352,11 @@ class Invoker:
         conn: Connection | None = None
         with trio.move_on_at(overall_deadline) as scope:
             try:
-                conn = await sup.acquire(request_id, observer=observe)
+                conn = await sup.acquire(request_id, observer=observe, force=force)
             except ServerUnavailableError as exc:
                 failure = Failure("unavailable", str(exc), False)
                 errors.append(exc)
+                self._event("handshake_failure", sup.name, method, request_id, target, failure)
             except (SessionError, ManagerClosedError) as exc:
                 failure = classify(exc)
                 errors.append(exc)

@@ -35,6 +35,8 @@ from ._exceptions import SessionError
 
 STDIO_CLOSE_GRACE = 2.0
 """Seconds a stdio server gets to exit after its stdin is closed, and again after SIGTERM."""
+STDOUT_EOF_EXIT_WAIT = 0.5
+"""Seconds to wait for a stdio server to exit after its stdout ended, to report why."""
 CANCEL_NOTICE_WRITE_TIMEOUT = 5.0
 """A courtesy cancel notice that cannot be written within this many seconds marks the
 connection as wedged; the supervisor restarts it."""
@@ -158,13 +160,23 @@ class _LinkedWriteStream:
             self._link.queue_cancel_notice(item)
             await trio.lowlevel.checkpoint()
             return
-        if isinstance(message, JSONRPCRequest):
-            marker = sent_marker.get()
+        if not isinstance(message, JSONRPCRequest):
+            await self._inner.send(item)
+            return
+        marker = sent_marker.get()
+        try:
+            await self._inner.send(item)
+        except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+            # The stream was already closed: the request provably never left.
+            raise
+        except BaseException:
+            # A write interrupted midway may still have delivered: count it as sent.
             if marker is not None:
-                # A write that starts may deliver even if it is then cancelled: count it as sent.
                 marker.sent = True
-            self._link.requests_written += 1
-        await self._inner.send(item)
+            raise
+        if marker is not None:
+            marker.sent = True
+        self._link.requests_written += 1
 
     async def send_direct(self, item: SessionMessage) -> None:
         await self._inner.send(item)
@@ -187,13 +199,32 @@ class _LinkedWriteStream:
 
 
 def _group_alive(pgid: int) -> bool:
+    """Whether a live (not zombie) process is left in process group ``pgid``."""
     try:
         os.killpg(pgid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    return True
+    # The group still has members, but they may all be zombies: orphans that exited and wait for
+    # an init that does not reap them (common in containers). Those need no signal and no wait.
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return True
+    for entry in entries:
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        # "pid (comm) state ppid pgrp ...": comm may contain spaces and parentheses.
+        fields = stat[stat.rfind(b")") + 2 :].split()
+        if len(fields) >= 3 and int(fields[2]) == pgid and fields[0] not in (b"Z", b"X"):
+            return True
+    return False
 
 
 def _signal_group(pgid: int, sig: int) -> None:
@@ -218,8 +249,11 @@ async def _stop_process_group(process: trio.Process, grace: float) -> None:
             _signal_group(pgid, signal.SIGTERM)
             with trio.move_on_after(grace):
                 while process.returncode is None or _group_alive(pgid):
-                    with trio.move_on_after(0.02):
-                        await process.wait()
+                    if process.returncode is None:
+                        with trio.move_on_after(0.02):
+                            await process.wait()
+                    else:
+                        await trio.sleep(0.02)
         if process.returncode is None or _group_alive(pgid):
             _signal_group(pgid, signal.SIGKILL)
             with trio.move_on_after(grace):
@@ -263,6 +297,11 @@ async def _open_stdio(config: StdioTransport, link: Link) -> AsyncIterator[tuple
                 while True:
                     chunk = await stdout.receive_some(65536)
                     if not chunk:
+                        # EOF: usually the process is exiting. Say so, rather than a bare
+                        # "connection closed", when it exits promptly.
+                        with trio.move_on_after(STDOUT_EOF_EXIT_WAIT):
+                            code = await process.wait()
+                            link.mark_dead("process_exited", f"server process exited with code {code}")
                         return
                     buffer += chunk
                     *lines, buffer = buffer.split(b"\n")
@@ -329,6 +368,37 @@ async def _open_stdio(config: StdioTransport, link: Link) -> AsyncIterator[tuple
 # ---------------------------------------------------------------------------------------------
 
 
+def _linked_http_transport(link: Link) -> Any:
+    """An httpx2 transport that marks ``link`` dead when a POST cannot be delivered.
+
+    The SDK runs every request's POST in its transport task group, so a failed POST (server
+    down: connection refused) cancels the whole connection before any caller or probe sees an
+    error. Marking the link first lets the supervisor record why the connection died. GET
+    (the legacy event stream) is left alone: the SDK retries it by itself.
+    """
+    import httpx2
+
+    from ._errors import classify
+
+    class LinkedHttpTransport(httpx2.AsyncBaseTransport):
+        def __init__(self) -> None:
+            self._inner = httpx2.AsyncHTTPTransport()
+
+        async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
+            try:
+                return await self._inner.handle_async_request(request)
+            except Exception as exc:
+                if request.method == "POST":
+                    failure = classify(exc)
+                    link.mark_dead(failure.category, failure.message)
+                raise
+
+        async def aclose(self) -> None:
+            await self._inner.aclose()
+
+    return LinkedHttpTransport()
+
+
 @asynccontextmanager
 async def _open_http(config: HttpTransport, link: Link) -> AsyncIterator[tuple[Any, Any]]:
     import httpx2
@@ -342,6 +412,7 @@ async def _open_http(config: HttpTransport, link: Link) -> AsyncIterator[tuple[A
         headers=dict(config.headers or {}),
         timeout=httpx2.Timeout(30.0, read=300.0),
         event_hooks={"response": [on_response]},
+        transport=_linked_http_transport(link),
     )
     async with client, streamable_http_client(config.url, http_client=client) as (read, write):
         yield read, write
@@ -352,6 +423,62 @@ async def _open_http(config: HttpTransport, link: Link) -> AsyncIterator[tuple[A
 # ---------------------------------------------------------------------------------------------
 
 
+class MemoryConnectionInfo:
+    """Per-connection facts an in-memory server's handlers can read (via ``memory_connection``)."""
+
+    __slots__ = ("handshaken", "number")
+
+    def __init__(self, number: int) -> None:
+        self.number = number
+        self.handshaken = False
+
+
+memory_connection: contextvars.ContextVar[MemoryConnectionInfo | None] = contextvars.ContextVar(
+    "trio_mcp_memory_connection", default=None
+)
+
+
+class _TaggedReadStream:
+    """Server side of an in-memory connection: handlers see ``memory_connection`` set.
+
+    The SDK runs each handler in the context its message was sent from (the client's), so
+    the tag is added to a copy of that context.
+    """
+
+    def __init__(self, inner: Any, info: MemoryConnectionInfo) -> None:
+        self._inner = inner
+        self._info = info
+        self.last_context: contextvars.Context | None = None
+
+    async def receive(self) -> Any:
+        item = await self._inner.receive()
+        sender = getattr(self._inner, "last_context", None)
+        context = sender.run(contextvars.copy_context) if sender is not None else contextvars.copy_context()
+        context.run(memory_connection.set, self._info)
+        self.last_context = context
+        return item
+
+    def __aiter__(self) -> Self:
+        return self
+
+    async def __anext__(self) -> Any:
+        try:
+            return await self.receive()
+        except anyio.EndOfStream:
+            raise StopAsyncIteration from None
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
+
 class MemoryServerHooks:
     """Fault hooks for in-memory servers (used by :mod:`trio_mcp.testing`)."""
 
@@ -360,6 +487,8 @@ class MemoryServerHooks:
         self.legacy_only = False
         self._live: set[trio.CancelScope] = set()
         self.connections_opened = 0
+        self.connect_attempts: list[float] = []
+        """Trio-clock times of every connection attempt, refused ones included."""
 
     def kill_connections(self) -> int:
         """Drop every live connection as if the server crashed; returns how many."""
@@ -390,6 +519,8 @@ async def _open_memory(config: MemoryTransport, link: Link) -> AsyncIterator[tup
     from mcp.shared.memory import create_client_server_memory_streams
 
     hooks: MemoryServerHooks | None = getattr(config.server, "_trio_mcp_hooks", None)
+    if hooks is not None:
+        hooks.connect_attempts.append(trio.current_time())
     if hooks is not None and hooks.refuse_connections:
         raise ConnectionRefusedError(errno.ECONNREFUSED, "connection refused (in-memory server is down)")
     server = _lowlevel(config.server)
@@ -402,22 +533,24 @@ async def _open_memory(config: MemoryTransport, link: Link) -> AsyncIterator[tup
         server_done = trio.Event()
 
         async def run_server() -> None:
+            read: Any = server_read
             if hooks is not None:
                 hooks._live.add(server_scope)
                 hooks.connections_opened += 1
+                read = _TaggedReadStream(server_read, MemoryConnectionInfo(hooks.connections_opened))
             try:
                 with server_scope:
                     if legacy_only:
                         async with server.lifespan(server) as state:
                             await serve_loop(
                                 server,
-                                server_read,
+                                read,
                                 server_write,
                                 lifespan_state=state,
                                 init_options=server.create_initialization_options(),
                             )
                     else:
-                        await server.run(server_read, server_write, server.create_initialization_options())
+                        await server.run(read, server_write, server.create_initialization_options())
             finally:
                 if hooks is not None:
                     hooks._live.discard(server_scope)
@@ -459,4 +592,12 @@ async def open_transport(
         yield _LinkedReadStream(read, link), _LinkedWriteStream(write, link)
 
 
-__all__ = ["Link", "MemoryServerHooks", "SentMarker", "open_transport", "sent_marker"]
+__all__ = [
+    "Link",
+    "MemoryConnectionInfo",
+    "MemoryServerHooks",
+    "SentMarker",
+    "memory_connection",
+    "open_transport",
+    "sent_marker",
+]

@@ -35,12 +35,9 @@ from mcp.shared.exceptions import MCPError
 from mcp_types import INTERNAL_ERROR, ToolAnnotations
 
 from .._config import MemoryTransport, ServerConfig, ServerPolicy
-from .._transports import MemoryServerHooks
+from .._transports import MemoryServerHooks, memory_connection
 
 __all__ = ["ScriptedServer", "memory_server"]
-
-_HANDSHAKE_METHODS = frozenset({"initialize", "server/discover"})
-_PROBE_METHODS = frozenset({"ping", "server/discover"})
 
 
 class ScriptedServer:
@@ -102,8 +99,8 @@ class ScriptedServer:
         self.handshake_error = message
 
     def fail_probes(self, message: str | None = "probe failed") -> None:
-        """Answer ``ping`` / ``server/discover`` with an error (``None`` clears). On a 2026-era
-        connection ``server/discover`` is also the handshake, so new handshakes fail too."""
+        """Answer probes (``ping``, and ``server/discover`` after the handshake) with an error
+        (``None`` clears)."""
         self.probe_error = message
 
     def delay_probes(self, seconds: float) -> None:
@@ -146,6 +143,11 @@ class ScriptedServer:
         return self._trio_mcp_hooks.connections_opened
 
     @property
+    def connect_attempts(self) -> list[float]:
+        """Trio-clock times of every connection attempt (refused ones included)."""
+        return list(self._trio_mcp_hooks.connect_attempts)
+
+    @property
     def live_connections(self) -> int:
         return self._trio_mcp_hooks.live_connections
 
@@ -155,12 +157,21 @@ class ScriptedServer:
         method = ctx.method
         if ctx.request_id is not None:
             self.requests[method] += 1
-        if method in _HANDSHAKE_METHODS:
+        connection = memory_connection.get()
+        # server/discover is the handshake on a new 2026-era connection and a probe afterwards.
+        is_handshake = method == "initialize" or (
+            method == "server/discover" and (connection is None or not connection.handshaken)
+        )
+        if is_handshake:
             if self.handshake_delay:
                 await trio.sleep(self.handshake_delay)
             if self.handshake_error is not None:
                 raise MCPError(code=INTERNAL_ERROR, message=self.handshake_error)
-        if method in _PROBE_METHODS:
+            result = await call_next(ctx)
+            if connection is not None:
+                connection.handshaken = True
+            return result
+        if method in ("ping", "server/discover"):
             if self.probe_delay:
                 await trio.sleep(self.probe_delay)
             if self.probe_error is not None:

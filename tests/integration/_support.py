@@ -1,0 +1,162 @@
+"""Helpers for the real-clock integration tests: demo servers, ports, process checks."""
+
+from __future__ import annotations
+
+import dataclasses
+import socket
+import sys
+from pathlib import Path
+from typing import Any
+
+import trio
+
+import trio_mcp
+from trio_mcp.demo_server import CHILD_PIDFILE_ENV, LEDGER_ENV, build_server, serve_http
+
+FAST = trio_mcp.ServerPolicy(
+    health_interval=0.5,
+    probe_timeout=2,
+    handshake_timeout=10,
+    backoff=trio_mcp.BackoffPolicy(initial=0.2, cap=1, jitter=0),
+)
+"""Probe often, reconnect fast: what the real-clock tests run with."""
+
+
+def policy(**overrides: Any) -> trio_mcp.ServerPolicy:
+    """:data:`FAST` with ``overrides``."""
+    return dataclasses.replace(FAST, **overrides)
+
+
+def stdio_demo(
+    name: str,
+    *,
+    spawn_child: bool = False,
+    child_pidfile: Path | None = None,
+    ledger: Path | None = None,
+    gate: Path | None = None,
+    server_policy: trio_mcp.ServerPolicy = FAST,
+) -> trio_mcp.ServerConfig:
+    """A stdio ``python -m trio_mcp.demo_server --name NAME`` server.
+
+    With ``gate``, the server starts only while that file exists (else its process exits at
+    once with code 3): a way to keep a killed server down.
+    """
+    args = ["-m", "trio_mcp.demo_server", "--name", name]
+    if spawn_child:
+        args.append("--spawn-child")
+    env: dict[str, str] = {}
+    if child_pidfile is not None:
+        env[CHILD_PIDFILE_ENV] = str(child_pidfile)
+    if ledger is not None:
+        env[LEDGER_ENV] = str(ledger)
+    if gate is None:
+        transport = trio_mcp.StdioTransport(command=sys.executable, args=tuple(args), env=env)
+    else:
+        script = 'if [ -e "$0" ]; then exec "$@"; else exit 3; fi'
+        transport = trio_mcp.StdioTransport(
+            command="sh", args=("-c", script, str(gate), sys.executable, *args), env=env
+        )
+    return trio_mcp.ServerConfig(name=name, transport=transport, policy=server_policy)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether ``pid`` is a live process (a zombie, exited but not reaped, counts as gone)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_bytes()
+    except FileNotFoundError:
+        return False
+    state = stat[stat.rfind(b")") + 2 :].split()[0]
+    return state not in (b"Z", b"X")
+
+
+def parent_pid(pid: int) -> int:
+    stat = Path(f"/proc/{pid}/stat").read_bytes()
+    return int(stat[stat.rfind(b")") + 2 :].split()[1])
+
+
+async def wait_gone(*pids: int, within: float = 10.0) -> None:
+    """Wait until none of ``pids`` is alive (fails after ``within`` seconds)."""
+    with trio.fail_after(within):
+        while True:  # processes have no exit event to wait on (they are not our children)
+            if not any(pid_alive(pid) for pid in pids):
+                return
+            await trio.sleep(0.02)
+
+
+async def read_pidfile(path: Path, *, within: float = 10.0) -> int:
+    """Wait for the demo server to write its child's pid to ``path``; returns it."""
+    with trio.fail_after(within):
+        while True:
+            text = _read_if_exists(path)
+            if text.endswith("\n"):
+                return int(text)
+            await trio.sleep(0.02)
+
+
+def _read_if_exists(path: Path) -> str:
+    try:
+        return path.read_text()
+    except FileNotFoundError:
+        return ""
+
+
+async def server_pid(manager: trio_mcp.Manager, name: str) -> int:
+    """The process id of stdio server ``name`` (its ``pid`` tool)."""
+    result = await manager.call_tool("pid", preferred=[name], failover="never", timeout=5)
+    assert result.structured_content is not None
+    pid: int = result.structured_content["result"]
+    return pid
+
+
+def text_of(result: object) -> str:
+    content = getattr(result, "content", None) or getattr(result, "contents", None)
+    assert content, result
+    text: str = content[0].text
+    return text
+
+
+class HttpDemoServer:
+    """A demo server served by hypercorn (trio) in the test's nursery, stoppable and restartable
+    on the same port."""
+
+    def __init__(self, nursery: trio.Nursery, name: str = "web", port: int | None = None) -> None:
+        self.nursery = nursery
+        self.name = name
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}/mcp"
+        self.starts = 0
+        self._scope: trio.CancelScope | None = None
+        self._stopped = trio.Event()
+
+    async def start(self) -> None:
+        self._scope = trio.CancelScope()
+        self._stopped = trio.Event()
+        await self.nursery.start(self._run, self._scope, self._stopped)
+        self.starts += 1
+
+    async def _run(
+        self, scope: trio.CancelScope, stopped: trio.Event, *, task_status: trio.TaskStatus[None]
+    ) -> None:
+        try:
+            with scope:
+                await serve_http(build_server(self.name), self.port, task_status=task_status)
+        finally:
+            stopped.set()
+
+    async def stop(self) -> None:
+        """Stop serving; returns once the port is closed."""
+        assert self._scope is not None
+        self._scope.cancel()
+        await self._stopped.wait()
+
+    def config(self, server_policy: trio_mcp.ServerPolicy = FAST) -> trio_mcp.ServerConfig:
+        return trio_mcp.ServerConfig(
+            name=self.name, transport=trio_mcp.HttpTransport(url=self.url), policy=server_policy
+        )

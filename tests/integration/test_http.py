@@ -1,0 +1,160 @@
+"""Real streamable HTTP servers (the demo server under hypercorn's trio worker), real clock."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+import trio
+from _support import HttpDemoServer, free_port, policy, text_of
+
+import trio_mcp
+from trio_mcp import ServerSnapshot, ServerStatus
+
+pytestmark = pytest.mark.integration
+
+ERAS = [
+    pytest.param("legacy", "2025-11-25", "legacy", id="legacy"),
+    pytest.param("auto", "2026-07-28", "modern", id="auto"),
+]
+
+
+def healthy(snap: ServerSnapshot) -> bool:
+    return snap.status is ServerStatus.HEALTHY and snap.session.active
+
+
+def probed(snap: ServerSnapshot) -> bool:
+    return (
+        snap.status is ServerStatus.HEALTHY
+        and snap.handshaken_at is not None
+        and snap.last_checked_at is not None
+        and snap.last_checked_at > snap.handshaken_at
+    )
+
+
+@pytest.mark.parametrize(("protocol", "version", "era"), ERAS)
+async def test_stopped_server_is_detected_and_reconnected(
+    nursery: trio.Nursery, protocol: str, version: str, era: str
+) -> None:
+    """Connect and probe; stop the server: the probe notices (connect_error) and the server
+    becomes unreachable; restart it on the same port: the supervisor reconnects by itself."""
+    with trio.fail_after(30):
+        server = HttpDemoServer(nursery, "web")
+        await server.start()
+        async with trio_mcp.open_manager([server.config(policy(protocol=protocol))]) as manager:
+            snap = await manager.wait_for("web", healthy)
+            assert snap.capabilities is not None
+            assert snap.capabilities.protocol_version == version
+            assert snap.capabilities.era == era
+            assert snap.capabilities.server_name == "web"
+            first_session = snap.session.session_id
+            await manager.wait_for("web", probed)
+            assert text_of(await manager.call_tool("echo", {"text": "hi"})) == "hi"
+
+            await server.stop()
+            stopped_at = trio.current_time()
+            down = await manager.wait_for("web", lambda s: s.status is not ServerStatus.HEALTHY)
+            assert trio.current_time() - stopped_at < 2.0  # one health interval, plus slack
+            assert down.status is ServerStatus.DEGRADED
+            assert down.last_error_category in ("connect_error", "transport_error")
+            # Reconnect attempts keep failing while it is down.
+            down = await manager.wait_for("web", lambda s: s.status is ServerStatus.UNREACHABLE)
+            assert down.last_error_category == "connect_error"
+            assert not down.session.active
+
+            await server.start()
+            back = await manager.wait_for("web", lambda s: s.session.active)
+            assert back.session.session_id != first_session
+            assert back.status is ServerStatus.RECOVERED
+            assert text_of(await manager.call_tool("whoami")) == "web"
+            await manager.wait_for("web", healthy)
+
+            events = manager.connection_events(server="web")
+            assert [(e.from_status, e.to_status) for e in events] == [
+                ("unknown", "healthy"),
+                ("healthy", "degraded"),
+                ("degraded", "unreachable"),
+                ("unreachable", "recovered"),
+                ("recovered", "healthy"),
+            ]
+            assert events[1].category in ("connect_error", "transport_error")
+            assert events[1].reason.startswith("connection lost")
+
+
+@pytest.mark.parametrize(
+    ("protocol", "version", "era"),
+    [
+        pytest.param(
+            *ERAS[0].values,
+            id="legacy",
+            marks=pytest.mark.xfail(
+                strict=True,
+                reason="the session_expired retry asks for a connection without force while "
+                "report_failure has just closed the retry window (see the integration report)",
+            ),
+        ),
+        ERAS[1],
+    ],
+)
+async def test_restart_between_calls(nursery: trio.Nursery, protocol: str, version: str, era: str) -> None:
+    """The server restarts between two calls, unnoticed (no probe in between). A legacy session
+    is gone (HTTP 404 'Session not found' → session_expired): the manager re-handshakes and
+    retries once, and nothing ran twice. A 2026-07-28 connection has no session to lose."""
+    with trio.fail_after(30):
+        server = HttpDemoServer(nursery, "web")
+        await server.start()
+        config = server.config(policy(protocol=protocol, health_interval=60))
+        async with trio_mcp.open_manager([config]) as manager:
+            snap = await manager.wait_for("web", healthy)
+            assert snap.protocol_version == version
+            first_session = snap.session.session_id
+            assert text_of(await manager.call_tool("echo", {"text": "before"})) == "before"
+
+            await server.stop()
+            await server.start()
+
+            outcome = await manager.invoke(
+                "tools/call", "echo", {"text": "after"}, preferred=["web"], timeout=10
+            )
+            assert text_of(outcome.result) == "after"
+            steps = [(a.stage, a.success, a.category, a.sent) for a in outcome.attempts]
+            if era == "legacy":
+                assert steps == [
+                    ("invoke", False, "session_expired", False),
+                    ("handshake", True, None, False),
+                    ("invoke", True, None, True),
+                ]
+                assert manager.server("web").session.session_id != first_session
+            else:
+                assert steps == [("invoke", True, None, True)]
+                assert manager.server("web").session.session_id == first_session
+
+
+async def test_demo_server_cli_over_http() -> None:
+    """``python -m trio_mcp.demo_server --http PORT`` serves streamable HTTP at /mcp."""
+    with trio.fail_after(30):
+        port = free_port()
+        command = [sys.executable, "-m", "trio_mcp.demo_server", "--name", "cli", "--http", str(port)]
+        process = await trio.lowlevel.open_process(command, stderr=subprocess.DEVNULL)
+        try:
+            config = trio_mcp.ServerConfig(
+                name="cli",
+                transport=trio_mcp.HttpTransport(url=f"http://127.0.0.1:{port}/mcp"),
+                policy=policy(),
+            )
+            async with trio_mcp.open_manager([config]) as manager:
+                await manager.wait_for("cli", lambda s: s.session.active)
+                assert text_of(await manager.call_tool("whoami")) == "cli"
+                assert text_of(await manager.read_resource("demo://readme")) == (
+                    "This is cli, a trio_mcp demo server."
+                )
+                prompt = await manager.get_prompt("greet", {"name": "Ada"})
+                assert "Ada" in prompt.messages[0].content.text  # type: ignore[union-attr]
+        finally:
+            process.terminate()
+            with trio.move_on_after(5):
+                await process.wait()
+            if process.returncode is None:
+                process.kill()
+                await process.wait()

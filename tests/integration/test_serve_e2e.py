@@ -1,0 +1,145 @@
+"""``trio-mcp serve`` as a real process: hypercorn, two stdio demo servers, failover, SIGTERM.
+
+Real clock, real sockets and pipes (no autojump: it would jump while we wait on I/O).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import trio
+
+pytestmark = pytest.mark.integration
+
+API = "/api/v1/mcp"
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _alive(pid: int) -> bool:
+    """Whether ``pid`` is a live process (a zombie waiting for a non-reaping init is not)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+
+
+def _descendants(root: int) -> set[int]:
+    children: dict[int, set[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        children.setdefault(ppid, set()).add(int(entry))
+    found: set[int] = set()
+    todo = [root]
+    while todo:
+        for child in children.get(todo.pop(), ()):
+            if child not in found:
+                found.add(child)
+                todo.append(child)
+    return found
+
+
+async def _wait_until_ready(client: httpx.AsyncClient, proc: trio.Process, log: Path) -> None:
+    with trio.fail_after(60):
+        while True:
+            if proc.returncode is not None:
+                output = await trio.Path(log).read_text()
+                raise AssertionError(f"trio-mcp exited early:\n{output}")
+            try:
+                if (await client.get("/api/v1/health")).status_code == 200:
+                    servers = (await client.get(f"{API}/servers")).json()["servers"]
+                    if all(s["session"]["active"] for s in servers):
+                        return
+            except httpx.TransportError:
+                pass
+            await trio.sleep(0.1)
+
+
+async def _invoke(client: httpx.AsyncClient, tool: str, **extra: Any) -> httpx.Response:
+    body = {"tool_name": tool, "arguments": {}, "preferred_servers": ["primary", "backup"], **extra}
+    return await client.post(f"{API}/invoke/tool", json=body)
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals and /proc")
+async def test_serve_fails_over_and_shuts_down_cleanly(tmp_path: Path) -> None:
+    port = _free_port()
+    log = tmp_path / "serve.log"
+    env = {k: v for k, v in os.environ.items() if k != "TRIO_MCP_TOKEN"}
+    with log.open("wb") as out:
+        proc = await trio.lowlevel.open_process(
+            [sys.executable, "-m", "trio_mcp._cli", "serve", "--port", str(port)],
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=out,
+            env=env,
+        )
+    children: set[int] = set()
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
+            await _wait_until_ready(client, proc, log)
+            children = _descendants(proc.pid)
+            assert len(children) >= 2
+
+            response = await _invoke(client, "pid")
+            assert response.status_code == 200, response.text
+            first = response.json()
+            assert first["server"] == "primary"
+            primary_pid = first["result"]["structuredContent"]["result"]
+            assert primary_pid in children
+
+            # Kill the primary's process; the next call must be answered by the backup.
+            os.kill(primary_pid, signal.SIGKILL)
+            response = await _invoke(client, "whoami", failover="always", request_id="after-kill")
+            assert response.status_code == 200, response.text
+            second = response.json()
+            assert second["server"] == "backup"
+            assert second["result"]["content"][0]["text"] == "backup"
+            failed = [a for a in second["attempts"] if not a["success"]]
+            assert failed and all(a["server"] == "primary" for a in failed)
+
+            events = (await client.get(f"{API}/invocation-events?request_id=after-kill")).json()["events"]
+            kinds = [(e["server"], e["kind"]) for e in events]
+            assert kinds[-2:] == [("backup", "invoke_start"), ("backup", "invoke_success")]
+            # The primary either failed in this call or was skipped (its retry window was closed):
+            # the attempt trace says which; its death is in the connection events either way.
+            assert ("primary", "invoke_success") not in kinds
+            changes = (await client.get(f"{API}/events?server=primary")).json()["events"]
+            assert changes[-1]["to"] in ("degraded", "unreachable")
+            primary = (await client.get(f"{API}/servers/primary")).json()
+            assert primary["last_error"]
+
+            children |= _descendants(proc.pid)
+        proc.send_signal(signal.SIGTERM)
+        with trio.fail_after(30):
+            await proc.wait()
+        output = await trio.Path(log).read_text()
+        assert proc.returncode == 0, output
+        assert "SIGTERM received" in output
+        assert [pid for pid in children if _alive(pid)] == []
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+        for pid in children:
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)

@@ -1,0 +1,356 @@
+"""The supervised fleet in virtual time (pytest-trio's autojump_clock)."""
+
+from __future__ import annotations
+
+import itertools
+import random
+
+import pytest
+import trio
+import trio.testing
+from _fleet import policy
+
+import trio_mcp
+from trio_mcp import BackoffPolicy, ConnectionState, Freshness, ServerStatus
+from trio_mcp.testing import ScriptedServer, memory_server
+
+
+def is_status(status: ServerStatus):  # type: ignore[no-untyped-def]
+    return lambda snap: snap.status is status
+
+
+async def test_connects_both_eras_and_stores_capability_snapshots(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    modern = ScriptedServer("modern", instructions="be nice")
+    legacy = ScriptedServer("legacy", era="legacy")
+    configs = [memory_server(modern, policy=policy()), memory_server(legacy, policy=policy())]
+    async with trio_mcp.open_manager(configs, clock_anchor=1_000_000.0) as manager:
+        for name in ("modern", "legacy"):
+            await manager.wait_for(name, is_status(ServerStatus.HEALTHY))
+        m, lg = manager.server("modern"), manager.server("legacy")
+        assert m.capabilities is not None and lg.capabilities is not None
+        assert (m.capabilities.protocol_version, m.capabilities.era) == ("2026-07-28", "modern")
+        assert (lg.capabilities.protocol_version, lg.capabilities.era) == ("2025-11-25", "legacy")
+        assert m.capabilities.instructions == "be nice"
+        assert lg.capabilities.server_name == "legacy"
+        assert "tools" in m.capabilities.capabilities
+        assert m.capabilities.captured_timestamp == 1_000_000.0 + m.capabilities.captured_at
+        # Probes: ping on the legacy connection, server/discover on the modern one.
+        await trio.sleep(10.5)
+        assert legacy.requests["ping"] == 1
+        assert modern.requests["ping"] == 0
+        assert modern.requests["server/discover"] == 2  # handshake + one probe
+        assert manager.server("modern").last_checked_at == 10.0
+
+
+async def test_exact_backoff_schedule_with_seeded_random(autojump_clock: trio.testing.MockClock) -> None:
+    server = ScriptedServer("down")
+    server.go_down()
+    backoff = BackoffPolicy()  # gRPC defaults, +/-20 % jitter
+    config = memory_server(server, policy=policy(backoff=backoff, unreachable_threshold=3))
+    async with trio_mcp.open_manager([config], rng=random.Random(42)) as manager:
+        await trio.sleep(60)
+        reference = random.Random(42)
+        expected = [0.0]
+        for n in range(len(server.connect_attempts) - 1):
+            expected.append(expected[-1] + backoff.base_delay(n) * (1 + reference.uniform(-0.2, 0.2)))
+        assert server.connect_attempts == pytest.approx(expected)
+        assert len(server.connect_attempts) >= 8
+        gaps = [b - a for a, b in zip(server.connect_attempts, server.connect_attempts[1:], strict=False)]
+        assert all(
+            0.8 * backoff.base_delay(n) <= g <= 1.2 * backoff.base_delay(n) for n, g in enumerate(gaps)
+        )
+        snap = manager.server("down")
+        assert snap.status is ServerStatus.UNREACHABLE
+        assert snap.last_error_category == "connect_error"
+        assert snap.connection is ConnectionState.BACKOFF
+
+
+async def test_backoff_resets_after_successful_handshake(autojump_clock: trio.testing.MockClock) -> None:
+    server = ScriptedServer("s")
+    server.go_down()
+    async with trio_mcp.open_manager([memory_server(server, policy=policy())]) as manager:
+        await trio.sleep(6.5)  # attempts at 0, 1, 3 (delays 1, 2), next at 7
+        assert server.connect_attempts == [0.0, 1.0, 3.0]
+        server.come_up()
+        await manager.wait_for("s", lambda s: s.connection is ConnectionState.READY)
+        assert trio.current_time() == 7.0
+        assert manager.server("s").retry_count == 0
+        server.go_down()  # drops the connection: the schedule starts over at 1 s
+        await trio.sleep(4.5)
+        assert server.connect_attempts[3:] == [7.0, 8.0, 10.0]
+
+
+async def test_degraded_unreachable_window_then_recovered_healthy(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    server = ScriptedServer("s")
+    config = memory_server(server, policy=policy(health_interval=10, unreachable_threshold=3))
+    async with trio_mcp.open_manager([config]) as manager:
+        await manager.wait_for("s", is_status(ServerStatus.HEALTHY))
+        server.fail_probes("probe says no")
+        await manager.wait_for("s", is_status(ServerStatus.DEGRADED))
+        assert trio.current_time() == 10.0
+        snap = manager.server("s")
+        assert (snap.last_error_category, snap.consecutive_failures) == ("rpc_error", 1)
+        assert "probe says no" in (snap.last_error or "")
+        await manager.wait_for("s", is_status(ServerStatus.UNREACHABLE))
+        assert trio.current_time() == 30.0
+        # Unreachable: the connection is dropped and the retry window is closed until retry_at.
+        snap = manager.server("s")
+        assert snap.retry_at is not None and snap.retry_at > trio.current_time()
+        assert not manager.should_retry("s")
+        with pytest.raises(trio_mcp.ServerUnavailableError) as info:
+            await manager.supervisor("s").acquire()
+        assert info.value.retry_at == snap.retry_at
+        await trio.sleep_until(snap.retry_at)
+        assert manager.should_retry("s")
+        server.heal()
+        await manager.wait_for("s", is_status(ServerStatus.RECOVERED))
+        recovered_at = trio.current_time()
+        await manager.wait_for("s", is_status(ServerStatus.HEALTHY))
+        assert trio.current_time() == recovered_at + 10.0  # the next probe
+        transitions = [(e.from_status, e.to_status) for e in manager.connection_events(server="s")]
+        assert transitions == [
+            ("unknown", "healthy"),
+            ("healthy", "degraded"),
+            ("degraded", "unreachable"),
+            ("unreachable", "recovered"),
+            ("recovered", "healthy"),
+        ]
+
+
+async def test_probe_timeout_counts_as_failure(autojump_clock: trio.testing.MockClock) -> None:
+    server = ScriptedServer("s", era="legacy")
+    async with trio_mcp.open_manager([memory_server(server, policy=policy(probe_timeout=2))]) as manager:
+        await manager.wait_for("s", is_status(ServerStatus.HEALTHY))
+        server.delay_probes(60)
+        await manager.wait_for("s", is_status(ServerStatus.DEGRADED))
+        assert trio.current_time() == 12.0
+        assert manager.server("s").last_error_category == "timeout"
+
+
+async def test_hanging_handshake_is_cut_off_at_its_timeout(autojump_clock: trio.testing.MockClock) -> None:
+    server = ScriptedServer("s")
+    server.hang_handshake()
+    async with trio_mcp.open_manager([memory_server(server, policy=policy(handshake_timeout=5))]) as manager:
+        await manager.wait_for("s", is_status(ServerStatus.DEGRADED))
+        assert trio.current_time() == 5.0
+        snap = manager.server("s")
+        assert snap.last_error_category == "timeout"
+        assert snap.retry_at == 6.0
+        assert snap.capabilities is None
+        with pytest.raises(trio_mcp.HandshakeTimeoutError):
+            await manager.supervisor("s").connect()  # forced: ignores the retry window
+        assert trio.current_time() == 10.0
+
+
+async def test_failed_handshake_keeps_the_last_good_snapshot(autojump_clock: trio.testing.MockClock) -> None:
+    server = ScriptedServer("s")
+    async with trio_mcp.open_manager([memory_server(server, policy=policy())]) as manager:
+        await manager.wait_for("s", is_status(ServerStatus.HEALTHY))
+        good = manager.server("s").capabilities
+        server.fail_handshake("no more")
+        server.close_connections()
+        await manager.wait_for("s", is_status(ServerStatus.DEGRADED))
+        await trio.sleep(5)
+        snap = manager.server("s")
+        assert snap.capabilities is good
+        assert snap.connection is not ConnectionState.READY
+
+
+async def test_connection_closed_reconnects_with_a_new_session(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    server = ScriptedServer("s")
+    async with trio_mcp.open_manager([memory_server(server, policy=policy())]) as manager:
+        sup = manager.supervisor("s")
+        first = await sup.acquire()
+        server.close_connections()
+        await manager.wait_for("s", lambda s: s.session.active and s.session.session_id == 2)
+        assert trio.current_time() == 1.0  # backoff 1 s after the loss
+        events = manager.connection_events(server="s")
+        assert events[-2].to_status == "degraded" and events[-2].category == "transport_error"
+        assert events[-1].to_status == "recovered"
+        second = await sup.acquire()
+        assert second is not first and second.session is not first.session
+        assert not first.alive
+
+
+async def test_stale_handshake_is_rerun_before_use(autojump_clock: trio.testing.MockClock) -> None:
+    modern, legacy = ScriptedServer("modern"), ScriptedServer("legacy", era="legacy")
+    cfg = {"handshake_max_age": 100.0, "health_interval": 1000.0}
+    async with trio_mcp.open_manager(
+        [memory_server(modern, policy=policy(**cfg)), memory_server(legacy, policy=policy(**cfg))]
+    ) as manager:
+        for name in ("modern", "legacy"):
+            await manager.wait_for(name, lambda s: s.connection is ConnectionState.READY)
+        assert manager.server("modern").handshake_expires_at == 100.0
+        await trio.sleep(150)
+        assert manager.server("modern").handshake_stale(trio.current_time())
+        # Modern era: server/discover again on the same connection.
+        before = modern.requests["server/discover"]
+        conn = await manager.acquire("modern")
+        assert modern.requests["server/discover"] == before + 1
+        assert conn.session_id == 1
+        assert manager.server("modern").handshaken_at == 150.0
+        # Legacy era: a handshake belongs to a session, so a new session is opened.
+        conn = await manager.acquire("legacy")
+        assert conn.session_id == 2
+        assert legacy.requests["initialize"] == 2
+        assert manager.server("legacy").handshaken_at == 150.0
+        assert manager.server("legacy").handshake_expires_at == 250.0
+
+
+async def test_freshness_unknown_active_recent_stale(autojump_clock: trio.testing.MockClock) -> None:
+    server = ScriptedServer("s")
+    config = memory_server(server, policy=policy(connect_on_start=False, freshness_window=60))
+    async with trio_mcp.open_manager([config]) as manager:
+        (info,) = manager.sessions()
+        assert (info.active, info.freshness) == (False, Freshness.UNKNOWN)
+        assert manager.server("s").connection is ConnectionState.IDLE
+        await manager.call_tool("echo", {"text": "x"})
+        (info,) = manager.sessions()
+        assert (info.active, info.handshaken, info.freshness) == (True, True, Freshness.ACTIVE_RECENT)
+        await trio.sleep(61)
+        (info,) = manager.sessions(freshness="stale")
+        assert info.freshness is Freshness.STALE  # probes are not activity
+        await manager.call_tool("echo", {"text": "y"})
+        assert manager.sessions(freshness=Freshness.STALE) == []
+        assert manager.sessions(freshness="active_recent")[0].last_activity_at == 61.0
+
+
+async def test_invalidate_and_refresh_give_new_sessions(autojump_clock: trio.testing.MockClock) -> None:
+    server = ScriptedServer("s")
+    async with trio_mcp.open_manager([memory_server(server, policy=policy())]) as manager:
+        first = await manager.acquire("s")
+        assert manager.invalidate("s") is True
+        await manager.wait_for("s", lambda s: s.connection is ConnectionState.IDLE)
+        assert manager.sessions(active_only=True) == []
+        assert server.live_connections == 0
+        assert manager.invalidate("s") is False
+        # The next use reconnects.
+        second = await manager.acquire("s")
+        assert second is not first and second.session is not first.session
+        assert second.session_id == first.session_id + 1
+        info = await manager.refresh("s")
+        third = await manager.acquire("s")
+        assert info.session_id == third.session_id == second.session_id + 1
+        assert third.session is not second.session
+        assert not second.alive
+        assert server.live_connections == 1
+
+
+async def test_connect_all_concurrently_and_session_listing(autojump_clock: trio.testing.MockClock) -> None:
+    servers = [ScriptedServer(f"s{i}") for i in range(4)]
+    for s in servers:
+        s.delay_handshake(3)
+    servers[3].hang_handshake()
+    configs = [memory_server(s, policy=policy(connect_on_start=False)) for s in servers]
+    async with trio_mcp.open_manager(configs) as manager:
+        snaps = await manager.connect()
+        assert trio.current_time() == 5.0  # concurrent: max(3, handshake timeout 5)
+        assert [s.status for s in snaps] == [ServerStatus.HEALTHY] * 3 + [ServerStatus.DEGRADED]
+        assert [i.server for i in manager.sessions(active_only=True)] == ["s0", "s1", "s2"]
+        assert [i.server for i in manager.sessions(limit=2)] == ["s0", "s1"]
+        assert [i.server for i in manager.sessions(server="s3")] == ["s3"]
+        with pytest.raises(trio_mcp.UnknownServerError):
+            manager.sessions(server="nope")
+        with pytest.raises(ValueError):
+            manager.sessions(limit=-1)
+
+
+async def test_events_filters_and_correlation(autojump_clock: trio.testing.MockClock) -> None:
+    a, b = ScriptedServer("a"), ScriptedServer("b")
+    async with trio_mcp.open_manager(
+        [memory_server(a, policy=policy()), memory_server(b, policy=policy())]
+    ) as m:
+        await m.wait_for("a", is_status(ServerStatus.HEALTHY))
+        await m.wait_for("b", is_status(ServerStatus.HEALTHY))
+        b.hang_tool("charge")
+        with pytest.raises(trio_mcp.InvocationFailedError) as info:
+            await m.call_tool("charge", {"amount": 1}, preferred=["b"], failover="never", attempt_timeout=1)
+        rid = info.value.request_id
+        (event,) = m.connection_events(correlation_id=rid)
+        assert (event.server, event.from_status, event.to_status, event.category) == (
+            "b",
+            "healthy",
+            "degraded",
+            "timeout",
+        )
+        assert [e.server for e in m.connection_events(server="a")] == ["a"]
+        assert len(m.connection_events(limit=1)) == 1
+        assert m.connection_events(limit=1)[0] is m.connection_events()[-1]
+        assert m.connection_events(limit=0) == []
+
+
+async def test_manager_exit_closes_everything(autojump_clock: trio.testing.MockClock) -> None:
+    servers = [ScriptedServer(f"s{i}") for i in range(3)]
+    async with trio_mcp.open_manager([memory_server(s, policy=policy()) for s in servers]) as manager:
+        for s in servers:
+            await manager.wait_for(s.name, lambda snap: snap.connection is ConnectionState.READY)
+        assert sum(s.live_connections for s in servers) == 3
+    assert sum(s.live_connections for s in servers) == 0
+    with pytest.raises(trio_mcp.ManagerClosedError):
+        await manager.call_tool("echo", {"text": "late"})
+
+
+async def test_registry(autojump_clock: trio.testing.MockClock) -> None:
+    server = ScriptedServer("a")
+    async with trio_mcp.open_manager() as manager:
+        await manager.add_server(memory_server(server, policy=policy()))
+        with pytest.raises(trio_mcp.ServerExistsError):
+            await manager.add_server(memory_server(server, policy=policy()))
+        await manager.wait_for("a", is_status(ServerStatus.HEALTHY))
+        await manager.remove_server("a")
+        assert server.live_connections == 0
+        assert manager.names == []
+        with pytest.raises(trio_mcp.UnknownServerError):
+            manager.server("a")
+    with pytest.raises(trio_mcp.ServerExistsError):
+        async with trio_mcp.open_manager([memory_server(server), memory_server(server)]):
+            pass  # pragma: no cover
+
+
+async def test_soak_24h_fifty_flapping_servers(autojump_clock: trio.testing.MockClock) -> None:
+    rnd = random.Random(99)
+    servers = [ScriptedServer(f"s{i:02d}") for i in range(50)]
+    configs = [
+        memory_server(s, policy=policy(health_interval=300, backoff=BackoffPolicy(cap=60))) for s in servers
+    ]
+    changes: list[trio_mcp.ConnectionEvent] = []
+    async with trio_mcp.open_manager(rng=random.Random(5), connection_log_size=500) as manager:
+        manager.connection_log.add_listener(changes.append)
+        for config in configs:
+            await manager.add_server(config)
+
+        async def flap(server: ScriptedServer) -> None:
+            while True:
+                await trio.sleep(rnd.uniform(60, 3600))
+                if rnd.random() < 0.5:
+                    server.go_down()
+                else:
+                    server.fail_probes()
+                await trio.sleep(rnd.uniform(10, 600))
+                server.heal()
+
+        async with trio.open_nursery() as nursery:
+            for s in servers:
+                nursery.start_soon(flap, s)
+            await trio.sleep(24 * 3600)
+            nursery.cancel_scope.cancel()
+        for s in servers:
+            s.heal()
+        await trio.sleep(600)
+        log = manager.connection_log
+        assert len(log) == 500 and log.recorded == len(changes) > 500
+        assert log.dropped == log.recorded - 500
+        assert list(log) == changes[-500:]
+        # Every change is logged: each server's event chain is continuous, from unknown to now.
+        for s in servers:
+            chain = [e for e in changes if e.server == s.name]
+            assert chain[0].from_status == "unknown"
+            for prev, nxt in itertools.pairwise(chain):
+                assert prev.to_status == nxt.from_status
+            assert chain[-1].to_status == manager.server(s.name).status.value == "healthy"

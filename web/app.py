@@ -1,0 +1,115 @@
+"""``create_app(manager)``: the route table.
+
+``app`` is a ready-made application for ``hypercorn -k trio web.app:app``: its lifespan opens
+a manager on the fleet in ``$TRIO_MCP_CONFIG`` (an ``mcpServers`` JSON file), or on the default
+demo fleet, and it honours ``$TRIO_MCP_TOKEN``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from pathlib import Path
+
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.routing import BaseRoute, Route
+
+from trio_mcp import Manager, ServerConfig, open_manager, parse_mcp_servers
+from trio_mcp._default_fleet import default_fleet
+
+from . import routes
+from .errors import exception_handlers
+from .middleware import GuardMiddleware
+from .routes import ApiSettings
+
+API_PREFIX = "/api/v1/mcp"
+DEFAULT_MAX_BODY_BYTES = 1_000_000
+
+
+def _api(path: str, endpoint: routes.Endpoint, methods: list[str], name: str | None = None) -> Route:
+    return Route(API_PREFIX + path, endpoint, methods=methods, name=name)
+
+
+ROUTES: list[BaseRoute] = [
+    Route("/api/v1/health", routes.health, methods=["GET"]),
+    Route("/openapi.json", routes.openapi, methods=["GET"]),
+    # Fixed paths before /servers/{name} so that "health-check" is never taken for a name.
+    _api("/servers", routes.list_servers, ["GET"]),
+    _api("/servers", routes.register_server, ["POST"]),
+    _api("/servers/health-check", routes.health_check_all, ["POST"]),
+    _api("/servers/initialize", routes.initialize_all, ["POST"]),
+    _api("/servers/connect", routes.connect_all, ["POST"]),
+    _api("/servers/{name}", routes.get_server, ["GET"], name="server"),
+    _api("/servers/{name}", routes.delete_server, ["DELETE"]),
+    _api("/servers/{name}/health-check", routes.health_check_one, ["POST"]),
+    _api("/servers/{name}/initialize", routes.initialize_one, ["POST"]),
+    _api("/servers/{name}/connect", routes.connect_one, ["POST"]),
+    _api("/servers/{name}/adapter/invalidate", routes.invalidate, ["POST"]),
+    _api("/servers/{name}/adapter/refresh", routes.refresh, ["POST"]),
+    _api("/adapter-sessions", routes.adapter_sessions, ["GET"]),
+    _api("/events", routes.connection_events, ["GET"]),
+    _api("/invocation-events", routes.invocation_events, ["GET"]),
+    _api("/invoke/tool", routes.invoke_tool, ["POST"]),
+    _api("/invoke/resource", routes.invoke_resource, ["POST"]),
+    _api("/invoke/prompt", routes.invoke_prompt, ["POST"]),
+    _api("/tools", routes.list_tools, ["GET"]),
+    _api("/resources", routes.list_resources, ["GET"]),
+    _api("/prompts", routes.list_prompts, ["GET"]),
+]
+
+
+Lifespan = Callable[[Starlette], AbstractAsyncContextManager[None]]
+
+
+def create_app(
+    manager: Manager | None,
+    *,
+    allow_stdio: bool = False,
+    token: str | None = None,
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    lifespan: Lifespan | None = None,
+) -> Starlette:
+    """The HTTP API over an open ``manager``.
+
+    Args:
+        manager: an open manager (``async with open_manager(...)``). ``None`` when ``lifespan``
+            sets ``app.state.manager`` itself.
+        allow_stdio: allow ``POST /servers`` to register stdio servers (runs commands on this host).
+        token: require ``Authorization: Bearer <token>`` on every endpoint but liveness.
+        max_body_bytes: larger request bodies are refused with 413.
+        lifespan: an optional Starlette lifespan.
+    """
+    if isinstance(max_body_bytes, bool) or not isinstance(max_body_bytes, int) or max_body_bytes < 1:
+        raise ValueError("max_body_bytes must be a positive integer")
+    app = Starlette(
+        routes=ROUTES,
+        middleware=[Middleware(GuardMiddleware, token=token, max_body_bytes=max_body_bytes)],
+        exception_handlers=exception_handlers(),
+        lifespan=lifespan,
+    )
+    app.state.manager = manager
+    app.state.settings = ApiSettings(allow_stdio=allow_stdio, token=token, max_body_bytes=max_body_bytes)
+    return app
+
+
+def fleet_from_env() -> list[ServerConfig]:
+    """The servers in ``$TRIO_MCP_CONFIG`` (an ``mcpServers`` JSON file), else the demo fleet."""
+    path = os.environ.get("TRIO_MCP_CONFIG")
+    if path:
+        return parse_mcp_servers(Path(path).read_text(encoding="utf-8"))
+    return default_fleet()
+
+
+@asynccontextmanager
+async def _manager_lifespan(app: Starlette) -> AsyncIterator[None]:
+    async with open_manager(fleet_from_env()) as manager:
+        app.state.manager = manager
+        try:
+            yield
+        finally:
+            app.state.manager = None
+
+
+app = create_app(None, token=os.environ.get("TRIO_MCP_TOKEN") or None, lifespan=_manager_lifespan)

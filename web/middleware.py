@@ -1,0 +1,49 @@
+"""Pure ASGI middleware: bearer-token auth and the request body size limit."""
+
+from __future__ import annotations
+
+import hmac
+
+from starlette.datastructures import Headers
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from .errors import PayloadTooLargeError, UnauthorizedError, error_response
+
+PUBLIC_PATHS = frozenset({"/api/v1/health"})
+"""Answered without a token (liveness probes)."""
+
+
+class GuardMiddleware:
+    """Refuses requests without the bearer ``token`` (401) and with a declared
+    ``Content-Length`` over ``max_body_bytes`` (413) before they reach a handler.
+
+    Bodies without a ``Content-Length`` are counted while they are read
+    (:func:`web.schemas.read_json_object`).
+    """
+
+    def __init__(self, app: ASGIApp, *, token: str | None, max_body_bytes: int) -> None:
+        self.app = app
+        self._token = token.encode() if token else None
+        self.max_body_bytes = max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = Headers(scope=scope)
+        if self._token is not None and scope["path"] not in PUBLIC_PATHS:
+            scheme, _, credentials = headers.get("authorization", "").partition(" ")
+            if scheme.lower() != "bearer" or not hmac.compare_digest(
+                credentials.strip().encode(), self._token
+            ):
+                await error_response(UnauthorizedError("a valid bearer token is required"))(
+                    scope, receive, send
+                )
+                return
+        length = headers.get("content-length")
+        if length is not None and length.isdigit() and int(length) > self.max_body_bytes:
+            await error_response(
+                PayloadTooLargeError(f"the request body is larger than {self.max_body_bytes} bytes")
+            )(scope, receive, send)
+            return
+        await self.app(scope, receive, send)

@@ -1,0 +1,62 @@
+"""``serve()``: a manager and hypercorn's trio server in one nursery.
+
+The manager's nursery owns every supervisor (and every stdio subprocess); hypercorn runs in
+its body. SIGINT / SIGTERM trigger hypercorn's graceful shutdown; then leaving the manager's
+block closes every session and reaps every subprocess before ``serve`` returns.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from typing import Any, cast
+
+import trio
+from hypercorn.config import Config
+from hypercorn.trio import serve as hypercorn_serve
+
+from trio_mcp import ServerConfig, open_manager
+
+from .app import DEFAULT_MAX_BODY_BYTES, create_app
+
+
+def _signal_trigger(receiver: AsyncIterator[int]) -> Callable[[], Awaitable[None]]:
+    async def wait_for_signal() -> None:
+        async for signum in receiver:
+            print(f"trio-mcp: {signal.Signals(signum).name} received, shutting down", file=sys.stderr)
+            return
+
+    return wait_for_signal
+
+
+async def serve(
+    servers: Sequence[ServerConfig],
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    allow_stdio: bool = False,
+    token: str | None = None,
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    shutdown_trigger: Callable[[], Awaitable[None]] | None = None,
+    task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve the HTTP API over a manager of ``servers`` until shut down.
+
+    Args:
+        servers: the initial fleet.
+        host, port: where to listen (``port=0`` picks a free port).
+        allow_stdio, token, max_body_bytes: see :func:`web.app.create_app`.
+        shutdown_trigger: returns to shut down gracefully (default: SIGINT or SIGTERM).
+        task_status: ``started(binds)`` once listening, e.g. ``["http://127.0.0.1:8000"]``.
+    """
+    config = Config()
+    config.bind = [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]
+    config.accesslog = None
+    config.errorlog = "-"
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        trigger = shutdown_trigger or _signal_trigger(signals)
+        async with open_manager(servers) as manager:
+            app = create_app(manager, allow_stdio=allow_stdio, token=token, max_body_bytes=max_body_bytes)
+            # hypercorn's ASGI type is stricter than Starlette's (equivalent) signature.
+            await hypercorn_serve(cast(Any, app), config, shutdown_trigger=trigger, task_status=task_status)
