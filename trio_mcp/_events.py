@@ -14,9 +14,13 @@ DEFAULT_EVENT_LOG_SIZE = 1000
 _counter = itertools.count(1)
 
 
+_ID_PREFIX = uuid.uuid4().hex[:8]
+_ids = itertools.count(1)
+
+
 def new_correlation_id() -> str:
-    """A fresh id joining the events one operation caused."""
-    return uuid.uuid4().hex[:16]
+    """A fresh id joining the events one operation caused (unique per process run)."""
+    return f"{_ID_PREFIX}-{next(_ids):x}"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -42,7 +46,7 @@ class ConnectionEvent:
         return data
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass(kw_only=True, slots=True)
 class InvocationEvent:
     """One step of an invocation on one server."""
 

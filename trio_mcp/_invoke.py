@@ -15,7 +15,7 @@ ever written to the server (see ``_transports.sent_marker``):
 from __future__ import annotations
 
 import math
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar, cast
 
@@ -69,7 +69,7 @@ _STATUS_RANK = {
 }
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass(kw_only=True, slots=True)
 class Attempt:
     """One step of an invocation on one server."""
 
@@ -99,7 +99,7 @@ class Attempt:
         }
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass(kw_only=True, slots=True)
 class InvocationResult(Generic[T]):
     """A successful invocation: the answer and which server gave it."""
 
@@ -142,27 +142,46 @@ class Invoker:
         recovered, unknown, degraded, and unreachable ones only when their retry window is
         open. Servers whose known catalog lacks ``target`` are left out.
         """
+        preferred = self._check_preferred(preferred)
+        return list(self._iter_candidates(method, target, preferred))
+
+    def _check_preferred(self, preferred: Sequence[str]) -> Sequence[str]:
         if isinstance(preferred, str):
             preferred = [preferred]
         for name in preferred:
             self.supervisor(name)
-        order = list(self._supervisors)
-        rest = sorted(
-            (n for n in order if n not in preferred),
-            key=lambda n: (_STATUS_RANK[self._supervisors[n].status], order.index(n)),
-        )
-        out: list[str] = []
-        for name in [*dict.fromkeys(preferred), *rest]:
-            sup = self._supervisors[name]
+        return preferred
+
+    def _iter_candidates(self, method: str, target: str | None, preferred: Sequence[str]) -> Iterator[str]:
+        # Lazy: the rest of the fleet is only ranked if the preferred servers all fail.
+        sups = self._supervisors
+        kind = _KINDS.get(method) if target is not None else None
+        seen: set[str] = set()
+
+        def usable(name: str) -> bool:
+            sup = sups.get(name)
+            if sup is None:
+                return False
             if sup.status is ServerStatus.UNREACHABLE and not sup.should_retry():
-                continue
-            kind = _KINDS.get(method)
-            if kind is not None and target is not None:
+                return False
+            if kind is not None:
                 known = sup.catalog.get(kind)
                 if known is not None and target not in known:
-                    continue
-            out.append(name)
-        return out
+                    return False
+            return True
+
+        for name in preferred:
+            if name not in seen:
+                seen.add(name)
+                if usable(name):
+                    yield name
+        rest = sorted(
+            (n for n in sups if n not in seen),
+            key=lambda n: _STATUS_RANK[sups[n].status],  # stable: ties keep registration order
+        )
+        for name in rest:
+            if usable(name):
+                yield name
 
     # -- events --------------------------------------------------------------------------------
 
@@ -175,10 +194,12 @@ class Invoker:
         target: str | None,
         failure: Failure | None = None,
         error: str | None = None,
+        now: float | None = None,
     ) -> None:
-        now = trio.current_time()
-        stamp = self.anchor.timestamp(now)
-        assert stamp is not None
+        if now is None:
+            now = trio.current_time()
+        anchor = self.anchor
+        stamp = anchor.wall + (now - anchor.trio_at)
         self.invocation_log.append(
             InvocationEvent(
                 seq=next_seq(),
@@ -243,12 +264,17 @@ class Invoker:
         errors: list[BaseException] = []
         retried_expired: set[str] = set()
 
-        queue = self.candidates(method, target, preferred)
-        i = 0
-        while i < len(queue):
-            name = queue[i]
-            i += 1
-            if trio.current_time() >= overall_deadline:
+        candidates = self._iter_candidates(method, target, self._check_preferred(preferred))
+        retry_now: str | None = None
+        while True:
+            if retry_now is not None:
+                name, retry_now = retry_now, None
+            else:
+                next_name = next(candidates, None)
+                if next_name is None:
+                    break
+                name = next_name
+            if overall_deadline != math.inf and trio.current_time() >= overall_deadline:
                 break
             sup = self._supervisors.get(name)
             if sup is None:
@@ -274,18 +300,13 @@ class Invoker:
                 errors=errors,
             )
             if isinstance(outcome, InvocationResult):
-                return InvocationResult(
-                    server=name,
-                    method=method,
-                    request_id=request_id,
-                    result=outcome.result,
-                    attempts=tuple(attempts),
-                )
+                outcome.attempts = tuple(attempts)
+                return outcome
             failure, sent = outcome
             if failure.category == "session_expired" and name not in retried_expired:
                 # The server restarted and forgot our session: nothing ran. Re-handshake, retry once.
                 retried_expired.add(name)
-                i -= 1
+                retry_now = name
                 continue
             if sent and not self._may_repeat(sup, method, target, failover):
                 break
@@ -340,6 +361,11 @@ class Invoker:
         *,
         force: bool = False,
     ) -> Connection | None:
+        if not force:
+            # Fast path: a live, fresh session needs no handshake and no extra cancel scope.
+            ready = sup.ready_connection()
+            if ready is not None:
+                return ready
         start = trio.current_time()
         handshook = False
 
@@ -373,10 +399,17 @@ class Invoker:
         return None
 
     def _attempt(
-        self, server: str, stage: str, start: float, failure: Failure | None, *, sent: bool
+        self,
+        server: str,
+        stage: str,
+        start: float,
+        failure: Failure | None,
+        *,
+        sent: bool,
+        end: float | None = None,
     ) -> Attempt:
-        stamp = self.anchor.timestamp(start)
-        assert stamp is not None
+        anchor = self.anchor
+        stamp = anchor.wall + (start - anchor.trio_at)
         return Attempt(
             server=server,
             stage=stage,
@@ -386,7 +419,7 @@ class Invoker:
             sent=sent,
             started_at=start,
             started_timestamp=stamp,
-            duration=trio.current_time() - start,
+            duration=(trio.current_time() if end is None else end) - start,
         )
 
     async def _invoke_stage(
@@ -416,28 +449,36 @@ class Invoker:
                 await progress_callback(progress, total, message)
 
         marker = SentMarker()
-        self._event("invoke_start", sup.name, method, request_id, target)
+        self._event("invoke_start", sup.name, method, request_id, target, now=start)
         result: Any = None
         error: BaseException | None = None
         token = sent_marker.set(marker)
+        limiter = sup.limiter
+        acquired = False
         try:
             with scope:
-                async with sup.limiter:
-                    result = await _send(conn, method, target, arguments, on_progress)
+                try:
+                    # Uncontended: no extra schedule point. Waiting counts against the deadline.
+                    limiter.acquire_nowait()
+                except trio.WouldBlock:
+                    await limiter.acquire()
+                acquired = True
+                result = await _send(conn, method, target, arguments, on_progress)
         except Exception as exc:
             error = exc
         finally:
+            if acquired:
+                limiter.release()
             sent_marker.reset(token)
 
         if error is None and not scope.cancelled_caught:
-            sup.record_success("invocation succeeded", request_id, activity=True)
+            end = trio.current_time()
+            sup.record_success("invocation succeeded", request_id, activity=True, now=end)
+            note = None
             if method == "tools/call" and isinstance(result, CallToolResult) and result.is_error:
-                self._event(
-                    "invoke_success", sup.name, method, request_id, target, error="tool returned isError"
-                )
-            else:
-                self._event("invoke_success", sup.name, method, request_id, target)
-            attempts.append(self._attempt(sup.name, "invoke", start, None, sent=True))
+                note = "tool returned isError"
+            self._event("invoke_success", sup.name, method, request_id, target, error=note, now=end)
+            attempts.append(self._attempt(sup.name, "invoke", start, None, sent=True, end=end))
             return InvocationResult(
                 server=sup.name, method=method, request_id=request_id, result=result, attempts=()
             )

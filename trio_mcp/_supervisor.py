@@ -218,14 +218,22 @@ class ServerSupervisor:
         self._notify()
 
     def record_success(
-        self, reason: str, correlation_id: str | None = None, *, activity: bool = False
+        self,
+        reason: str,
+        correlation_id: str | None = None,
+        *,
+        activity: bool = False,
+        now: float | None = None,
     ) -> None:
-        now = trio.current_time()
-        self._consecutive_failures = 0
+        if now is None:
+            now = trio.current_time()
         self._last_checked_at = now
-        self._retry_at = None
         if activity:
             self._last_activity_at = now
+        if self._status is ServerStatus.HEALTHY and not self._consecutive_failures and self._retry_at is None:
+            return  # the common case: nothing that waiters watch has changed
+        self._consecutive_failures = 0
+        self._retry_at = None
         self._set_status(
             next_status(
                 self._status,
@@ -438,6 +446,17 @@ class ServerSupervisor:
     # -----------------------------------------------------------------------------------------
     # what callers use
     # -----------------------------------------------------------------------------------------
+
+    def ready_connection(self) -> Connection | None:
+        """The live connection if its handshake is fresh (usable without waiting), else ``None``."""
+        conn = self._conn
+        if conn is None or not conn.alive:
+            return None
+        max_age = self.policy.handshake_max_age
+        if max_age is not None and self._handshaken_at is not None:
+            if trio.current_time() >= self._handshaken_at + max_age:
+                return None
+        return conn
 
     async def acquire(
         self,

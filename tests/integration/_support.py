@@ -90,6 +90,29 @@ async def wait_gone(*pids: int, within: float = 10.0) -> None:
             await trio.sleep(0.02)
 
 
+async def wait_probed(
+    manager: trio_mcp.Manager, name: str, *, within: float = 5.0
+) -> trio_mcp.ServerSnapshot:
+    """Wait until a periodic health probe of ``name`` has succeeded after its handshake.
+
+    Polls: a probe that changes nothing but ``last_checked_at`` need not wake ``wait_for``.
+    Call it before any invocation (an invocation's success also counts as a check).
+    """
+    interval = manager.config(name).policy.health_interval
+    with trio.fail_after(within):
+        while True:
+            snap = manager.server(name)
+            if (
+                snap.status is trio_mcp.ServerStatus.HEALTHY
+                and snap.handshaken_at is not None
+                and snap.last_checked_at is not None
+                # The handshake itself counts as a check; a probe comes a health interval later.
+                and snap.last_checked_at - snap.handshaken_at >= interval / 2
+            ):
+                return snap
+            await trio.sleep(0.05)
+
+
 async def read_pidfile(path: Path, *, within: float = 10.0) -> int:
     """Wait for the demo server to write its child's pid to ``path``; returns it."""
     with trio.fail_after(within):
@@ -142,7 +165,7 @@ class HttpDemoServer:
         self.starts += 1
 
     async def _run(
-        self, scope: trio.CancelScope, stopped: trio.Event, *, task_status: trio.TaskStatus[None]
+        self, scope: trio.CancelScope, stopped: trio.Event, *, task_status: trio.TaskStatus[list[str]]
     ) -> None:
         try:
             with scope:

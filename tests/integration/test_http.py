@@ -7,7 +7,7 @@ import sys
 
 import pytest
 import trio
-from _support import HttpDemoServer, free_port, policy, text_of
+from _support import HttpDemoServer, free_port, policy, text_of, wait_probed
 
 import trio_mcp
 from trio_mcp import ServerSnapshot, ServerStatus
@@ -22,15 +22,6 @@ ERAS = [
 
 def healthy(snap: ServerSnapshot) -> bool:
     return snap.status is ServerStatus.HEALTHY and snap.session.active
-
-
-def probed(snap: ServerSnapshot) -> bool:
-    return (
-        snap.status is ServerStatus.HEALTHY
-        and snap.handshaken_at is not None
-        and snap.last_checked_at is not None
-        and snap.last_checked_at > snap.handshaken_at
-    )
 
 
 @pytest.mark.parametrize(("protocol", "version", "era"), ERAS)
@@ -49,7 +40,7 @@ async def test_stopped_server_is_detected_and_reconnected(
             assert snap.capabilities.era == era
             assert snap.capabilities.server_name == "web"
             first_session = snap.session.session_id
-            await manager.wait_for("web", probed)
+            await wait_probed(manager, "web")
             assert text_of(await manager.call_tool("echo", {"text": "hi"})) == "hi"
 
             await server.stop()

@@ -16,6 +16,7 @@ from _support import (
     stdio_demo,
     text_of,
     wait_gone,
+    wait_probed,
 )
 
 import trio_mcp
@@ -26,16 +27,6 @@ pytestmark = pytest.mark.integration
 
 def healthy(snap: ServerSnapshot) -> bool:
     return snap.status is ServerStatus.HEALTHY and snap.session.active
-
-
-def probed(snap: ServerSnapshot) -> bool:
-    """A health probe succeeded after the handshake."""
-    return (
-        snap.status is ServerStatus.HEALTHY
-        and snap.handshaken_at is not None
-        and snap.last_checked_at is not None
-        and snap.last_checked_at > snap.handshaken_at
-    )
 
 
 async def test_killed_server_is_detected_and_reconnected(tmp_path: Path) -> None:
@@ -56,7 +47,7 @@ async def test_killed_server_is_detected_and_reconnected(tmp_path: Path) -> None
             first_session = snap.session.session_id
             assert first_session is not None
 
-            await manager.wait_for("a", probed)
+            await wait_probed(manager, "a")
             result = await manager.call_tool("add", {"a": 2, "b": 3})
             assert result.structured_content == {"result": 5}
 
