@@ -267,6 +267,7 @@ class Invoker:
         candidates = self._iter_candidates(method, target, self._check_preferred(preferred))
         retry_now: str | None = None
         while True:
+            forced = retry_now is not None
             if retry_now is not None:
                 name, retry_now = retry_now, None
             else:
@@ -280,7 +281,7 @@ class Invoker:
             if sup is None:
                 continue
             conn = await self._handshake_stage(
-                sup, method, target, request_id, overall_deadline, attempts, errors
+                sup, method, target, request_id, overall_deadline, attempts, errors, force=forced
             )
             if conn is None:
                 if failover == "never":

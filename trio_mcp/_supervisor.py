@@ -357,6 +357,11 @@ class ServerSupervisor:
                 if stage == "handshake" and failure.category in ("invalid_request", "rpc_error"):
                     failure = Failure("protocol_error", f"handshake refused: {failure.message}", True)
                 self._on_connect_failed(failure, stage, ticket)
+            elif conn.drop_reason is None:
+                # The transport died under a live connection before anyone noticed.
+                failure = classify(exc, link)
+                self.record_failure(failure, "connection lost")
+                conn.drop(failure.message, then="backoff")
             # else: the connection was already dropped and its failure recorded; the error
             # here is the transport complaining on its way down.
         finally:

@@ -76,15 +76,7 @@ async def test_stopped_server_is_detected_and_reconnected(
 @pytest.mark.parametrize(
     ("protocol", "version", "era"),
     [
-        pytest.param(
-            *ERAS[0].values,
-            id="legacy",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="the session_expired retry asks for a connection without force while "
-                "report_failure has just closed the retry window (see the integration report)",
-            ),
-        ),
+        ERAS[0],
         ERAS[1],
     ],
 )
