@@ -316,7 +316,10 @@ class Invoker:
 
         outcome_kind = "unknown" if any(a.sent for a in attempts) else "failed"
         if not attempts:
-            message = f"{method} {target or ''}: no candidate server".strip()
+            closed = [n for n, sup in self._supervisors.items() if not sup.should_retry()]
+            message = f"{method} {target or ''}: no candidate server".replace("  ", " ")
+            if closed:
+                message += f" (retry window closed: {', '.join(closed)})"
         else:
             last = attempts[-1]
             message = f"{method} {target or ''} failed on every candidate (last: {last.server}: {last.error})"
