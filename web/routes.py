@@ -94,40 +94,28 @@ async def delete_server(request: Request) -> Response:
     return Response(status_code=204)
 
 
-async def health_check_one(request: Request) -> Response:
-    manager = _manager(request)
-    (snap,) = await manager.health_check(request.path_params["name"])
-    return JSONResponse(schemas.server_dict(manager, snap))
+def _fleet_action(action: str, *, one: bool) -> Callable[[Request], Awaitable[Response]]:
+    """A handler running ``manager.<action>`` for the named server (``one``) or for all of them."""
+
+    async def handler(request: Request) -> Response:
+        manager = _manager(request)
+        run = getattr(manager, action)
+        if one:
+            (snap,) = await run(request.path_params["name"])
+            return JSONResponse(schemas.server_dict(manager, snap))
+        snaps = await run()
+        return JSONResponse({"servers": [schemas.server_dict(manager, s) for s in snaps]})
+
+    handler.__name__ = f"{action}_{'one' if one else 'all'}"
+    return handler
 
 
-async def health_check_all(request: Request) -> Response:
-    manager = _manager(request)
-    snaps = await manager.health_check()
-    return JSONResponse({"servers": [schemas.server_dict(manager, s) for s in snaps]})
-
-
-async def initialize_one(request: Request) -> Response:
-    manager = _manager(request)
-    (snap,) = await manager.initialize(request.path_params["name"])
-    return JSONResponse(schemas.server_dict(manager, snap))
-
-
-async def initialize_all(request: Request) -> Response:
-    manager = _manager(request)
-    snaps = await manager.initialize()
-    return JSONResponse({"servers": [schemas.server_dict(manager, s) for s in snaps]})
-
-
-async def connect_one(request: Request) -> Response:
-    manager = _manager(request)
-    (snap,) = await manager.connect(request.path_params["name"])
-    return JSONResponse(schemas.server_dict(manager, snap))
-
-
-async def connect_all(request: Request) -> Response:
-    manager = _manager(request)
-    snaps = await manager.connect()
-    return JSONResponse({"servers": [schemas.server_dict(manager, s) for s in snaps]})
+health_check_one = _fleet_action("health_check", one=True)
+health_check_all = _fleet_action("health_check", one=False)
+initialize_one = _fleet_action("initialize", one=True)
+initialize_all = _fleet_action("initialize", one=False)
+connect_one = _fleet_action("connect", one=True)
+connect_all = _fleet_action("connect", one=False)
 
 
 # -- session controls ------------------------------------------------------------------------------

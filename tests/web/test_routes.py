@@ -12,28 +12,15 @@ import httpx
 import pytest
 import trio
 import trio.testing
+from _fleet import policy
 
 import trio_mcp
-from trio_mcp import BackoffPolicy, ServerPolicy
 from trio_mcp.testing import ScriptedServer, memory_server
 from web.app import ROUTES, create_app
 from web.openapi import openapi_document
 
 API = "/api/v1/mcp"
 ANCHOR = 1_700_000_000.0
-NO_JITTER = BackoffPolicy(initial=1.0, multiplier=2.0, cap=8.0, jitter=0.0)
-
-
-def policy(**overrides: Any) -> ServerPolicy:
-    base: dict[str, Any] = {
-        "health_interval": 10.0,
-        "probe_timeout": 2.0,
-        "handshake_timeout": 5.0,
-        "call_timeout": 5.0,
-        "backoff": NO_JITTER,
-    }
-    base.update(overrides)
-    return ServerPolicy(**base)
 
 
 @dataclasses.dataclass
