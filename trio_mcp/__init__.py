@@ -5,8 +5,16 @@ the server's session, probes its health and reconnects it with backoff. Invoke t
 resources and prompts with failover that never runs a side effect twice.
 """
 
+from ._auth import BearerAuth as BearerAuth
+from ._auth import ClientCredentialsAuth as ClientCredentialsAuth
+from ._auth import FileTokenStore as FileTokenStore
+from ._auth import InMemoryTokenStore as InMemoryTokenStore
+from ._auth import OAuthAuth as OAuthAuth
+from ._auth import TokenStore as TokenStore
 from ._backoff import Backoff as Backoff
 from ._backoff import BackoffPolicy as BackoffPolicy
+from ._client import ClientFeatures as ClientFeatures
+from ._client import apply_schema_defaults as apply_schema_defaults
 from ._config import HttpTransport as HttpTransport
 from ._config import MemoryTransport as MemoryTransport
 from ._config import ServerConfig as ServerConfig
@@ -54,23 +62,29 @@ __all__ = [
     "AttemptTimeoutError",
     "Backoff",
     "BackoffPolicy",
+    "BearerAuth",
     "CapabilitySnapshot",
     "CatalogEntry",
+    "ClientCredentialsAuth",
+    "ClientFeatures",
     "ConfigError",
     "Connection",
     "ConnectionEvent",
     "ConnectionState",
     "EventLog",
+    "FileTokenStore",
     "Freshness",
     "HandshakeError",
     "HandshakeTimeoutError",
     "HttpTransport",
+    "InMemoryTokenStore",
     "InvocationEvent",
     "InvocationFailedError",
     "InvocationResult",
     "Manager",
     "ManagerClosedError",
     "MemoryTransport",
+    "OAuthAuth",
     "ProtocolError",
     "RequestRejectedError",
     "ServerConfig",
@@ -84,9 +98,11 @@ __all__ = [
     "SessionError",
     "SessionInfo",
     "StdioTransport",
+    "TokenStore",
     "TransportError",
     "TrioMcpError",
     "UnknownServerError",
+    "apply_schema_defaults",
     "open_manager",
     "parse_mcp_servers",
 ]

@@ -9,6 +9,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from ._auth import AUTH_TYPES, AuthConfig
 from ._backoff import BackoffPolicy
 from ._exceptions import ConfigError
 
@@ -146,10 +147,15 @@ class StdioTransport:
 
 @dataclass(frozen=True, kw_only=True)
 class HttpTransport:
-    """Speak MCP over streamable HTTP to ``url``, sending ``headers`` with every request."""
+    """Speak MCP over streamable HTTP to ``url``, sending ``headers`` with every request.
+
+    ``auth``: :class:`BearerAuth` (a static token), :class:`OAuthAuth` (OAuth 2.1 with PKCE)
+    or :class:`ClientCredentialsAuth`; ``None`` for none. It never appears in the ``repr``.
+    """
 
     url: str
     headers: Mapping[str, str] | None = None
+    auth: AuthConfig | None = field(default=None, repr=False)
     kind: Literal["http"] = field(default="http", init=False)
 
     def __post_init__(self) -> None:
@@ -161,6 +167,8 @@ class HttpTransport:
             ):
                 raise ConfigError("must map strings to strings", key="headers")
             object.__setattr__(self, "headers", dict(self.headers))
+        if self.auth is not None and not isinstance(self.auth, AUTH_TYPES):
+            raise ConfigError("must be a BearerAuth, OAuthAuth or ClientCredentialsAuth", key="auth")
 
 
 @dataclass(frozen=True, kw_only=True, eq=False)

@@ -9,6 +9,7 @@ from typing import Any
 import trio
 
 from ._backoff import RandomSource
+from ._client import ClientFeatures
 from ._clock import TimeAnchor
 from ._config import ServerConfig
 from ._events import (
@@ -243,6 +244,7 @@ async def open_manager(
     connection_log_size: int = DEFAULT_EVENT_LOG_SIZE,
     invocation_log_size: int = DEFAULT_EVENT_LOG_SIZE,
     session_options: dict[str, Any] | None = None,
+    client: ClientFeatures | None = None,
 ) -> AsyncIterator[Manager]:
     """Open a manager supervising ``servers``.
 
@@ -257,7 +259,13 @@ async def open_manager(
         connection_log_size: how many connection events are kept.
         invocation_log_size: how many invocation events are kept.
         session_options: extra keyword arguments for every SDK ``ClientSession`` (callbacks).
+        client: elicitation / sampling / roots handlers (merged into ``session_options``;
+            explicit ``session_options`` entries win).
     """
+    if client is not None:
+        if not isinstance(client, ClientFeatures):
+            raise ConfigError("must be a ClientFeatures", key="client")
+        session_options = {**client.session_options(), **(session_options or {})}
     configs = list(servers)
     names = [c.name for c in configs]
     duplicates = sorted({n for n in names if names.count(n) > 1})

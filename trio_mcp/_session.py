@@ -9,6 +9,7 @@ from mcp.client.session import ClientSession
 from mcp.shared.exceptions import MCPError
 from mcp_types import UNSUPPORTED_PROTOCOL_VERSION, DiscoverResult
 from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS, MODERN_PROTOCOL_VERSIONS
+from pydantic import ValidationError
 
 from ._clock import TimeAnchor
 from ._config import ProtocolMode
@@ -40,6 +41,10 @@ async def handshake(session: ClientSession, mode: ProtocolMode) -> None:
             supported = data.get("supported")
             if isinstance(supported, list) and not any(v in HANDSHAKE_PROTOCOL_VERSIONS for v in supported):
                 raise
+        await session.initialize()
+    except (ValidationError, RuntimeError):
+        # An unparseable answer, or one naming no modern version we share, is not evidence of a
+        # 2026-07-28 server: fall back to the handshake, as the SDK's own auto mode does.
         await session.initialize()
 
 

@@ -17,6 +17,7 @@ import trio
 from mcp.client.session import ClientSession
 
 from ._backoff import Backoff, RandomSource
+from ._client import session_servers
 from ._clock import TimeAnchor
 from ._config import ServerConfig
 from ._errors import Failure, classify
@@ -330,6 +331,7 @@ class ServerSupervisor:
         try:
             async with open_transport(self.config.transport, link) as (read, write):
                 async with ClientSession(read, write, **self._session_options) as session:
+                    session_servers[session] = self.name  # client-feature handlers learn who asked
                     stage = "handshake"
                     try:
                         with trio.fail_after(self.policy.handshake_timeout):

@@ -408,8 +408,11 @@ async def _open_http(config: HttpTransport, link: Link) -> AsyncIterator[tuple[A
         if response.status_code >= 400:
             link.http_status = response.status_code
 
+    from ._auth import build_httpx_auth
+
     client = httpx2.AsyncClient(
         headers=dict(config.headers or {}),
+        auth=build_httpx_auth(config.auth, config.url),
         timeout=httpx2.Timeout(30.0, read=300.0),
         event_hooks={"response": [on_response]},
         transport=_linked_http_transport(link),

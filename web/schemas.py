@@ -29,6 +29,7 @@ from trio_mcp import (
     SessionInfo,
     StdioTransport,
 )
+from trio_mcp._auth import describe_auth
 from trio_mcp._config import parse_server_entry
 
 from .errors import PayloadTooLargeError, ValidationFailedError
@@ -283,7 +284,8 @@ def _redact_url(url: str) -> str:
 
 
 def transport_dict(config: ServerConfig) -> dict[str, Any]:
-    """How the server is reached, with header values, env values and URL passwords redacted."""
+    """How the server is reached, with header values, env values, URL passwords and auth secrets
+    redacted."""
     transport = config.transport
     if isinstance(transport, StdioTransport):
         return {
@@ -294,11 +296,15 @@ def transport_dict(config: ServerConfig) -> dict[str, Any]:
             "cwd": transport.cwd,
         }
     if isinstance(transport, HttpTransport):
-        return {
+        out: dict[str, Any] = {
             "kind": "http",
             "url": _redact_url(transport.url),
             "headers": {k: REDACTED for k in transport.headers} if transport.headers is not None else None,
         }
+        if transport.auth is not None:
+            # Tokens and client secrets never leave the process: only their kind and public parts.
+            out["auth"] = describe_auth(transport.auth)
+        return out
     return {"kind": transport.kind}
 
 
