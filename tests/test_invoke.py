@@ -8,6 +8,7 @@ import pytest
 import trio
 import trio.testing
 from _fleet import policy
+from mcp.server.mcpserver import Context
 
 import trio_mcp
 from trio_mcp import ConnectionState, InvocationFailedError, ServerStatus
@@ -396,3 +397,32 @@ async def test_invocation_event_filters(autojump_clock: trio.testing.MockClock) 
             await m.invoke("tools/call", "echo", preferred=["ghost"])
         with pytest.raises(ValueError):
             await m.invoke("tools/call", "echo", failover="sometimes")  # type: ignore[arg-type]
+
+
+async def test_list_changed_notification_refreshes_the_catalog(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    a, b = ScriptedServer("a", era="legacy"), ScriptedServer("b")
+
+    async def late() -> str:
+        return "late from a"
+
+    async def grow(ctx: Context) -> str:
+        a.mcp_server.add_tool(late, name="late")
+        await ctx.session.send_tool_list_changed()
+        return "grown"
+
+    a.mcp_server.add_tool(grow, name="grow")
+    async with trio_mcp.open_manager(
+        [memory_server(a, policy=policy()), memory_server(b, policy=policy())]
+    ) as m:
+        await ready(m, "a", "b")
+        await m.list_tools()
+        assert m.candidates("tools/call", "late") == []  # nobody offers it (yet)
+        await m.call_tool("grow", preferred=["a"])
+        await trio.testing.wait_all_tasks_blocked()
+        # The notification dropped a's cached tool list: a is a candidate again, and a new
+        # listing shows the tool.
+        assert m.candidates("tools/call", "late") == ["a"]
+        assert await m.servers_offering("tools", "late") == ["a"]
+        assert text(await m.call_tool("late")) == "late from a"

@@ -21,6 +21,7 @@ from ._config import ServerConfig as ServerConfig
 from ._config import ServerPolicy as ServerPolicy
 from ._config import StdioTransport as StdioTransport
 from ._config import parse_mcp_servers as parse_mcp_servers
+from ._config import parse_server_entry as parse_server_entry
 from ._errors import ERROR_CATEGORIES as ERROR_CATEGORIES
 from ._events import ConnectionEvent as ConnectionEvent
 from ._events import EventLog as EventLog
@@ -105,6 +106,7 @@ __all__ = [
     "apply_schema_defaults",
     "open_manager",
     "parse_mcp_servers",
+    "parse_server_entry",
 ]
 
 # Show the public name in reprs and tracebacks.

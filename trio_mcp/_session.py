@@ -111,6 +111,7 @@ class Connection:
         self.catalog: dict[str, Any] = {}
         self.drop_reason: str | None = None
         self.after_drop: str = "backoff"
+        self.after_applied = False
         self._dropped = trio.Event()
 
     @property

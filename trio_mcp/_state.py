@@ -31,6 +31,8 @@ class ConnectionState(enum.StrEnum):
     """No session; one is opened on first use (or by ``connect``)."""
     CONNECTING = "connecting"
     READY = "ready"
+    CLOSING = "closing"
+    """The session was dropped and is being closed."""
     BACKOFF = "backoff"
     """The last attempt failed; the supervisor reconnects when the retry window opens."""
     CLOSED = "closed"

@@ -15,6 +15,11 @@ from typing import Any
 
 import trio
 from mcp.client.session import ClientSession
+from mcp_types import (
+    PromptListChangedNotification,
+    ResourceListChangedNotification,
+    ToolListChangedNotification,
+)
 
 from ._backoff import Backoff, RandomSource
 from ._client import session_servers
@@ -40,6 +45,12 @@ from ._state import (
     next_status,
 )
 from ._transports import Link, open_transport
+
+_LIST_CHANGED: dict[type, str] = {
+    ToolListChangedNotification: "tools",
+    ResourceListChangedNotification: "resources",
+    PromptListChangedNotification: "prompts",
+}
 
 HandshakeObserver = Callable[[str, Failure | None], None]
 """Called with ``("start", None)``, ``("success", None)`` or ``("failure", failure)``."""
@@ -267,6 +278,25 @@ class ServerSupervisor:
             correlation_id,
         )
 
+    def _client_session_options(self) -> dict[str, Any]:
+        """The SDK session keyword arguments, with list-changed notifications hooked in."""
+        options = dict(self._session_options)
+        user_handler = options.get("message_handler")
+
+        async def on_message(message: Any) -> None:
+            kind = _LIST_CHANGED.get(type(message))
+            if kind is not None:
+                # The cached catalog no longer describes the server: forget it, so routing stops
+                # filtering by it and the next listing fetches it anew.
+                self.catalog.pop(kind, None)
+            if user_handler is not None:
+                await user_handler(message)
+            else:
+                await trio.lowlevel.checkpoint()
+
+        options["message_handler"] = on_message
+        return options
+
     def tool_info(self, name: str) -> Any:
         """The last listed ``Tool`` called ``name``, or ``None``."""
         return self.catalog.get("tools", {}).get(name)
@@ -330,7 +360,7 @@ class ServerSupervisor:
         stage = "connect"
         try:
             async with open_transport(self.config.transport, link) as (read, write):
-                async with ClientSession(read, write, **self._session_options) as session:
+                async with ClientSession(read, write, **self._client_session_options()) as session:
                     session_servers[session] = self.name  # client-feature handlers learn who asked
                     stage = "handshake"
                     try:
@@ -392,6 +422,9 @@ class ServerSupervisor:
         ticket.resolve(None, failure)
 
     def _after_drop(self, conn: Connection) -> None:
+        if conn.after_applied:
+            return
+        conn.after_applied = True
         then = conn.after_drop
         if then == "idle":
             self._auto = False
@@ -412,6 +445,8 @@ class ServerSupervisor:
             if self.policy.probe != "none":
                 nursery.start_soon(self._probe_periodically, conn, name=f"{self.name}: health probes")
             await conn.wait_dropped()
+            # The session is no longer usable; say so before the (possibly slow) teardown.
+            self._set_state(ConnectionState.CLOSING)
             nursery.cancel_scope.cancel()
 
     async def _watch_link(self, conn: Connection) -> None:

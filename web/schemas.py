@@ -17,6 +17,7 @@ from urllib.parse import urlsplit, urlunsplit
 import trio
 from starlette.requests import Request
 
+import trio_mcp
 from trio_mcp import (
     CatalogEntry,
     ConfigError,
@@ -30,7 +31,6 @@ from trio_mcp import (
     StdioTransport,
 )
 from trio_mcp._auth import describe_auth
-from trio_mcp._config import parse_server_entry
 
 from .errors import PayloadTooLargeError, ValidationFailedError
 
@@ -198,7 +198,7 @@ def parse_registration(body: Mapping[str, Any]) -> ServerConfig:
     entry = {k: v for k, v in body.items() if k != "name"}
     base = f"servers.{name}"
     try:
-        config = parse_server_entry(name, entry, prefix="servers")
+        config = trio_mcp.parse_server_entry(name, entry, prefix="servers")
     except ConfigError as exc:
         key = exc.key or ""
         message = str(exc).removeprefix(f"{key}: ") if key else str(exc)
