@@ -100,7 +100,24 @@ class Link:
                 return
 
 
-class _LinkedReadStream:
+class _StreamWrapper:
+    """Shared plumbing of the stream wrappers: closing and the async context manager."""
+
+    _inner: Any
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
+
+class _LinkedReadStream(_StreamWrapper):
     """Wraps the SDK read stream: its end means the peer is gone."""
 
     def __init__(self, inner: Any, link: Link) -> None:
@@ -135,19 +152,8 @@ class _LinkedReadStream:
         except anyio.EndOfStream:
             raise StopAsyncIteration from None
 
-    async def aclose(self) -> None:
-        await self._inner.aclose()
 
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.aclose()
-
-
-class _LinkedWriteStream:
+class _LinkedWriteStream(_StreamWrapper):
     """Wraps the SDK write stream: marks requests as sent and diverts cancel notices."""
 
     def __init__(self, inner: Any, link: Link) -> None:
@@ -180,17 +186,6 @@ class _LinkedWriteStream:
 
     async def send_direct(self, item: SessionMessage) -> None:
         await self._inner.send(item)
-
-    async def aclose(self) -> None:
-        await self._inner.aclose()
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.aclose()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -441,7 +436,7 @@ memory_connection: contextvars.ContextVar[MemoryConnectionInfo | None] = context
 )
 
 
-class _TaggedReadStream:
+class _TaggedReadStream(_StreamWrapper):
     """Server side of an in-memory connection: handlers see ``memory_connection`` set.
 
     The SDK runs each handler in the context its message was sent from (the client's), so
@@ -469,17 +464,6 @@ class _TaggedReadStream:
             return await self.receive()
         except anyio.EndOfStream:
             raise StopAsyncIteration from None
-
-    async def aclose(self) -> None:
-        await self._inner.aclose()
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.aclose()
 
 
 class MemoryServerHooks:

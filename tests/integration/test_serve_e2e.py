@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -16,26 +15,11 @@ from typing import Any
 import httpx
 import pytest
 import trio
+from _support import free_port, pid_alive
 
 pytestmark = pytest.mark.integration
 
 API = "/api/v1/mcp"
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def _alive(pid: int) -> bool:
-    """Whether ``pid`` is a live process (a zombie waiting for a non-reaping init is not)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
 
 
 def _descendants(root: int) -> set[int]:
@@ -82,7 +66,7 @@ async def _invoke(client: httpx.AsyncClient, tool: str, **extra: Any) -> httpx.R
 
 @pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals and /proc")
 async def test_serve_fails_over_and_shuts_down_cleanly(tmp_path: Path) -> None:
-    port = _free_port()
+    port = free_port()
     log = tmp_path / "serve.log"
     env = {k: v for k, v in os.environ.items() if k != "TRIO_MCP_TOKEN"}
     with log.open("wb") as out:
@@ -135,11 +119,11 @@ async def test_serve_fails_over_and_shuts_down_cleanly(tmp_path: Path) -> None:
         output = await trio.Path(log).read_text()
         assert proc.returncode == 0, output
         assert "SIGTERM received" in output
-        assert [pid for pid in children if _alive(pid)] == []
+        assert [pid for pid in children if pid_alive(pid)] == []
     finally:
         if proc.returncode is None:
             proc.kill()
             await proc.wait()
         for pid in children:
-            if _alive(pid):
+            if pid_alive(pid):
                 os.kill(pid, signal.SIGKILL)
