@@ -354,3 +354,31 @@ async def test_soak_24h_fifty_flapping_servers(autojump_clock: trio.testing.Mock
             for prev, nxt in itertools.pairwise(chain):
                 assert prev.to_status == nxt.from_status
             assert chain[-1].to_status == manager.server(s.name).status.value == "healthy"
+
+
+async def test_a_supervisor_bug_does_not_take_the_fleet_down(
+    autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    a, b = ScriptedServer("a"), ScriptedServer("b")
+    async with trio_mcp.open_manager(
+        [memory_server(a, policy=policy()), memory_server(b, policy=policy())]
+    ) as m:
+        await m.wait_for("a", is_status(ServerStatus.HEALTHY))
+        sup = m.supervisor("a")
+        original = sup._after_drop
+        calls = 0
+
+        def broken(conn: trio_mcp.Connection) -> None:
+            nonlocal calls
+            calls += 1
+            if calls == 1:
+                raise RuntimeError("bug")
+            original(conn)
+
+        monkeypatch.setattr(sup, "_after_drop", broken)
+        a.close_connections()
+        await m.wait_for("a", lambda s: s.session.active and s.session.session_id == 2)
+        assert calls >= 1
+        assert "bug" in (m.server("a").last_error or "")
+        assert m.server("b").status is ServerStatus.HEALTHY
+        assert (await m.call_tool("echo", {"text": "ok"}, preferred=["a"])).content[0].text == "ok"  # type: ignore[union-attr]

@@ -9,6 +9,7 @@ the failure; the supervisor tears the connection down and reconnects with backof
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Callable
 from typing import Any
@@ -45,6 +46,8 @@ from ._state import (
     next_status,
 )
 from ._transports import Link, open_transport
+
+logger = logging.getLogger("trio_mcp")
 
 _LIST_CHANGED: dict[type, str] = {
     ToolListChangedNotification: "tools",
@@ -315,7 +318,15 @@ class ServerSupervisor:
                 task_status.started(self)
                 while True:
                     await self._wait_for_demand()
-                    await self._connect_and_serve()
+                    try:
+                        await self._connect_and_serve()
+                    except Exception as exc:
+                        # A bug must not take the manager's nursery (and every other server)
+                        # down with it: record it like any failure and retry with backoff.
+                        logger.exception("supervisor of %r failed unexpectedly", self.name)
+                        self._auto = True
+                        self._set_state(ConnectionState.BACKOFF)
+                        self.record_failure(classify(exc), "supervisor error")
         finally:
             self._closed = True
             self._conn = None
