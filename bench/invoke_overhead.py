@@ -74,4 +74,4 @@ async def main(n: int) -> None:
 
 
 if __name__ == "__main__":
-    trio.run(main, int(sys.argv[1]) if len(sys.argv) > 1 else 5000)
+    trio.run(main, int(sys.argv[1]) if len(sys.argv) > 1 else 20000)

@@ -76,8 +76,8 @@ class InvocationEvent:
 E = TypeVar("E", ConnectionEvent, InvocationEvent)
 
 
-def next_seq() -> int:
-    return next(_counter)
+next_seq = _counter.__next__
+"""The next event sequence number (shared by both logs, so their events interleave in order)."""
 
 
 class EventLog(Generic[E]):

@@ -157,31 +157,30 @@ class Invoker:
         sups = self._supervisors
         kind = _KINDS.get(method) if target is not None else None
         seen: set[str] = set()
-
-        def usable(name: str) -> bool:
-            sup = sups.get(name)
-            if sup is None:
-                return False
-            if sup.status is ServerStatus.UNREACHABLE and not sup.should_retry():
-                return False
-            if kind is not None:
-                known = sup.catalog.get(kind)
-                if known is not None and target not in known:
-                    return False
-            return True
-
         for name in preferred:
             if name not in seen:
                 seen.add(name)
-                if usable(name):
+                if self._usable(name, kind, target):
                     yield name
         rest = sorted(
             (n for n in sups if n not in seen),
             key=lambda n: _STATUS_RANK[sups[n].status],  # stable: ties keep registration order
         )
         for name in rest:
-            if usable(name):
+            if self._usable(name, kind, target):
                 yield name
+
+    def _usable(self, name: str, kind: str | None, target: str | None) -> bool:
+        sup = self._supervisors.get(name)
+        if sup is None:
+            return False
+        if sup.status is ServerStatus.UNREACHABLE and not sup.should_retry():
+            return False
+        if kind is not None:
+            known = sup.catalog.get(kind)
+            if known is not None and target not in known:
+                return False
+        return True
 
     # -- events --------------------------------------------------------------------------------
 
@@ -280,9 +279,12 @@ class Invoker:
             sup = self._supervisors.get(name)
             if sup is None:
                 continue
-            conn = await self._handshake_stage(
-                sup, method, target, request_id, overall_deadline, attempts, errors, force=forced
-            )
+            # Fast path: a live session with a fresh handshake is used as is.
+            conn = None if forced else sup.ready_connection()
+            if conn is None:
+                conn = await self._handshake_stage(
+                    sup, method, target, request_id, overall_deadline, attempts, errors, force=forced
+                )
             if conn is None:
                 if failover == "never":
                     break
@@ -365,11 +367,6 @@ class Invoker:
         *,
         force: bool = False,
     ) -> Connection | None:
-        if not force:
-            # Fast path: a live, fresh session needs no handshake and no extra cancel scope.
-            ready = sup.ready_connection()
-            if ready is not None:
-                return ready
         start = trio.current_time()
         handshook = False
 
@@ -467,7 +464,12 @@ class Invoker:
                 except trio.WouldBlock:
                     await limiter.acquire()
                 acquired = True
-                result = await _send(conn, method, target, arguments, on_progress)
+                if method == "tools/call" and target is not None:
+                    result = await conn.session.call_tool(
+                        target, arguments, progress_callback=cast(Any, on_progress)
+                    )
+                else:
+                    result = await _send(conn, method, target, arguments, on_progress)
         except Exception as exc:
             error = exc
         finally:

@@ -105,7 +105,8 @@ class ServerSupervisor:
         self._log = connection_log
         self._session_options = session_options or {}
         self._backoff = Backoff(config.policy.backoff, rng)
-        self.limiter = trio.CapacityLimiter(config.policy.max_concurrency)
+        self.limiter = trio.Semaphore(config.policy.max_concurrency)
+        """The bulkhead: at most ``max_concurrency`` invocations use this server at once."""
 
         self._status = ServerStatus.UNKNOWN
         self._state = ConnectionState.IDLE
