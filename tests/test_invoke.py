@@ -426,3 +426,37 @@ async def test_list_changed_notification_refreshes_the_catalog(
         assert m.candidates("tools/call", "late") == ["a"]
         assert await m.servers_offering("tools", "late") == ["a"]
         assert text(await m.call_tool("late")) == "late from a"
+
+
+async def test_drain_ends_in_flight_invocations_with_a_clear_outcome(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    a, b = ScriptedServer("a"), ScriptedServer("b")
+    configs = [memory_server(a, policy=policy()), memory_server(b, policy=policy(connect_on_start=False))]
+    async with trio_mcp.open_manager(configs) as m:
+        await ready(m, "a")
+        a.hang_tool("charge")
+        b.hang_handshake()
+        outcomes: dict[str, InvocationFailedError] = {}
+
+        async def call(server: str, tool: str, arguments: dict[str, object]) -> None:
+            try:
+                await m.call_tool(tool, arguments, preferred=[server], failover="never", attempt_timeout=100)
+            except InvocationFailedError as exc:
+                outcomes[server] = exc
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(call, "a", "charge", {"amount": 1})
+            nursery.start_soon(call, "b", "echo", {"text": "x"})  # still handshaking
+            await trio.sleep(1)
+            m.drain(3)
+        assert trio.current_time() == 4.0
+        sent, connecting = outcomes["a"], outcomes["b"]
+        assert sent.outcome == "unknown"
+        assert (sent.attempts[-1].category, sent.attempts[-1].sent) == ("shutdown", True)
+        assert connecting.outcome == "failed"
+        assert (connecting.attempts[-1].stage, connecting.attempts[-1].category) == ("handshake", "shutdown")
+        assert a.executions("charge") == 1
+        assert m.server("a").status is ServerStatus.HEALTHY  # abandoning is not the server's fault
+        with pytest.raises(trio_mcp.ManagerClosedError, match="shutting down"):
+            await m.call_tool("echo", {"text": "late"})

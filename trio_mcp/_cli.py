@@ -27,6 +27,7 @@ from ._exceptions import ConfigError
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8000
 DEFAULT_MAX_BODY_BYTES = 1_000_000
+DEFAULT_SHUTDOWN_GRACE = 5.0
 
 
 def _positive_int(text: str) -> int:
@@ -36,6 +37,16 @@ def _positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a number >= 0, got {text}")
     return value
 
 
@@ -72,6 +83,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=DEFAULT_MAX_BODY_BYTES,
         help=f"refuse larger request bodies with 413 (default {DEFAULT_MAX_BODY_BYTES})",
     )
+    serve.add_argument(
+        "--shutdown-grace",
+        type=_non_negative_float,
+        default=DEFAULT_SHUTDOWN_GRACE,
+        help="seconds in-flight invocations get after SIGINT/SIGTERM before they are abandoned "
+        f"(default {DEFAULT_SHUTDOWN_GRACE:g})",
+    )
     return parser
 
 
@@ -107,6 +125,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     allow_stdio=args.allow_stdio_registration,
                     token=args.token,
                     max_body_bytes=args.max_body_bytes,
+                    shutdown_grace=args.shutdown_grace,
                 )
             )
             names = ", ".join(s.name for s in servers) or "none"

@@ -37,6 +37,7 @@ ERROR_CATEGORIES: Final = (
     "process_exited",
     "transport_error",
     "unavailable",
+    "shutdown",
 )
 """Every category a failure can be classified into.
 
@@ -52,6 +53,7 @@ ERROR_CATEGORIES: Final = (
 - ``process_exited``: a stdio server process exited.
 - ``transport_error``: the connection broke for another reason.
 - ``unavailable``: the server's retry window was closed; nothing was attempted.
+- ``shutdown``: the manager was shutting down (:meth:`Manager.drain`) and abandoned the attempt.
 """
 
 _DEAD_CATEGORIES: Final = frozenset(

@@ -129,6 +129,23 @@ class Invoker:
     invocation_log: EventLog[InvocationEvent]
     anchor: TimeAnchor
     _closed: bool
+    _drain_at: float = math.inf
+    _active_scopes: set[trio.CancelScope]
+
+    def drain(self, grace: float) -> None:
+        """Start shutting down: invocations in flight get ``grace`` more seconds, then end with
+        an ``InvocationFailedError`` whose last attempt has category ``shutdown`` (their outcome
+        as usual: ``unknown`` if the request was sent). New invocations after that raise
+        :class:`ManagerClosedError`."""
+        if grace < 0:
+            raise ValueError("grace must be >= 0")
+        self._drain_at = min(self._drain_at, trio.current_time() + grace)
+        for scope in self._active_scopes:
+            scope.deadline = min(scope.deadline, self._drain_at)
+
+    @property
+    def draining(self) -> bool:
+        return self._drain_at != math.inf
 
     def supervisor(self, name: str) -> ServerSupervisor:  # pragma: no cover - overridden
         raise NotImplementedError
@@ -251,6 +268,8 @@ class Invoker:
         """
         if self._closed:
             raise ManagerClosedError()
+        if self._drain_at != math.inf and trio.current_time() >= self._drain_at:
+            raise ManagerClosedError("the manager is shutting down")
         if failover not in ("safe", "always", "never"):
             raise ValueError(f"failover must be 'safe', 'always' or 'never', got {failover!r}")
         for name, value in (("timeout", timeout), ("attempt_timeout", attempt_timeout)):
@@ -258,7 +277,7 @@ class Invoker:
                 raise ValueError(f"{name} must be a positive number of seconds")
         request_id = request_id or new_correlation_id()
         start = trio.current_time()
-        overall_deadline = start + timeout if timeout is not None else math.inf
+        overall_deadline = min(start + timeout if timeout is not None else math.inf, self._drain_at)
         attempts: list[Attempt] = []
         errors: list[BaseException] = []
         retried_expired: set[str] = set()
@@ -378,6 +397,7 @@ class Invoker:
         failure: Failure | None = None
         conn: Connection | None = None
         with trio.move_on_at(overall_deadline) as scope:
+            self._active_scopes.add(scope)
             try:
                 conn = await sup.acquire(request_id, observer=observe, force=force)
             except ServerUnavailableError as exc:
@@ -387,8 +407,15 @@ class Invoker:
             except (SessionError, ManagerClosedError) as exc:
                 failure = classify(exc)
                 errors.append(exc)
+            finally:
+                self._active_scopes.discard(scope)
         if scope.cancelled_caught:
-            failure = Failure("timeout", "the invocation deadline passed while connecting", False)
+            if trio.current_time() >= self._drain_at:
+                failure = Failure(
+                    "shutdown", "abandoned while connecting: the manager is shutting down", False
+                )
+            else:
+                failure = Failure("timeout", "the invocation deadline passed while connecting", False)
             if handshook:
                 self._event("handshake_failure", sup.name, method, request_id, target, failure)
         if conn is not None and (handshook or failure is None):
@@ -456,6 +483,7 @@ class Invoker:
         token = sent_marker.set(marker)
         limiter = sup.limiter
         acquired = False
+        self._active_scopes.add(scope)
         try:
             with scope:
                 try:
@@ -476,6 +504,7 @@ class Invoker:
             if acquired:
                 limiter.release()
             sent_marker.reset(token)
+            self._active_scopes.discard(scope)
 
         if error is None and not scope.cancelled_caught:
             end = trio.current_time()
@@ -490,14 +519,20 @@ class Invoker:
             )
 
         if scope.cancelled_caught:
-            waited = trio.current_time() - start
-            if trio.current_time() >= overall_deadline and overall_deadline < start + per_attempt:
-                message = f"the invocation deadline passed after {waited:g}s"
+            now = trio.current_time()
+            waited = now - start
+            if now >= self._drain_at:
+                failure = Failure(
+                    "shutdown", f"abandoned after {waited:g}s: the manager is shutting down", False
+                )
             else:
-                message = f"no answer within {waited:g}s"
-            failure = Failure("timeout", message, False)
-            sup.record_failure(failure, "invocation failed", request_id)
-            errors.append(TimeoutError(message))
+                if now >= overall_deadline and overall_deadline < start + per_attempt:
+                    message = f"the invocation deadline passed after {waited:g}s"
+                else:
+                    message = f"no answer within {waited:g}s"
+                failure = Failure("timeout", message, False)
+                sup.record_failure(failure, "invocation failed", request_id)
+            errors.append(TimeoutError(failure.message))
         else:
             assert error is not None
             errors.append(error)

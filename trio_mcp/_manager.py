@@ -47,6 +47,7 @@ class Manager(Invoker):
         self._session_options = session_options
         self._supervisors: dict[str, ServerSupervisor] = {}
         self._closed = False
+        self._active_scopes: set[trio.CancelScope] = set()
 
     # -- registry ----------------------------------------------------------------------------
 

@@ -20,6 +20,8 @@ from trio_mcp import ServerConfig, open_manager
 
 from .app import DEFAULT_MAX_BODY_BYTES, create_app
 
+DEFAULT_SHUTDOWN_GRACE = 5.0
+
 
 def _signal_trigger(receiver: AsyncIterator[int]) -> Callable[[], Awaitable[None]]:
     async def wait_for_signal() -> None:
@@ -38,6 +40,7 @@ async def serve(
     allow_stdio: bool = False,
     token: str | None = None,
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    shutdown_grace: float = DEFAULT_SHUTDOWN_GRACE,
     shutdown_trigger: Callable[[], Awaitable[None]] | None = None,
     task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
@@ -47,6 +50,8 @@ async def serve(
         servers: the initial fleet.
         host, port: where to listen (``port=0`` picks a free port).
         allow_stdio, token, max_body_bytes: see :func:`web.app.create_app`.
+        shutdown_grace: seconds in-flight invocations get after the shutdown signal; then they
+            end with a 503 whose attempts say ``shutdown`` (and whether the request was sent).
         shutdown_trigger: returns to shut down gracefully (default: SIGINT or SIGTERM).
         task_status: ``started(binds)`` once listening, e.g. ``["http://127.0.0.1:8000"]``.
     """
@@ -54,9 +59,19 @@ async def serve(
     config.bind = [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]
     config.accesslog = None
     config.errorlog = "-"
+    # hypercorn waits for in-flight requests a little longer than the manager lets them run, so
+    # every one of them gets its answer.
+    config.graceful_timeout = shutdown_grace + 2.0
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         trigger = shutdown_trigger or _signal_trigger(signals)
         async with open_manager(servers) as manager:
             app = create_app(manager, allow_stdio=allow_stdio, token=token, max_body_bytes=max_body_bytes)
             # hypercorn's ASGI type is stricter than Starlette's (equivalent) signature.
-            await hypercorn_serve(cast(Any, app), config, shutdown_trigger=trigger, task_status=task_status)
+
+            async def trigger_then_drain() -> None:
+                await trigger()
+                manager.drain(shutdown_grace)
+
+            await hypercorn_serve(
+                cast(Any, app), config, shutdown_trigger=trigger_then_drain, task_status=task_status
+            )
