@@ -284,6 +284,7 @@ class Invoker:
 
         candidates = self._iter_candidates(method, target, self._check_preferred(preferred))
         retry_now: str | None = None
+        now = start  # the clock is read once per attempt
         while True:
             forced = retry_now is not None
             if retry_now is not None:
@@ -293,22 +294,24 @@ class Invoker:
                 if next_name is None:
                     break
                 name = next_name
-            if overall_deadline != math.inf and trio.current_time() >= overall_deadline:
+            if now >= overall_deadline:
                 break
             sup = self._supervisors.get(name)
             if sup is None:
                 continue
             # Fast path: a live session with a fresh handshake is used as is.
-            conn = None if forced else sup.ready_connection()
+            conn = None if forced else sup.ready_connection(now)
             if conn is None:
                 conn = await self._handshake_stage(
                     sup, method, target, request_id, overall_deadline, attempts, errors, force=forced
                 )
+                now = trio.current_time()
             if conn is None:
                 if failover == "never":
                     break
                 continue
             outcome = await self._invoke_stage(
+                now,
                 sup,
                 conn,
                 method,
@@ -325,6 +328,7 @@ class Invoker:
                 outcome.attempts = tuple(attempts)
                 return outcome
             failure, sent = outcome
+            now = trio.current_time()
             if failure.category == "session_expired" and name not in retried_expired:
                 # The server restarted and forgot our session: nothing ran. Re-handshake, retry once.
                 retried_expired.add(name)
@@ -452,6 +456,7 @@ class Invoker:
 
     async def _invoke_stage(
         self,
+        start: float,
         sup: ServerSupervisor,
         conn: Connection,
         method: str,
@@ -465,7 +470,6 @@ class Invoker:
         attempts: list[Attempt],
         errors: list[BaseException],
     ) -> InvocationResult[Any] | tuple[Failure, bool]:
-        start = trio.current_time()
         per_attempt = attempt_timeout if attempt_timeout is not None else sup.policy.call_timeout
         hard_deadline = min(start + sup.policy.progress_hard_max, overall_deadline)
         scope = trio.CancelScope(deadline=min(start + per_attempt, overall_deadline))

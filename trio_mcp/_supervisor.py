@@ -501,14 +501,14 @@ class ServerSupervisor:
     # what callers use
     # -----------------------------------------------------------------------------------------
 
-    def ready_connection(self) -> Connection | None:
+    def ready_connection(self, now: float | None = None) -> Connection | None:
         """The live connection if its handshake is fresh (usable without waiting), else ``None``."""
         conn = self._conn
         if conn is None or not conn.alive:
             return None
         max_age = self.policy.handshake_max_age
         if max_age is not None and self._handshaken_at is not None:
-            if trio.current_time() >= self._handshaken_at + max_age:
+            if (trio.current_time() if now is None else now) >= self._handshaken_at + max_age:
                 return None
         return conn
 
