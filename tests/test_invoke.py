@@ -460,3 +460,20 @@ async def test_drain_ends_in_flight_invocations_with_a_clear_outcome(
         assert m.server("a").status is ServerStatus.HEALTHY  # abandoning is not the server's fault
         with pytest.raises(trio_mcp.ManagerClosedError, match="shutting down"):
             await m.call_tool("echo", {"text": "late"})
+
+
+@pytest.mark.parametrize("era", ["dual", "legacy"])
+async def test_abandoned_request_is_cancelled_at_the_server(
+    era: str, autojump_clock: trio.testing.MockClock
+) -> None:
+    a = ScriptedServer("a", era=era)
+    async with trio_mcp.open_manager([memory_server(a, policy=policy())]) as m:
+        await ready(m, "a")
+        a.hang_tool("charge")
+        with pytest.raises(InvocationFailedError):
+            await m.call_tool("charge", {"amount": 1}, attempt_timeout=2)
+        await trio.testing.wait_all_tasks_blocked()
+        # notifications/cancelled reached the server: its handler is not running any more.
+        assert (a.executions("charge"), a.in_flight["charge"], a.completed["charge"]) == (1, 0, 0)
+        assert m.server("a").session.active  # and the session is still usable
+        assert text(await m.call_tool("echo", {"text": "ok"})) == "ok"

@@ -27,6 +27,8 @@ from __future__ import annotations
 
 import math
 from collections import Counter
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import trio
@@ -61,6 +63,8 @@ class ScriptedServer:
         """Executions started per tool name."""
         self.completed: Counter[str] = Counter()
         """Executions finished per tool name."""
+        self.in_flight: Counter[str] = Counter()
+        """Executions running now per tool name (an abandoned request is cancelled at the server)."""
         self.requests: Counter[str] = Counter()
         """Requests received per JSON-RPC method."""
         self.handshake_delay = 0.0
@@ -178,68 +182,65 @@ class ScriptedServer:
                 raise MCPError(code=INTERNAL_ERROR, message=self.probe_error)
         return await call_next(ctx)
 
-    async def _run_tool(self, tool: str) -> None:
+    @asynccontextmanager
+    async def _executing(self, tool: str) -> AsyncIterator[None]:
+        """Book-keeping and faults around one execution of ``tool``."""
         self.ledger[tool] += 1
-        if tool in self.tool_crash:
-            self.close_connections()
-            await trio.sleep_forever()
-        delay = self.tool_delays.get(tool, 0.0)
-        if delay:
-            await trio.sleep(delay)
-        error = self.tool_errors.get(tool)
-        if error is not None:
-            raise MCPError(code=INTERNAL_ERROR, message=error)
-
-    def _done(self, tool: str) -> None:
-        self.completed[tool] += 1
+        self.in_flight[tool] += 1
+        try:
+            if tool in self.tool_crash:
+                self.close_connections()
+                await trio.sleep_forever()
+            delay = self.tool_delays.get(tool, 0.0)
+            if delay:
+                await trio.sleep(delay)
+            error = self.tool_errors.get(tool)
+            if error is not None:
+                raise MCPError(code=INTERNAL_ERROR, message=error)
+            yield
+            self.completed[tool] += 1
+        finally:
+            self.in_flight[tool] -= 1
 
     def _register(self) -> None:
         server = self.mcp_server
 
         @server.tool(description="Echo the text back.")
         async def echo(text: str) -> str:
-            await self._run_tool("echo")
-            self._done("echo")
-            return text
+            async with self._executing("echo"):
+                return text
 
         @server.tool(description="Charge an amount (a side effect: never run it twice).")
         async def charge(amount: int) -> str:
-            await self._run_tool("charge")
-            self._done("charge")
-            return f"charged {amount}"
+            async with self._executing("charge"):
+                return f"charged {amount}"
 
         @server.tool(description="Sleep for a while.")
         async def sleep(seconds: float) -> str:
-            await self._run_tool("sleep")
-            await trio.sleep(seconds)
-            self._done("sleep")
-            return f"slept {seconds:g}"
+            async with self._executing("sleep"):
+                await trio.sleep(seconds)
+                return f"slept {seconds:g}"
 
         @server.tool(description="Work in steps, reporting progress after each.")
         async def work(steps: int, interval: float, ctx: Context) -> str:
-            await self._run_tool("work")
-            for step in range(1, steps + 1):
-                await trio.sleep(interval)
-                await ctx.report_progress(step, steps, f"step {step}")
-            self._done("work")
-            return f"worked {steps} steps"
+            async with self._executing("work"):
+                for step in range(1, steps + 1):
+                    await trio.sleep(interval)
+                    await ctx.report_progress(step, steps, f"step {step}")
+                return f"worked {steps} steps"
 
         @server.tool(
             description="Look a key up (read-only).",
             annotations=ToolAnnotations(read_only_hint=True, idempotent_hint=True),
         )
         async def lookup(key: str) -> str:
-            await self._run_tool("lookup")
-            self._done("lookup")
-            return f"{self.name}:{key}"
+            async with self._executing("lookup"):
+                return f"{self.name}:{key}"
 
         @server.resource("docs://readme", description="The readme.")
         async def readme() -> str:
-            self.ledger["docs://readme"] += 1
-            delay = self.tool_delays.get("docs://readme", 0.0)
-            if delay:
-                await trio.sleep(delay)
-            return f"readme from {self.name}"
+            async with self._executing("docs://readme"):
+                return f"readme from {self.name}"
 
         @server.prompt(description="Review some code.")
         async def review(code: str) -> str:
