@@ -477,3 +477,26 @@ async def test_abandoned_request_is_cancelled_at_the_server(
         assert (a.executions("charge"), a.in_flight["charge"], a.completed["charge"]) == (1, 0, 0)
         assert m.server("a").session.active  # and the session is still usable
         assert text(await m.call_tool("echo", {"text": "ok"})) == "ok"
+
+
+async def test_modern_list_changes_arrive_on_a_listen_stream(autojump_clock: trio.testing.MockClock) -> None:
+    a = ScriptedServer("a")  # 2026-07-28: list changes are delivered on subscriptions/listen
+
+    async def late() -> str:
+        return "late"
+
+    async def grow(ctx: Context) -> str:
+        a.mcp_server.add_tool(late, name="late")
+        await ctx.notify_tools_changed()
+        return "grown"
+
+    a.mcp_server.add_tool(grow, name="grow")
+    async with trio_mcp.open_manager([memory_server(a, policy=policy())]) as m:
+        await ready(m, "a")
+        assert m.server("a").protocol_version == "2026-07-28"
+        await m.list_tools()
+        assert m.candidates("tools/call", "late") == []
+        await m.call_tool("grow")
+        await trio.testing.wait_all_tasks_blocked()
+        assert m.candidates("tools/call", "late") == ["a"]
+        assert text(await m.call_tool("late")) == "late"

@@ -16,6 +16,8 @@ from typing import Any
 
 import trio
 from mcp.client.session import ClientSession
+from mcp.client.subscriptions import listen
+from mcp.shared.subscriptions import PromptsListChanged, ResourcesListChanged, ToolsListChanged
 from mcp_types import (
     PromptListChangedNotification,
     ResourceListChangedNotification,
@@ -53,6 +55,12 @@ _LIST_CHANGED: dict[type, str] = {
     ToolListChangedNotification: "tools",
     ResourceListChangedNotification: "resources",
     PromptListChangedNotification: "prompts",
+}
+
+_EVENT_KINDS: dict[type, str] = {
+    ToolsListChanged: "tools",
+    ResourcesListChanged: "resources",
+    PromptsListChanged: "prompts",
 }
 
 HandshakeObserver = Callable[[str, Failure | None], None]
@@ -456,6 +464,8 @@ class ServerSupervisor:
             nursery.start_soon(self._watch_link, conn, name=f"{self.name}: watch connection")
             if self.policy.probe != "none":
                 nursery.start_soon(self._probe_periodically, conn, name=f"{self.name}: health probes")
+            if conn.era == "modern":
+                nursery.start_soon(self._listen_for_list_changes, conn, name=f"{self.name}: listen")
             await conn.wait_dropped()
             # The session is no longer usable; say so before the (possibly slow) teardown.
             self._set_state(ConnectionState.CLOSING)
@@ -467,6 +477,32 @@ class ServerSupervisor:
             category, reason = conn.link.exit_reason or ("transport_error", "connection closed")
             self.record_failure(Failure(category, reason, True), "connection lost")
             conn.drop(reason, then="backoff")
+
+    async def _listen_for_list_changes(self, conn: Connection) -> None:
+        """On a 2026-07-28 connection, list changes arrive only on a ``subscriptions/listen``
+        stream: hold one open (for the lists the server says can change) and drop the cached
+        catalog entries it announces. Best effort: without it, catalogs are refreshed on listing."""
+        caps = conn.session.server_capabilities
+        wanted = {
+            "tools": bool(caps and caps.tools and caps.tools.list_changed),
+            "prompts": bool(caps and caps.prompts and caps.prompts.list_changed),
+            "resources": bool(caps and caps.resources and caps.resources.list_changed),
+        }
+        if not any(wanted.values()):
+            return
+        try:
+            async with listen(
+                conn.session,
+                tools_list_changed=wanted["tools"],
+                prompts_list_changed=wanted["prompts"],
+                resources_list_changed=wanted["resources"],
+            ) as subscription:
+                async for event in subscription:
+                    kind = _EVENT_KINDS.get(type(event))
+                    if kind is not None:
+                        self.catalog.pop(kind, None)
+        except Exception as exc:
+            logger.debug("%s: no list-change subscription: %s", self.name, exc)
 
     async def _probe_periodically(self, conn: Connection) -> None:
         interval = self.policy.health_interval
