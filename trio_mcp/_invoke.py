@@ -407,7 +407,8 @@ class Invoker:
             except ServerUnavailableError as exc:
                 failure = Failure("unavailable", str(exc), False)
                 errors.append(exc)
-                self._event("handshake_failure", sup.name, method, request_id, target, failure)
+                if not handshook:
+                    self._event("handshake_failure", sup.name, method, request_id, target, failure)
             except (SessionError, ManagerClosedError) as exc:
                 failure = classify(exc)
                 errors.append(exc)

@@ -133,6 +133,7 @@ class ServerSupervisor:
 
         self._auto = config.policy.connect_on_start
         self._forced = False
+        self._demand = False
         self._wake = trio.Event()
         self._ticket: _Ticket | None = None
         self._changed = trio.Event()
@@ -350,8 +351,17 @@ class ServerSupervisor:
     async def _wait_for_demand(self) -> None:
         while True:
             if self._forced:
-                self._forced = False
+                self._forced = self._demand = False
                 return
+            if self._demand:
+                self._demand = False
+                if self.should_retry():
+                    return
+                # A caller asked for a session, but the server failed since and its retry window
+                # is closed again: that caller fails fast instead of forcing a reconnect.
+                ticket, self._ticket = self._ticket, None
+                if ticket is not None:
+                    ticket.resolve(None, Failure("unavailable", self._unavailable_message(), False))
             if self._auto and self.should_retry():
                 return
             self._wake = trio.Event()
@@ -359,15 +369,24 @@ class ServerSupervisor:
             with trio.move_on_at(deadline):
                 await self._wake.wait()
 
-    def _request_connect(self, correlation_id: str | None) -> _Ticket:
+    def _request_connect(self, correlation_id: str | None, *, force: bool) -> _Ticket:
+        """The ticket of the next connect attempt. ``force`` ignores the retry window; otherwise
+        the attempt is made only while the window is open."""
         if self._closed:
             raise ManagerClosedError(f"the supervisor of {self.name!r} is closed")
         if self._ticket is None:
             self._ticket = _Ticket(correlation_id)
         if self._state is not ConnectionState.CONNECTING:
-            self._forced = True
+            if force:
+                self._forced = True
+            else:
+                self._demand = True
             self._wake.set()
         return self._ticket
+
+    def _unavailable_message(self) -> str:
+        detail = f": {self._last_error}" if self._last_error else ""
+        return f"{self.name} is {self._status.value} and its retry window is closed{detail}"
 
     async def _connect_and_serve(self) -> None:
         ticket = self._ticket
@@ -434,6 +453,8 @@ class ServerSupervisor:
         ticket.resolve(conn)
 
     def _on_connect_failed(self, failure: Failure, stage: str, ticket: _Ticket) -> None:
+        if failure.category in ("connect_error", "spawn_error"):
+            stage = "connect"  # streamable HTTP connects lazily, during the handshake
         self._auto = True
         self._set_state(ConnectionState.BACKOFF)
         self.record_failure(failure, f"{stage} failed", ticket.correlation_id)
@@ -580,25 +601,30 @@ class ServerSupervisor:
                 return conn
             return await self._rehandshake(conn, correlation_id, observer)
         if not force and not self.should_retry():
-            raise ServerUnavailableError(
-                self.name,
-                status=self._status.value,
-                retry_at=self._retry_at,
-                category=self._last_category,
-                last_error=self._last_error,
-            )
-        ticket = self._request_connect(correlation_id)
+            raise self._unavailable()
+        ticket = self._request_connect(correlation_id, force=force)
         if observer is not None:
             observer("start", None)
         try:
             conn = await ticket.wait()
-        except SessionError:
+        except SessionError as exc:
             if observer is not None:
                 observer("failure", ticket.failure)
+            if exc.category == "unavailable":
+                raise self._unavailable() from None
             raise
         if observer is not None:
             observer("success", None)
         return conn
+
+    def _unavailable(self) -> ServerUnavailableError:
+        return ServerUnavailableError(
+            self.name,
+            status=self._status.value,
+            retry_at=self._retry_at,
+            category=self._last_category,
+            last_error=self._last_error,
+        )
 
     async def _rehandshake(
         self, conn: Connection, correlation_id: str | None, observer: HandshakeObserver | None
@@ -634,7 +660,7 @@ class ServerSupervisor:
                 raise HandshakeTimeoutError(failure.message)
             raise HandshakeError(failure.message, category=failure.category)
         # Legacy era: a handshake belongs to a session; re-handshaking means a new session.
-        ticket = self._request_connect(correlation_id)
+        ticket = self._request_connect(correlation_id, force=True)
         conn.drop("handshake expired", then="reconnect")
         try:
             new = await ticket.wait()
@@ -675,7 +701,7 @@ class ServerSupervisor:
         if self._closed:
             raise ManagerClosedError(f"the supervisor of {self.name!r} is closed")
         old = self.connection
-        ticket = self._request_connect(correlation_id)
+        ticket = self._request_connect(correlation_id, force=True)
         if old is not None:
             # The supervisor reconnects once the old connection is down.
             self._forced = True
