@@ -102,3 +102,10 @@ def test_config_objects_are_frozen_and_validated() -> None:
     with pytest.raises(ConfigError, match="server"):
         MemoryTransport(server=object())
     assert ServerPolicy(handshake_max_age=None).handshake_max_age is None
+
+
+def test_reprs_hide_secret_values() -> None:
+    stdio = StdioTransport(command="srv", env={"API_TOKEN": "s3cret-env"})
+    http = HttpTransport(url="https://h/mcp", headers={"Authorization": "Bearer s3cret-header"})
+    for obj in (stdio, http, ServerConfig(name="a", transport=http), ServerConfig(name="b", transport=stdio)):
+        assert "s3cret" not in repr(obj)

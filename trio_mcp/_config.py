@@ -125,7 +125,7 @@ class StdioTransport:
 
     command: str
     args: tuple[str, ...] = ()
-    env: Mapping[str, str] | None = None
+    env: Mapping[str, str] | None = field(default=None, repr=False)  # values may be secrets
     cwd: str | None = None
     kind: Literal["stdio"] = field(default="stdio", init=False)
 
@@ -154,7 +154,7 @@ class HttpTransport:
     """
 
     url: str
-    headers: Mapping[str, str] | None = None
+    headers: Mapping[str, str] | None = field(default=None, repr=False)  # values may be secrets
     auth: AuthConfig | None = field(default=None, repr=False)
     kind: Literal["http"] = field(default="http", init=False)
 

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping
+import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, cast
 from urllib.parse import urlsplit, urlunsplit
@@ -274,13 +275,39 @@ def dump_model(value: Any) -> Any:
 
 
 def _redact_url(url: str) -> str:
+    """The URL with its password and every query value replaced (tokens often travel there)."""
     parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.hostname or ""
-    if parts.port is not None:
-        host = f"{host}:{parts.port}"
-    return urlunsplit(parts._replace(netloc=f"{parts.username or ''}:{REDACTED}@{host}"))
+    if parts.password is not None:
+        host = parts.hostname or ""
+        if parts.port is not None:
+            host = f"{host}:{parts.port}"
+        parts = parts._replace(netloc=f"{parts.username or ''}:{REDACTED}@{host}")
+    if parts.query:
+        query = "&".join(
+            f"{pair.split('=', 1)[0]}={REDACTED}" if "=" in pair else pair for pair in parts.query.split("&")
+        )
+        parts = parts._replace(query=query)
+    return urlunsplit(parts)
+
+
+_SECRET_FLAG = re.compile(r"(key|token|secret|passw|auth|credential)", re.IGNORECASE)
+
+
+def _redact_args(args: Sequence[str]) -> list[str]:
+    """Command-line arguments with the values of secret-looking flags replaced
+    (``--api-key=X``, ``--token X``)."""
+    out: list[str] = []
+    hide_next = False
+    for arg in args:
+        if hide_next:
+            out.append(REDACTED)
+            hide_next = False
+        elif arg.startswith("-") and "=" in arg and _SECRET_FLAG.search(arg.split("=", 1)[0]):
+            out.append(f"{arg.split('=', 1)[0]}={REDACTED}")
+        else:
+            out.append(arg)
+            hide_next = arg.startswith("-") and bool(_SECRET_FLAG.search(arg))
+    return out
 
 
 def transport_dict(config: ServerConfig) -> dict[str, Any]:
@@ -291,7 +318,7 @@ def transport_dict(config: ServerConfig) -> dict[str, Any]:
         return {
             "kind": "stdio",
             "command": transport.command,
-            "args": list(transport.args),
+            "args": _redact_args(transport.args),
             "env": {k: REDACTED for k in transport.env} if transport.env is not None else None,
             "cwd": transport.cwd,
         }

@@ -148,7 +148,7 @@ async def test_unknown_server_is_404_everywhere() -> None:
 async def test_register_http_server_redacts_secrets_then_conflict_and_delete() -> None:
     entry = {
         "name": "remote",
-        "url": "http://user:hunter2@127.0.0.1:9/mcp",
+        "url": "http://user:hunter2@127.0.0.1:9/mcp?api_key=q-s3cret&v=2",
         "headers": {"Authorization": "Bearer s3cret-token"},
         "connectOnStart": False,
     }
@@ -159,13 +159,13 @@ async def test_register_http_server_redacts_secrets_then_conflict_and_delete() -
         server = response.json()
         assert server["transport"] == {
             "kind": "http",
-            "url": "http://user:***@127.0.0.1:9/mcp",
+            "url": "http://user:***@127.0.0.1:9/mcp?api_key=***&v=***",
             "headers": {"Authorization": "***"},
         }
         assert server["status"] == "unknown"
         for path in ("/servers", "/servers/remote"):
             text = (await fleet.client.get(API + path)).text
-            assert "s3cret-token" not in text and "hunter2" not in text
+            assert "s3cret-token" not in text and "hunter2" not in text and "q-s3cret" not in text
         assert "remote" in fleet.manager.names
 
         response = await fleet.client.post(f"{API}/servers", json=entry)
@@ -746,3 +746,21 @@ async def test_no_input_produces_a_500(autojump_clock: trio.testing.MockClock) -
         for weird in ("%00", "%2F..%2F", "a" * 300, "%E2%98%83"):
             response = await fleet.client.get(f"{API}/servers/{weird}")
             assert response.status_code == 404
+
+
+def test_secret_looking_arguments_are_redacted() -> None:
+    from web.schemas import _redact_args
+
+    args = ["-y", "server", "--api-key=abc", "--token", "xyz", "--verbose", "--port", "9", "-p", "hunter2"]
+    assert _redact_args(args) == [
+        "-y",
+        "server",
+        "--api-key=***",
+        "--token",
+        "***",
+        "--verbose",
+        "--port",
+        "9",
+        "-p",
+        "hunter2",
+    ]
