@@ -543,7 +543,7 @@ class Invoker:
             errors.append(error)
             failure = sup.report_failure(conn, error, "invocation failed", request_id)
             if failure.is_caller_error:
-                attempts.append(self._attempt(sup.name, "invoke", start, failure, sent=marker.sent))
+                attempts.append(self._attempt(sup.name, "invoke", start, failure, sent=marker.delivered))
                 self._event("invoke_failure", sup.name, method, request_id, target, failure)
                 raise RequestRejectedError(
                     failure.message,
@@ -552,7 +552,7 @@ class Invoker:
                     request_id=request_id,
                     attempts=attempts,
                 ) from error
-        sent = marker.sent and failure.category != "session_expired"
+        sent = marker.delivered and failure.category != "session_expired"
         attempts.append(self._attempt(sup.name, "invoke", start, failure, sent=sent))
         self._event("invoke_failure", sup.name, method, request_id, target, failure)
         return failure, sent

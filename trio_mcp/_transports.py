@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextvars
 import errno
+import json
 import os
 import signal
 import subprocess
@@ -45,12 +46,23 @@ _STDERR_LINES = 20
 
 
 class SentMarker:
-    """Set by the write wrapper when a request leaves through this task's context."""
+    """Set by the write wrapper when a request leaves through this task's context.
 
-    __slots__ = ("sent",)
+    ``sent``: the request was handed to the transport (it may have executed).
+    ``refused``: the transport later proved it never reached the server (an HTTP POST whose
+    connection could not be established), so it did not execute after all.
+    """
+
+    __slots__ = ("refused", "sent")
 
     def __init__(self) -> None:
         self.sent = False
+        self.refused = False
+
+    @property
+    def delivered(self) -> bool:
+        """Whether the request may have reached the server."""
+        return self.sent and not self.refused
 
 
 sent_marker: contextvars.ContextVar[SentMarker | None] = contextvars.ContextVar(
@@ -71,6 +83,9 @@ class Link:
             _CANCEL_NOTICE_QUEUE
         )
         self.requests_written = 0
+        self.track_delivery = False
+        """Set by transports that can tell an undelivered request (streamable HTTP)."""
+        self.awaiting_delivery: dict[str, SentMarker] = {}
 
     def mark_dead(self, category: str, reason: str) -> None:
         if self.exit_reason is None:
@@ -170,6 +185,8 @@ class _LinkedWriteStream(_StreamWrapper):
             await self._inner.send(item)
             return
         marker = sent_marker.get()
+        if marker is not None and self._link.track_delivery:
+            self._link.awaiting_delivery[str(message.id)] = marker
         try:
             await self._inner.send(item)
         except (anyio.BrokenResourceError, anyio.ClosedResourceError):
@@ -363,6 +380,17 @@ async def _open_stdio(config: StdioTransport, link: Link) -> AsyncIterator[tuple
 # ---------------------------------------------------------------------------------------------
 
 
+def _request_id_of(request: Any) -> str | None:
+    """The JSON-RPC id of the request a POST carries, if it carries one."""
+    try:
+        body = json.loads(request.content)
+    except Exception:  # a streamed or non-JSON body carries no request we track
+        return None
+    if isinstance(body, dict) and "method" in body and body.get("id") is not None:
+        return str(body["id"])
+    return None
+
+
 def _linked_http_transport(link: Link) -> Any:
     """An httpx2 transport that marks ``link`` dead when a POST cannot be delivered.
 
@@ -380,10 +408,15 @@ def _linked_http_transport(link: Link) -> Any:
             self._inner = httpx2.AsyncHTTPTransport()
 
         async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
+            request_id = _request_id_of(request) if request.method == "POST" else None
+            marker = link.awaiting_delivery.pop(request_id, None) if request_id is not None else None
             try:
                 return await self._inner.handle_async_request(request)
             except Exception as exc:
                 if request.method == "POST":
+                    if marker is not None and isinstance(exc, httpx2.ConnectError | httpx2.ConnectTimeout):
+                        # No connection, so not one byte of this request reached the server.
+                        marker.refused = True
                     failure = classify(exc)
                     link.mark_dead(failure.category, failure.message)
                 raise
@@ -398,6 +431,8 @@ def _linked_http_transport(link: Link) -> Any:
 async def _open_http(config: HttpTransport, link: Link) -> AsyncIterator[tuple[Any, Any]]:
     import httpx2
     from mcp.client.streamable_http import streamable_http_client
+
+    link.track_delivery = True
 
     async def on_response(response: httpx2.Response) -> None:
         if response.status_code >= 400:

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import trio
-from _support import HttpDemoServer, free_port, policy, text_of, wait_probed
+from _support import HttpDemoServer, free_port, policy, stdio_demo, text_of, wait_probed
 
 import trio_mcp
 from trio_mcp import ServerSnapshot, ServerStatus
@@ -141,3 +142,28 @@ async def test_demo_server_cli_over_http() -> None:
             if process.returncode is None:
                 process.kill()
                 await process.wait()
+
+
+async def test_refused_post_is_not_sent_so_a_side_effect_fails_over(
+    nursery: trio.Nursery, tmp_path: Path
+) -> None:
+    """The HTTP server is gone, unnoticed (no probe yet): the POST carrying a non-idempotent call
+    cannot even connect, so the request provably never ran and failover to the backup is safe."""
+    with trio.fail_after(30):
+        server = HttpDemoServer(nursery, "web")
+        await server.start()
+        ledger = tmp_path / "ledger.txt"
+        configs = [
+            server.config(policy(health_interval=60)),
+            stdio_demo("backup", ledger=ledger),
+        ]
+        async with trio_mcp.open_manager(configs) as manager:
+            await manager.wait_for("web", healthy)
+            await manager.wait_for("backup", healthy)
+            await server.stop()
+            outcome = await manager.invoke("tools/call", "charge", {"amount": 7}, preferred=["web", "backup"])
+            assert outcome.server == "backup"
+            first = outcome.attempts[0]
+            assert (first.server, first.stage, first.sent) == ("web", "invoke", False)
+            assert first.category == "connect_error"
+            assert len(ledger.read_text().splitlines()) == 1  # charged once, on the backup
