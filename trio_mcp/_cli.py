@@ -30,14 +30,18 @@ DEFAULT_MAX_BODY_BYTES = 1_000_000
 DEFAULT_SHUTDOWN_GRACE = 5.0
 
 
-def _positive_int(text: str) -> int:
+def _int_in(text: str, low: int, high: int | None, expected: str) -> int:
     try:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    if value < low or (high is not None and value > high):
+        raise argparse.ArgumentTypeError(f"must be {expected}, got {value}")
     return value
+
+
+def _positive_int(text: str) -> int:
+    return _int_in(text, 1, None, ">= 1")
 
 
 def _non_negative_float(text: str) -> float:
@@ -51,13 +55,7 @@ def _non_negative_float(text: str) -> float:
 
 
 def _port(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if not 0 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"must be 0-65535, got {value}")
-    return value
+    return _int_in(text, 0, 65535, "0-65535")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -18,10 +18,13 @@ class TimeAnchor:
         self.trio_at = trio.current_time()
         self.wall = time.time() if wall is None else wall
 
+    def at(self, instant: float) -> float:
+        """The Unix timestamp of trio-clock ``instant``."""
+        return self.wall + (instant - self.trio_at)
+
     def timestamp(self, at: float | None) -> float | None:
-        if at is None:
-            return None
-        return self.wall + (at - self.trio_at)
+        """Like :meth:`at`, passing ``None`` through."""
+        return None if at is None else self.at(at)
 
     def now(self) -> float:
-        return self.wall + (trio.current_time() - self.trio_at)
+        return self.at(trio.current_time())

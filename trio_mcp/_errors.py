@@ -6,6 +6,8 @@ import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
 
+import anyio
+import httpx2  # the SDK's HTTP client (a dependency of mcp)
 import trio
 from mcp.shared.exceptions import MCPError
 from mcp_types import (
@@ -147,30 +149,20 @@ def classify(exc: BaseException, link: Link | None = None) -> Failure:
         return Failure("rpc_error", f"{message} (JSON-RPC {code})", False)
     if isinstance(exc, ValidationError):
         return Failure("protocol_error", f"invalid message from server: {message}", False)
-    try:
-        import httpx2
-    except ImportError:  # pragma: no cover - httpx2 is a dependency of mcp
-        httpx2 = None  # type: ignore[assignment]
-    if httpx2 is not None:
-        if isinstance(exc, httpx2.HTTPStatusError):
-            return _http_failure(exc.response.status_code, message)
-        if isinstance(exc, httpx2.ConnectError | httpx2.ConnectTimeout):
-            return Failure("connect_error", message, True)
-        if isinstance(exc, httpx2.TimeoutException):
-            return Failure("timeout", message, True)
-        if isinstance(exc, httpx2.HTTPError):
-            return Failure("transport_error", message, True)
+    if isinstance(exc, httpx2.HTTPStatusError):
+        return _http_failure(exc.response.status_code, message)
+    if isinstance(exc, httpx2.ConnectError | httpx2.ConnectTimeout):
+        return Failure("connect_error", message, True)
+    if isinstance(exc, httpx2.TimeoutException):
+        return Failure("timeout", message, True)
+    if isinstance(exc, httpx2.HTTPError):
+        return Failure("transport_error", message, True)
     if isinstance(exc, ConnectionRefusedError | ConnectionResetError | ConnectionAbortedError):
         return Failure("connect_error", message, True)
     if isinstance(exc, RuntimeError) and "protocol version" in message.lower():
         return Failure("protocol_error", message, True)
     if isinstance(exc, OSError | trio.BrokenResourceError | trio.ClosedResourceError | EOFError):
         return Failure("transport_error", message, True)
-    try:
-        import anyio
-
-        if isinstance(exc, anyio.BrokenResourceError | anyio.ClosedResourceError | anyio.EndOfStream):
-            return Failure("transport_error", message, True)
-    except ImportError:  # pragma: no cover
-        pass
+    if isinstance(exc, anyio.BrokenResourceError | anyio.ClosedResourceError | anyio.EndOfStream):
+        return Failure("transport_error", message, True)
     return Failure("transport_error", f"{type(exc).__name__}: {message}", True)

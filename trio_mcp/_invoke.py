@@ -214,8 +214,7 @@ class Invoker:
     ) -> None:
         if now is None:
             now = trio.current_time()
-        anchor = self.anchor
-        stamp = anchor.wall + (now - anchor.trio_at)
+        stamp = self.anchor.at(now)
         self.invocation_log.append(
             InvocationEvent(
                 seq=next_seq(),
@@ -441,8 +440,7 @@ class Invoker:
         sent: bool,
         end: float | None = None,
     ) -> Attempt:
-        anchor = self.anchor
-        stamp = anchor.wall + (start - anchor.trio_at)
+        stamp = self.anchor.at(start)
         return Attempt(
             server=server,
             stage=stage,

@@ -52,8 +52,7 @@ def capability_snapshot(session: ClientSession, anchor: TimeAnchor) -> Capabilit
     info = session.server_info
     caps = session.server_capabilities
     now = trio.current_time()
-    stamp = anchor.timestamp(now)
-    assert stamp is not None
+    stamp = anchor.at(now)
     return CapabilitySnapshot(
         protocol_version=session.protocol_version or "unknown",
         era=era_of(session),

@@ -145,14 +145,18 @@ class ServerSupervisor:
     # reading state
     # -----------------------------------------------------------------------------------------
 
+    @property
+    def _handshake_expires_at(self) -> float | None:
+        """When the current handshake goes stale (``None``: never)."""
+        max_age = self.policy.handshake_max_age
+        if self._handshaken_at is None or max_age is None:
+            return None
+        return self._handshaken_at + max_age
+
     def snapshot(self) -> ServerSnapshot:
         """A frozen view of this server's state now."""
         now = trio.current_time()
         conn = self._conn if self._conn is not None and self._conn.alive else None
-        max_age = self.policy.handshake_max_age
-        expires = None
-        if self._handshaken_at is not None and max_age is not None:
-            expires = self._handshaken_at + max_age
         return ServerSnapshot(
             name=self.name,
             status=self._status,
@@ -164,7 +168,7 @@ class ServerSupervisor:
             last_checked_at=self._last_checked_at,
             retry_at=self._retry_at,
             handshaken_at=self._handshaken_at,
-            handshake_expires_at=expires,
+            handshake_expires_at=self._handshake_expires_at,
             capabilities=self._capabilities,
             session=SessionInfo(
                 server=self.name,
@@ -225,8 +229,7 @@ class ServerSupervisor:
         self._status = status
         if status is not previous:
             now = trio.current_time()
-            stamp = self._anchor.timestamp(now)
-            assert stamp is not None
+            stamp = self._anchor.at(now)
             self._log.append(
                 ConnectionEvent(
                     seq=next_seq(),
@@ -314,9 +317,6 @@ class ServerSupervisor:
         """The last listed ``Tool`` called ``name``, or ``None``."""
         return self.catalog.get("tools", {}).get(name)
 
-    def note_activity(self) -> None:
-        self._last_activity_at = trio.current_time()
-
     # -----------------------------------------------------------------------------------------
     # the supervisor task
     # -----------------------------------------------------------------------------------------
@@ -361,7 +361,7 @@ class ServerSupervisor:
                 # is closed again: that caller fails fast instead of forcing a reconnect.
                 ticket, self._ticket = self._ticket, None
                 if ticket is not None:
-                    ticket.resolve(None, Failure("unavailable", self._unavailable_message(), False))
+                    ticket.resolve(None, Failure("unavailable", str(self._unavailable()), False))
             if self._auto and self.should_retry():
                 return
             self._wake = trio.Event()
@@ -383,10 +383,6 @@ class ServerSupervisor:
                 self._demand = True
             self._wake.set()
         return self._ticket
-
-    def _unavailable_message(self) -> str:
-        detail = f": {self._last_error}" if self._last_error else ""
-        return f"{self.name} is {self._status.value} and its retry window is closed{detail}"
 
     async def _connect_and_serve(self) -> None:
         ticket = self._ticket
@@ -563,10 +559,9 @@ class ServerSupervisor:
         conn = self._conn
         if conn is None or not conn.alive:
             return None
-        max_age = self.policy.handshake_max_age
-        if max_age is not None and self._handshaken_at is not None:
-            if (trio.current_time() if now is None else now) >= self._handshaken_at + max_age:
-                return None
+        expires = self._handshake_expires_at
+        if expires is not None and (trio.current_time() if now is None else now) >= expires:
+            return None
         return conn
 
     async def acquire(
@@ -590,15 +585,11 @@ class ServerSupervisor:
         """
         if self._closed:
             raise ManagerClosedError(f"the supervisor of {self.name!r} is closed")
+        ready = self.ready_connection()
+        if ready is not None:
+            return ready
         conn = self.connection
-        if conn is not None:
-            snap_stale = (
-                self._handshaken_at is not None
-                and self.policy.handshake_max_age is not None
-                and (trio.current_time() >= self._handshaken_at + self.policy.handshake_max_age)
-            )
-            if not snap_stale:
-                return conn
+        if conn is not None:  # alive, but its handshake is stale
             return await self._rehandshake(conn, correlation_id, observer)
         if not force and not self.should_retry():
             raise self._unavailable()

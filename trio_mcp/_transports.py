@@ -82,7 +82,6 @@ class Link:
         self._notice_send, self._notice_receive = trio.open_memory_channel[SessionMessage](
             _CANCEL_NOTICE_QUEUE
         )
-        self.requests_written = 0
         self.track_delivery = False
         """Set by transports that can tell an undelivered request (streamable HTTP)."""
         self.awaiting_delivery: dict[str, SentMarker] = {}
@@ -132,7 +131,23 @@ class _StreamWrapper:
         await self.aclose()
 
 
-class _LinkedReadStream(_StreamWrapper):
+class _ReadStreamWrapper(_StreamWrapper):
+    """A wrapped read stream: iteration ends where ``receive`` reaches the end of the stream."""
+
+    async def receive(self) -> Any:
+        raise NotImplementedError
+
+    def __aiter__(self) -> Self:
+        return self
+
+    async def __anext__(self) -> Any:
+        try:
+            return await self.receive()
+        except anyio.EndOfStream:
+            raise StopAsyncIteration from None
+
+
+class _LinkedReadStream(_ReadStreamWrapper):
     """Wraps the SDK read stream: its end means the peer is gone."""
 
     def __init__(self, inner: Any, link: Link) -> None:
@@ -157,15 +172,6 @@ class _LinkedReadStream(_StreamWrapper):
         except (anyio.EndOfStream, anyio.ClosedResourceError, anyio.BrokenResourceError):
             self._ended()
             raise
-
-    def __aiter__(self) -> Self:
-        return self
-
-    async def __anext__(self) -> Any:
-        try:
-            return await self.receive()
-        except anyio.EndOfStream:
-            raise StopAsyncIteration from None
 
 
 class _LinkedWriteStream(_StreamWrapper):
@@ -199,7 +205,6 @@ class _LinkedWriteStream(_StreamWrapper):
             raise
         if marker is not None:
             marker.sent = True
-        self._link.requests_written += 1
 
     async def send_direct(self, item: SessionMessage) -> None:
         await self._inner.send(item)
@@ -471,7 +476,7 @@ memory_connection: contextvars.ContextVar[MemoryConnectionInfo | None] = context
 )
 
 
-class _TaggedReadStream(_StreamWrapper):
+class _TaggedReadStream(_ReadStreamWrapper):
     """Server side of an in-memory connection: handlers see ``memory_connection`` set.
 
     The SDK runs each handler in the context its message was sent from (the client's), so
@@ -490,15 +495,6 @@ class _TaggedReadStream(_StreamWrapper):
         context.run(memory_connection.set, self._info)
         self.last_context = context
         return item
-
-    def __aiter__(self) -> Self:
-        return self
-
-    async def __anext__(self) -> Any:
-        try:
-            return await self.receive()
-        except anyio.EndOfStream:
-            raise StopAsyncIteration from None
 
 
 class MemoryServerHooks:
