@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Final, cast
 
 import anyio
 import httpx2  # the SDK's HTTP client (a dependency of mcp)
@@ -75,6 +75,22 @@ class Failure:
     @property
     def is_caller_error(self) -> bool:
         return self.category == "invalid_request"
+
+
+def split_failures(exc: BaseException) -> tuple[BaseException | None, Exception | None]:
+    """Split ``exc`` into what must propagate (cancellation, ``KeyboardInterrupt``, ...) and
+    the failures (``Exception``, possibly an ``ExceptionGroup`` of them).
+
+    A transport torn down by a cancellation often raises both at once, grouped; the failure
+    half is then the transport's complaint, and the cancellation must go on.
+    """
+    if isinstance(exc, BaseExceptionGroup):
+        failures, passing = exc.split(Exception)
+        # A group of nothing but Exceptions is an ExceptionGroup (hence an Exception).
+        return passing, cast("Exception | None", failures)
+    if isinstance(exc, Exception):
+        return None, exc
+    return exc, None
 
 
 def _leaves(exc: BaseException) -> list[BaseException]:

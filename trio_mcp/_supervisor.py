@@ -28,7 +28,7 @@ from ._backoff import Backoff, RandomSource
 from ._client import session_servers
 from ._clock import TimeAnchor
 from ._config import ServerConfig
-from ._errors import Failure, classify
+from ._errors import Failure, classify, split_failures
 from ._events import ConnectionEvent, EventLog, next_seq
 from ._exceptions import (
     HandshakeError,
@@ -330,13 +330,20 @@ class ServerSupervisor:
                     await self._wait_for_demand()
                     try:
                         await self._connect_and_serve()
-                    except Exception as exc:
-                        # A bug must not take the manager's nursery (and every other server)
-                        # down with it: record it like any failure and retry with backoff.
-                        logger.exception("supervisor of %r failed unexpectedly", self.name)
+                    except BaseException as exc:
+                        # Nothing the transport, the session or the handshake raises may leave
+                        # this task: the manager's nursery (and every other server) would die
+                        # with it. Only cancellation (and KeyboardInterrupt and the like) goes
+                        # on; a failure that arrives with it is the transport complaining while
+                        # it is torn down, so it is not recorded.
+                        passing, failure = split_failures(exc)
+                        if passing is not None:
+                            raise passing from None
+                        assert failure is not None
+                        logger.warning("supervisor of %r: unexpected failure", self.name, exc_info=failure)
                         self._auto = True
                         self._set_state(ConnectionState.BACKOFF)
-                        self.record_failure(classify(exc), "supervisor error")
+                        self.record_failure(classify(failure), "supervisor error")
         finally:
             self._closed = True
             self._conn = None
