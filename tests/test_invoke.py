@@ -67,8 +67,16 @@ async def test_unreachable_skipped_until_its_window_opens(autojump_clock: trio.t
         retry_at = manager.server("a").retry_at
         assert retry_at == trio.current_time() + 1.0
         result = await manager.invoke("tools/call", "echo", {"text": "x"}, preferred=["a", "b"])
-        # a is preferred but its window is closed: it is not even a candidate.
-        assert result.server == "b" and [x.server for x in result.attempts] == ["b"]
+        # a is preferred but its window is closed: it is passed over (the trace says why).
+        skipped, used = result.attempts
+        assert (skipped.server, skipped.category, skipped.error, skipped.sent, skipped.duration) == (
+            "a",
+            "unavailable",
+            "skipped: retry window closed",
+            False,
+            0.0,
+        )
+        assert (result.server, used.server, used.success) == ("b", "b", True)
         attempts_before = len(a.connect_attempts)
         a.come_up()
         await trio.sleep(retry_at - trio.current_time() - 0.01)
@@ -376,7 +384,11 @@ async def test_catalogs_and_catalog_routing(autojump_clock: trio.testing.MockClo
         assert [e.key for e in await m.list_prompts()] == ["review"]
         assert m.candidates("tools/call", "only_b", preferred=["a"]) == ["b"]
         result = await m.invoke("tools/call", "only_b", preferred=["a"])
-        assert result.server == "b" and [x.server for x in result.attempts] == ["b"]
+        assert result.server == "b"
+        assert [(x.server, x.success, x.error) for x in result.attempts] == [
+            ("a", False, "skipped: does not offer tool 'only_b'"),
+            ("b", True, None),
+        ]
 
 
 async def test_invocation_event_filters(autojump_clock: trio.testing.MockClock) -> None:
@@ -500,3 +512,98 @@ async def test_modern_list_changes_arrive_on_a_listen_stream(autojump_clock: tri
         await trio.testing.wait_all_tasks_blocked()
         assert m.candidates("tools/call", "late") == ["a"]
         assert text(await m.call_tool("late")) == "late"
+
+
+# -- regressions: each of these failed before the state had a single writer ---------------------
+
+
+async def test_failover_never_tries_exactly_the_first_preferred_server(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    down, up = ScriptedServer("down"), ScriptedServer("up")
+    config = memory_server(down, policy=policy(unreachable_threshold=1))
+    async with trio_mcp.open_manager([config, memory_server(up, policy=policy())]) as m:
+        await ready(m, "down", "up")
+        down.go_down()
+        await m.wait_for("down", lambda s: s.status is ServerStatus.UNREACHABLE)
+        with pytest.raises(InvocationFailedError) as info:
+            await m.call_tool("echo", {"text": "x"}, preferred=["down"], failover="never")
+        (attempt,) = info.value.attempts
+        assert (attempt.server, attempt.category, attempt.sent) == ("down", "unavailable", False)
+        assert "the only candidate" in str(info.value)
+        assert up.executions("echo") == 0
+        # A listing of one server runs on that server only.
+        with pytest.raises(InvocationFailedError):
+            await m.server_catalog("down", "tools")
+        listed = m.invocation_events(method="tools/list")
+        assert [(e.server, e.kind, e.category) for e in listed] == [
+            ("down", "handshake_failure", "unavailable")
+        ]
+        assert up.requests["tools/list"] == 0
+
+
+async def test_a_caller_budget_does_not_degrade_a_healthy_server(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    a, b = ScriptedServer("a"), ScriptedServer("b")
+    async with trio_mcp.open_manager(
+        [memory_server(a, policy=policy(call_timeout=5)), memory_server(b, policy=policy(call_timeout=5))]
+    ) as m:
+        await ready(m, "a", "b")
+        with pytest.raises(InvocationFailedError) as info:
+            await m.call_tool("sleep", {"seconds": 3}, preferred=["a", "b"], attempt_timeout=1)
+        first = info.value.attempts[0]
+        assert (first.server, first.category, first.budget, first.sent) == ("a", "timeout", "caller", True)
+        with pytest.raises(InvocationFailedError) as info:
+            await m.call_tool("sleep", {"seconds": 3}, preferred=["b"], timeout=1)
+        assert info.value.attempts[-1].budget == "caller"
+        for name in ("a", "b"):
+            snap = m.server(name)
+            assert (snap.status, snap.consecutive_failures, snap.retry_at) == (ServerStatus.HEALTHY, 0, None)
+        assert m.connection_events(server="a")[-1].to_status == "healthy"
+        # The server's own call_timeout passing does count.
+        with pytest.raises(InvocationFailedError) as info:
+            await m.call_tool("sleep", {"seconds": 30}, preferred=["a"], failover="never")
+        assert info.value.attempts[-1].budget == "server"
+        assert m.server("a").status is ServerStatus.DEGRADED
+
+
+async def test_fan_outs_raise_one_typed_error_never_a_group(autojump_clock: trio.testing.MockClock) -> None:
+    a, b = ScriptedServer("a"), ScriptedServer("b")
+    async with trio_mcp.open_manager(
+        [memory_server(a, policy=policy()), memory_server(b, policy=policy())]
+    ) as m:
+        await ready(m, "a", "b")
+        m.drain(0)
+        with pytest.raises(trio_mcp.ManagerClosedError):
+            await m.catalog("tools")
+        # A health check is a per-server result, even while shutting down.
+        assert [s.name for s in await m.health_check()] == ["a", "b"]
+    with pytest.raises(trio_mcp.ManagerClosedError):
+        await m.catalog("tools")
+    with pytest.raises(trio_mcp.ManagerClosedError):
+        await m.health_check()
+
+
+async def test_progress_does_not_extend_an_attempt_past_the_drain_deadline(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    a = ScriptedServer("a")
+    async with trio_mcp.open_manager([memory_server(a, policy=policy(call_timeout=5))]) as m:
+        await ready(m, "a")
+        outcome: list[BaseException] = []
+
+        async def call() -> None:
+            try:
+                await m.call_tool("work", {"steps": 20, "interval": 1}, timeout=30)
+            except InvocationFailedError as exc:
+                outcome.append(exc)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(call)
+            await trio.sleep(1.5)
+            m.drain(2)
+        assert trio.current_time() == 3.5
+        (error,) = outcome
+        assert isinstance(error, InvocationFailedError)
+        assert error.attempts[-1].category == "shutdown"

@@ -264,13 +264,13 @@ async def test_connect_all_concurrently_and_session_listing(autojump_clock: trio
 async def test_events_filters_and_correlation(autojump_clock: trio.testing.MockClock) -> None:
     a, b = ScriptedServer("a"), ScriptedServer("b")
     async with trio_mcp.open_manager(
-        [memory_server(a, policy=policy()), memory_server(b, policy=policy())]
+        [memory_server(a, policy=policy()), memory_server(b, policy=policy(call_timeout=1))]
     ) as m:
         await m.wait_for("a", is_status(ServerStatus.HEALTHY))
         await m.wait_for("b", is_status(ServerStatus.HEALTHY))
         b.hang_tool("charge")
         with pytest.raises(trio_mcp.InvocationFailedError) as info:
-            await m.call_tool("charge", {"amount": 1}, preferred=["b"], failover="never", attempt_timeout=1)
+            await m.call_tool("charge", {"amount": 1}, preferred=["b"], failover="never")
         rid = info.value.request_id
         (event,) = m.connection_events(correlation_id=rid)
         assert (event.server, event.from_status, event.to_status, event.category) == (
@@ -364,21 +364,60 @@ async def test_a_supervisor_bug_does_not_take_the_fleet_down(
         [memory_server(a, policy=policy()), memory_server(b, policy=policy())]
     ) as m:
         await m.wait_for("a", is_status(ServerStatus.HEALTHY))
+        await trio.testing.wait_all_tasks_blocked()  # session 1 is being served
         sup = m.supervisor("a")
-        original = sup._after_drop
+        original = sup._serve
         calls = 0
 
-        def broken(conn: trio_mcp.Connection) -> None:
+        async def broken(conn: trio_mcp.Connection, write: object) -> None:
             nonlocal calls
             calls += 1
             if calls == 1:
                 raise RuntimeError("bug")
-            original(conn)
+            await original(conn, write)
 
-        monkeypatch.setattr(sup, "_after_drop", broken)
+        monkeypatch.setattr(sup, "_serve", broken)
         a.close_connections()
-        await m.wait_for("a", lambda s: s.session.active and s.session.session_id == 2)
+        # Session 2 meets the bug; it is recorded like any failure and session 3 follows.
+        await m.wait_for("a", lambda s: s.session.active and s.session.session_id == 3)
         assert calls >= 1
         assert "bug" in (m.server("a").last_error or "")
         assert m.server("b").status is ServerStatus.HEALTHY
         assert (await m.call_tool("echo", {"text": "ok"}, preferred=["a"])).content[0].text == "ok"  # type: ignore[union-attr]
+
+
+# -- regressions: each of these failed before the state had a single writer ---------------------
+
+
+async def test_wait_for_sees_every_published_change(autojump_clock: trio.testing.MockClock) -> None:
+    server = ScriptedServer("a")
+    async with trio_mcp.open_manager([memory_server(server, policy=policy(health_interval=10))]) as m:
+        await m.wait_for("a", is_status(ServerStatus.HEALTHY))
+        # Probes of a healthy server change only last_checked_at: that is a change too.
+        snap = await m.wait_for("a", lambda s: s.last_checked_at >= 10)
+        assert trio.current_time() == snap.last_checked_at == 10.0
+        # A removed server ends the wait with a typed error.
+        async with trio.open_nursery() as nursery:
+
+            async def wait_unreachable() -> None:
+                with pytest.raises(trio_mcp.ManagerClosedError):
+                    await m.wait_for("a", is_status(ServerStatus.UNREACHABLE))
+
+            nursery.start_soon(wait_unreachable)
+            await trio.testing.wait_all_tasks_blocked()
+            await m.remove_server("a")
+
+
+async def test_a_raising_event_listener_cannot_break_state(autojump_clock: trio.testing.MockClock) -> None:
+    server = ScriptedServer("a")
+    async with trio_mcp.open_manager([memory_server(server, policy=policy())]) as m:
+
+        def broken(event: object) -> None:
+            raise RuntimeError("listener bug")
+
+        m.connection_log.add_listener(broken)
+        m.stream.add_listener(broken)
+        snap = await m.wait_for("a", is_status(ServerStatus.HEALTHY))
+        assert snap.last_error is None
+        assert (await m.call_tool("echo", {"text": "ok"})).content[0].text == "ok"  # type: ignore[union-attr]
+        assert m.server("a").last_error is None

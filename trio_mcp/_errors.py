@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Final, cast
+from typing import TYPE_CHECKING, cast
 
 import anyio
 import httpx2  # the SDK's HTTP client (a dependency of mcp)
@@ -22,59 +21,12 @@ from mcp_types import (
 from pydantic import ValidationError
 
 from ._exceptions import ServerUnavailableError, SessionError
+from ._failure import DEAD_CATEGORIES, ERROR_CATEGORIES, Failure
 
 if TYPE_CHECKING:
     from ._transports import Link
 
-ERROR_CATEGORIES: Final = (
-    "timeout",
-    "connect_error",
-    "spawn_error",
-    "http_status",
-    "auth_required",
-    "protocol_error",
-    "rpc_error",
-    "invalid_request",
-    "session_expired",
-    "process_exited",
-    "transport_error",
-    "unavailable",
-    "shutdown",
-)
-"""Every category a failure can be classified into.
-
-- ``timeout``: a deadline (handshake, probe, attempt) passed.
-- ``connect_error``: the server could not be reached (refused, DNS, TLS, ...).
-- ``spawn_error``: a stdio server's command could not be started.
-- ``http_status``: an HTTP error status other than 401/403.
-- ``auth_required``: HTTP 401/403: the server answered and wants credentials.
-- ``protocol_error``: the server said something we cannot accept.
-- ``rpc_error``: a JSON-RPC error answer (the server is alive and answered).
-- ``invalid_request``: the caller's request was refused (invalid params, method or tool not found).
-- ``session_expired``: the server no longer knows our session (legacy HTTP 404 after a restart).
-- ``process_exited``: a stdio server process exited.
-- ``transport_error``: the connection broke for another reason.
-- ``unavailable``: the server's retry window was closed; nothing was attempted.
-- ``shutdown``: the manager was shutting down (:meth:`Manager.drain`) and abandoned the attempt.
-"""
-
-_DEAD_CATEGORIES: Final = frozenset(
-    {"connect_error", "spawn_error", "session_expired", "process_exited", "transport_error", "auth_required"}
-)
-
-
-@dataclass(frozen=True)
-class Failure:
-    """A classified failure."""
-
-    category: str
-    message: str
-    connection_dead: bool
-    """The connection cannot be used again: the supervisor must reconnect."""
-
-    @property
-    def is_caller_error(self) -> bool:
-        return self.category == "invalid_request"
+__all__ = ["ERROR_CATEGORIES", "Failure", "classify", "split_failures"]
 
 
 def split_failures(exc: BaseException) -> tuple[BaseException | None, Exception | None]:
@@ -138,7 +90,7 @@ def classify(exc: BaseException, link: Link | None = None) -> Failure:
 
     message = str(exc) or type(exc).__name__
     if isinstance(exc, SessionError):
-        return Failure(exc.category, message, exc.category in _DEAD_CATEGORIES)
+        return Failure(exc.category, message, exc.category in DEAD_CATEGORIES)
     if isinstance(exc, ServerUnavailableError):
         return Failure("unavailable", message, False)
     if isinstance(exc, trio.TooSlowError | TimeoutError):

@@ -1,26 +1,32 @@
-"""Bounded, filterable event logs with correlation ids."""
+"""The manager's state-change stream, and the bounded, filterable logs fed from it.
+
+Every server's state transitions and every invocation lifecycle event go through one
+:class:`EventStream` per manager, in order, numbered by ``seq``. The connection log (status
+changes) and the invocation log are fed from it; so are subscribers (metrics, a status page,
+persistence), each through its own bounded channel.
+"""
 
 from __future__ import annotations
 
 import itertools
+import logging
+import math
 import uuid
 from collections import deque
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
-from typing import Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
+
+import trio
+
+if TYPE_CHECKING:
+    from ._state import ServerState
 
 DEFAULT_EVENT_LOG_SIZE = 1000
+DEFAULT_SUBSCRIBER_BUFFER = 1000
 
-_counter = itertools.count(1)
-
-
-_ID_PREFIX = uuid.uuid4().hex[:8]
-_ids = itertools.count(1)
-
-
-def new_correlation_id() -> str:
-    """A fresh id joining the events one operation caused (unique per process run)."""
-    return f"{_ID_PREFIX}-{next(_ids):x}"
+logger = logging.getLogger("trio_mcp")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -73,11 +79,24 @@ class InvocationEvent:
         return data
 
 
+@dataclass(frozen=True, kw_only=True, slots=True)
+class StateChange:
+    """One transition of one server's state, as its supervisor applied it."""
+
+    seq: int
+    server: str
+    previous: ServerState
+    current: ServerState
+    reason: str
+    category: str | None
+    correlation_id: str | None
+    at: float
+    timestamp: float
+
+
 E = TypeVar("E", ConnectionEvent, InvocationEvent)
-
-
-next_seq = _counter.__next__
-"""The next event sequence number (shared by both logs, so their events interleave in order)."""
+StreamEvent = StateChange | InvocationEvent
+"""What the state-change stream carries."""
 
 
 class EventLog(Generic[E]):
@@ -105,11 +124,15 @@ class EventLog(Generic[E]):
     def append(self, event: E) -> None:
         self._events.append(event)
         self.recorded += 1
-        for listener in self._listeners:
-            listener(event)
+        if self._listeners:
+            _call_listeners(self._listeners, event)
 
     def add_listener(self, listener: Callable[[E], None]) -> Callable[[], None]:
-        """Call ``listener`` synchronously for every new event; returns a function that removes it."""
+        """Call ``listener`` synchronously for every new event; returns a function that removes it.
+
+        A listener that raises is logged and otherwise ignored: it cannot break the state
+        transition that produced the event.
+        """
         self._listeners.append(listener)
         return lambda: self._listeners.remove(listener)
 
@@ -132,3 +155,165 @@ class EventLog(Generic[E]):
 
     def __repr__(self) -> str:
         return f"<EventLog {len(self)}/{self.maxlen} recorded={self.recorded}>"
+
+
+def _call_listeners(listeners: list[Callable[[Any], None]], event: Any) -> None:
+    for listener in list(listeners):
+        try:
+            listener(event)
+        except Exception:
+            logger.exception("event listener %r failed", listener)
+
+
+class EventStream:
+    """One manager's ordered stream of state changes and invocation events.
+
+    Writers (each server's supervisor for its transitions; invocations for their lifecycle
+    events) call :meth:`state_changed` / :meth:`invocation`; it numbers the event, appends
+    it to the bounded logs and hands it to every subscriber without ever blocking: a
+    subscriber that falls behind loses events, counted in its ``dropped``.
+    """
+
+    def __init__(self, anchor: Any, *, connection_log_size: int, invocation_log_size: int) -> None:
+        self._anchor = anchor
+        self._seq = itertools.count(1)
+        self._ids = itertools.count(1)
+        self._id_prefix = uuid.uuid4().hex[:8]
+        self.connection_log: EventLog[ConnectionEvent] = EventLog(connection_log_size)
+        self.invocation_log: EventLog[InvocationEvent] = EventLog(invocation_log_size)
+        self._subscribers: list[_Subscriber] = []
+        self._listeners: list[Callable[[StreamEvent], None]] = []
+
+    def new_correlation_id(self) -> str:
+        """A fresh id joining the events one operation caused (unique per manager)."""
+        return f"{self._id_prefix}-{next(self._ids):x}"
+
+    def state_changed(
+        self,
+        server: str,
+        previous: ServerState,
+        current: ServerState,
+        *,
+        reason: str,
+        category: str | None,
+        correlation_id: str | None,
+        at: float,
+    ) -> None:
+        seq = next(self._seq)
+        timestamp = self._anchor.at(at)
+        if current.status is not previous.status:
+            self.connection_log.append(
+                ConnectionEvent(
+                    seq=seq,
+                    server=server,
+                    from_status=previous.status.value,
+                    to_status=current.status.value,
+                    reason=reason,
+                    category=category,
+                    correlation_id=correlation_id,
+                    at=at,
+                    timestamp=timestamp,
+                )
+            )
+        if self._subscribers or self._listeners:
+            self._deliver(
+                StateChange(
+                    seq=seq,
+                    server=server,
+                    previous=previous,
+                    current=current,
+                    reason=reason,
+                    category=category,
+                    correlation_id=correlation_id,
+                    at=at,
+                    timestamp=timestamp,
+                )
+            )
+
+    def invocation(
+        self,
+        kind: str,
+        server: str,
+        method: str,
+        request_id: str,
+        target: str | None,
+        *,
+        error: str | None,
+        category: str | None,
+        at: float,
+    ) -> None:
+        event = InvocationEvent(
+            seq=next(self._seq),
+            kind=kind,
+            server=server,
+            method=method,
+            request_id=request_id,
+            target=target,
+            error=error,
+            category=category,
+            at=at,
+            timestamp=self._anchor.at(at),
+        )
+        self.invocation_log.append(event)
+        if self._subscribers or self._listeners:
+            self._deliver(event)
+
+    def _deliver(self, event: StreamEvent) -> None:
+        for subscriber in self._subscribers:
+            subscriber.offer(event)
+        if self._listeners:
+            _call_listeners(self._listeners, event)
+
+    def add_listener(self, listener: Callable[[StreamEvent], None]) -> Callable[[], None]:
+        """Call ``listener`` synchronously for every event; returns a function that removes it.
+        A listener that raises is logged and ignored."""
+        self._listeners.append(listener)
+        return lambda: self._listeners.remove(listener)
+
+    @contextmanager
+    def subscribe(self, max_buffer: int = DEFAULT_SUBSCRIBER_BUFFER) -> Iterator[_Subscription]:
+        """Receive every event from now on, in order, through a bounded buffer.
+
+        Use as ``with stream.subscribe() as sub: async for event in sub.receive: ...``; when the
+        buffer is full, new events are dropped and counted in ``sub.dropped``.
+        """
+        if max_buffer < 1 and max_buffer != math.inf:
+            raise ValueError("max_buffer must be >= 1")
+        send, receive = trio.open_memory_channel[StreamEvent](max_buffer)
+        subscriber = _Subscriber(send)
+        self._subscribers.append(subscriber)
+        try:
+            with receive:
+                yield _Subscription(receive, subscriber)
+        finally:
+            self._subscribers.remove(subscriber)
+            send.close()
+
+
+class _Subscriber:
+    __slots__ = ("dropped", "send")
+
+    def __init__(self, send: trio.MemorySendChannel[StreamEvent]) -> None:
+        self.send = send
+        self.dropped = 0
+
+    def offer(self, event: StreamEvent) -> None:
+        try:
+            self.send.send_nowait(event)
+        except (trio.WouldBlock, trio.BrokenResourceError, trio.ClosedResourceError):
+            self.dropped += 1
+
+
+class _Subscription:
+    """A subscriber's end of the stream: ``receive`` (a trio receive channel) and ``dropped``."""
+
+    def __init__(self, receive: trio.MemoryReceiveChannel[StreamEvent], subscriber: _Subscriber) -> None:
+        self.receive = receive
+        self._subscriber = subscriber
+
+    @property
+    def dropped(self) -> int:
+        return self._subscriber.dropped
+
+    def __aiter__(self) -> trio.MemoryReceiveChannel[StreamEvent]:
+        return self.receive

@@ -14,10 +14,11 @@ ever written to the server (see ``_transports.sent_marker``):
 
 from __future__ import annotations
 
+import itertools
 import math
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar, cast
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
 
 import trio
 from mcp_types import (
@@ -30,43 +31,27 @@ from mcp_types import (
 )
 
 from ._errors import Failure, classify
-from ._events import EventLog, InvocationEvent, new_correlation_id, next_seq
+from ._events import EventStream
 from ._exceptions import (
     InvocationFailedError,
     ManagerClosedError,
     RequestRejectedError,
     ServerUnavailableError,
     SessionError,
+    TrioMcpError,
+    UnknownServerError,
 )
+from ._failover import FAILOVER_MODES, FailoverMode, may_repeat
+from ._routing import Route, rank_candidates
 from ._session import Connection
-from ._state import ServerStatus
 from ._transports import SentMarker, sent_marker
 
 if TYPE_CHECKING:
     from ._clock import TimeAnchor
     from ._supervisor import ServerSupervisor
 
-FailoverMode = Literal["safe", "always", "never"]
 ProgressCallback = Callable[[float, float | None, str | None], Awaitable[None]]
 T = TypeVar("T")
-
-READ_METHODS = frozenset(
-    {
-        "resources/read",
-        "prompts/get",
-        "tools/list",
-        "resources/list",
-        "prompts/list",
-        "resources/templates/list",
-    }
-)
-_STATUS_RANK = {
-    ServerStatus.HEALTHY: 0,
-    ServerStatus.RECOVERED: 1,
-    ServerStatus.UNKNOWN: 2,
-    ServerStatus.DEGRADED: 3,
-    ServerStatus.UNREACHABLE: 4,
-}
 
 
 @dataclass(kw_only=True, slots=True)
@@ -85,6 +70,10 @@ class Attempt:
     """Trio-clock time."""
     started_timestamp: float
     duration: float
+    budget: str | None = None
+    """For a ``timeout``: whose deadline passed. ``"server"``: the server's own
+    ``call_timeout`` (or handshake timeout), which says something about its health;
+    ``"caller"``: a shorter deadline the caller chose (or shutdown), which does not."""
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -96,6 +85,7 @@ class Attempt:
             "sent": self.sent,
             "started_at": self.started_timestamp,
             "duration": self.duration,
+            "budget": self.budget,
         }
 
 
@@ -119,14 +109,11 @@ class CatalogEntry:
     item: Tool | Resource | Prompt
 
 
-_KINDS = {"tools/call": "tools", "resources/read": "resources", "prompts/get": "prompts"}
-
-
 class Invoker:
     """The invocation half of :class:`trio_mcp.Manager`."""
 
     _supervisors: dict[str, ServerSupervisor]
-    invocation_log: EventLog[InvocationEvent]
+    stream: EventStream
     anchor: TimeAnchor
     _closed: bool
     _drain_at: float = math.inf
@@ -147,8 +134,18 @@ class Invoker:
     def draining(self) -> bool:
         return self._drain_at != math.inf
 
-    def supervisor(self, name: str) -> ServerSupervisor:  # pragma: no cover - overridden
-        raise NotImplementedError
+    def _check_accepting(self) -> None:
+        """Raise :class:`ManagerClosedError` if the manager is closed or shutting down."""
+        if self._closed:
+            raise ManagerClosedError()
+        if self._drain_at != math.inf and trio.current_time() >= self._drain_at:
+            raise ManagerClosedError("the manager is shutting down")
+
+    def _lookup(self, name: str) -> ServerSupervisor:
+        try:
+            return self._supervisors[name]
+        except KeyError:
+            raise UnknownServerError(name) from None
 
     # -- candidates ----------------------------------------------------------------------------
 
@@ -159,45 +156,22 @@ class Invoker:
         recovered, unknown, degraded, and unreachable ones only when their retry window is
         open. Servers whose known catalog lacks ``target`` are left out.
         """
-        preferred = self._check_preferred(preferred)
-        return list(self._iter_candidates(method, target, preferred))
+        routes = self._routes(method, target, self._check_preferred(preferred), trio.current_time())
+        return [route.server for route in routes if route.skip is None]
 
     def _check_preferred(self, preferred: Sequence[str]) -> Sequence[str]:
         if isinstance(preferred, str):
             preferred = [preferred]
         for name in preferred:
-            self.supervisor(name)
+            self._lookup(name)
         return preferred
 
-    def _iter_candidates(self, method: str, target: str | None, preferred: Sequence[str]) -> Iterator[str]:
-        # Lazy: the rest of the fleet is only ranked if the preferred servers all fail.
+    def _routes(
+        self, method: str, target: str | None, preferred: Sequence[str], now: float
+    ) -> Iterator[Route]:
         sups = self._supervisors
-        kind = _KINDS.get(method) if target is not None else None
-        seen: set[str] = set()
-        for name in preferred:
-            if name not in seen:
-                seen.add(name)
-                if self._usable(name, kind, target):
-                    yield name
-        rest = sorted(
-            (n for n in sups if n not in seen),
-            key=lambda n: _STATUS_RANK[sups[n].status],  # stable: ties keep registration order
-        )
-        for name in rest:
-            if self._usable(name, kind, target):
-                yield name
-
-    def _usable(self, name: str, kind: str | None, target: str | None) -> bool:
-        sup = self._supervisors.get(name)
-        if sup is None:
-            return False
-        if sup.status is ServerStatus.UNREACHABLE and not sup.should_retry():
-            return False
-        if kind is not None:
-            known = sup.catalog.get(kind)
-            if known is not None and target not in known:
-                return False
-        return True
+        states = _StatesView(sups)
+        return rank_candidates(states, preferred, method, target, now)
 
     # -- events --------------------------------------------------------------------------------
 
@@ -212,22 +186,15 @@ class Invoker:
         error: str | None = None,
         now: float | None = None,
     ) -> None:
-        if now is None:
-            now = trio.current_time()
-        stamp = self.anchor.at(now)
-        self.invocation_log.append(
-            InvocationEvent(
-                seq=next_seq(),
-                kind=kind,
-                server=server,
-                method=method,
-                request_id=request_id,
-                target=target,
-                error=failure.message if failure else error,
-                category=failure.category if failure else None,
-                at=now,
-                timestamp=stamp,
-            )
+        self.stream.invocation(
+            kind,
+            server,
+            method,
+            request_id,
+            target,
+            error=failure.message if failure else error,
+            category=failure.category if failure else None,
+            at=trio.current_time() if now is None else now,
         )
 
     # -- the failover loop -----------------------------------------------------------------------
@@ -253,7 +220,7 @@ class Invoker:
             arguments: tool or prompt arguments.
             preferred: servers to try first, in this order.
             failover: ``"safe"`` (default: fail over unless a side effect may repeat),
-                ``"always"`` or ``"never"``.
+                ``"always"``, or ``"never"`` (only the first candidate is ever tried).
             timeout: overall seconds for the whole invocation (default: no overall limit).
             attempt_timeout: seconds per attempt (default: each server's ``call_timeout``).
             progress_callback: receives the server's progress notifications.
@@ -264,24 +231,24 @@ class Invoker:
             RequestRejectedError: the server rejected the request itself (unknown tool,
                 invalid params): no failover.
             UnknownServerError: a preferred server is not registered.
+            ManagerClosedError: the manager is closed or shutting down.
         """
-        if self._closed:
-            raise ManagerClosedError()
-        if self._drain_at != math.inf and trio.current_time() >= self._drain_at:
-            raise ManagerClosedError("the manager is shutting down")
-        if failover not in ("safe", "always", "never"):
+        self._check_accepting()
+        if failover not in FAILOVER_MODES:
             raise ValueError(f"failover must be 'safe', 'always' or 'never', got {failover!r}")
         for name, value in (("timeout", timeout), ("attempt_timeout", attempt_timeout)):
             if value is not None and (not isinstance(value, int | float) or math.isnan(value) or value <= 0):
                 raise ValueError(f"{name} must be a positive number of seconds")
-        request_id = request_id or new_correlation_id()
+        request_id = request_id or self.stream.new_correlation_id()
         start = trio.current_time()
         overall_deadline = min(start + timeout if timeout is not None else math.inf, self._drain_at)
         attempts: list[Attempt] = []
         errors: list[BaseException] = []
         retried_expired: set[str] = set()
 
-        candidates = self._iter_candidates(method, target, self._check_preferred(preferred))
+        routes = self._routes(method, target, self._check_preferred(preferred), start)
+        if failover == "never":
+            routes = itertools.islice(routes, 1)  # exactly one server is ever tried
         retry_now: str | None = None
         now = start  # the clock is read once per attempt
         while True:
@@ -289,11 +256,19 @@ class Invoker:
             if retry_now is not None:
                 name, retry_now = retry_now, None
             else:
-                next_name = next(candidates, None)
-                if next_name is None:
+                route = next(routes, None)
+                if route is None:
                     break
-                name = next_name
-            if now >= overall_deadline:
+                name = route.server
+                if route.skip is not None:
+                    # A preferred server passed over: the trace says so.
+                    failure = Failure("unavailable", f"skipped: {route.skip}", False)
+                    attempts.append(self._attempt(name, "handshake", now, failure, sent=False, end=now))
+                    self._event("handshake_failure", name, method, request_id, target, failure, now=now)
+                    continue
+            # A drain that started after this invocation did also ends it: no new attempt.
+            deadline = min(overall_deadline, self._drain_at)
+            if now >= deadline:
                 break
             sup = self._supervisors.get(name)
             if sup is None:
@@ -302,12 +277,10 @@ class Invoker:
             conn = None if forced else sup.ready_connection(now)
             if conn is None:
                 conn = await self._handshake_stage(
-                    sup, method, target, request_id, overall_deadline, attempts, errors, force=forced
+                    sup, method, target, request_id, deadline, attempts, errors, force=forced
                 )
                 now = trio.current_time()
             if conn is None:
-                if failover == "never":
-                    break
                 continue
             outcome = await self._invoke_stage(
                 now,
@@ -317,7 +290,7 @@ class Invoker:
                 target,
                 arguments,
                 request_id=request_id,
-                overall_deadline=overall_deadline,
+                overall_deadline=deadline,
                 attempt_timeout=attempt_timeout,
                 progress_callback=progress_callback,
                 attempts=attempts,
@@ -333,12 +306,13 @@ class Invoker:
                 retried_expired.add(name)
                 retry_now = name
                 continue
-            if sent and not self._may_repeat(sup, method, target, failover):
+            if now >= self._drain_at:
                 break
-            if failover == "never":
+            if sent and not may_repeat(method, target, sup.config, sup.tool_info(target or ""), failover):
                 break
 
         outcome_kind = "unknown" if any(a.sent for a in attempts) else "failed"
+        tried = list(dict.fromkeys(a.server for a in attempts))
         if not attempts:
             closed = [n for n, sup in self._supervisors.items() if not sup.should_retry()]
             message = f"{method} {target or ''}: no candidate server".replace("  ", " ")
@@ -346,7 +320,8 @@ class Invoker:
                 message += f" (retry window closed: {', '.join(closed)})"
         else:
             last = attempts[-1]
-            message = f"{method} {target or ''} failed on every candidate (last: {last.server}: {last.error})"
+            where = "the only candidate" if len(tried) == 1 else f"{len(tried)} candidates"
+            message = f"{method} {target or ''} failed on {where} (last: {last.server}: {last.error})"
         if outcome_kind == "unknown":
             message += "; outcome unknown: it may have executed"
         raise InvocationFailedError(
@@ -356,26 +331,6 @@ class Invoker:
             if errors
             else None
         )
-
-    def _may_repeat(
-        self, sup: ServerSupervisor, method: str, target: str | None, failover: FailoverMode
-    ) -> bool:
-        if failover == "always":
-            return True
-        if failover == "never":
-            return False
-        if method in READ_METHODS:
-            return True
-        if method != "tools/call":
-            return False
-        config = sup.config
-        if config.idempotent or (target is not None and target in config.idempotent_tools):
-            return True
-        if config.trusted and target is not None:
-            tool = sup.tool_info(target)
-            if tool is not None and tool.annotations is not None:
-                return bool(tool.annotations.read_only_hint or tool.annotations.idempotent_hint)
-        return False
 
     async def _handshake_stage(
         self,
@@ -474,8 +429,10 @@ class Invoker:
         scope = trio.CancelScope(deadline=min(start + per_attempt, overall_deadline))
 
         async def on_progress(progress: float, total: float | None, message: str | None) -> None:
-            # Progress proves the server is working: extend the attempt, never past the hard max.
-            scope.deadline = max(scope.deadline, min(trio.current_time() + per_attempt, hard_deadline))
+            # Progress proves the server is working: extend the attempt, never past the hard max
+            # nor past a drain deadline set meanwhile.
+            extended = min(trio.current_time() + per_attempt, hard_deadline, self._drain_at)
+            scope.deadline = max(scope.deadline, extended)
             if progress_callback is not None:
                 await progress_callback(progress, total, message)
 
@@ -511,7 +468,11 @@ class Invoker:
 
         if error is None and not scope.cancelled_caught:
             end = trio.current_time()
-            sup.record_success("invocation succeeded", request_id, activity=True, now=end)
+            listing = None
+            if isinstance(result, _Listing):
+                listing = (result.kind, result.by_key)
+                result = result.items
+            await sup.report_outcome(conn, None, "invocation", request_id, at=end, listing=listing)
             note = None
             if method == "tools/call" and isinstance(result, CallToolResult) and result.is_error:
                 note = "tool returned isError"
@@ -521,6 +482,7 @@ class Invoker:
                 server=sup.name, method=method, request_id=request_id, result=result, attempts=()
             )
 
+        budget: str | None = None
         if scope.cancelled_caught:
             now = trio.current_time()
             waited = now - start
@@ -528,18 +490,24 @@ class Invoker:
                 failure = Failure(
                     "shutdown", f"abandoned after {waited:g}s: the manager is shutting down", False
                 )
+                budget = "caller"
             else:
+                server_deadline = start + sup.policy.call_timeout
                 if now >= overall_deadline and overall_deadline < start + per_attempt:
                     message = f"the invocation deadline passed after {waited:g}s"
                 else:
                     message = f"no answer within {waited:g}s"
                 failure = Failure("timeout", message, False)
-                sup.record_failure(failure, "invocation failed", request_id)
+                # Only the server's own call_timeout says something about its health; a
+                # shorter deadline that the caller chose does not.
+                budget = "server" if now >= server_deadline else "caller"
+                if budget == "server":
+                    await sup.report_outcome(conn, failure, "invocation", request_id, at=now)
             errors.append(TimeoutError(failure.message))
         else:
             assert error is not None
             errors.append(error)
-            failure = sup.report_failure(conn, error, "invocation failed", request_id)
+            failure = classify(error, conn.link)
             if failure.is_caller_error:
                 attempts.append(self._attempt(sup.name, "invoke", start, failure, sent=marker.delivered))
                 self._event("invoke_failure", sup.name, method, request_id, target, failure)
@@ -550,8 +518,11 @@ class Invoker:
                     request_id=request_id,
                     attempts=attempts,
                 ) from error
+            await sup.report_outcome(conn, failure, "invocation", request_id)
         sent = marker.delivered and failure.category != "session_expired"
-        attempts.append(self._attempt(sup.name, "invoke", start, failure, sent=sent))
+        attempt = self._attempt(sup.name, "invoke", start, failure, sent=sent)
+        attempt.budget = budget
+        attempts.append(attempt)
         self._event("invoke_failure", sup.name, method, request_id, target, failure)
         return failure, sent
 
@@ -635,9 +606,16 @@ class Invoker:
     # -- catalogs --------------------------------------------------------------------------------
 
     async def server_catalog(self, server: str, kind: str) -> list[Any]:
-        """List ``kind`` (``tools`` / ``resources`` / ``prompts``) on one server (all pages)."""
+        """List ``kind`` (``tools`` / ``resources`` / ``prompts``) on one server (all pages).
+
+        Only ``server`` is ever asked.
+
+        Raises:
+            InvocationFailedError: the server could not list (its attempts say why).
+        """
         if kind not in ("tools", "resources", "prompts"):
             raise ValueError("kind must be 'tools', 'resources' or 'prompts'")
+        self._lookup(server)
         outcome = await self.invoke(f"{kind}/list", preferred=[server], failover="never")
         items: list[Any] = outcome.result
         return items
@@ -646,16 +624,20 @@ class Invoker:
         """The aggregated catalog of ``kind`` across every server that can answer now.
 
         Servers that fail to list are left out (their failure is recorded as usual).
+
+        Raises:
+            ManagerClosedError: the manager is closed or shutting down.
         """
         if kind not in ("tools", "resources", "prompts"):
             raise ValueError("kind must be 'tools', 'resources' or 'prompts'")
+        self._check_accepting()
         names = list(self._supervisors)
         found: dict[str, list[Any]] = {}
 
         async def one(name: str) -> None:
             try:
                 found[name] = await self.server_catalog(name, kind)
-            except (InvocationFailedError, RequestRejectedError):
+            except TrioMcpError:  # failed, rejected, removed meanwhile, or shutting down
                 pass
 
         async with trio.open_nursery() as nursery:
@@ -720,18 +702,46 @@ async def _send(
         tools = await _list_all(
             lambda c: session.list_tools(params=PaginatedRequestParams(cursor=c)), "tools"
         )
-        conn.catalog["tools"] = {t.name: t for t in tools}
-        return tools
+        return _Listing("tools", tools, {t.name: t for t in tools})
     if method == "resources/list":
         resources = await _list_all(
             lambda c: session.list_resources(params=PaginatedRequestParams(cursor=c)), "resources"
         )
-        conn.catalog["resources"] = {str(r.uri): r for r in resources}
-        return resources
+        return _Listing("resources", resources, {str(r.uri): r for r in resources})
     if method == "prompts/list":
         prompts = await _list_all(
             lambda c: session.list_prompts(params=PaginatedRequestParams(cursor=c)), "prompts"
         )
-        conn.catalog["prompts"] = {p.name: p for p in prompts}
-        return prompts
+        return _Listing("prompts", prompts, {p.name: p for p in prompts})
     raise ValueError(f"unsupported method {method!r}")
+
+
+class _StatesView(Mapping[str, Any]):
+    """The supervisors' published states, by name, read when looked up (no copy per call)."""
+
+    __slots__ = ("_sups",)
+
+    def __init__(self, sups: dict[str, ServerSupervisor]) -> None:
+        self._sups = sups
+
+    def __getitem__(self, name: str) -> Any:
+        return self._sups[name].state
+
+    def get(self, name: str, default: Any = None) -> Any:
+        sup = self._sups.get(name)
+        return sup.state if sup is not None else default
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._sups)
+
+    def __len__(self) -> int:
+        return len(self._sups)
+
+
+@dataclass(frozen=True, slots=True)
+class _Listing:
+    """A complete listing: the items in server order, and by key for the server's catalog."""
+
+    kind: str
+    items: list[Any]
+    by_key: dict[str, Any]

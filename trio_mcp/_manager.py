@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
@@ -12,14 +13,14 @@ from ._backoff import RandomSource
 from ._client import ClientFeatures
 from ._clock import TimeAnchor
 from ._config import ServerConfig
-from ._events import (
-    DEFAULT_EVENT_LOG_SIZE,
-    ConnectionEvent,
-    EventLog,
-    InvocationEvent,
-    new_correlation_id,
+from ._events import DEFAULT_EVENT_LOG_SIZE, ConnectionEvent, EventStream, InvocationEvent
+from ._exceptions import (
+    ConfigError,
+    ManagerClosedError,
+    ServerExistsError,
+    TrioMcpError,
+    UnknownServerError,
 )
-from ._exceptions import ConfigError, ManagerClosedError, ServerExistsError, UnknownServerError
 from ._invoke import Invoker
 from ._session import Connection
 from ._state import Freshness, ServerSnapshot, SessionInfo
@@ -40,10 +41,14 @@ class Manager(Invoker):
         session_options: dict[str, Any] | None,
     ) -> None:
         self._nursery = nursery
-        self._rng = rng
+        self._rng: RandomSource = rng if rng is not None else random.Random()
         self.anchor = anchor
-        self.connection_log: EventLog[ConnectionEvent] = EventLog(connection_log_size)
-        self.invocation_log: EventLog[InvocationEvent] = EventLog(invocation_log_size)
+        self.stream = EventStream(
+            anchor, connection_log_size=connection_log_size, invocation_log_size=invocation_log_size
+        )
+        """Every server's state changes and every invocation event, in order."""
+        self.connection_log = self.stream.connection_log
+        self.invocation_log = self.stream.invocation_log
         self._session_options = session_options
         self._supervisors: dict[str, ServerSupervisor] = {}
         self._closed = False
@@ -85,7 +90,7 @@ class Manager(Invoker):
         sup = ServerSupervisor(
             config,
             anchor=self.anchor,
-            connection_log=self.connection_log,
+            stream=self.stream,
             rng=self._rng,
             session_options=self._session_options,
         )
@@ -168,7 +173,7 @@ class Manager(Invoker):
     async def acquire(self, name: str, *, correlation_id: str | None = None) -> Connection:
         """Borrow ``name``'s live connection (connecting first when needed)."""
         self._check_open()
-        return await self.supervisor(name).acquire(correlation_id or new_correlation_id())
+        return await self.supervisor(name).acquire(correlation_id or self.stream.new_correlation_id())
 
     async def connect(self, name: str | None = None) -> list[ServerSnapshot]:
         """Probe and handshake now: one server, or all of them concurrently.
@@ -178,13 +183,13 @@ class Manager(Invoker):
         self._check_open()
         names = [name] if name is not None else self.names
         sups = [self.supervisor(n) for n in names]
-        correlation_id = new_correlation_id()
+        correlation_id = self.stream.new_correlation_id()
 
         async def one(sup: ServerSupervisor) -> None:
             try:
                 await sup.connect(correlation_id)
-            except (Exception, ManagerClosedError):
-                pass
+            except TrioMcpError:
+                pass  # the outcome is in the snapshot
 
         async with trio.open_nursery() as nursery:
             for sup in sups:
@@ -196,13 +201,13 @@ class Manager(Invoker):
         self._check_open()
         names = [name] if name is not None else self.names
         sups = [self.supervisor(n) for n in names]
-        correlation_id = new_correlation_id()
+        correlation_id = self.stream.new_correlation_id()
 
         async def one(sup: ServerSupervisor) -> None:
             try:
                 await sup.acquire(correlation_id, force=True)
-            except Exception:
-                pass
+            except TrioMcpError:
+                pass  # the outcome is in the snapshot
 
         async with trio.open_nursery() as nursery:
             for sup in sups:
@@ -214,7 +219,7 @@ class Manager(Invoker):
         self._check_open()
         names = [name] if name is not None else self.names
         sups = [self.supervisor(n) for n in names]
-        correlation_id = new_correlation_id()
+        correlation_id = self.stream.new_correlation_id()
         async with trio.open_nursery() as nursery:
             for sup in sups:
                 nursery.start_soon(sup.health_check, correlation_id)
@@ -223,13 +228,13 @@ class Manager(Invoker):
     def invalidate(self, name: str) -> bool:
         """Drop ``name``'s session; the next use reconnects. Returns whether one was active."""
         self._check_open()
-        return self.supervisor(name).invalidate(new_correlation_id())
+        return self.supervisor(name).invalidate(self.stream.new_correlation_id())
 
     async def refresh(self, name: str) -> SessionInfo:
         """Drop ``name``'s session and open a new one now."""
         self._check_open()
         sup = self.supervisor(name)
-        await sup.refresh(new_correlation_id())
+        await sup.refresh(self.stream.new_correlation_id())
         return sup.snapshot().session
 
     def __repr__(self) -> str:

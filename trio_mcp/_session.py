@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import trio
 from mcp.client.session import ClientSession
 from mcp.shared.exceptions import MCPError
@@ -13,7 +11,7 @@ from pydantic import ValidationError
 
 from ._clock import TimeAnchor
 from ._config import ProtocolMode
-from ._state import CapabilitySnapshot
+from ._state import AfterDrop, CapabilitySnapshot
 from ._transports import Link
 
 
@@ -107,10 +105,8 @@ class Connection:
         self.opened_at = opened_at
         self.handshaken_at = opened_at
         self.capabilities: CapabilitySnapshot | None = None
-        self.catalog: dict[str, Any] = {}
         self.drop_reason: str | None = None
-        self.after_drop: str = "backoff"
-        self.after_applied = False
+        self.after_drop: AfterDrop = "backoff"
         self._dropped = trio.Event()
 
     @property
@@ -121,7 +117,7 @@ class Connection:
     def alive(self) -> bool:
         return not self._dropped.is_set() and not self.link.dead.is_set()
 
-    def drop(self, reason: str, *, then: str = "backoff") -> None:
+    def drop(self, reason: str, *, then: AfterDrop = "backoff") -> None:
         """Ask the owning supervisor to close this connection. ``then``: ``backoff``, ``idle``
         or ``reconnect``."""
         if not self._dropped.is_set():

@@ -1,10 +1,18 @@
-"""Server health status, the pure status transition, and frozen snapshots."""
+"""A server's state: one frozen value, changed only by the pure transitions below.
+
+The server's supervisor is the only task that applies them (see ``_supervisor.py``); every
+other task reads published values. Nothing here reads a clock or does I/O: ``now`` and the
+backoff delay are arguments, so every transition can be tested with a table.
+"""
 
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal
+
+from ._failure import Failure
 
 
 class ServerStatus(enum.StrEnum):
@@ -164,3 +172,297 @@ class ServerSnapshot:
 
     def handshake_stale(self, now: float) -> bool:
         return self.handshake_expires_at is not None and now >= self.handshake_expires_at
+
+
+AfterDrop = Literal["backoff", "idle", "reconnect"]
+"""What the supervisor does once a dropped connection is closed: wait for the retry window
+(``backoff``), stay idle until used (``idle``) or reconnect at once (``reconnect``)."""
+
+CATALOG_KINDS = ("tools", "resources", "prompts")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Catalog:
+    """What a server offers, by name (resources by URI); ``None``: not known (never listed,
+    or changed since)."""
+
+    tools: Mapping[str, Any] | None = None
+    resources: Mapping[str, Any] | None = None
+    prompts: Mapping[str, Any] | None = None
+
+    def of(self, kind: str) -> Mapping[str, Any] | None:
+        known: Mapping[str, Any] | None = getattr(self, kind)
+        return known
+
+    def with_kind(self, kind: str, items: Mapping[str, Any] | None) -> Catalog:
+        if kind not in CATALOG_KINDS:
+            raise ValueError(f"unknown catalog kind {kind!r}")
+        return replace(self, **{kind: items})
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ServerState:
+    """Everything the manager knows about one server, as one immutable value.
+
+    All ``*_at`` values are trio-clock times. ``version`` counts the transitions applied.
+    """
+
+    status: ServerStatus = ServerStatus.UNKNOWN
+    connection: ConnectionState = ConnectionState.IDLE
+    consecutive_failures: int = 0
+    retry_count: int = 0
+    """Failed attempts since the last successful handshake (the backoff exponent)."""
+    last_error: str | None = None
+    last_error_category: str | None = None
+    last_checked_at: float | None = None
+    retry_at: float | None = None
+    """When the retry window opens again (``None``: it is open)."""
+    handshaken_at: float | None = None
+    capabilities: CapabilitySnapshot | None = None
+    session_id: int | None = None
+    """The live session's number (``None``: no live session)."""
+    session_opened_at: float | None = None
+    sessions_opened: int = 0
+    last_activity_at: float | None = None
+    catalog: Catalog = field(default_factory=Catalog)
+    auto: bool = True
+    """Reconnect by itself when the retry window opens (``False``: only on demand)."""
+    connect_requests: int = 0
+    """Bumped whenever a connection attempt is demanded now (the connection task follows it)."""
+    rehandshake_requests: int = 0
+    """Bumped whenever a re-handshake of the live (2026-07-28) session is demanded."""
+    version: int = 0
+
+    def window_open(self, now: float) -> bool:
+        return self.retry_at is None or now >= self.retry_at
+
+
+def _bump(state: ServerState, **changes: Any) -> ServerState:
+    return replace(state, version=state.version + 1, **changes)
+
+
+def on_connecting(state: ServerState) -> ServerState:
+    """A connection attempt starts."""
+    return _bump(
+        state,
+        connection=ConnectionState.CONNECTING,
+        sessions_opened=state.sessions_opened + 1,
+    )
+
+
+def on_connected(
+    state: ServerState, *, now: float, capabilities: CapabilitySnapshot, catalog: Catalog | None = None
+) -> ServerState:
+    """The handshake succeeded: the session is ready, the backoff starts over."""
+    return _bump(
+        state,
+        status=next_status(state.status, success=True, consecutive_failures=0, unreachable_threshold=1),
+        connection=ConnectionState.READY,
+        consecutive_failures=0,
+        retry_count=0,
+        retry_at=None,
+        last_checked_at=now,
+        last_activity_at=now,
+        handshaken_at=now,
+        capabilities=capabilities,
+        session_id=state.sessions_opened,
+        session_opened_at=now,
+        catalog=catalog if catalog is not None else state.catalog,
+    )
+
+
+def on_rehandshaken(state: ServerState, *, now: float, capabilities: CapabilitySnapshot) -> ServerState:
+    """``server/discover`` ran again on the live session and succeeded."""
+    return _bump(
+        state,
+        status=next_status(state.status, success=True, consecutive_failures=0, unreachable_threshold=1),
+        consecutive_failures=0,
+        retry_count=0,
+        retry_at=None,
+        last_checked_at=now,
+        last_activity_at=now,
+        handshaken_at=now,
+        capabilities=capabilities,
+    )
+
+
+def on_success(state: ServerState, *, now: float, activity: bool) -> ServerState:
+    """A probe or a call on the live session succeeded."""
+    return _bump(
+        state,
+        status=next_status(state.status, success=True, consecutive_failures=0, unreachable_threshold=1),
+        consecutive_failures=0,
+        retry_at=None,
+        last_checked_at=now,
+        last_activity_at=now if activity else state.last_activity_at,
+    )
+
+
+def on_failure(
+    state: ServerState,
+    failure: Failure,
+    *,
+    now: float,
+    retry_delay: float,
+    unreachable_threshold: int,
+    connect_failed: bool = False,
+) -> ServerState:
+    """A connect, handshake, probe or call failed. ``retry_delay`` is the jittered backoff
+    delay for ``state.retry_count`` (the caller draws it, so this stays pure).
+
+    ``connect_failed``: the attempt to open a session failed (the connection goes to backoff
+    and the server reconnects by itself when the window opens).
+    """
+    failures = state.consecutive_failures + 1
+    changes: dict[str, Any] = {}
+    if connect_failed:
+        changes.update(connection=ConnectionState.BACKOFF, auto=True)
+    return _bump(
+        state,
+        status=next_status(
+            state.status,
+            success=False,
+            consecutive_failures=failures,
+            unreachable_threshold=unreachable_threshold,
+            category=failure.category,
+        ),
+        consecutive_failures=failures,
+        retry_count=state.retry_count + 1,
+        last_error=failure.message,
+        last_error_category=failure.category,
+        last_checked_at=now,
+        retry_at=now + retry_delay,
+        **changes,
+    )
+
+
+def on_dropping(state: ServerState) -> ServerState:
+    """The live session was dropped and is being closed."""
+    return _bump(state, connection=ConnectionState.CLOSING, session_id=None, session_opened_at=None)
+
+
+def on_closed(state: ServerState, then: AfterDrop) -> ServerState:
+    """A dropped session is closed; ``then`` says what comes next."""
+    if then == "idle":
+        return _bump(state, connection=ConnectionState.IDLE, auto=False, session_id=None)
+    if then == "reconnect":
+        return _bump(
+            state,
+            connection=ConnectionState.IDLE,
+            session_id=None,
+            connect_requests=state.connect_requests + 1,
+        )
+    return _bump(state, connection=ConnectionState.BACKOFF, auto=True, session_id=None)
+
+
+def on_connect_demanded(state: ServerState) -> ServerState:
+    """Someone needs a session now (the connection task starts an attempt)."""
+    return _bump(state, connect_requests=state.connect_requests + 1)
+
+
+def on_invalidated(state: ServerState) -> ServerState:
+    """The session was invalidated while none was live: stay idle until used."""
+    return _bump(state, auto=False)
+
+
+def on_rehandshake_demanded(state: ServerState) -> ServerState:
+    return _bump(state, rehandshake_requests=state.rehandshake_requests + 1)
+
+
+def on_catalog(state: ServerState, kind: str, items: Mapping[str, Any] | None) -> ServerState:
+    """A listing of ``kind`` arrived (``None``: the server said its list changed)."""
+    return _bump(state, catalog=state.catalog.with_kind(kind, items))
+
+
+def on_stopped(state: ServerState) -> ServerState:
+    """The supervisor ended (the server was removed or the manager closed)."""
+    return _bump(state, connection=ConnectionState.CLOSED, session_id=None, session_opened_at=None)
+
+
+def snapshot_of(
+    name: str,
+    state: ServerState,
+    *,
+    now: float,
+    handshake_max_age: float | None,
+    freshness_window: float,
+    protocol_version: str | None,
+) -> ServerSnapshot:
+    """The public view of ``state`` at ``now``."""
+    active = state.session_id is not None
+    expires = (
+        state.handshaken_at + handshake_max_age
+        if state.handshaken_at is not None and handshake_max_age is not None
+        else None
+    )
+    return ServerSnapshot(
+        name=name,
+        status=state.status,
+        connection=state.connection,
+        consecutive_failures=state.consecutive_failures,
+        retry_count=state.retry_count,
+        last_error=state.last_error,
+        last_error_category=state.last_error_category,
+        last_checked_at=state.last_checked_at,
+        retry_at=state.retry_at,
+        handshaken_at=state.handshaken_at,
+        handshake_expires_at=expires,
+        capabilities=state.capabilities,
+        session=SessionInfo(
+            server=name,
+            active=active,
+            session_id=state.session_id,
+            handshaken=active,
+            protocol_version=protocol_version if active else None,
+            opened_at=state.session_opened_at,
+            last_activity_at=state.last_activity_at,
+            freshness=freshness_of(state.last_activity_at, now, freshness_window),
+            controls_available=True,
+        ),
+    )
+
+
+# The edges of the state machine, for checking a published history.
+_CONNECTION_EDGES: Mapping[ConnectionState, frozenset[ConnectionState]] = {
+    ConnectionState.IDLE: frozenset({ConnectionState.CONNECTING, ConnectionState.CLOSED}),
+    ConnectionState.BACKOFF: frozenset({ConnectionState.CONNECTING, ConnectionState.CLOSED}),
+    ConnectionState.CONNECTING: frozenset(
+        {ConnectionState.READY, ConnectionState.BACKOFF, ConnectionState.CLOSED}
+    ),
+    ConnectionState.READY: frozenset({ConnectionState.CLOSING, ConnectionState.CLOSED}),
+    ConnectionState.CLOSING: frozenset(
+        {ConnectionState.IDLE, ConnectionState.BACKOFF, ConnectionState.CLOSED}
+    ),
+    ConnectionState.CLOSED: frozenset(),
+}
+_STATUS_EDGES: Mapping[ServerStatus, frozenset[ServerStatus]] = {
+    ServerStatus.UNKNOWN: frozenset({ServerStatus.HEALTHY, ServerStatus.DEGRADED, ServerStatus.UNREACHABLE}),
+    ServerStatus.HEALTHY: frozenset({ServerStatus.DEGRADED, ServerStatus.UNREACHABLE}),
+    ServerStatus.DEGRADED: frozenset({ServerStatus.UNREACHABLE, ServerStatus.RECOVERED}),
+    # auth_required never makes a server unreachable: it answered.
+    ServerStatus.UNREACHABLE: frozenset({ServerStatus.RECOVERED, ServerStatus.DEGRADED}),
+    ServerStatus.RECOVERED: frozenset(
+        {ServerStatus.HEALTHY, ServerStatus.DEGRADED, ServerStatus.UNREACHABLE}
+    ),
+}
+
+
+def valid_step(previous: ServerState, current: ServerState) -> str | None:
+    """Why ``previous -> current`` is not one step of the state machine (``None``: it is)."""
+    if current.version != previous.version + 1:
+        return f"version {previous.version} -> {current.version}"
+    if current == replace(previous, version=current.version):
+        return "nothing changed"
+    if current.connection is not previous.connection and (
+        current.connection not in _CONNECTION_EDGES[previous.connection]
+    ):
+        return f"connection {previous.connection} -> {current.connection}"
+    if current.status is not previous.status and current.status not in _STATUS_EDGES[previous.status]:
+        return f"status {previous.status} -> {current.status}"
+    if current.consecutive_failures not in (
+        0,
+        previous.consecutive_failures,
+        previous.consecutive_failures + 1,
+    ):
+        return f"consecutive_failures {previous.consecutive_failures} -> {current.consecutive_failures}"
+    return None

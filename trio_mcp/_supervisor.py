@@ -1,17 +1,28 @@
-"""One supervisor task per server: it owns the server's session, probes and retry window.
+"""One supervisor per server: the single writer of that server's state.
 
-The supervisor is the only task that enters and exits the transport and the SDK
-``ClientSession`` (a cancel scope must exit in the task that entered it). Callers *borrow*
-the live :class:`Connection` with :meth:`ServerSupervisor.acquire` and call the session in
-their own task, under their own deadline. When a caller sees the connection die, it reports
-the failure; the supervisor tears the connection down and reconnects with backoff.
+A supervisor runs two tasks in its own nursery:
+
+- the **writer** (the supervisor task itself) is the only task that changes the server's
+  :class:`~trio_mcp._state.ServerState`. It takes *reports* from an inbox, applies the pure
+  transitions of ``_state.py`` and publishes the new value (readers call :meth:`snapshot` or
+  wait with :meth:`wait_for`) and each change on the manager's state-change stream.
+- the **connection task** enters and exits the transport and the SDK ``ClientSession`` (a
+  cancel scope must exit in the task that entered it), runs the handshake, the health probes
+  and re-handshakes, and reports what happened. It decides when to connect by reading the
+  published state (retry window, demands), never by writing it.
+
+Callers *borrow* the live :class:`Connection` and call the session in their own task, under
+their own deadline; they report what they saw (a call that succeeded, a connection that
+died) with methods that only enqueue. Commands (connect now, invalidate, refresh) are reports
+too: the writer decides, the connection task acts.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
 from typing import Any
 
 import trio
@@ -24,28 +35,43 @@ from mcp_types import (
     ToolListChangedNotification,
 )
 
-from ._backoff import Backoff, RandomSource
+from ._backoff import RandomSource
 from ._client import session_servers
 from ._clock import TimeAnchor
 from ._config import ServerConfig
-from ._errors import Failure, classify, split_failures
-from ._events import ConnectionEvent, EventLog, next_seq
+from ._errors import classify, split_failures
+from ._events import EventStream
 from ._exceptions import (
     HandshakeError,
     HandshakeTimeoutError,
     ManagerClosedError,
     ServerUnavailableError,
     SessionError,
+    TrioMcpError,
 )
+from ._failure import Failure
+from ._publish import Published
 from ._session import Connection, capability_snapshot, handshake, probe, rediscover
 from ._state import (
+    AfterDrop,
     CapabilitySnapshot,
     ConnectionState,
     ServerSnapshot,
+    ServerState,
     ServerStatus,
-    SessionInfo,
-    freshness_of,
-    next_status,
+    on_catalog,
+    on_closed,
+    on_connect_demanded,
+    on_connected,
+    on_connecting,
+    on_dropping,
+    on_failure,
+    on_invalidated,
+    on_rehandshake_demanded,
+    on_rehandshaken,
+    on_stopped,
+    on_success,
+    snapshot_of,
 )
 from ._transports import Link, open_transport
 
@@ -68,19 +94,23 @@ HandshakeObserver = Callable[[str, Failure | None], None]
 
 
 class _Ticket:
-    """The outcome of one upcoming connect attempt, for every task waiting on it."""
+    """The outcome of a demanded connection (or re-handshake), for the task waiting on it."""
 
-    def __init__(self, correlation_id: str | None) -> None:
+    __slots__ = ("closed", "connection", "correlation_id", "done", "failure", "force")
+
+    def __init__(self, correlation_id: str | None, *, force: bool = False) -> None:
         self.correlation_id = correlation_id
+        self.force = force
         self.done = trio.Event()
         self.connection: Connection | None = None
         self.failure: Failure | None = None
         self.closed = False
 
     def resolve(self, connection: Connection | None, failure: Failure | None = None) -> None:
-        self.connection = connection
-        self.failure = failure
-        self.done.set()
+        if not self.done.is_set():
+            self.connection = connection
+            self.failure = failure
+            self.done.set()
 
     async def wait(self) -> Connection:
         await self.done.wait()
@@ -94,49 +124,113 @@ class _Ticket:
         raise HandshakeError(self.failure.message, category=self.failure.category)
 
 
+# -- reports: what the writer is told ---------------------------------------------------------
+
+
+@dataclass(slots=True, kw_only=True)
+class _Report:
+    done: trio.Event | None = None
+    """Set once the report has been applied (for senders that wait for it)."""
+
+
+@dataclass(slots=True, kw_only=True)
+class _Connecting(_Report):
+    pass
+
+
+@dataclass(slots=True, kw_only=True)
+class _Connected(_Report):
+    conn: Connection
+    capabilities: CapabilitySnapshot
+
+
+@dataclass(slots=True, kw_only=True)
+class _ConnectFailed(_Report):
+    failure: Failure
+    stage: str
+
+
+@dataclass(slots=True, kw_only=True)
+class _Outcome(_Report):
+    """A probe or a call on ``conn`` ended (``failure is None``: it succeeded)."""
+
+    conn: Connection
+    failure: Failure | None
+    reason: str
+    correlation_id: str | None
+    at: float
+    activity: bool = False
+    drop_when_unreachable: bool = False
+    listing: tuple[str, Mapping[str, Any]] | None = None
+    """A complete listing that came with a successful call: (kind, items by key)."""
+
+
+@dataclass(slots=True, kw_only=True)
+class _Rehandshook(_Report):
+    conn: Connection
+    capabilities: CapabilitySnapshot | None
+    failure: Failure | None
+
+
+@dataclass(slots=True, kw_only=True)
+class _Closed(_Report):
+    conn: Connection
+
+
+@dataclass(slots=True, kw_only=True)
+class _CatalogListed(_Report):
+    conn: Connection | None
+    """``None``: whichever connection is live (a list-changed notice)."""
+    kind: str
+    items: Mapping[str, Any] | None
+
+
+@dataclass(slots=True, kw_only=True)
+class _Demand(_Report):
+    ticket: _Ticket
+
+
+@dataclass(slots=True, kw_only=True)
+class _Invalidate(_Report):
+    correlation_id: str | None
+
+
+@dataclass(slots=True, kw_only=True)
+class _Refresh(_Report):
+    ticket: _Ticket
+
+
 class ServerSupervisor:
-    """Owns one server's connection. Start it with ``await nursery.start(sup.run)``."""
+    """Owns one server's state and connection. Start it with ``await nursery.start(sup.run)``."""
 
     def __init__(
         self,
         config: ServerConfig,
         *,
         anchor: TimeAnchor,
-        connection_log: EventLog[ConnectionEvent],
-        rng: RandomSource | None = None,
+        stream: EventStream,
+        rng: RandomSource,
         session_options: dict[str, Any] | None = None,
     ) -> None:
         self.config = config
         self.name = config.name
         self.policy = config.policy
         self._anchor = anchor
-        self._log = connection_log
+        self._stream = stream
+        self._rng = rng
         self._session_options = session_options or {}
-        self._backoff = Backoff(config.policy.backoff, rng)
         self.limiter = trio.Semaphore(config.policy.max_concurrency)
         """The bulkhead: at most ``max_concurrency`` invocations use this server at once."""
 
-        self._status = ServerStatus.UNKNOWN
-        self._state = ConnectionState.IDLE
-        self._consecutive_failures = 0
-        self._last_error: str | None = None
-        self._last_category: str | None = None
-        self._last_checked_at: float | None = None
-        self._retry_at: float | None = None
-        self._capabilities: CapabilitySnapshot | None = None
-        self._handshaken_at: float | None = None
-        self._last_activity_at: float | None = None
-        self._conn: Connection | None = None
-        self._session_counter = 0
-        self.catalog: dict[str, dict[str, Any]] = {}
-        """The last known tools / resources / prompts of this server, by name (or URI)."""
-
-        self._auto = config.policy.connect_on_start
-        self._forced = False
-        self._demand = False
-        self._wake = trio.Event()
-        self._ticket: _Ticket | None = None
-        self._changed = trio.Event()
+        self._state = Published(ServerState(auto=config.policy.connect_on_start))
+        self._inbox_send, self._inbox = trio.open_memory_channel[_Report](math.inf)
+        # The writer's own bookkeeping (written by the writer only).
+        self._live: Connection | None = None
+        self._connect_tickets: list[_Ticket] = []
+        self._rehandshake_tickets: list[_Ticket] = []
+        self._attempt_correlation: str | None = None
+        # The connection task's own bookkeeping: the demands its attempts have answered.
+        self._requests_handled = 0
         self._cancel_scope = trio.CancelScope()
         self._closed = False
         self._finished = trio.Event()
@@ -146,153 +240,391 @@ class ServerSupervisor:
     # -----------------------------------------------------------------------------------------
 
     @property
-    def _handshake_expires_at(self) -> float | None:
-        """When the current handshake goes stale (``None``: never)."""
-        max_age = self.policy.handshake_max_age
-        if self._handshaken_at is None or max_age is None:
-            return None
-        return self._handshaken_at + max_age
+    def state(self) -> ServerState:
+        """The published state now."""
+        return self._state.value
+
+    def _snapshot_of(self, state: ServerState, now: float) -> ServerSnapshot:
+        caps = state.capabilities
+        return snapshot_of(
+            self.name,
+            state,
+            now=now,
+            handshake_max_age=self.policy.handshake_max_age,
+            freshness_window=self.policy.freshness_window,
+            protocol_version=caps.protocol_version if caps is not None else None,
+        )
 
     def snapshot(self) -> ServerSnapshot:
         """A frozen view of this server's state now."""
-        now = trio.current_time()
-        conn = self._conn if self._conn is not None and self._conn.alive else None
-        return ServerSnapshot(
-            name=self.name,
-            status=self._status,
-            connection=self._state,
-            consecutive_failures=self._consecutive_failures,
-            retry_count=self._backoff.attempt,
-            last_error=self._last_error,
-            last_error_category=self._last_category,
-            last_checked_at=self._last_checked_at,
-            retry_at=self._retry_at,
-            handshaken_at=self._handshaken_at,
-            handshake_expires_at=self._handshake_expires_at,
-            capabilities=self._capabilities,
-            session=SessionInfo(
-                server=self.name,
-                active=conn is not None,
-                session_id=conn.session_id if conn else None,
-                handshaken=conn is not None,
-                protocol_version=conn.session.protocol_version if conn else None,
-                opened_at=conn.opened_at if conn else None,
-                last_activity_at=self._last_activity_at,
-                freshness=freshness_of(self._last_activity_at, now, self.policy.freshness_window),
-                controls_available=True,
-            ),
-        )
+        return self._snapshot_of(self._state.value, trio.current_time())
 
     def should_retry(self) -> bool:
         """Whether the retry window is open (no failure pending, or its backoff has elapsed)."""
-        return self._retry_at is None or trio.current_time() >= self._retry_at
+        return self._state.value.window_open(trio.current_time())
 
     @property
     def status(self) -> ServerStatus:
-        return self._status
+        return self._state.value.status
 
     @property
     def connection(self) -> Connection | None:
         """The live connection, if any."""
-        conn = self._conn
+        conn = self._live
         return conn if conn is not None and conn.alive else None
 
+    @property
+    def catalog(self) -> Any:
+        """The last known tools / resources / prompts of this server (a ``Catalog``)."""
+        return self._state.value.catalog
+
+    def tool_info(self, name: str) -> Any:
+        """The last listed ``Tool`` called ``name``, or ``None``."""
+        tools = self._state.value.catalog.tools
+        return tools.get(name) if tools is not None else None
+
     async def wait_for(self, predicate: Callable[[ServerSnapshot], bool]) -> ServerSnapshot:
-        """Wait until ``predicate(snapshot)`` holds; returns that snapshot."""
-        while True:
-            snap = self.snapshot()
-            if predicate(snap):
-                return snap
-            changed = self._changed
-            await changed.wait()
+        """Wait until ``predicate(snapshot)`` holds; returns that snapshot.
+
+        The predicate sees every published state (checked when it is published), so a
+        change cannot be missed however briefly it held.
+
+        Raises:
+            ManagerClosedError: the supervisor was closed (server removed, manager closed)
+                before the predicate held.
+        """
+        state = await self._state.wait_value(
+            lambda s: (
+                s.connection is ConnectionState.CLOSED or predicate(self._snapshot_of(s, trio.current_time()))
+            )
+        )
+        snapshot = self._snapshot_of(state, trio.current_time())
+        if state.connection is ConnectionState.CLOSED and not predicate(snapshot):
+            raise ManagerClosedError(f"the supervisor of {self.name!r} was closed")
+        return snapshot
 
     def __repr__(self) -> str:
-        return f"<ServerSupervisor {self.name} {self._status.value}/{self._state.value}>"
+        state = self._state.value
+        return f"<ServerSupervisor {self.name} {state.status.value}/{state.connection.value}>"
 
     # -----------------------------------------------------------------------------------------
-    # recording
+    # reporting (any task): these only enqueue
     # -----------------------------------------------------------------------------------------
 
-    def _notify(self) -> None:
-        self._changed.set()
-        self._changed = trio.Event()
+    def _send(self, report: _Report) -> None:
+        try:
+            self._inbox_send.send_nowait(report)
+        except (trio.ClosedResourceError, trio.BrokenResourceError):
+            raise ManagerClosedError(f"the supervisor of {self.name!r} is closed") from None
 
-    def _set_state(self, state: ConnectionState) -> None:
-        if state is not self._state:
-            self._state = state
-            self._notify()
+    async def _send_and_wait(self, report: _Report) -> None:
+        report.done = trio.Event()
+        self._send(report)
+        await report.done.wait()
 
-    def _set_status(
-        self, status: ServerStatus, reason: str, category: str | None, correlation_id: str | None
-    ) -> None:
-        previous = self._status
-        self._status = status
-        if status is not previous:
-            now = trio.current_time()
-            stamp = self._anchor.at(now)
-            self._log.append(
-                ConnectionEvent(
-                    seq=next_seq(),
-                    server=self.name,
-                    from_status=previous.value,
-                    to_status=status.value,
-                    reason=reason,
-                    category=category,
-                    correlation_id=correlation_id,
-                    at=now,
-                    timestamp=stamp,
-                )
-            )
-        self._notify()
-
-    def record_success(
+    async def report_outcome(
         self,
+        conn: Connection,
+        failure: Failure | None,
         reason: str,
         correlation_id: str | None = None,
         *,
-        activity: bool = False,
-        now: float | None = None,
+        at: float | None = None,
+        activity: bool = True,
+        listing: tuple[str, Mapping[str, Any]] | None = None,
     ) -> None:
-        if now is None:
-            now = trio.current_time()
-        self._last_checked_at = now
-        if activity:
-            self._last_activity_at = now
-        if self._status is ServerStatus.HEALTHY and not self._consecutive_failures and self._retry_at is None:
-            return  # the common case: nothing that waiters watch has changed
-        self._consecutive_failures = 0
-        self._retry_at = None
-        self._set_status(
-            next_status(
-                self._status,
-                success=True,
-                consecutive_failures=0,
-                unreachable_threshold=self.policy.unreachable_threshold,
-            ),
-            reason,
-            None,
-            correlation_id,
+        """A caller's request on ``conn`` succeeded (``failure is None``) or failed; a
+        successful listing brings the server's new catalog of that kind.
+
+        Returns once the supervisor has applied it, so the caller reads its own outcome in
+        the next snapshot. Cancellation does not withdraw the report.
+        """
+        if self._closed:
+            await trio.lowlevel.checkpoint()
+            return
+        report = _Outcome(
+            conn=conn,
+            failure=failure,
+            reason=reason,
+            correlation_id=correlation_id,
+            at=trio.current_time() if at is None else at,
+            activity=activity,
+            listing=listing,
+        )
+        with trio.CancelScope(shield=True):  # bounded: the writer never blocks
+            await self._send_and_wait(report)
+
+    # -----------------------------------------------------------------------------------------
+    # the writer
+    # -----------------------------------------------------------------------------------------
+
+    def _publish(
+        self,
+        new: ServerState,
+        reason: str,
+        *,
+        category: str | None = None,
+        correlation_id: str | None = None,
+    ) -> None:
+        old = self._state.value
+        if new == replace(old, version=new.version):
+            return  # nothing a reader could see has changed
+        self._state.set(new)
+        self._stream.state_changed(
+            self.name,
+            old,
+            new,
+            reason=reason,
+            category=category,
+            correlation_id=correlation_id,
+            at=trio.current_time(),
         )
 
-    def record_failure(self, failure: Failure, reason: str, correlation_id: str | None = None) -> None:
-        now = trio.current_time()
-        self._consecutive_failures += 1
-        self._last_error = failure.message
-        self._last_category = failure.category
-        self._last_checked_at = now
-        self._retry_at = now + self._backoff.next_delay()
-        self._set_status(
-            next_status(
-                self._status,
-                success=False,
-                consecutive_failures=self._consecutive_failures,
+    def _fail(
+        self,
+        failure: Failure,
+        reason: str,
+        correlation_id: str | None,
+        *,
+        now: float,
+        connect_failed: bool = False,
+    ) -> None:
+        state = self._state.value
+        delay = self.policy.backoff.delay(state.retry_count, self._rng)
+        self._publish(
+            on_failure(
+                state,
+                failure,
+                now=now,
+                retry_delay=delay,
                 unreachable_threshold=self.policy.unreachable_threshold,
-                category=failure.category,
+                connect_failed=connect_failed,
             ),
             f"{reason}: {failure.message}",
-            failure.category,
-            correlation_id,
+            category=failure.category,
+            correlation_id=correlation_id,
         )
+
+    def _drop(self, conn: Connection, reason: str, then: AfterDrop) -> None:
+        if conn.drop_reason is None:
+            conn.drop(reason, then=then)
+            if conn is self._live:
+                self._publish(on_dropping(self._state.value), f"session dropped: {reason}")
+
+    def _usable_now(self, now: float) -> Connection | None:
+        """The live connection if its handshake is fresh."""
+        conn = self._live
+        if conn is None or not conn.alive:
+            return None
+        expires = self._handshake_expires_at(self._state.value)
+        if expires is not None and now >= expires:
+            return None
+        return conn
+
+    def _handshake_expires_at(self, state: ServerState) -> float | None:
+        max_age = self.policy.handshake_max_age
+        if state.handshaken_at is None or max_age is None:
+            return None
+        return state.handshaken_at + max_age
+
+    def _resolve_connect_tickets(self, conn: Connection | None, failure: Failure | None) -> None:
+        tickets, self._connect_tickets = self._connect_tickets, []
+        for ticket in tickets:
+            ticket.resolve(conn, failure)
+
+    def _apply(self, report: _Report) -> None:
+        now = trio.current_time()
+        state = self._state.value
+        if isinstance(report, _Outcome):
+            conn = report.conn
+            if conn is not self._live or conn.drop_reason is not None:
+                return  # about a connection that is already gone
+            failure = report.failure
+            if failure is None:
+                self._publish(
+                    on_success(state, now=report.at, activity=report.activity),
+                    f"{report.reason} succeeded",
+                    correlation_id=report.correlation_id,
+                )
+                if report.listing is not None:
+                    kind, items = report.listing
+                    self._publish(on_catalog(self._state.value, kind, items), f"{kind} listed")
+                return
+            said = "connection lost" if report.reason == "connection" else f"{report.reason} failed"
+            self._fail(failure, said, report.correlation_id, now=report.at)
+            if failure.connection_dead or (
+                report.drop_when_unreachable and self._state.value.status is ServerStatus.UNREACHABLE
+            ):
+                self._drop(conn, failure.message, "backoff")
+        elif isinstance(report, _Connecting):
+            self._attempt_correlation = next(
+                (t.correlation_id for t in self._connect_tickets if t.correlation_id), None
+            )
+            self._publish(on_connecting(state), "connecting")
+        elif isinstance(report, _Connected):
+            self._live = report.conn
+            self._publish(
+                on_connected(state, now=now, capabilities=report.capabilities),
+                "handshake succeeded",
+                correlation_id=self._attempt_correlation,
+            )
+            self._resolve_connect_tickets(report.conn, None)
+        elif isinstance(report, _ConnectFailed):
+            self._fail(
+                report.failure,
+                f"{report.stage} failed",
+                self._attempt_correlation,
+                now=now,
+                connect_failed=True,
+            )
+            self._resolve_connect_tickets(None, report.failure)
+        elif isinstance(report, _Closed):
+            conn = report.conn
+            if conn is self._live:
+                self._live = None
+            self._publish(on_closed(self._state.value, conn.after_drop), "session closed")
+            if self._connect_tickets and conn.after_drop != "reconnect":
+                self._demand_connect(now)
+            tickets, self._rehandshake_tickets = self._rehandshake_tickets, []
+            for ticket in tickets:
+                ticket.resolve(None, Failure("transport_error", "the session closed", True))
+        elif isinstance(report, _Rehandshook):
+            if report.conn is not self._live:
+                return
+            tickets, self._rehandshake_tickets = self._rehandshake_tickets, []
+            correlation_id = next((t.correlation_id for t in tickets if t.correlation_id), None)
+            if report.failure is None:
+                assert report.capabilities is not None
+                self._publish(
+                    on_rehandshaken(state, now=now, capabilities=report.capabilities),
+                    "re-handshake succeeded",
+                    correlation_id=correlation_id,
+                )
+                for ticket in tickets:
+                    ticket.resolve(report.conn)
+            else:
+                self._fail(report.failure, "re-handshake failed", correlation_id, now=now)
+                if report.failure.connection_dead:
+                    self._drop(report.conn, report.failure.message, "backoff")
+                for ticket in tickets:
+                    ticket.resolve(None, report.failure)
+        elif isinstance(report, _CatalogListed):
+            if report.conn is None or report.conn is self._live:
+                self._publish(on_catalog(state, report.kind, report.items), f"{report.kind} listed")
+        elif isinstance(report, _Demand):
+            self._on_demand(report.ticket, now)
+        elif isinstance(report, _Refresh):
+            self._connect_tickets.append(report.ticket)
+            live = self._live
+            if live is not None and live.drop_reason is None:
+                self._drop(live, "refreshed", "reconnect")
+            elif state.connection is not ConnectionState.CONNECTING and (
+                live is None or live.after_drop != "reconnect"
+            ):
+                self._publish(on_connect_demanded(state), "refresh demanded")
+        elif isinstance(report, _Invalidate):
+            live = self._live
+            if live is not None and live.drop_reason is None:
+                self._drop(live, "invalidated", "idle")
+            else:
+                self._publish(on_invalidated(state), "invalidated")
+
+    def _on_demand(self, ticket: _Ticket, now: float) -> None:
+        """Someone needs a usable session: decide how they get one."""
+        live = self._live
+        if live is not None and live.alive and live.drop_reason is None:
+            if self._usable_now(now) is not None:
+                ticket.resolve(live)
+                return
+            # Alive, but its handshake is stale.
+            if live.era == "modern":
+                if not self._rehandshake_tickets:
+                    self._publish(on_rehandshake_demanded(self._state.value), "re-handshake demanded")
+                self._rehandshake_tickets.append(ticket)
+                return
+            # Legacy era: a handshake belongs to a session; re-handshaking means a new session.
+            self._connect_tickets.append(ticket)
+            self._drop(live, "handshake expired", "reconnect")
+            return
+        state = self._state.value
+        if state.connection in (ConnectionState.CONNECTING, ConnectionState.CLOSING):
+            self._connect_tickets.append(ticket)  # the attempt under way (or next) answers it
+            return
+        self._connect_tickets.append(ticket)
+        self._demand_connect(now)
+
+    def _demand_connect(self, now: float) -> None:
+        """Start a connection attempt for the waiting tickets, if any of them may have one."""
+        state = self._state.value
+        if any(t.force for t in self._connect_tickets) or state.window_open(now):
+            self._publish(on_connect_demanded(state), "connection demanded")
+            return
+        # The server failed since the caller looked, and its retry window is closed again:
+        # fail fast instead of forcing a reconnect.
+        self._resolve_connect_tickets(None, Failure("unavailable", str(self._unavailable()), False))
+
+    async def run(self, *, task_status: trio.TaskStatus[ServerSupervisor] = trio.TASK_STATUS_IGNORED) -> None:
+        """Supervise the server until cancelled. Never raises anything but cancellation."""
+        try:
+            with self._cancel_scope:
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(self._own_connection, name=f"{self.name}: connection")
+                    task_status.started(self)
+                    async for report in self._inbox:
+                        try:
+                            self._apply(report)
+                        except Exception:  # a bug here must not end the supervision
+                            logger.exception("supervisor of %r failed to apply %r", self.name, report)
+                        finally:
+                            if report.done is not None:
+                                report.done.set()
+        finally:
+            self._closed = True
+            self._inbox_send.close()
+            while True:
+                try:
+                    pending = self._inbox.receive_nowait()
+                except (trio.WouldBlock, trio.EndOfChannel):
+                    break
+                if pending.done is not None:
+                    pending.done.set()
+                if isinstance(pending, _Demand | _Refresh):
+                    pending.ticket.closed = True
+                    pending.ticket.resolve(None)
+            for ticket in (*self._connect_tickets, *self._rehandshake_tickets):
+                ticket.closed = True
+                ticket.resolve(None)
+            self._connect_tickets, self._rehandshake_tickets = [], []
+            self._live = None
+            self._publish(on_stopped(self._state.value), "supervisor stopped")
+            self._finished.set()
+
+    # -----------------------------------------------------------------------------------------
+    # the connection task
+    # -----------------------------------------------------------------------------------------
+
+    async def _own_connection(self) -> None:
+        while True:
+            state = self._state.value
+            now = trio.current_time()
+            if state.connect_requests != self._requests_handled or (
+                state.auto and state.connection is not ConnectionState.CLOSED and state.window_open(now)
+            ):
+                try:
+                    await self._connect_and_serve()
+                except BaseException as exc:
+                    passing, error = split_failures(exc)
+                    if passing is not None:
+                        raise passing from None
+                    # A bug of ours: record it like any failure and retry with backoff.
+                    logger.exception("supervisor of %r failed unexpectedly", self.name)
+                    assert error is not None
+                    failure = classify(error)
+                    await self._send_and_wait(_ConnectFailed(failure=failure, stage="supervisor"))
+                continue
+            deadline = state.retry_at if state.auto and state.retry_at is not None else math.inf
+            with trio.move_on_at(deadline):
+                await self._state.wait_transition(state)
 
     def _client_session_options(self) -> dict[str, Any]:
         """The SDK session keyword arguments, with list-changed notifications hooked in."""
@@ -304,7 +636,7 @@ class ServerSupervisor:
             if kind is not None:
                 # The cached catalog no longer describes the server: forget it, so routing stops
                 # filtering by it and the next listing fetches it anew.
-                self.catalog.pop(kind, None)
+                self._send(_CatalogListed(conn=None, kind=kind, items=None))
             if user_handler is not None:
                 await user_handler(message)
             else:
@@ -313,90 +645,11 @@ class ServerSupervisor:
         options["message_handler"] = on_message
         return options
 
-    def tool_info(self, name: str) -> Any:
-        """The last listed ``Tool`` called ``name``, or ``None``."""
-        return self.catalog.get("tools", {}).get(name)
-
-    # -----------------------------------------------------------------------------------------
-    # the supervisor task
-    # -----------------------------------------------------------------------------------------
-
-    async def run(self, *, task_status: trio.TaskStatus[ServerSupervisor] = trio.TASK_STATUS_IGNORED) -> None:
-        """Supervise the server until cancelled. Never raises anything but cancellation."""
-        try:
-            with self._cancel_scope:
-                task_status.started(self)
-                while True:
-                    await self._wait_for_demand()
-                    try:
-                        await self._connect_and_serve()
-                    except BaseException as exc:
-                        # Nothing the transport, the session or the handshake raises may leave
-                        # this task: the manager's nursery (and every other server) would die
-                        # with it. Only cancellation (and KeyboardInterrupt and the like) goes
-                        # on; a failure that arrives with it is the transport complaining while
-                        # it is torn down, so it is not recorded.
-                        passing, failure = split_failures(exc)
-                        if passing is not None:
-                            raise passing from None
-                        assert failure is not None
-                        logger.warning("supervisor of %r: unexpected failure", self.name, exc_info=failure)
-                        self._auto = True
-                        self._set_state(ConnectionState.BACKOFF)
-                        self.record_failure(classify(failure), "supervisor error")
-        finally:
-            self._closed = True
-            self._conn = None
-            self._state = ConnectionState.CLOSED
-            if self._ticket is not None:
-                self._ticket.closed = True
-                self._ticket.resolve(None)
-                self._ticket = None
-            self._notify()
-            self._finished.set()
-
-    async def _wait_for_demand(self) -> None:
-        while True:
-            if self._forced:
-                self._forced = self._demand = False
-                return
-            if self._demand:
-                self._demand = False
-                if self.should_retry():
-                    return
-                # A caller asked for a session, but the server failed since and its retry window
-                # is closed again: that caller fails fast instead of forcing a reconnect.
-                ticket, self._ticket = self._ticket, None
-                if ticket is not None:
-                    ticket.resolve(None, Failure("unavailable", str(self._unavailable()), False))
-            if self._auto and self.should_retry():
-                return
-            self._wake = trio.Event()
-            deadline = self._retry_at if (self._auto and self._retry_at is not None) else math.inf
-            with trio.move_on_at(deadline):
-                await self._wake.wait()
-
-    def _request_connect(self, correlation_id: str | None, *, force: bool) -> _Ticket:
-        """The ticket of the next connect attempt. ``force`` ignores the retry window; otherwise
-        the attempt is made only while the window is open."""
-        if self._closed:
-            raise ManagerClosedError(f"the supervisor of {self.name!r} is closed")
-        if self._ticket is None:
-            self._ticket = _Ticket(correlation_id)
-        if self._state is not ConnectionState.CONNECTING:
-            if force:
-                self._forced = True
-            else:
-                self._demand = True
-            self._wake.set()
-        return self._ticket
-
     async def _connect_and_serve(self) -> None:
-        ticket = self._ticket
-        if ticket is None:
-            ticket = self._ticket = _Ticket(None)
-        self._set_state(ConnectionState.CONNECTING)
-        self._session_counter += 1
+        await self._send_and_wait(_Connecting())
+        # Every demand applied before this attempt was published waits for its outcome; later
+        # ones see it under way and wait too, without asking for another.
+        self._requests_handled = self._state.value.connect_requests
         link = Link(self.name)
         conn: Connection | None = None
         stage = "connect"
@@ -416,69 +669,46 @@ class ServerSupervisor:
                     conn = Connection(
                         server=self.name,
                         session=session,
-                        session_id=self._session_counter,
+                        session_id=self._state.value.sessions_opened,
                         link=link,
                         opened_at=now,
                     )
-                    conn.capabilities = capability_snapshot(session, self._anchor)
-                    conn.catalog = self.catalog
-                    self._on_connected(conn, ticket)
+                    await self._send_and_wait(
+                        _Connected(conn=conn, capabilities=capability_snapshot(session, self._anchor))
+                    )
                     stage = "serve"
                     await self._serve(conn, write)
-        except Exception as exc:
+        except BaseException as exc:
+            # Nothing the transport, the session or the handshake raises may leave this task:
+            # the manager's nursery (and every other server) would die with it. Cancellation
+            # goes on; a failure that arrives with it is the transport complaining while it is
+            # torn down, and is not recorded.
+            passing, error = split_failures(exc)
+            if passing is not None:
+                raise passing from None
+            assert error is not None
+            failure = classify(error, link)
             if conn is None:
-                failure = classify(exc, link)
                 if stage == "handshake" and failure.category in ("invalid_request", "rpc_error"):
                     failure = Failure("protocol_error", f"handshake refused: {failure.message}", True)
-                self._on_connect_failed(failure, stage, ticket)
+                if failure.category in ("connect_error", "spawn_error"):
+                    stage = "connect"  # streamable HTTP connects lazily, during the handshake
+                await self._send_and_wait(_ConnectFailed(failure=failure, stage=stage))
             elif conn.drop_reason is None:
                 # The transport died under a live connection before anyone noticed.
-                failure = classify(exc, link)
-                self.record_failure(failure, "connection lost")
-                conn.drop(failure.message, then="backoff")
-            # else: the connection was already dropped and its failure recorded; the error
-            # here is the transport complaining on its way down.
-        finally:
-            if self._conn is conn:
-                self._conn = None
+                await self._send_and_wait(
+                    _Outcome(
+                        conn=conn,
+                        failure=failure,
+                        reason="connection",
+                        correlation_id=None,
+                        at=trio.current_time(),
+                    )
+                )
+                if conn.drop_reason is None:
+                    conn.drop(failure.message, then="backoff")
         if conn is not None:
-            self._after_drop(conn)
-
-    def _on_connected(self, conn: Connection, ticket: _Ticket) -> None:
-        self._conn = conn
-        self._backoff.reset()
-        self._handshaken_at = conn.handshaken_at
-        self._capabilities = conn.capabilities
-        self._set_state(ConnectionState.READY)
-        self.record_success("handshake succeeded", ticket.correlation_id, activity=True)
-        if self._ticket is ticket:
-            self._ticket = None
-        ticket.resolve(conn)
-
-    def _on_connect_failed(self, failure: Failure, stage: str, ticket: _Ticket) -> None:
-        if failure.category in ("connect_error", "spawn_error"):
-            stage = "connect"  # streamable HTTP connects lazily, during the handshake
-        self._auto = True
-        self._set_state(ConnectionState.BACKOFF)
-        self.record_failure(failure, f"{stage} failed", ticket.correlation_id)
-        if self._ticket is ticket:
-            self._ticket = None
-        ticket.resolve(None, failure)
-
-    def _after_drop(self, conn: Connection) -> None:
-        if conn.after_applied:
-            return
-        conn.after_applied = True
-        then = conn.after_drop
-        if then == "idle":
-            self._auto = False
-            self._set_state(ConnectionState.IDLE)
-        elif then == "reconnect":
-            self._forced = True
-            self._set_state(ConnectionState.IDLE)
-        else:
-            self._auto = True
-            self._set_state(ConnectionState.BACKOFF)
+            await self._send_and_wait(_Closed(conn=conn))
 
     async def _serve(self, conn: Connection, write: Any) -> None:
         async with trio.open_nursery() as nursery:
@@ -490,17 +720,23 @@ class ServerSupervisor:
                 nursery.start_soon(self._probe_periodically, conn, name=f"{self.name}: health probes")
             if conn.era == "modern":
                 nursery.start_soon(self._listen_for_list_changes, conn, name=f"{self.name}: listen")
+                nursery.start_soon(self._rehandshake_on_demand, conn, name=f"{self.name}: re-handshake")
             await conn.wait_dropped()
-            # The session is no longer usable; say so before the (possibly slow) teardown.
-            self._set_state(ConnectionState.CLOSING)
             nursery.cancel_scope.cancel()
 
     async def _watch_link(self, conn: Connection) -> None:
         await conn.link.dead.wait()
         if conn.drop_reason is None:
             category, reason = conn.link.exit_reason or ("transport_error", "connection closed")
-            self.record_failure(Failure(category, reason, True), "connection lost")
-            conn.drop(reason, then="backoff")
+            await self._send_and_wait(
+                _Outcome(
+                    conn=conn,
+                    failure=Failure(category, reason, True),
+                    reason="connection",
+                    correlation_id=None,
+                    at=trio.current_time(),
+                )
+            )
 
     async def _listen_for_list_changes(self, conn: Connection) -> None:
         """On a 2026-07-28 connection, list changes arrive only on a ``subscriptions/listen``
@@ -524,9 +760,35 @@ class ServerSupervisor:
                 async for event in subscription:
                     kind = _EVENT_KINDS.get(type(event))
                     if kind is not None:
-                        self.catalog.pop(kind, None)
+                        self._send(_CatalogListed(conn=conn, kind=kind, items=None))
         except Exception as exc:
             logger.debug("%s: no list-change subscription: %s", self.name, exc)
+
+    async def _rehandshake_on_demand(self, conn: Connection) -> None:
+        """Re-run ``server/discover`` on the live (2026-07-28) session whenever it is demanded."""
+        handled = self._state.value.rehandshake_requests
+        while True:
+            seen = handled
+
+            def demanded(s: ServerState, seen: int = seen) -> bool:
+                return s.rehandshake_requests != seen
+
+            handled = (await self._state.wait_value(demanded)).rehandshake_requests
+            try:
+                with trio.fail_after(self.policy.handshake_timeout):
+                    await rediscover(conn.session)
+            except trio.TooSlowError:
+                failure = Failure(
+                    "timeout", f"re-handshake did not finish within {self.policy.handshake_timeout:g}s", False
+                )
+            except Exception as exc:
+                failure = classify(exc, conn.link)
+            else:
+                caps = capability_snapshot(conn.session, self._anchor)
+                conn.handshaken_at = trio.current_time()
+                await self._send_and_wait(_Rehandshook(conn=conn, capabilities=caps, failure=None))
+                continue
+            await self._send_and_wait(_Rehandshook(conn=conn, capabilities=None, failure=failure))
 
     async def _probe_periodically(self, conn: Connection) -> None:
         interval = self.policy.health_interval
@@ -534,27 +796,35 @@ class ServerSupervisor:
         while True:
             await trio.sleep_until(next_at)
             next_at = max(next_at + interval, trio.current_time())
-            await self.probe_once(conn, None)
+            await self._probe_and_report(conn, None)
 
-    async def probe_once(self, conn: Connection, correlation_id: str | None) -> Failure | None:
-        """Run one health probe on ``conn`` and record its outcome."""
+    async def _probe(self, conn: Connection) -> Failure | None:
+        """Run one health probe on ``conn``; its failure, or ``None``."""
         try:
             with trio.fail_after(self.policy.probe_timeout):
                 await probe(conn.session, self.policy.probe)
         except trio.TooSlowError:
-            failure = Failure("timeout", f"probe timed out after {self.policy.probe_timeout:g}s", False)
+            return Failure("timeout", f"probe timed out after {self.policy.probe_timeout:g}s", False)
         except Exception as exc:
             failure = classify(exc, conn.link)
             if failure.category == "invalid_request":
                 failure = Failure("rpc_error", failure.message, False)
-        else:
-            self.record_success("probe succeeded", correlation_id)
-            return None
-        if conn.drop_reason is not None:
             return failure
-        self.record_failure(failure, "probe failed", correlation_id)
-        if failure.connection_dead or self._status is ServerStatus.UNREACHABLE:
-            conn.drop(failure.message, then="backoff")
+        return None
+
+    async def _probe_and_report(self, conn: Connection, correlation_id: str | None) -> Failure | None:
+        failure = await self._probe(conn)
+        await self._send_and_wait(
+            _Outcome(
+                conn=conn,
+                failure=failure,
+                reason="probe",
+                correlation_id=correlation_id,
+                at=trio.current_time(),
+                activity=False,
+                drop_when_unreachable=True,
+            )
+        )
         return failure
 
     # -----------------------------------------------------------------------------------------
@@ -563,13 +833,7 @@ class ServerSupervisor:
 
     def ready_connection(self, now: float | None = None) -> Connection | None:
         """The live connection if its handshake is fresh (usable without waiting), else ``None``."""
-        conn = self._conn
-        if conn is None or not conn.alive:
-            return None
-        expires = self._handshake_expires_at
-        if expires is not None and (trio.current_time() if now is None else now) >= expires:
-            return None
-        return conn
+        return self._usable_now(trio.current_time() if now is None else now)
 
     async def acquire(
         self,
@@ -592,15 +856,14 @@ class ServerSupervisor:
         """
         if self._closed:
             raise ManagerClosedError(f"the supervisor of {self.name!r} is closed")
-        ready = self.ready_connection()
+        now = trio.current_time()
+        ready = self._usable_now(now)
         if ready is not None:
             return ready
-        conn = self.connection
-        if conn is not None:  # alive, but its handshake is stale
-            return await self._rehandshake(conn, correlation_id, observer)
-        if not force and not self.should_retry():
+        if not force and self.connection is None and not self._state.value.window_open(now):
             raise self._unavailable()
-        ticket = self._request_connect(correlation_id, force=force)
+        ticket = _Ticket(correlation_id, force=force)
+        self._send(_Demand(ticket=ticket))
         if observer is not None:
             observer("start", None)
         try:
@@ -616,94 +879,29 @@ class ServerSupervisor:
         return conn
 
     def _unavailable(self) -> ServerUnavailableError:
+        state = self._state.value
         return ServerUnavailableError(
             self.name,
-            status=self._status.value,
-            retry_at=self._retry_at,
-            category=self._last_category,
-            last_error=self._last_error,
+            status=state.status.value,
+            retry_at=state.retry_at,
+            category=state.last_error_category,
+            last_error=state.last_error,
         )
-
-    async def _rehandshake(
-        self, conn: Connection, correlation_id: str | None, observer: HandshakeObserver | None
-    ) -> Connection:
-        if observer is not None:
-            observer("start", None)
-        if conn.era == "modern":
-            try:
-                with trio.fail_after(self.policy.handshake_timeout):
-                    await rediscover(conn.session)
-            except trio.TooSlowError:
-                failure = Failure(
-                    "timeout", f"re-handshake did not finish within {self.policy.handshake_timeout:g}s", False
-                )
-            except Exception as exc:
-                failure = classify(exc, conn.link)
-            else:
-                now = trio.current_time()
-                conn.handshaken_at = now
-                self._handshaken_at = now
-                conn.capabilities = self._capabilities = capability_snapshot(conn.session, self._anchor)
-                self._backoff.reset()
-                self.record_success("re-handshake succeeded", correlation_id, activity=True)
-                if observer is not None:
-                    observer("success", None)
-                return conn
-            self.record_failure(failure, "re-handshake failed", correlation_id)
-            if failure.connection_dead:
-                conn.drop(failure.message, then="backoff")
-            if observer is not None:
-                observer("failure", failure)
-            if failure.category == "timeout":
-                raise HandshakeTimeoutError(failure.message)
-            raise HandshakeError(failure.message, category=failure.category)
-        # Legacy era: a handshake belongs to a session; re-handshaking means a new session.
-        ticket = self._request_connect(correlation_id, force=True)
-        conn.drop("handshake expired", then="reconnect")
-        try:
-            new = await ticket.wait()
-        except SessionError:
-            if observer is not None:
-                observer("failure", ticket.failure)
-            raise
-        if observer is not None:
-            observer("success", None)
-        return new
-
-    def report_failure(
-        self, conn: Connection, exc: BaseException, reason: str, correlation_id: str | None = None
-    ) -> Failure:
-        """A caller's request on ``conn`` failed with ``exc``: record it; drop a dead connection."""
-        failure = classify(exc, conn.link)
-        if failure.is_caller_error:
-            return failure
-        if conn.drop_reason is None:
-            self.record_failure(failure, reason, correlation_id)
-            if failure.connection_dead:
-                conn.drop(failure.message, then="backoff")
-        return failure
 
     def invalidate(self, correlation_id: str | None = None) -> bool:
         """Drop the session; the next use opens a new one. Returns whether one was active."""
         if self._closed:
             raise ManagerClosedError(f"the supervisor of {self.name!r} is closed")
-        conn = self.connection
-        self._auto = False
-        if conn is not None:
-            conn.drop("invalidated", then="idle")
-            return True
-        return False
+        active = self.connection is not None
+        self._send(_Invalidate(correlation_id=correlation_id))
+        return active
 
     async def refresh(self, correlation_id: str | None = None) -> Connection:
         """Drop the session and open a new one now; returns the new connection."""
         if self._closed:
             raise ManagerClosedError(f"the supervisor of {self.name!r} is closed")
-        old = self.connection
-        ticket = self._request_connect(correlation_id, force=True)
-        if old is not None:
-            # The supervisor reconnects once the old connection is down.
-            self._forced = True
-            old.drop("refreshed", then="reconnect")
+        ticket = _Ticket(correlation_id, force=True)
+        self._send(_Refresh(ticket=ticket))
         return await ticket.wait()
 
     async def connect(self, correlation_id: str | None = None) -> Connection:
@@ -713,7 +911,7 @@ class ServerSupervisor:
             SessionError: the handshake or the probe failed.
         """
         conn = await self.acquire(correlation_id, force=True)
-        failure = await self.probe_once(conn, correlation_id)
+        failure = await self._probe_and_report(conn, correlation_id)
         if failure is not None:
             raise SessionError(f"probe failed: {failure.message}", category=failure.category)
         return conn
@@ -721,14 +919,14 @@ class ServerSupervisor:
     async def health_check(self, correlation_id: str | None = None) -> ServerSnapshot:
         """Check health now (probe a live session, or try to connect); never raises for a
         failing server: the outcome is in the snapshot."""
-        conn = self.connection
-        if conn is not None:
-            await self.probe_once(conn, correlation_id)
-        else:
-            try:
+        try:
+            conn = self.connection
+            if conn is not None:
+                await self._probe_and_report(conn, correlation_id)
+            else:
                 await self.acquire(correlation_id, force=True)
-            except SessionError:
-                pass
+        except TrioMcpError:
+            pass  # the outcome is in the snapshot (closed: the server was removed meanwhile)
         return self.snapshot()
 
     async def aclose(self) -> None:
