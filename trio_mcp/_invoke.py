@@ -472,7 +472,8 @@ class Invoker:
             if isinstance(result, _Listing):
                 listing = (result.kind, result.by_key)
                 result = result.items
-            await sup.report_outcome(conn, None, "invocation", request_id, at=end, listing=listing)
+            if listing is not None or not sup.note_success(conn, end):
+                await sup.report_outcome(conn, None, "invocation", request_id, at=end, listing=listing)
             note = None
             if method == "tools/call" and isinstance(result, CallToolResult) and result.is_error:
                 note = "tool returned isError"

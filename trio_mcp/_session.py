@@ -104,10 +104,18 @@ class Connection:
         self.link = link
         self.opened_at = opened_at
         self.handshaken_at = opened_at
+        self.used_at = opened_at
+        """When a call on this connection last succeeded (trio clock). A usage stamp of the
+        connection, like a byte counter: stamping it changes no server state."""
         self.capabilities: CapabilitySnapshot | None = None
         self.drop_reason: str | None = None
         self.after_drop: AfterDrop = "backoff"
         self._dropped = trio.Event()
+
+    def stamp(self, at: float) -> None:
+        """Record a successful use at ``at``."""
+        if at > self.used_at:
+            self.used_at = at
 
     @property
     def era(self) -> str:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from typing import Any, Literal
 
 from ._failure import Failure
@@ -237,8 +237,20 @@ class ServerState:
         return self.retry_at is None or now >= self.retry_at
 
 
+_FIELDS: tuple[str, ...] = ()  # set below, once the class exists
+
+
 def _bump(state: ServerState, **changes: Any) -> ServerState:
-    return replace(state, version=state.version + 1, **changes)
+    """``state`` with ``changes`` and the next version (``dataclasses.replace`` without its
+    per-call introspection: transitions are on the invocation path)."""
+    new = object.__new__(ServerState)
+    changes["version"] = state.version + 1
+    for name in _FIELDS:
+        object.__setattr__(new, name, changes[name] if name in changes else getattr(state, name))
+    return new
+
+
+_FIELDS = tuple(f.name for f in fields(ServerState))
 
 
 def on_connecting(state: ServerState) -> ServerState:
@@ -387,9 +399,13 @@ def snapshot_of(
     handshake_max_age: float | None,
     freshness_window: float,
     protocol_version: str | None,
+    used_at: float | None = None,
 ) -> ServerSnapshot:
-    """The public view of ``state`` at ``now``."""
+    """The public view of ``state`` at ``now``; ``used_at``: the live session's usage stamp."""
     active = state.session_id is not None
+    last_activity_at = state.last_activity_at
+    if used_at is not None and (last_activity_at is None or used_at > last_activity_at):
+        last_activity_at = used_at
     expires = (
         state.handshaken_at + handshake_max_age
         if state.handshaken_at is not None and handshake_max_age is not None
@@ -415,8 +431,8 @@ def snapshot_of(
             handshaken=active,
             protocol_version=protocol_version if active else None,
             opened_at=state.session_opened_at,
-            last_activity_at=state.last_activity_at,
-            freshness=freshness_of(state.last_activity_at, now, freshness_window),
+            last_activity_at=last_activity_at,
+            freshness=freshness_of(last_activity_at, now, freshness_window),
             controls_available=True,
         ),
     )

@@ -246,6 +246,7 @@ class ServerSupervisor:
 
     def _snapshot_of(self, state: ServerState, now: float) -> ServerSnapshot:
         caps = state.capabilities
+        live = self._live
         return snapshot_of(
             self.name,
             state,
@@ -253,6 +254,7 @@ class ServerSupervisor:
             handshake_max_age=self.policy.handshake_max_age,
             freshness_window=self.policy.freshness_window,
             protocol_version=caps.protocol_version if caps is not None else None,
+            used_at=live.used_at if live is not None and live.session_id == state.session_id else None,
         )
 
     def snapshot(self) -> ServerSnapshot:
@@ -321,6 +323,21 @@ class ServerSupervisor:
         report.done = trio.Event()
         self._send(report)
         await report.done.wait()
+
+    def note_success(self, conn: Connection, at: float) -> bool:
+        """A call on ``conn`` succeeded at ``at``. When that changes nothing but the
+        connection's usage stamp (a healthy server, nothing pending), stamp it and return
+        ``True``; otherwise return ``False``: the caller must :meth:`report_outcome`."""
+        state = self._state.value
+        if (
+            conn is self._live
+            and state.status is ServerStatus.HEALTHY
+            and not state.consecutive_failures
+            and state.retry_at is None
+        ):
+            conn.stamp(at)
+            return True
+        return False
 
     async def report_outcome(
         self,
