@@ -2,7 +2,7 @@ import random
 
 import pytest
 
-from trio_mcp import Backoff, BackoffPolicy, ConfigError
+from trio_mcp import BackoffPolicy, ConfigError
 
 
 def test_default_schedule_is_grpc_connection_backoff() -> None:
@@ -16,22 +16,32 @@ def test_default_schedule_is_grpc_connection_backoff() -> None:
 
 def test_seeded_jitter_is_exact_and_within_bounds() -> None:
     policy = BackoffPolicy()
-    backoff = Backoff(policy, random.Random(7))
-    delays = [backoff.next_delay() for _ in range(6)]
-    reference = random.Random(7)
-    expected = [policy.base_delay(n) * (1 + reference.uniform(-0.2, 0.2)) for n in range(6)]
-    assert delays == expected
+    rng = random.Random(7)
+    delays = [policy.delay(n, rng) for n in range(6)]
+    # Seed 7's schedule, pinned as literals: any change of the formula shows up here.
+    assert delays == pytest.approx(
+        [
+            0.929533105933265,
+            1.3765434713116813,
+            2.714556900392811,
+            3.395479612076103,
+            6.64766252136973,
+            9.92241848696213,
+        ],
+        rel=1e-12,
+    )
     for n, delay in enumerate(delays):
         assert 0.8 * policy.base_delay(n) <= delay <= 1.2 * policy.base_delay(n)
-    # seed 7's first draws, pinned: a change in the formula shows up here
-    assert delays[0] == pytest.approx(1.0 * (1 + random.Random(7).uniform(-0.2, 0.2)))
 
 
-def test_running_backoff_advances_and_resets() -> None:
-    backoff = Backoff(BackoffPolicy(jitter=0), random.Random(0))
-    assert [backoff.next_delay() for _ in range(3)] == pytest.approx([1.0, 1.6, 2.56])
-    backoff.reset()
-    assert backoff.next_delay() == 1.0
+def test_without_jitter_the_schedule_is_the_base() -> None:
+    policy = BackoffPolicy(jitter=0)
+    assert [policy.delay(n, random.Random(0)) for n in range(4)] == [
+        1.0,
+        1.6,
+        2.5600000000000005,
+        4.096000000000001,
+    ]
 
 
 @pytest.mark.parametrize(

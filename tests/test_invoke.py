@@ -327,14 +327,22 @@ async def test_is_error_is_a_result_and_bad_requests_are_rejected(
         [memory_server(a, policy=policy()), memory_server(b, policy=policy())]
     ) as m:
         await ready(m, "a", "b")
-        # Bad tool arguments: the server answers isError. It is a result: no failover.
-        result = await m.invoke("tools/call", "echo", {"wrong": 1}, preferred=["a", "b"])
-        assert result.server == "a" and result.result.is_error
-        # An unknown resource is invalid params: returned to the caller, no failover.
+        # Arguments the tool's own schema refuses: rejected before anything is sent.
+        with pytest.raises(trio_mcp.RequestRejectedError) as info:
+            await m.invoke("tools/call", "echo", {"wrong": 1}, preferred=["a", "b"])
+        assert info.value.server == "a"
+        assert "'text' is a required property" in str(info.value)
+        assert [(x.server, x.category, x.sent) for x in info.value.attempts] == [
+            ("a", "invalid_request", False),
+            ("b", "invalid_request", False),
+        ]
+        assert a.requests["tools/call"] == b.requests["tools/call"] == 0
+        # A resource no server offers (the catalogs say so): rejected, nothing sent.
         with pytest.raises(trio_mcp.RequestRejectedError) as info:
             await m.read_resource("docs://nope", preferred=["a", "b"])
-        assert [x.server for x in info.value.attempts] == ["a"]
-        assert info.value.attempts[0].category == "invalid_request"
+        assert "no server offers resource 'docs://nope'" in str(info.value)
+        assert a.requests["resources/read"] == b.requests["resources/read"] == 0
+
         assert m.server("a").status is ServerStatus.HEALTHY
     # isError results:
     c = ScriptedServer("c")
@@ -533,13 +541,14 @@ async def test_failover_never_tries_exactly_the_first_preferred_server(
         assert "the only candidate" in str(info.value)
         assert up.executions("echo") == 0
         # A listing of one server runs on that server only.
+        listed_before = up.requests["tools/list"]
         with pytest.raises(InvocationFailedError):
             await m.server_catalog("down", "tools")
         listed = m.invocation_events(method="tools/list")
         assert [(e.server, e.kind, e.category) for e in listed] == [
             ("down", "handshake_failure", "unavailable")
         ]
-        assert up.requests["tools/list"] == 0
+        assert up.requests["tools/list"] == listed_before
 
 
 async def test_a_caller_budget_does_not_degrade_a_healthy_server(
@@ -607,3 +616,46 @@ async def test_progress_does_not_extend_an_attempt_past_the_drain_deadline(
         (error,) = outcome
         assert isinstance(error, InvocationFailedError)
         assert error.attempts[-1].category == "shutdown"
+
+
+async def test_arguments_are_checked_against_the_catalog_before_any_server_is_touched(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    a, b = ScriptedServer("a"), ScriptedServer("b")
+
+    async def lookup_a(key: str) -> str:
+        return f"a:{key}"
+
+    async def lookup_b(key: int, exact: bool) -> str:
+        return f"b:{key}:{exact}"
+
+    # One tool name, two different schemas.
+    a.mcp_server.add_tool(lookup_a, name="find")
+    b.mcp_server.add_tool(lookup_b, name="find")
+    async with trio_mcp.open_manager(
+        [memory_server(a, policy=policy()), memory_server(b, policy=policy())]
+    ) as m:
+        await ready(m, "a", "b")
+        # Catalogs are known from the handshake: no listing was needed to route.
+        assert m.candidates("tools/call", "find") == ["a", "b"]
+        # A call shaped for b goes to b, even though a is preferred and offers the name.
+        result = await m.invoke("tools/call", "find", {"key": 7, "exact": True}, preferred=["a", "b"])
+        assert (result.server, text(result.result)) == ("b", "b:7:True")
+        assert result.attempts[0].server == "a" and result.attempts[0].category == "invalid_request"
+        result = await m.invoke("tools/call", "find", {"key": "k"}, preferred=["b", "a"])
+        assert (result.server, text(result.result)) == ("a", "a:k")
+        # Shaped for neither: rejected, naming the argument, nothing sent anywhere.
+        with pytest.raises(trio_mcp.RequestRejectedError) as info:
+            await m.call_tool("find", {"key": 1.5})
+        assert "'key'" in str(info.value)
+        # The aggregated catalog shows the collision: one entry per distinct schema.
+        finds = [e for e in await m.list_tools() if e.key == "find"]
+        assert sorted(e.servers for e in finds) == [("a",), ("b",)]
+        # A prompt without its required argument is rejected before it is sent.
+        before = a.requests["prompts/get"] + b.requests["prompts/get"]
+        with pytest.raises(trio_mcp.RequestRejectedError) as info:
+            await m.get_prompt("review", {})
+        assert "missing required argument 'code'" in str(info.value)
+        assert a.requests["prompts/get"] + b.requests["prompts/get"] == before
+        for name in ("a", "b"):
+            assert m.server(name).status is ServerStatus.HEALTHY

@@ -313,6 +313,7 @@ async def test_registry(autojump_clock: trio.testing.MockClock) -> None:
             pass  # pragma: no cover
 
 
+@pytest.mark.slow
 async def test_soak_24h_fifty_flapping_servers(autojump_clock: trio.testing.MockClock) -> None:
     rnd = random.Random(99)
     servers = [ScriptedServer(f"s{i:02d}") for i in range(50)]

@@ -11,8 +11,9 @@ from ._auth import FileTokenStore as FileTokenStore
 from ._auth import InMemoryTokenStore as InMemoryTokenStore
 from ._auth import OAuthAuth as OAuthAuth
 from ._auth import TokenStore as TokenStore
-from ._backoff import Backoff as Backoff
 from ._backoff import BackoffPolicy as BackoffPolicy
+from ._backoff import RandomSource as RandomSource
+from ._catalog import CatalogEntry as CatalogEntry
 from ._client import ClientFeatures as ClientFeatures
 from ._client import apply_schema_defaults as apply_schema_defaults
 from ._config import HttpTransport as HttpTransport
@@ -22,28 +23,27 @@ from ._config import ServerPolicy as ServerPolicy
 from ._config import StdioTransport as StdioTransport
 from ._config import parse_mcp_servers as parse_mcp_servers
 from ._config import parse_server_entry as parse_server_entry
-from ._errors import ERROR_CATEGORIES as ERROR_CATEGORIES
 from ._events import ConnectionEvent as ConnectionEvent
-from ._events import EventLog as EventLog
+from ._events import EventStream as EventStream
 from ._events import InvocationEvent as InvocationEvent
-from ._exceptions import AttemptTimeoutError as AttemptTimeoutError
+from ._events import StateChange as StateChange
 from ._exceptions import ConfigError as ConfigError
 from ._exceptions import HandshakeError as HandshakeError
 from ._exceptions import HandshakeTimeoutError as HandshakeTimeoutError
 from ._exceptions import InvocationFailedError as InvocationFailedError
 from ._exceptions import ManagerClosedError as ManagerClosedError
-from ._exceptions import ProtocolError as ProtocolError
 from ._exceptions import RequestRejectedError as RequestRejectedError
 from ._exceptions import ServerExistsError as ServerExistsError
 from ._exceptions import ServerUnavailableError as ServerUnavailableError
-from ._exceptions import SessionControlError as SessionControlError
 from ._exceptions import SessionError as SessionError
-from ._exceptions import TransportError as TransportError
 from ._exceptions import TrioMcpError as TrioMcpError
 from ._exceptions import UnknownServerError as UnknownServerError
+from ._failover import FailoverMode as FailoverMode
+from ._failure import ERROR_CATEGORIES as ERROR_CATEGORIES
+from ._failure import ErrorCategory as ErrorCategory
 from ._invoke import Attempt as Attempt
-from ._invoke import CatalogEntry as CatalogEntry
 from ._invoke import InvocationResult as InvocationResult
+from ._invoke import ProgressCallback as ProgressCallback
 from ._manager import Manager as Manager
 from ._manager import open_manager as open_manager
 from ._session import Connection as Connection
@@ -51,17 +51,15 @@ from ._state import CapabilitySnapshot as CapabilitySnapshot
 from ._state import ConnectionState as ConnectionState
 from ._state import Freshness as Freshness
 from ._state import ServerSnapshot as ServerSnapshot
+from ._state import ServerState as ServerState
 from ._state import ServerStatus as ServerStatus
 from ._state import SessionInfo as SessionInfo
-from ._supervisor import ServerSupervisor as ServerSupervisor
 
 __version__ = "0.1.0"
 
 __all__ = [
     "ERROR_CATEGORIES",
     "Attempt",
-    "AttemptTimeoutError",
-    "Backoff",
     "BackoffPolicy",
     "BearerAuth",
     "CapabilitySnapshot",
@@ -72,7 +70,9 @@ __all__ = [
     "Connection",
     "ConnectionEvent",
     "ConnectionState",
-    "EventLog",
+    "ErrorCategory",
+    "EventStream",
+    "FailoverMode",
     "FileTokenStore",
     "Freshness",
     "HandshakeError",
@@ -86,21 +86,21 @@ __all__ = [
     "ManagerClosedError",
     "MemoryTransport",
     "OAuthAuth",
-    "ProtocolError",
+    "ProgressCallback",
+    "RandomSource",
     "RequestRejectedError",
     "ServerConfig",
     "ServerExistsError",
     "ServerPolicy",
     "ServerSnapshot",
+    "ServerState",
     "ServerStatus",
-    "ServerSupervisor",
     "ServerUnavailableError",
-    "SessionControlError",
     "SessionError",
     "SessionInfo",
+    "StateChange",
     "StdioTransport",
     "TokenStore",
-    "TransportError",
     "TrioMcpError",
     "UnknownServerError",
     "apply_schema_defaults",

@@ -16,11 +16,14 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import threading
 from collections.abc import Awaitable, Callable
 from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
+
+import trio
 
 from ._exceptions import ConfigError
 
@@ -88,6 +91,10 @@ def _read_json(path: Path) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
+_FILE_STORE_LOCK = threading.Lock()
+"""Held (in a worker thread) across each read-modify-write of a :class:`FileTokenStore` file."""
+
+
 def _write_json(path: Path, data: dict[str, Any]) -> None:
     """Write ``data`` atomically, readable by the owner only."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -106,7 +113,8 @@ def _write_json(path: Path, data: dict[str, Any]) -> None:
 class FileTokenStore:
     """Tokens and client registration kept in a JSON file (mode 0600), written atomically.
 
-    One file may hold several servers: pass a distinct ``key`` for each.
+    One file may hold several servers: pass a distinct ``key`` for each. The file is read and
+    written in a worker thread, never on the event loop.
     """
 
     def __init__(self, path: str | os.PathLike[str], *, key: str = "default") -> None:
@@ -118,18 +126,30 @@ class FileTokenStore:
         return entry if isinstance(entry, dict) else {}
 
     def _update(self, name: str, value: dict[str, Any]) -> None:
-        data = _read_json(self.path)
-        entry = data.get(self.key)
-        if not isinstance(entry, dict):
-            entry = {}
-        entry[name] = value
-        data[self.key] = entry
-        _write_json(self.path, data)
+        # Read-modify-write: serialized, as stores of other keys may share the file.
+        with _FILE_STORE_LOCK:
+            data = _read_json(self.path)
+            entry = data.get(self.key)
+            if not isinstance(entry, dict):
+                entry = {}
+            entry[name] = value
+            data[self.key] = entry
+            _write_json(self.path, data)
+
+    async def _get(self, name: str) -> Any:
+        entry = await trio.to_thread.run_sync(self._entry)
+        return entry.get(name)
+
+    async def _set(self, name: str, value: dict[str, Any]) -> None:
+        # Shielded, as the write was when it ran on the event loop: tokens just issued (a
+        # rotated refresh token) are not lost to a cancellation pending at this call.
+        with trio.CancelScope(shield=True):
+            await trio.to_thread.run_sync(self._update, name, value)
 
     async def get_tokens(self) -> OAuthToken | None:
         from mcp.shared.auth import OAuthToken
 
-        raw = self._entry().get("tokens")
+        raw = await self._get("tokens")
         if not isinstance(raw, dict):
             return None
         try:
@@ -138,12 +158,12 @@ class FileTokenStore:
             return None
 
     async def set_tokens(self, tokens: OAuthToken) -> None:
-        self._update("tokens", tokens.model_dump(mode="json", exclude_none=True))
+        await self._set("tokens", tokens.model_dump(mode="json", exclude_none=True))
 
     async def get_client_info(self) -> OAuthClientInformationFull | None:
         from mcp.shared.auth import OAuthClientInformationFull
 
-        raw = self._entry().get("client_info")
+        raw = await self._get("client_info")
         if not isinstance(raw, dict):
             return None
         try:
@@ -152,7 +172,7 @@ class FileTokenStore:
             return None
 
     async def set_client_info(self, client_info: OAuthClientInformationFull) -> None:
-        self._update("client_info", client_info.model_dump(mode="json", exclude_none=True))
+        await self._set("client_info", client_info.model_dump(mode="json", exclude_none=True))
 
     def __repr__(self) -> str:
         return f"<FileTokenStore {str(self.path)!r} key={self.key!r}>"

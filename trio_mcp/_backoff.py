@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import random
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -55,23 +54,3 @@ class BackoffPolicy:
         if self.jitter == 0:
             return base
         return base * (1.0 + rng.uniform(-self.jitter, self.jitter))
-
-
-class Backoff:
-    """A running backoff counter: ``next_delay()`` advances, ``reset()`` starts over."""
-
-    def __init__(self, policy: BackoffPolicy, rng: RandomSource | None = None) -> None:
-        self.policy = policy
-        self.rng: RandomSource = rng if rng is not None else random.Random()
-        self.attempt = 0
-
-    def next_delay(self) -> float:
-        delay = self.policy.delay(self.attempt, self.rng)
-        self.attempt += 1
-        return delay
-
-    def reset(self) -> None:
-        self.attempt = 0
-
-    def __repr__(self) -> str:
-        return f"<Backoff attempt={self.attempt} {self.policy!r}>"

@@ -9,13 +9,9 @@
     ├── ManagerClosedError                the manager (or its supervisor) has been closed
     ├── ServerUnavailableError            the server's retry window is closed / it has no session
     ├── SessionError                      a session could not be opened or used
-    │   ├── HandshakeError                initialize / server/discover failed
-    │   │   └── HandshakeTimeoutError (TimeoutError)
-    │   ├── TransportError                the connection broke (process exited, socket closed, ...)
-    │   ├── ProtocolError                 the peer spoke something we cannot accept
-    │   └── AttemptTimeoutError (TimeoutError)
-    ├── SessionControlError               the transport has no session controls
-    ├── RequestRejectedError              the server refused the request itself (no failover)
+    │   └── HandshakeError                initialize / server/discover failed
+    │       └── HandshakeTimeoutError (TimeoutError)
+    ├── RequestRejectedError              the request itself was refused (no failover)
     └── InvocationFailedError             every candidate failed; carries the attempts
 
 Errors that carry a failure classification expose ``category``: one of
@@ -121,40 +117,29 @@ class HandshakeTimeoutError(HandshakeError, TimeoutError):
     category = "timeout"
 
 
-class TransportError(SessionError):
-    """Raised when the connection to a server broke (the server's fault, not yours)."""
-
-
-class ProtocolError(SessionError):
-    """Raised when a server answers with something we cannot accept."""
-
-    category = "protocol_error"
-
-
-class AttemptTimeoutError(SessionError, TimeoutError):
-    """Raised when one attempt (a call on one server) runs past its deadline."""
-
-    category = "timeout"
-
-
-class SessionControlError(TrioMcpError):
-    """Raised when a session control (invalidate / refresh) is not available for a server."""
-
-
 class RequestRejectedError(TrioMcpError):
-    """Raised when a server rejects the request itself (unknown tool, invalid params).
+    """Raised when the request itself is refused: a server answered "invalid params" or
+    "not found", the arguments do not fit the server's own schema of the tool or prompt (then
+    nothing was sent), or no server offers the target. ``server`` is ``None`` when no single
+    server refused it.
 
-    Another server would reject it too, so there is no failover.
+    Another server would refuse it too, so there is no failover.
     """
 
     def __init__(
-        self, message: str, *, server: str, method: str, request_id: str, attempts: Sequence[Attempt]
+        self,
+        message: str,
+        *,
+        server: str | None,
+        method: str,
+        request_id: str,
+        attempts: Sequence[Attempt],
     ) -> None:
         self.server = server
         self.method = method
         self.request_id = request_id
         self.attempts = tuple(attempts)
-        super().__init__(f"{server} rejected {method}: {message}")
+        super().__init__(f"{server} rejected {method}: {message}" if server else f"{method}: {message}")
 
 
 class InvocationFailedError(TrioMcpError):

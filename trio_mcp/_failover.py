@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-from ._config import ServerConfig
+if TYPE_CHECKING:  # a type only: keep this module free of I/O imports
+    from ._config import ServerConfig
 
 FailoverMode = Literal["safe", "always", "never"]
 """``safe``: fail over unless a side effect may repeat; ``always``; ``never``: one server only."""

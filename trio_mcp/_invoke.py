@@ -24,12 +24,10 @@ import trio
 from mcp_types import (
     CallToolResult,
     GetPromptResult,
-    Prompt,
     ReadResourceResult,
-    Resource,
-    Tool,
 )
 
+from ._catalog import CatalogEntry, key_of, list_kind, merge
 from ._errors import Failure, classify
 from ._events import EventStream
 from ._exceptions import (
@@ -42,7 +40,7 @@ from ._exceptions import (
     UnknownServerError,
 )
 from ._failover import FAILOVER_MODES, FailoverMode, may_repeat
-from ._routing import Route, rank_candidates
+from ._routing import KIND_OF_METHOD, Route, rank_candidates
 from ._session import Connection
 from ._transports import SentMarker, sent_marker
 
@@ -100,13 +98,7 @@ class InvocationResult(Generic[T]):
     attempts: tuple[Attempt, ...]
 
 
-@dataclass(frozen=True, kw_only=True)
-class CatalogEntry:
-    """A tool, resource or prompt and the servers that offer it (in fleet order)."""
-
-    key: str
-    servers: tuple[str, ...]
-    item: Tool | Resource | Prompt
+_LIST_KINDS = {"tools/list": "tools", "resources/list": "resources", "prompts/list": "prompts"}
 
 
 class Invoker:
@@ -167,11 +159,14 @@ class Invoker:
         return preferred
 
     def _routes(
-        self, method: str, target: str | None, preferred: Sequence[str], now: float
+        self,
+        method: str,
+        target: str | None,
+        preferred: Sequence[str],
+        now: float,
+        arguments: Mapping[str, Any] | None = None,
     ) -> Iterator[Route]:
-        sups = self._supervisors
-        states = _StatesView(sups)
-        return rank_candidates(states, preferred, method, target, now)
+        return rank_candidates(_StatesView(self._supervisors), preferred, method, target, now, arguments)
 
     # -- events --------------------------------------------------------------------------------
 
@@ -246,10 +241,12 @@ class Invoker:
         errors: list[BaseException] = []
         retried_expired: set[str] = set()
 
-        routes = self._routes(method, target, self._check_preferred(preferred), start)
+        routes = self._routes(method, target, self._check_preferred(preferred), start, arguments)
         if failover == "never":
             routes = itertools.islice(routes, 1)  # exactly one server is ever tried
         retry_now: str | None = None
+        rejected: tuple[str, str] | None = None  # (server, why) the first schema that refused
+        touched = False  # whether any server was asked anything
         now = start  # the clock is read once per attempt
         while True:
             forced = retry_now is not None
@@ -260,6 +257,13 @@ class Invoker:
                 if route is None:
                     break
                 name = route.server
+                if route.reject is not None:
+                    # The server's own schema refuses these arguments: nothing is sent to it.
+                    rejected = rejected or (name, route.reject)
+                    if route.preferred:
+                        failure = Failure("invalid_request", f"arguments refused: {route.reject}", False)
+                        attempts.append(self._attempt(name, "invoke", now, failure, sent=False, end=now))
+                    continue
                 if route.skip is not None:
                     # A preferred server passed over: the trace says so.
                     failure = Failure("unavailable", f"skipped: {route.skip}", False)
@@ -273,6 +277,7 @@ class Invoker:
             sup = self._supervisors.get(name)
             if sup is None:
                 continue
+            touched = True
             # Fast path: a live session with a fresh handshake is used as is.
             conn = None if forced else sup.ready_connection(now)
             if conn is None:
@@ -311,6 +316,28 @@ class Invoker:
             if sent and not may_repeat(method, target, sup.config, sup.tool_info(target or ""), failover):
                 break
 
+        if rejected is not None and not touched:
+            server, why = rejected
+            self._event(
+                "invoke_failure", server, method, request_id, target, Failure("invalid_request", why, False)
+            )
+            raise RequestRejectedError(
+                f"{target}: {why} (its schema of {target!r}; nothing was sent)",
+                server=server,
+                method=method,
+                request_id=request_id,
+                attempts=attempts,
+            )
+        if not touched and target is not None and (kind := KIND_OF_METHOD.get(method)) is not None:
+            offered = [sup.catalog.of(kind) for sup in self._supervisors.values()]
+            if offered and all(known is not None and target not in known for known in offered):
+                raise RequestRejectedError(
+                    f"no server offers {kind[:-1]} {target!r}",
+                    server=None,
+                    method=method,
+                    request_id=request_id,
+                    attempts=attempts,
+                )
         outcome_kind = "unknown" if any(a.sent for a in attempts) else "failed"
         tried = list(dict.fromkeys(a.server for a in attempts))
         if not attempts:
@@ -644,12 +671,7 @@ class Invoker:
         async with trio.open_nursery() as nursery:
             for name in names:
                 nursery.start_soon(one, name)
-        entries: dict[str, tuple[list[str], Any]] = {}
-        for name in names:
-            for item in found.get(name, []):
-                key = str(item.uri) if kind == "resources" else item.name
-                entries.setdefault(key, ([], item))[0].append(name)
-        return [CatalogEntry(key=k, servers=tuple(s), item=item) for k, (s, item) in entries.items()]
+        return merge(kind, [(name, found[name]) for name in names if name in found])
 
     async def list_tools(self) -> list[CatalogEntry]:
         return await self.catalog("tools")
@@ -668,18 +690,6 @@ class Invoker:
         return []
 
 
-async def _list_all(fetch: Callable[[str | None], Awaitable[Any]], attr: str) -> list[Any]:
-    items: list[Any] = []
-    cursor: str | None = None
-    for _ in range(1000):
-        page = await fetch(cursor)
-        items.extend(getattr(page, attr))
-        cursor = page.next_cursor
-        if not cursor:
-            break
-    return items
-
-
 async def _send(
     conn: Connection,
     method: str,
@@ -687,8 +697,6 @@ async def _send(
     arguments: dict[str, Any] | None,
     on_progress: ProgressCallback,
 ) -> Any:
-    from mcp_types import PaginatedRequestParams
-
     session = conn.session
     if method == "tools/call":
         assert target is not None
@@ -699,21 +707,10 @@ async def _send(
     if method == "prompts/get":
         assert target is not None
         return await session.get_prompt(target, arguments)
-    if method == "tools/list":
-        tools = await _list_all(
-            lambda c: session.list_tools(params=PaginatedRequestParams(cursor=c)), "tools"
-        )
-        return _Listing("tools", tools, {t.name: t for t in tools})
-    if method == "resources/list":
-        resources = await _list_all(
-            lambda c: session.list_resources(params=PaginatedRequestParams(cursor=c)), "resources"
-        )
-        return _Listing("resources", resources, {str(r.uri): r for r in resources})
-    if method == "prompts/list":
-        prompts = await _list_all(
-            lambda c: session.list_prompts(params=PaginatedRequestParams(cursor=c)), "prompts"
-        )
-        return _Listing("prompts", prompts, {p.name: p for p in prompts})
+    kind = _LIST_KINDS.get(method)
+    if kind is not None:
+        items = await list_kind(session, kind)
+        return _Listing(kind, items, {key_of(kind, item): item for item in items})
     raise ValueError(f"unsupported method {method!r}")
 
 

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
+from ._arguments import argument_problem
 from ._state import ServerState, ServerStatus
 
 STATUS_RANK: Mapping[ServerStatus, int] = {
@@ -29,10 +31,17 @@ KIND_OF_METHOD: Mapping[str, str] = {
 
 @dataclass(frozen=True, slots=True)
 class Route:
-    """One candidate: a server to try, or (``skip`` set) a preferred server passed over, and why."""
+    """One candidate: a server to try, or one passed over and why.
+
+    ``skip``: a preferred server that cannot take the request now (retry window closed, does
+    not offer the target). ``reject``: a server that offers the target but whose schema
+    refuses the arguments (yielded for every such server, so the caller can tell the user).
+    """
 
     server: str
     skip: str | None = None
+    reject: str | None = None
+    preferred: bool = False
 
 
 def skip_reason(state: ServerState, kind: str | None, target: str | None, now: float) -> str | None:
@@ -46,12 +55,25 @@ def skip_reason(state: ServerState, kind: str | None, target: str | None, now: f
     return None
 
 
+def reject_reason(
+    state: ServerState, kind: str | None, target: str | None, arguments: Mapping[str, Any] | None
+) -> str | None:
+    """Why the server's own description of ``target`` refuses ``arguments`` (``None``: it does
+    not, or it is not known)."""
+    if kind not in ("tools", "prompts") or target is None:
+        return None
+    known = state.catalog.of(kind)
+    item = known.get(target) if known is not None else None
+    return argument_problem(kind, item, arguments) if item is not None else None
+
+
 def rank_candidates(
     states: Mapping[str, ServerState],
     preferred: Sequence[str],
     method: str,
     target: str | None,
     now: float,
+    arguments: Mapping[str, Any] | None = None,
 ) -> Iterator[Route]:
     """The routes of an invocation, in order (lazily: the rest of the fleet is only ranked
     once the preferred servers are exhausted).
@@ -59,7 +81,9 @@ def rank_candidates(
     Preferred servers come first, in the order given; one that cannot take the request is
     yielded with its ``skip`` reason. Then the others by status (healthy, recovered, unknown,
     degraded, unreachable with an open retry window), leaving out those that cannot take it.
-    Unknown names in ``preferred`` are ignored (the caller checks them).
+    A server whose known schema of the target refuses ``arguments`` is yielded with its
+    ``reject`` reason instead. Unknown names in ``preferred`` are ignored (the caller checks
+    them).
     """
     kind = KIND_OF_METHOD.get(method) if target is not None else None
     seen: set[str] = set()
@@ -69,10 +93,12 @@ def rank_candidates(
         seen.add(name)
         state = states.get(name)
         if state is not None:
-            yield Route(name, skip_reason(state, kind, target, now))
+            skip = skip_reason(state, kind, target, now)
+            reject = reject_reason(state, kind, target, arguments) if skip is None else None
+            yield Route(name, skip, reject, preferred=True)
     # Read each state once: the fleet may change while the preferred servers are tried.
     rest = [(name, state) for name in list(states) if name not in seen and (state := states.get(name))]
     rest.sort(key=lambda pair: STATUS_RANK[pair[1].status])
     for name, state in rest:
         if skip_reason(state, kind, target, now) is None:
-            yield Route(name)
+            yield Route(name, reject=reject_reason(state, kind, target, arguments))

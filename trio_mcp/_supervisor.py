@@ -36,6 +36,7 @@ from mcp_types import (
 )
 
 from ._backoff import RandomSource
+from ._catalog import advertised_kinds, fetch_catalog, key_of, list_kind
 from ._client import session_servers
 from ._clock import TimeAnchor
 from ._config import ServerConfig
@@ -55,6 +56,7 @@ from ._session import Connection, capability_snapshot, handshake, probe, redisco
 from ._state import (
     AfterDrop,
     CapabilitySnapshot,
+    Catalog,
     ConnectionState,
     ServerSnapshot,
     ServerState,
@@ -142,6 +144,7 @@ class _Connecting(_Report):
 class _Connected(_Report):
     conn: Connection
     capabilities: CapabilitySnapshot
+    catalog: Catalog
 
 
 @dataclass(slots=True, kw_only=True)
@@ -481,7 +484,7 @@ class ServerSupervisor:
         elif isinstance(report, _Connected):
             self._live = report.conn
             self._publish(
-                on_connected(state, now=now, capabilities=report.capabilities),
+                on_connected(state, now=now, capabilities=report.capabilities, catalog=report.catalog),
                 "handshake succeeded",
                 correlation_id=self._attempt_correlation,
             )
@@ -690,8 +693,14 @@ class ServerSupervisor:
                         link=link,
                         opened_at=now,
                     )
+                    capabilities = capability_snapshot(session, self._anchor)
+                    # What the server offers, so routing and argument checks are right from
+                    # the first call (best effort: what cannot be listed stays unknown).
+                    catalog = await fetch_catalog(
+                        session, advertised_kinds(session), self.policy.handshake_timeout
+                    )
                     await self._send_and_wait(
-                        _Connected(conn=conn, capabilities=capability_snapshot(session, self._anchor))
+                        _Connected(conn=conn, capabilities=capabilities, catalog=catalog)
                     )
                     stage = "serve"
                     await self._serve(conn, write)
@@ -735,6 +744,7 @@ class ServerSupervisor:
             nursery.start_soon(self._watch_link, conn, name=f"{self.name}: watch connection")
             if self.policy.probe != "none":
                 nursery.start_soon(self._probe_periodically, conn, name=f"{self.name}: health probes")
+            nursery.start_soon(self._relist_on_change, conn, name=f"{self.name}: catalog")
             if conn.era == "modern":
                 nursery.start_soon(self._listen_for_list_changes, conn, name=f"{self.name}: listen")
                 nursery.start_soon(self._rehandshake_on_demand, conn, name=f"{self.name}: re-handshake")
@@ -767,19 +777,54 @@ class ServerSupervisor:
         }
         if not any(wanted.values()):
             return
-        try:
-            async with listen(
-                conn.session,
-                tools_list_changed=wanted["tools"],
-                prompts_list_changed=wanted["prompts"],
-                resources_list_changed=wanted["resources"],
-            ) as subscription:
-                async for event in subscription:
-                    kind = _EVENT_KINDS.get(type(event))
-                    if kind is not None:
+        while True:
+            held = False
+            try:
+                async with listen(
+                    conn.session,
+                    tools_list_changed=wanted["tools"],
+                    prompts_list_changed=wanted["prompts"],
+                    resources_list_changed=wanted["resources"],
+                ) as subscription:
+                    held = True
+                    async for event in subscription:
+                        kind = _EVENT_KINDS.get(type(event))
+                        if kind is not None:
+                            self._send(_CatalogListed(conn=conn, kind=kind, items=None))
+            except Exception as exc:
+                logger.debug("%s: list-change subscription ended: %s", self.name, exc)
+            await trio.sleep(self.policy.health_interval)
+            if held:
+                # It was lost (the server restarted, say): changes may have been missed
+                # meanwhile, so the catalogs are listed again.
+                for kind in ("tools", "prompts", "resources"):
+                    if wanted[kind]:
                         self._send(_CatalogListed(conn=conn, kind=kind, items=None))
-        except Exception as exc:
-            logger.debug("%s: no list-change subscription: %s", self.name, exc)
+
+    async def _relist_on_change(self, conn: Connection) -> None:
+        """List again each advertised kind whose catalog became unknown (the server said it
+        changed, or listing it failed). A failed listing is retried after ``health_interval``."""
+        kinds = advertised_kinds(conn.session)
+        if not kinds:
+            return
+
+        def stale(state: ServerState) -> bool:
+            return any(state.catalog.of(kind) is None for kind in kinds)
+
+        while True:
+            state = await self._state.wait_value(stale)
+            for kind in kinds:
+                if state.catalog.of(kind) is not None:
+                    continue
+                try:
+                    with trio.fail_after(self.policy.call_timeout):
+                        items = await list_kind(conn.session, kind)
+                except (trio.TooSlowError, Exception) as exc:
+                    logger.debug("%s: listing %s failed: %s", self.name, kind, exc)
+                    await trio.sleep(self.policy.health_interval)
+                    break
+                listed = {key_of(kind, item): item for item in items}
+                await self._send_and_wait(_CatalogListed(conn=conn, kind=kind, items=listed))
 
     async def _rehandshake_on_demand(self, conn: Connection) -> None:
         """Re-run ``server/discover`` on the live (2026-07-28) session whenever it is demanded."""

@@ -18,7 +18,6 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from trio_mcp import (
-    AttemptTimeoutError,
     ConfigError,
     HandshakeTimeoutError,
     InvocationFailedError,
@@ -26,7 +25,6 @@ from trio_mcp import (
     RequestRejectedError,
     ServerExistsError,
     ServerUnavailableError,
-    SessionControlError,
     SessionError,
     TrioMcpError,
     UnknownServerError,
@@ -89,10 +87,8 @@ ERROR_TABLE: tuple[tuple[type[BaseException], int, str], ...] = (
     (InvocationFailedError, 503, "invocation_failed"),
     (RequestRejectedError, 422, "request_rejected"),
     (ManagerClosedError, 503, "manager_closed"),
-    (SessionControlError, 409, "session_controls_unavailable"),
     (ServerUnavailableError, 503, "server_unavailable"),
     (HandshakeTimeoutError, 504, "timeout"),
-    (AttemptTimeoutError, 504, "timeout"),
     (SessionError, 503, "session_error"),
     (trio.TooSlowError, 504, "timeout"),
     (TimeoutError, 504, "timeout"),

@@ -649,9 +649,20 @@ async def test_rejected_request_is_422_with_attempts() -> None:
         assert response.status_code == 422
         body = detail(response)
         assert body["error"] == "request_rejected"
-        assert (body["server"], body["method"]) == ("a", "resources/read")
-        (attempt,) = body["attempts"]
-        assert attempt["category"] == "invalid_request"
+        assert (body["server"], body["method"]) == (None, "resources/read")
+        assert "no server offers resource 'docs://missing'" in body["message"]
+        # Arguments that the tool's schema refuses: 422 naming the server whose schema said so.
+        response = await fleet.client.post(
+            f"{API}/invoke/tool",
+            json={"tool_name": "echo", "arguments": {"wrong": 1}, "preferred_servers": ["a", "b"]},
+        )
+        assert response.status_code == 422
+        body = detail(response)
+        assert (body["server"], body["method"]) == ("a", "tools/call")
+        assert [(a["server"], a["category"], a["sent"]) for a in body["attempts"]] == [
+            ("a", "invalid_request", False),
+            ("b", "invalid_request", False),
+        ]
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,190 @@
+"""What every transport shares: the connection's :class:`Link`, the ``sent_marker``, and the
+wrappers put around the SDK's streams."""
+
+from __future__ import annotations
+
+import contextvars
+from collections import deque
+from collections.abc import Callable
+from types import TracebackType
+from typing import Any, Self
+
+import anyio
+import trio
+from mcp.shared.message import SessionMessage
+from mcp_types import JSONRPCNotification, JSONRPCRequest
+
+STDIO_CLOSE_GRACE = 2.0
+"""Seconds a stdio server gets to exit after its stdin is closed, and again after SIGTERM."""
+STDOUT_EOF_EXIT_WAIT = 0.5
+"""Seconds to wait for a stdio server to exit after its stdout ended, to report why."""
+CANCEL_NOTICE_WRITE_TIMEOUT = 5.0
+"""A courtesy cancel notice that cannot be written within this many seconds marks the
+connection as wedged; the supervisor restarts it."""
+_CANCEL_NOTICE_QUEUE = 256
+_STDERR_LINES = 20
+
+
+class SentMarker:
+    """Set by the write wrapper when a request leaves through this task's context.
+
+    ``sent``: the request was handed to the transport (it may have executed).
+    ``refused``: the transport later proved it never reached the server (an HTTP POST whose
+    connection could not be established), so it did not execute after all.
+    """
+
+    __slots__ = ("refused", "sent")
+
+    def __init__(self) -> None:
+        self.sent = False
+        self.refused = False
+
+    @property
+    def delivered(self) -> bool:
+        """Whether the request may have reached the server."""
+        return self.sent and not self.refused
+
+
+sent_marker: contextvars.ContextVar[SentMarker | None] = contextvars.ContextVar(
+    "trio_mcp_sent_marker", default=None
+)
+
+
+class Link:
+    """What one connection's transport knows about the peer, shared with its supervisor."""
+
+    def __init__(self, server: str) -> None:
+        self.server = server
+        self.dead = trio.Event()
+        self.exit_reason: tuple[str, str] | None = None
+        self.http_status: int | None = None
+        self.stderr_tail: deque[str] = deque(maxlen=_STDERR_LINES)
+        self._notice_send, self._notice_receive = trio.open_memory_channel[SessionMessage](
+            _CANCEL_NOTICE_QUEUE
+        )
+        self.track_delivery = False
+        """Set by transports that can tell an undelivered request (streamable HTTP)."""
+        self.awaiting_delivery: dict[str, SentMarker] = {}
+
+    def mark_dead(self, category: str, reason: str) -> None:
+        if self.exit_reason is None:
+            if self.stderr_tail and category == "process_exited":
+                reason = f"{reason}; stderr: {self.stderr_tail[-1]}"
+            self.exit_reason = (category, reason)
+        self.dead.set()
+
+    def queue_cancel_notice(self, item: SessionMessage) -> None:
+        try:
+            self._notice_send.send_nowait(item)
+        except trio.WouldBlock:
+            self.mark_dead("transport_error", "transport wedged: cancel notices are not being written")
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass
+
+    async def forward_cancel_notices(self, write: Callable[[SessionMessage], Any]) -> None:
+        """Write queued cancel notices; runs in the supervisor's connection nursery."""
+        async for item in self._notice_receive:
+            with trio.move_on_after(CANCEL_NOTICE_WRITE_TIMEOUT) as scope:
+                try:
+                    await write(item)
+                except (anyio.BrokenResourceError, anyio.ClosedResourceError, trio.BrokenResourceError):
+                    return
+            if scope.cancelled_caught:
+                self.mark_dead("transport_error", "transport wedged: a cancel notice could not be written")
+                return
+
+
+class _StreamWrapper:
+    """Shared plumbing of the stream wrappers: closing and the async context manager."""
+
+    _inner: Any
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
+
+class _ReadStreamWrapper(_StreamWrapper):
+    """A wrapped read stream: iteration ends where ``receive`` reaches the end of the stream."""
+
+    async def receive(self) -> Any:
+        raise NotImplementedError
+
+    def __aiter__(self) -> Self:
+        return self
+
+    async def __anext__(self) -> Any:
+        try:
+            return await self.receive()
+        except anyio.EndOfStream:
+            raise StopAsyncIteration from None
+
+
+class _LinkedReadStream(_ReadStreamWrapper):
+    """Wraps the SDK read stream: its end means the peer is gone."""
+
+    def __init__(self, inner: Any, link: Link) -> None:
+        self._inner = inner
+        self._link = link
+
+    @property
+    def last_context(self) -> Any:
+        return getattr(self._inner, "last_context", None)
+
+    def _ended(self) -> None:
+        if self._link.exit_reason is None:
+            if self._link.http_status is not None and self._link.http_status in (401, 403):
+                self._link.mark_dead("auth_required", f"HTTP {self._link.http_status}")
+            else:
+                self._link.mark_dead("transport_error", "connection closed by the server")
+        self._link.dead.set()
+
+    async def receive(self) -> Any:
+        try:
+            return await self._inner.receive()
+        except (anyio.EndOfStream, anyio.ClosedResourceError, anyio.BrokenResourceError):
+            self._ended()
+            raise
+
+
+class _LinkedWriteStream(_StreamWrapper):
+    """Wraps the SDK write stream: marks requests as sent and diverts cancel notices."""
+
+    def __init__(self, inner: Any, link: Link) -> None:
+        self._inner = inner
+        self._link = link
+
+    async def send(self, item: SessionMessage, /) -> None:
+        message = item.message
+        if isinstance(message, JSONRPCNotification) and message.method == "notifications/cancelled":
+            self._link.queue_cancel_notice(item)
+            await trio.lowlevel.checkpoint()
+            return
+        if not isinstance(message, JSONRPCRequest):
+            await self._inner.send(item)
+            return
+        marker = sent_marker.get()
+        if marker is not None and self._link.track_delivery:
+            self._link.awaiting_delivery[str(message.id)] = marker
+        try:
+            await self._inner.send(item)
+        except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+            # The stream was already closed: the request provably never left.
+            raise
+        except BaseException:
+            # A write interrupted midway may still have delivered: count it as sent.
+            if marker is not None:
+                marker.sent = True
+            raise
+        if marker is not None:
+            marker.sent = True
+
+    async def send_direct(self, item: SessionMessage) -> None:
+        await self._inner.send(item)
