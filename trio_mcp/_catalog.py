@@ -17,7 +17,8 @@ import trio
 from mcp.client.session import ClientSession
 from mcp_types import PaginatedRequestParams, Prompt, Resource, Tool
 
-from ._state import CATALOG_KINDS, Catalog
+from ._arguments import compile_check
+from ._state import CATALOG_KINDS, Catalog, Listing
 
 logger = logging.getLogger("trio_mcp")
 
@@ -40,6 +41,13 @@ class CatalogEntry:
 
 def key_of(kind: str, item: Any) -> str:
     return str(item.uri) if kind == "resources" else str(item.name)
+
+
+def listing(kind: str, items: Sequence[Any]) -> Listing:
+    """``items`` of ``kind`` by key, each with its compiled argument check."""
+    by_key = {key_of(kind, item): item for item in items}
+    checks = {key: check for key, item in by_key.items() if (check := compile_check(kind, item)) is not None}
+    return Listing(by_key, checks)
 
 
 async def _list_pages(fetch: Callable[[str | None], Awaitable[Any]], attr: str) -> list[Any]:
@@ -88,7 +96,7 @@ async def fetch_catalog(session: ClientSession, kinds: Sequence[str], timeout: f
             except Exception as exc:
                 logger.debug("listing %s failed: %s", kind, exc)
                 continue
-            catalog = catalog.with_kind(kind, {key_of(kind, item): item for item in items})
+            catalog = catalog.with_kind(kind, listing(kind, items))
     return catalog
 
 

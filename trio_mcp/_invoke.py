@@ -27,7 +27,7 @@ from mcp_types import (
     ReadResourceResult,
 )
 
-from ._catalog import CatalogEntry, key_of, list_kind, merge
+from ._catalog import CatalogEntry, list_kind, listing, merge
 from ._errors import Failure, classify
 from ._events import EventStream
 from ._exceptions import (
@@ -42,6 +42,7 @@ from ._exceptions import (
 from ._failover import FAILOVER_MODES, FailoverMode, may_repeat
 from ._routing import KIND_OF_METHOD, Route, rank_candidates
 from ._session import Connection
+from ._state import Listing
 from ._transports import SentMarker, sent_marker
 
 if TYPE_CHECKING:
@@ -710,7 +711,7 @@ async def _send(
     kind = _LIST_KINDS.get(method)
     if kind is not None:
         items = await list_kind(session, kind)
-        return _Listing(kind, items, {key_of(kind, item): item for item in items})
+        return _Listing(kind, items, listing(kind, items))
     raise ValueError(f"unsupported method {method!r}")
 
 
@@ -742,4 +743,4 @@ class _Listing:
 
     kind: str
     items: list[Any]
-    by_key: dict[str, Any]
+    by_key: Listing

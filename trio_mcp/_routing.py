@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ._arguments import argument_problem
-from ._state import ServerState, ServerStatus
+from ._state import Listing, ServerState, ServerStatus
 
 STATUS_RANK: Mapping[ServerStatus, int] = {
     ServerStatus.HEALTHY: 0,
@@ -63,7 +63,12 @@ def reject_reason(
     if kind not in ("tools", "prompts") or target is None:
         return None
     known = state.catalog.of(kind)
-    item = known.get(target) if known is not None else None
+    if known is None:
+        return None
+    if isinstance(known, Listing):  # compiled when it was listed
+        check = known.checks.get(target)
+        return check(arguments) if check is not None else None
+    item = known.get(target)
     return argument_problem(kind, item, arguments) if item is not None else None
 
 

@@ -8,7 +8,7 @@ backoff delay are arguments, so every transition can be tested with a table.
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, fields, replace
 from typing import Any, Literal
 
@@ -179,6 +179,33 @@ AfterDrop = Literal["backoff", "idle", "reconnect"]
 (``backoff``), stay idle until used (``idle``) or reconnect at once (``reconnect``)."""
 
 CATALOG_KINDS = ("tools", "resources", "prompts")
+
+
+class Listing(Mapping[str, Any]):
+    """One kind of a server's catalog: the items by name (resources by URI), and each
+    item's compiled argument check (built once, when the listing arrives)."""
+
+    __slots__ = ("_items", "checks")
+
+    def __init__(
+        self,
+        items: Mapping[str, Any],
+        checks: Mapping[str, Callable[[Mapping[str, Any] | None], str | None]] | None = None,
+    ) -> None:
+        self._items = dict(items)
+        self.checks = dict(checks or {})
+
+    def __getitem__(self, key: str) -> Any:
+        return self._items[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._items)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __repr__(self) -> str:
+        return f"Listing({self._items!r})"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -36,7 +36,7 @@ from mcp_types import (
 )
 
 from ._backoff import RandomSource
-from ._catalog import advertised_kinds, fetch_catalog, key_of, list_kind
+from ._catalog import advertised_kinds, fetch_catalog, list_kind, listing
 from ._client import session_servers
 from ._clock import TimeAnchor
 from ._config import ServerConfig
@@ -823,8 +823,7 @@ class ServerSupervisor:
                     logger.debug("%s: listing %s failed: %s", self.name, kind, exc)
                     await trio.sleep(self.policy.health_interval)
                     break
-                listed = {key_of(kind, item): item for item in items}
-                await self._send_and_wait(_CatalogListed(conn=conn, kind=kind, items=listed))
+                await self._send_and_wait(_CatalogListed(conn=conn, kind=kind, items=listing(kind, items)))
 
     async def _rehandshake_on_demand(self, conn: Connection) -> None:
         """Re-run ``server/discover`` on the live (2026-07-28) session whenever it is demanded."""
