@@ -99,6 +99,8 @@ def load_fleet(path: Path | None) -> list[ServerConfig]:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"cannot read {path}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path} is not UTF-8 text (byte {exc.start}: {exc.reason})") from None
     return parse_mcp_servers(text)
 
 
