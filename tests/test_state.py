@@ -981,8 +981,8 @@ def test_the_import_walker_sees_what_it_should() -> None:
     supervisor = [m for m, _ in imports_of("trio_mcp._supervisor", at_import_time=True)]
     assert "trio" in supervisor and any(m.startswith("mcp.") for m in supervisor)
     exceptions = [m for m, _ in imports_of("trio_mcp._exceptions", at_import_time=True)]
-    assert "trio_mcp._invoke" not in exceptions  # only under TYPE_CHECKING
-    assert "trio_mcp._invoke" in [m for m, _ in imports_of("trio_mcp._exceptions", at_import_time=False)]
+    assert "trio_mcp._attempt" not in exceptions  # only under TYPE_CHECKING
+    assert "trio_mcp._attempt" in [m for m, _ in imports_of("trio_mcp._exceptions", at_import_time=False)]
     assert {"trio_mcp._state", "trio_mcp._failure"} <= set(import_closure(("trio_mcp._routing",)))
 
 
@@ -1021,3 +1021,46 @@ def test_pure_modules_load_without_io_modules() -> None:
     )
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_no_import_cycles_not_even_under_type_checking() -> None:
+    """Every import between ``trio_mcp`` modules (module level, in functions, and under
+    ``TYPE_CHECKING``; subpackages count as modules) forms no cycle. The top-level package
+    ``__init__`` only re-exports and is left out."""
+    modules = sorted(
+        "trio_mcp." + ".".join(parts)
+        for path in PACKAGE.rglob("*.py")
+        if (
+            parts := path.relative_to(PACKAGE).with_suffix("").parts[:-1]
+            if path.name == "__init__.py"
+            else path.relative_to(PACKAGE).with_suffix("").parts
+        )
+    )
+    graph: dict[str, set[str]] = {}
+    for module in modules:
+        targets: set[str] = set()
+        for imported, _ in imports_of(module, at_import_time=False):
+            if not imported.startswith("trio_mcp."):
+                continue
+            while imported not in modules and "." in imported[len("trio_mcp.") :]:
+                imported = imported.rpartition(".")[0]  # a name imported from a module
+            if imported in modules and imported != module:
+                targets.add(imported)
+        graph[module] = targets
+
+    cycles: list[list[str]] = []
+    state: dict[str, int] = {}
+
+    def visit(module: str, path: list[str]) -> None:
+        state[module] = 1
+        for target in sorted(graph[module]):
+            if state.get(target) == 1:
+                cycles.append([*path[path.index(target) :], target])
+            elif target not in state:
+                visit(target, [*path, target])
+        state[module] = 2
+
+    for module in modules:
+        if module not in state:
+            visit(module, [module])
+    assert cycles == [], "\n".join(" -> ".join(c) for c in cycles)

@@ -5,6 +5,12 @@ the server's session, probes its health and reconnects it with backoff. Invoke t
 resources and prompts with failover that never runs a side effect twice.
 """
 
+from ._attempt import Attempt as Attempt
+from ._attempt import Budget as Budget
+from ._attempt import Era as Era
+from ._attempt import InvocationResult as InvocationResult
+from ._attempt import Outcome as Outcome
+from ._attempt import Stage as Stage
 from ._auth import BearerAuth as BearerAuth
 from ._auth import ClientCredentialsAuth as ClientCredentialsAuth
 from ._auth import FileTokenStore as FileTokenStore
@@ -41,8 +47,6 @@ from ._exceptions import UnknownServerError as UnknownServerError
 from ._failover import FailoverMode as FailoverMode
 from ._failure import ERROR_CATEGORIES as ERROR_CATEGORIES
 from ._failure import ErrorCategory as ErrorCategory
-from ._invoke import Attempt as Attempt
-from ._invoke import InvocationResult as InvocationResult
 from ._invoke import ProgressCallback as ProgressCallback
 from ._manager import Manager as Manager
 from ._manager import open_manager as open_manager
@@ -62,6 +66,7 @@ __all__ = [
     "Attempt",
     "BackoffPolicy",
     "BearerAuth",
+    "Budget",
     "CapabilitySnapshot",
     "CatalogEntry",
     "ClientCredentialsAuth",
@@ -70,6 +75,7 @@ __all__ = [
     "Connection",
     "ConnectionEvent",
     "ConnectionState",
+    "Era",
     "ErrorCategory",
     "EventStream",
     "FailoverMode",
@@ -86,6 +92,7 @@ __all__ = [
     "ManagerClosedError",
     "MemoryTransport",
     "OAuthAuth",
+    "Outcome",
     "ProgressCallback",
     "RandomSource",
     "RequestRejectedError",
@@ -98,6 +105,7 @@ __all__ = [
     "ServerUnavailableError",
     "SessionError",
     "SessionInfo",
+    "Stage",
     "StateChange",
     "StdioTransport",
     "TokenStore",

@@ -360,6 +360,8 @@ def parse_mcp_servers(document: str | bytes | Mapping[str, Any]) -> list[ServerC
             document = json.loads(document)
         except json.JSONDecodeError as exc:
             raise ConfigError(f"not valid JSON: {exc}") from None
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"not valid JSON: not UTF-8 text (byte {exc.start}: {exc.reason})") from None
     if not isinstance(document, Mapping):
         raise ConfigError("the document must be a JSON object with an 'mcpServers' key")
     if "mcpServers" in document:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING, cast
+from typing import cast
 
 import anyio
 import httpx2  # the SDK's HTTP client (a dependency of mcp)
@@ -21,10 +21,7 @@ from mcp_types import (
 from pydantic import ValidationError
 
 from ._exceptions import ServerUnavailableError, SessionError
-from ._failure import DEAD_CATEGORIES, ERROR_CATEGORIES, Failure
-
-if TYPE_CHECKING:
-    from ._transports import Link
+from ._failure import DEAD_CATEGORIES, ERROR_CATEGORIES, Failure, LinkFacts
 
 __all__ = ["ERROR_CATEGORIES", "Failure", "classify", "split_failures"]
 
@@ -57,7 +54,7 @@ def _leaves(exc: BaseException) -> list[BaseException]:
 _SESSION_GONE = re.compile(r"session (not found|terminated|has been terminated|expired)", re.IGNORECASE)
 
 
-def _session_gone(message: str, link: Link | None) -> bool:
+def _session_gone(message: str, link: LinkFacts | None) -> bool:
     """Whether an invalid-request error says the server forgot our (legacy HTTP) session.
 
     Spellings: the client SDK's stand-in for a bare 404 ("Session terminated"), the SDK server's
@@ -76,8 +73,8 @@ def _http_failure(status: int, message: str) -> Failure:
     return Failure("http_status", f"HTTP {status}: {message}", status >= 500 or status in (405, 406, 415))
 
 
-def classify(exc: BaseException, link: Link | None = None) -> Failure:
-    """Classify ``exc`` (raised while using a connection described by ``link``)."""
+def classify(exc: BaseException, link: LinkFacts | None = None) -> Failure:
+    """Classify ``exc``, raised while using a connection whose transport knew ``link``."""
     leaves = _leaves(exc)
     # Prefer the most specific leaf: an ExceptionGroup from a transport task group usually
     # holds the real cause next to cancellation noise.

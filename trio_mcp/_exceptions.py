@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from ._invoke import Attempt
+    from ._attempt import Attempt, Outcome
 
 
 class TrioMcpError(Exception):
@@ -158,7 +158,7 @@ class InvocationFailedError(TrioMcpError):
         message: str,
         *,
         method: str,
-        outcome: str,
+        outcome: Outcome | str,
         attempts: Sequence[Attempt],
         request_id: str,
     ) -> None:

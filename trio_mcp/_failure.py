@@ -72,3 +72,14 @@ class Failure:
     @property
     def is_caller_error(self) -> bool:
         return self.category == ErrorCategory.INVALID_REQUEST
+
+
+@dataclass(frozen=True, slots=True)
+class LinkFacts:
+    """What a connection's transport had learnt when a failure happened (plain facts, so
+    classification is a pure function of them)."""
+
+    exit_reason: tuple[str, str] | None = None
+    """(category, reason) once the transport knows why the peer went away."""
+    http_status: int | None = None
+    """The last HTTP error status the server answered with (streamable HTTP)."""

@@ -18,7 +18,7 @@ import itertools
 import math
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import trio
 from mcp_types import (
@@ -27,6 +27,7 @@ from mcp_types import (
     ReadResourceResult,
 )
 
+from ._attempt import Attempt, Budget, InvocationResult, Outcome, Stage
 from ._catalog import CatalogEntry, list_kind, listing, merge
 from ._errors import Failure, classify
 from ._events import EventStream
@@ -50,53 +51,6 @@ if TYPE_CHECKING:
     from ._supervisor import ServerSupervisor
 
 ProgressCallback = Callable[[float, float | None, str | None], Awaitable[None]]
-T = TypeVar("T")
-
-
-@dataclass(kw_only=True, slots=True)
-class Attempt:
-    """One step of an invocation on one server."""
-
-    server: str
-    stage: str
-    """``"handshake"`` (getting a usable session) or ``"invoke"`` (the request itself)."""
-    success: bool
-    error: str | None
-    category: str | None
-    sent: bool
-    """Whether the request was written to this server (it may have executed)."""
-    started_at: float
-    """Trio-clock time."""
-    started_timestamp: float
-    duration: float
-    budget: str | None = None
-    """For a ``timeout``: whose deadline passed. ``"server"``: the server's own
-    ``call_timeout`` (or handshake timeout), which says something about its health;
-    ``"caller"``: a shorter deadline the caller chose (or shutdown), which does not."""
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "server": self.server,
-            "stage": self.stage,
-            "success": self.success,
-            "error": self.error,
-            "category": self.category,
-            "sent": self.sent,
-            "started_at": self.started_timestamp,
-            "duration": self.duration,
-            "budget": self.budget,
-        }
-
-
-@dataclass(kw_only=True, slots=True)
-class InvocationResult(Generic[T]):
-    """A successful invocation: the answer and which server gave it."""
-
-    server: str
-    method: str
-    request_id: str
-    result: T
-    attempts: tuple[Attempt, ...]
 
 
 _LIST_KINDS = {"tools/list": "tools", "resources/list": "resources", "prompts/list": "prompts"}
@@ -263,12 +217,12 @@ class Invoker:
                     rejected = rejected or (name, route.reject)
                     if route.preferred:
                         failure = Failure("invalid_request", f"arguments refused: {route.reject}", False)
-                        attempts.append(self._attempt(name, "invoke", now, failure, sent=False, end=now))
+                        attempts.append(self._attempt(name, Stage.INVOKE, now, failure, sent=False, end=now))
                     continue
                 if route.skip is not None:
                     # A preferred server passed over: the trace says so.
                     failure = Failure("unavailable", f"skipped: {route.skip}", False)
-                    attempts.append(self._attempt(name, "handshake", now, failure, sent=False, end=now))
+                    attempts.append(self._attempt(name, Stage.HANDSHAKE, now, failure, sent=False, end=now))
                     self._event("handshake_failure", name, method, request_id, target, failure, now=now)
                     continue
             # A drain that started after this invocation did also ends it: no new attempt.
@@ -339,7 +293,7 @@ class Invoker:
                     request_id=request_id,
                     attempts=attempts,
                 )
-        outcome_kind = "unknown" if any(a.sent for a in attempts) else "failed"
+        outcome_kind = Outcome.UNKNOWN if any(a.sent for a in attempts) else Outcome.FAILED
         tried = list(dict.fromkeys(a.server for a in attempts))
         if not attempts:
             closed = [n for n, sup in self._supervisors.items() if not sup.should_retry()]
@@ -350,7 +304,7 @@ class Invoker:
             last = attempts[-1]
             where = "the only candidate" if len(tried) == 1 else f"{len(tried)} candidates"
             message = f"{method} {target or ''} failed on {where} (last: {last.server}: {last.error})"
-        if outcome_kind == "unknown":
+        if outcome_kind is Outcome.UNKNOWN:
             message += "; outcome unknown: it may have executed"
         raise InvocationFailedError(
             message, method=method, outcome=outcome_kind, attempts=attempts, request_id=request_id
@@ -407,16 +361,16 @@ class Invoker:
                 self._event("handshake_failure", sup.name, method, request_id, target, failure)
         if conn is not None and (handshook or failure is None):
             if handshook:
-                attempts.append(self._attempt(sup.name, "handshake", start, None, sent=False))
+                attempts.append(self._attempt(sup.name, Stage.HANDSHAKE, start, None, sent=False))
             return conn
         assert failure is not None
-        attempts.append(self._attempt(sup.name, "handshake", start, failure, sent=False))
+        attempts.append(self._attempt(sup.name, Stage.HANDSHAKE, start, failure, sent=False))
         return None
 
     def _attempt(
         self,
         server: str,
-        stage: str,
+        stage: Stage,
         start: float,
         failure: Failure | None,
         *,
@@ -506,12 +460,12 @@ class Invoker:
             if method == "tools/call" and isinstance(result, CallToolResult) and result.is_error:
                 note = "tool returned isError"
             self._event("invoke_success", sup.name, method, request_id, target, error=note, now=end)
-            attempts.append(self._attempt(sup.name, "invoke", start, None, sent=True, end=end))
+            attempts.append(self._attempt(sup.name, Stage.INVOKE, start, None, sent=True, end=end))
             return InvocationResult(
                 server=sup.name, method=method, request_id=request_id, result=result, attempts=()
             )
 
-        budget: str | None = None
+        budget: Budget | None = None
         if scope.cancelled_caught:
             now = trio.current_time()
             waited = now - start
@@ -519,7 +473,7 @@ class Invoker:
                 failure = Failure(
                     "shutdown", f"abandoned after {waited:g}s: the manager is shutting down", False
                 )
-                budget = "caller"
+                budget = Budget.CALLER
             else:
                 server_deadline = start + sup.policy.call_timeout
                 if now >= overall_deadline and overall_deadline < start + per_attempt:
@@ -529,16 +483,16 @@ class Invoker:
                 failure = Failure("timeout", message, False)
                 # Only the server's own call_timeout says something about its health; a
                 # shorter deadline that the caller chose does not.
-                budget = "server" if now >= server_deadline else "caller"
-                if budget == "server":
+                budget = Budget.SERVER if now >= server_deadline else Budget.CALLER
+                if budget is Budget.SERVER:
                     await sup.report_outcome(conn, failure, "invocation", request_id, at=now)
             errors.append(TimeoutError(failure.message))
         else:
             assert error is not None
             errors.append(error)
-            failure = classify(error, conn.link)
+            failure = classify(error, conn.link.facts())
             if failure.is_caller_error:
-                attempts.append(self._attempt(sup.name, "invoke", start, failure, sent=marker.delivered))
+                attempts.append(self._attempt(sup.name, Stage.INVOKE, start, failure, sent=marker.delivered))
                 self._event("invoke_failure", sup.name, method, request_id, target, failure)
                 raise RequestRejectedError(
                     failure.message,
@@ -549,7 +503,7 @@ class Invoker:
                 ) from error
             await sup.report_outcome(conn, failure, "invocation", request_id)
         sent = marker.delivered and failure.category != "session_expired"
-        attempt = self._attempt(sup.name, "invoke", start, failure, sent=sent)
+        attempt = self._attempt(sup.name, Stage.INVOKE, start, failure, sent=sent)
         attempt.budget = budget
         attempts.append(attempt)
         self._event("invoke_failure", sup.name, method, request_id, target, failure)

@@ -9,14 +9,15 @@ from mcp_types import UNSUPPORTED_PROTOCOL_VERSION, DiscoverResult
 from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS, MODERN_PROTOCOL_VERSIONS
 from pydantic import ValidationError
 
+from ._attempt import Era
 from ._clock import TimeAnchor
 from ._config import ProtocolMode
 from ._state import AfterDrop, CapabilitySnapshot
 from ._transports import Link
 
 
-def era_of(session: ClientSession) -> str:
-    return "modern" if session.discover_result is not None else "legacy"
+def era_of(session: ClientSession) -> Era:
+    return Era.MODERN if session.discover_result is not None else Era.LEGACY
 
 
 async def handshake(session: ClientSession, mode: ProtocolMode) -> None:
@@ -118,7 +119,7 @@ class Connection:
             self.used_at = at
 
     @property
-    def era(self) -> str:
+    def era(self) -> Era:
         return era_of(self.session)
 
     @property

@@ -713,7 +713,7 @@ class ServerSupervisor:
             if passing is not None:
                 raise passing from None
             assert error is not None
-            failure = classify(error, link)
+            failure = classify(error, link.facts())
             if conn is None:
                 if stage == "handshake" and failure.category in ("invalid_request", "rpc_error"):
                     failure = Failure("protocol_error", f"handshake refused: {failure.message}", True)
@@ -843,7 +843,7 @@ class ServerSupervisor:
                     "timeout", f"re-handshake did not finish within {self.policy.handshake_timeout:g}s", False
                 )
             except Exception as exc:
-                failure = classify(exc, conn.link)
+                failure = classify(exc, conn.link.facts())
             else:
                 caps = capability_snapshot(conn.session, self._anchor)
                 conn.handshaken_at = trio.current_time()
@@ -867,7 +867,7 @@ class ServerSupervisor:
         except trio.TooSlowError:
             return Failure("timeout", f"probe timed out after {self.policy.probe_timeout:g}s", False)
         except Exception as exc:
-            failure = classify(exc, conn.link)
+            failure = classify(exc, conn.link.facts())
             if failure.category == "invalid_request":
                 failure = Failure("rpc_error", failure.message, False)
             return failure

@@ -14,6 +14,8 @@ import trio
 from mcp.shared.message import SessionMessage
 from mcp_types import JSONRPCNotification, JSONRPCRequest
 
+from .._failure import LinkFacts
+
 STDIO_CLOSE_GRACE = 2.0
 """Seconds a stdio server gets to exit after its stdin is closed, and again after SIGTERM."""
 STDOUT_EOF_EXIT_WAIT = 0.5
@@ -65,6 +67,10 @@ class Link:
         self.track_delivery = False
         """Set by transports that can tell an undelivered request (streamable HTTP)."""
         self.awaiting_delivery: dict[str, SentMarker] = {}
+
+    def facts(self) -> LinkFacts:
+        """What this transport knows now, as plain facts (for classifying a failure)."""
+        return LinkFacts(self.exit_reason, self.http_status)
 
     def mark_dead(self, category: str, reason: str) -> None:
         if self.exit_reason is None:
