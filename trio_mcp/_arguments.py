@@ -49,8 +49,7 @@ def compile_check(kind: str, item: Any) -> Check | None:
     except jsonschema.exceptions.SchemaError:
         return None  # a schema we cannot use is not the caller's fault
 
-    def check(arguments: Mapping[str, Any] | None) -> str | None:
-        args = arguments if arguments is not None else {}
+    def problem(args: Mapping[str, Any]) -> str | None:
         if validator.is_valid(args):
             return None
         error = jsonschema.exceptions.best_match(validator.iter_errors(args))
@@ -60,4 +59,68 @@ def compile_check(kind: str, item: Any) -> Check | None:
         message = error.message if len(error.message) <= 200 else error.message[:200] + "..."
         return f"argument {where!r}: {message}" if where else message
 
+    if not _shape_decides(schema):
+        return lambda arguments: problem(arguments if arguments is not None else {})
+
+    # The schema constrains only which arguments are present and their JSON types, so the
+    # verdict on one shape of arguments (names and types) holds for every value of that
+    # shape: ask the validator once per shape (it is the slow part of a call's path).
+    verdicts: dict[tuple[tuple[str, type, bool], ...], str | None] = {}
+
+    def check(arguments: Mapping[str, Any] | None) -> str | None:
+        args = arguments if arguments is not None else {}
+        key = _shape_of(args)
+        if key is None:
+            return problem(args)
+        if key not in verdicts:
+            if len(verdicts) >= _MAX_SHAPES:
+                verdicts.clear()
+            verdicts[key] = problem(args)
+        return verdicts[key]
+
     return check
+
+
+_MAX_SHAPES = 64
+_PRIMITIVE_TYPES = frozenset({"string", "integer", "number", "boolean", "null"})
+_ANNOTATIONS = frozenset({"title", "description", "default", "examples", "$comment"})
+_OBJECT_KEYWORDS = frozenset({"type", "properties", "required", "additionalProperties", "$schema"})
+
+
+def _shape_decides(schema: Mapping[str, Any]) -> bool:
+    """Whether ``schema`` can only tell arguments apart by their names and primitive types."""
+    if (
+        not set(schema)
+        <= {"type", "properties", "required", "additionalProperties", "$schema"} | _ANNOTATIONS
+    ):
+        return False
+    if schema.get("type", "object") != "object" or not isinstance(
+        schema.get("additionalProperties", True), bool
+    ):
+        return False
+    properties = schema.get("properties", {})
+    if not isinstance(properties, Mapping) or not isinstance(schema.get("required", []), list):
+        return False
+    for sub in properties.values():
+        if not isinstance(sub, Mapping) or not set(sub) <= {"type"} | _ANNOTATIONS:
+            return False
+        types = sub.get("type")
+        names = [types] if isinstance(types, str) else types
+        if not isinstance(names, list) or not names or not set(names) <= _PRIMITIVE_TYPES:
+            return False
+    return True
+
+
+def _shape_of(args: Mapping[str, Any]) -> tuple[tuple[str, type, bool], ...] | None:
+    """Names and types of ``args`` (floats: whether integral, which JSON Schema's ``integer``
+    accepts); ``None`` when a value is not a JSON primitive."""
+    shape = []
+    for name, value in args.items():
+        kind = type(value)
+        if kind is float:
+            shape.append((name, kind, value.is_integer()))
+        elif kind in (str, int, bool) or value is None:
+            shape.append((name, kind, False))
+        else:
+            return None
+    return tuple(shape)
