@@ -8,10 +8,14 @@ from trio_mcp import BackoffPolicy, ConfigError
 def test_default_schedule_is_grpc_connection_backoff() -> None:
     policy = BackoffPolicy()
     assert (policy.initial, policy.multiplier, policy.cap, policy.jitter) == (1.0, 1.6, 120.0, 0.2)
-    bases = [policy.base_delay(n) for n in range(12)]
-    assert bases[:4] == pytest.approx([1.0, 1.6, 2.56, 4.096])
-    assert bases[-1] == 120.0  # capped
-    assert all(b <= 120.0 for b in bases)
+    bases = [policy.base_delay(n) for n in range(13)]
+    # 1 s x 1.6 per retry, capped at 120 s.
+    expected = [1.0, 1.6, 2.56, 4.096, 6.5536, 10.48576, 16.777216, 26.8435456, 42.94967296]
+    expected += [68.719476736, 109.9511627776, 120.0, 120.0]
+    assert bases == pytest.approx(expected, rel=1e-12)
+    assert policy.base_delay(1000) == 120.0  # capped, without overflowing
+    with pytest.raises(ValueError, match="attempt"):
+        policy.base_delay(-1)
 
 
 def test_seeded_jitter_is_exact_and_within_bounds() -> None:

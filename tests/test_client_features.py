@@ -12,7 +12,6 @@ from typing import Any
 
 import httpx2
 import pytest
-import trio
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.shared.auth import AuthorizationCodeResult, OAuthClientInformationFull, OAuthToken
 from mcp_types import (
@@ -178,11 +177,47 @@ async def test_without_features_server_requests_are_refused(autojump_clock: Any)
             await manager.call_tool("summarize", {"text": "hi"})
 
 
+async def test_features_offered_to_one_server_only_are_refused_to_the_others(autojump_clock: Any) -> None:
+    async def sample(server: str | None, params: CreateMessageRequestParams) -> CreateMessageResult:
+        return CreateMessageResult(role="assistant", content=TextContent(type="text", text="ok"), model="m")
+
+    async def elicit(server: str | None, params: ElicitRequestParams) -> ElicitResult:
+        return ElicitResult(action="decline")
+
+    only_b = trio_mcp.ClientFeatures(
+        servers={"b": trio_mcp.ClientFeatures(sampling=sample, elicitation=elicit, roots=["file:///b"])}
+    )
+    assert repr(only_b) == "<ClientFeatures none overrides=['b']>"
+    async with trio_mcp.open_manager(
+        [config("a", make_server("a")), config("b", make_server("b"))], client=only_b
+    ) as m:
+        assert text_of(await m.call_tool("summarize", {"text": "hi"}, preferred=["b"])) == "m: ok"
+        assert json.loads(text_of(await m.call_tool("ask", {}, preferred=["b"])))["action"] == "decline"
+        assert text_of(await m.call_tool("roots", {}, preferred=["b"])) == "file:///b"
+        for tool, arguments, refusal in [
+            ("summarize", {"text": "hi"}, "sampling is not supported for this server"),
+            ("ask", {}, "elicitation is not supported for this server"),
+            ("roots", {}, "roots are not offered to this server"),
+        ]:
+            with pytest.raises(trio_mcp.InvocationFailedError, match=refusal):
+                await m.call_tool(tool, arguments, preferred=["a"], failover="never")
+
+
 def test_client_features_validation() -> None:
     with pytest.raises(trio_mcp.ConfigError):
         trio_mcp.ClientFeatures(roots="file:///x")
     with pytest.raises(trio_mcp.ConfigError):
         trio_mcp.ClientFeatures(elicitation=42)  # type: ignore[arg-type]
+    for kwargs, key in [
+        ({"sampling": "model"}, "client.sampling"),
+        ({"roots": [42]}, "client.roots"),
+        ({"client_info": {"name": "x", "version": "1"}}, "client.client_info"),
+        ({"servers": {"a": "features"}}, "client.servers"),
+        ({"servers": ["a"]}, "client.servers"),
+    ]:
+        with pytest.raises(trio_mcp.ConfigError) as info:
+            trio_mcp.ClientFeatures(**kwargs)  # type: ignore[arg-type]
+        assert info.value.key == key, kwargs
     features = trio_mcp.ClientFeatures(roots=["file:///x"])
     assert "roots" in repr(features)
     assert set(features.session_options()) == {"list_roots_callback"}
@@ -413,8 +448,3 @@ async def test_pre_registered_client_skips_registration() -> None:
         response = await http.post("http://mcp.test/mcp", json={})
     assert response.json() == {"ok": "at-1"}
     assert server.registered == 0
-
-
-async def test_trio_usage_marker() -> None:
-    # The client features run on trio (no asyncio anywhere): a trivial guard for the suite.
-    assert trio.lowlevel.current_root_task() is not None

@@ -1,4 +1,5 @@
 import json
+from typing import Any
 
 import pytest
 
@@ -109,3 +110,133 @@ def test_reprs_hide_secret_values() -> None:
     http = HttpTransport(url="https://h/mcp", headers={"Authorization": "Bearer s3cret-header"})
     for obj in (stdio, http, ServerConfig(name="a", transport=http), ServerConfig(name="b", transport=stdio)):
         assert "s3cret" not in repr(obj)
+
+
+@pytest.mark.parametrize(
+    ("make", "key", "message"),
+    [
+        (lambda: ServerPolicy(call_timeout=None), "policy.call_timeout", "must be a number"),  # type: ignore[arg-type]
+        (lambda: ServerPolicy(probe_timeout="5"), "policy.probe_timeout", "must be a number, got '5'"),  # type: ignore[arg-type]
+        (lambda: ServerPolicy(health_interval=True), "policy.health_interval", "must be a number, got True"),
+        (lambda: ServerPolicy(freshness_window=float("nan")), "policy.freshness_window", "must be a number"),
+        (lambda: ServerPolicy(handshake_max_age=-1), "policy.handshake_max_age", "must be > 0, got -1"),
+        (lambda: ServerPolicy(progress_hard_max=0), "policy.progress_hard_max", "must be > 0, got 0"),
+        (lambda: ServerPolicy(max_concurrency=0), "policy.max_concurrency", "must be an integer >= 1"),
+        (lambda: ServerPolicy(max_concurrency=True), "policy.max_concurrency", "must be an integer >= 1"),
+        (lambda: ServerPolicy(unreachable_threshold=2.5), "policy.unreachable_threshold", "integer >= 1"),  # type: ignore[arg-type]
+        (lambda: ServerPolicy(protocol="2024"), "policy.protocol", "got '2024'"),  # type: ignore[arg-type]
+        (lambda: ServerPolicy(probe="icmp"), "policy.probe", "got 'icmp'"),  # type: ignore[arg-type]
+        (lambda: ServerPolicy(backoff={"initial": 1}), "policy.backoff", "must be a BackoffPolicy"),  # type: ignore[arg-type]
+        (lambda: StdioTransport(command=""), "command", "must be a non-empty string"),
+        (lambda: StdioTransport(command="x", args="-v"), "args", "must be a list of strings"),  # type: ignore[arg-type]
+        (lambda: StdioTransport(command="x", args=("-v", 1)), "args", "must be a list of strings"),  # type: ignore[arg-type]
+        (lambda: StdioTransport(command="x", env={"K": 1}), "env", "must map strings to strings"),  # type: ignore[dict-item]
+        (lambda: StdioTransport(command="x", env=["K"]), "env", "must map strings to strings"),  # type: ignore[arg-type]
+        (lambda: StdioTransport(command="x", cwd=3), "cwd", "must be a string"),  # type: ignore[arg-type]
+        (lambda: HttpTransport(url="http://h/mcp", headers={"A": 1}), "headers", "strings to strings"),  # type: ignore[dict-item]
+        (lambda: HttpTransport(url="//no-scheme"), "url", "must be an http:// or https:// URL"),
+        (lambda: ServerConfig(name="a", transport="stdio"), "transport", "must be a StdioTransport"),  # type: ignore[arg-type]
+        (
+            lambda: ServerConfig(name="a", transport=StdioTransport(command="x"), policy={}),  # type: ignore[arg-type]
+            "policy",
+            "must be a ServerPolicy",
+        ),
+        (
+            lambda: ServerConfig(name="a", transport=StdioTransport(command="x"), idempotent_tools="charge"),  # type: ignore[arg-type]
+            "idempotent_tools",
+            "must be a collection of tool names",
+        ),
+    ],
+)
+def test_config_objects_name_the_bad_field(make: Any, key: str, message: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        make()
+    assert info.value.key == key
+    assert message in str(info.value)
+
+
+def test_config_objects_normalize_their_collections() -> None:
+    stdio = StdioTransport(command="x", args=["-v"], env={"K": "v"})  # type: ignore[arg-type]
+    assert stdio.args == ("-v",)
+    config = ServerConfig(name="a", transport=stdio, idempotent_tools={"lookup"})  # type: ignore[arg-type]
+    assert config.idempotent_tools == frozenset({"lookup"})
+    assert ServerPolicy(handshake_max_age=None, progress_hard_max=1).handshake_max_age is None
+
+
+@pytest.mark.parametrize(
+    ("entry", "key", "message"),
+    [
+        ({"command": "a", "type": 5}, "mcpServers.x.type", "must be a string, got int"),
+        (
+            {"command": "a", "type": "http"},
+            "mcpServers.x.type",
+            "must be 'stdio' for a server with a command",
+        ),
+        ({"command": "a", "cwd": 7}, "mcpServers.x.cwd", "must be a string, got int"),
+        ({"command": "a", "env": ["K"]}, "mcpServers.x.env", "must be an object of strings, got list"),
+        ({"command": ""}, "mcpServers.x.command", "must be a non-empty string"),
+        ({"url": 5}, "mcpServers.x.url", "must be a string, got int"),
+        ({"url": "http://h/mcp", "headers": "A: b"}, "mcpServers.x.headers", "got str"),
+        ({"command": "a", "callTimeout": True}, "mcpServers.x.callTimeout", "must be a number, got True"),
+        ({"command": "a", "timeout": 0}, "mcpServers.x.timeout", "must be > 0, got 0"),
+        ({"command": "a", "maxConcurrency": 0}, "mcpServers.x.maxConcurrency", "must be an integer >= 1"),
+        ({"command": "a", "probe": "icmp"}, "mcpServers.x.probe", "got 'icmp'"),
+        ({"command": "a", "idempotent": "yes"}, "mcpServers.x.idempotent", "must be true or false, got str"),
+        ({"command": "a", "trusted": 1}, "mcpServers.x.trusted", "must be true or false, got int"),
+        (
+            {"command": "a", "idempotentTools": ["ok", 3]},
+            "mcpServers.x.idempotentTools[1]",
+            "must be a string",
+        ),
+    ],
+)
+def test_more_bad_entries_name_the_key(entry: dict[str, Any], key: str, message: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_mcp_servers({"mcpServers": {"x": entry}})
+    assert info.value.key == key
+    assert message in str(info.value)
+
+
+def test_entry_options_reach_the_config() -> None:
+    (config,) = parse_mcp_servers(
+        {
+            "mcpServers": {
+                "srv": {
+                    "url": "http://h/mcp",
+                    "type": "streamable-http",
+                    "timeout": 12,
+                    "probeTimeout": 3,
+                    "unreachableThreshold": 5,
+                    "handshakeMaxAge": 60,
+                    "freshnessWindow": 30,
+                    "probe": "list_tools",
+                    "connectOnStart": False,
+                    "maxConcurrency": 2,
+                    "idempotent": True,
+                }
+            }
+        }
+    )
+    p = config.policy
+    assert (p.call_timeout, p.probe_timeout, p.unreachable_threshold) == (12, 3, 5)
+    assert (p.handshake_max_age, p.freshness_window, p.probe) == (60, 30, "list_tools")
+    assert (p.connect_on_start, p.max_concurrency, config.idempotent) == (False, 2, True)
+    assert config.transport == HttpTransport(url="http://h/mcp")
+
+
+@pytest.mark.parametrize(
+    ("document", "key", "message"),
+    [
+        ({"mcpServers": {"bad name": {"command": "a"}}}, "mcpServers.bad name", "server names must be"),
+        ({"servers": {"": {"command": "a"}}}, "servers.", "server names must be"),
+        ({"mcpServers": ["a"]}, "mcpServers", "must be an object mapping names to servers"),
+        (b"\xff", None, "not valid JSON"),
+        ("[1]", None, "must be a JSON object"),
+        ({"other": {}}, None, "must have an 'mcpServers'"),
+    ],
+)
+def test_bad_documents_say_why(document: Any, key: str | None, message: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_mcp_servers(document)
+    assert info.value.key == key
+    assert message in str(info.value)

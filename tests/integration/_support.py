@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import socket
 import sys
 from pathlib import Path
@@ -27,6 +28,13 @@ def policy(**overrides: Any) -> trio_mcp.ServerPolicy:
     return dataclasses.replace(FAST, **overrides)
 
 
+def coverage_env() -> dict[str, str]:
+    """The coverage settings of this run (``COVERAGE_*``; empty when not measuring), for the
+    environment of a stdio server: a stdio server gets only a minimal environment plus its
+    configured ``env``, so without these ``coverage run`` would not measure it."""
+    return {k: v for k, v in os.environ.items() if k.startswith("COVERAGE_")}
+
+
 def stdio_demo(
     name: str,
     *,
@@ -44,7 +52,7 @@ def stdio_demo(
     args = ["-m", "trio_mcp.demo_server", "--name", name]
     if spawn_child:
         args.append("--spawn-child")
-    env: dict[str, str] = {}
+    env: dict[str, str] = coverage_env()
     if child_pidfile is not None:
         env[CHILD_PIDFILE_ENV] = str(child_pidfile)
     if ledger is not None:

@@ -11,6 +11,7 @@ import trio
 from _support import (
     parent_pid,
     pid_alive,
+    policy,
     read_pidfile,
     server_pid,
     stdio_demo,
@@ -180,3 +181,39 @@ async def test_call_interrupted_by_a_crash_is_not_repeated_and_reads_fail_over(t
             result = await manager.call_tool("charge", {"amount": 7}, preferred=["a", "b"], timeout=10)
             assert text_of(result) == "b charged 7"
             assert ledger.read_text() == "b 7\n"
+
+
+async def test_a_command_that_cannot_start_is_a_spawn_error(tmp_path: Path) -> None:
+    """Nothing to run: each attempt fails at once, classified ``spawn_error`` with the reason
+    and the command, and the server is retried with backoff (never a live session)."""
+    missing = str(tmp_path / "no-such-server")
+    not_executable = tmp_path / "server.sh"
+    not_executable.write_text("#!/bin/sh\n")
+    not_executable.chmod(0o644)
+    configs = [
+        trio_mcp.ServerConfig(
+            name="missing",
+            transport=trio_mcp.StdioTransport(command=missing),
+            policy=policy(unreachable_threshold=10),
+        ),
+        trio_mcp.ServerConfig(
+            name="denied",
+            transport=trio_mcp.StdioTransport(command=str(not_executable)),
+            policy=policy(unreachable_threshold=10),
+        ),
+    ]
+    with trio.fail_after(10):
+        async with trio_mcp.open_manager(configs) as manager:
+            for name, reason in [
+                ("missing", f"No such file or directory: {missing!r}"),
+                ("denied", f"Permission denied: {str(not_executable)!r}"),
+            ]:
+                snap = await manager.wait_for(name, lambda s: s.consecutive_failures >= 2)
+                assert snap.last_error_category == "spawn_error"
+                command = manager.config(name).transport.command  # type: ignore[union-attr]
+                assert snap.last_error == f"could not start {command!r}: {reason}"
+                assert not snap.session.active
+                events = manager.connection_events(server=name)
+                assert [(e.from_status, e.to_status, e.category) for e in events] == [
+                    ("unknown", "degraded", "spawn_error")
+                ]

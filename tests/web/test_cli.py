@@ -65,3 +65,35 @@ def test_invalid_config_exits_2(
         path.write_text(content)
     assert main(["serve", "--config", str(path)]) == 2
     assert "invalid configuration" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("text", "grace"), [("0", 0.0), ("2.5", 2.5), ("5", 5.0)])
+def test_shutdown_grace(text: str, grace: float) -> None:
+    assert build_parser().parse_args(["serve"]).shutdown_grace == 5.0
+    assert build_parser().parse_args(["serve", "--shutdown-grace", text]).shutdown_grace == grace
+
+
+@pytest.mark.parametrize(
+    ("argv", "complaint"),
+    [
+        (["serve", "--shutdown-grace", "-1"], "must be a number >= 0, got -1"),
+        (["serve", "--shutdown-grace", "inf"], "must be a number >= 0, got inf"),
+        (["serve", "--shutdown-grace", "nan"], "must be a number >= 0, got nan"),
+        (["serve", "--shutdown-grace", "soon"], "not a number: 'soon'"),
+        (["serve", "--port", "x"], "not an integer: 'x'"),
+        (["serve", "--port", "70000"], "must be 0-65535, got 70000"),
+        (["serve", "--max-body-bytes", "0"], "must be >= 1, got 0"),
+    ],
+)
+def test_bad_arguments_say_why(argv: list[str], complaint: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        build_parser().parse_args(argv)
+    assert info.value.code == 2
+    assert complaint in capsys.readouterr().err
+
+
+def test_a_config_file_that_is_not_utf8_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "servers.json"
+    path.write_bytes(b"\xff\xfe{")
+    assert main(["serve", "--config", str(path)]) == 2
+    assert "invalid configuration" in capsys.readouterr().err
