@@ -289,40 +289,37 @@ def on_connecting(state: ServerState) -> ServerState:
     )
 
 
+def _handshook(state: ServerState, now: float, capabilities: CapabilitySnapshot) -> dict[str, Any]:
+    """What a successful handshake changes: a success, and the backoff starts over."""
+    return {
+        "status": next_status(state.status, success=True, consecutive_failures=0, unreachable_threshold=1),
+        "consecutive_failures": 0,
+        "retry_count": 0,
+        "retry_at": None,
+        "last_checked_at": now,
+        "last_activity_at": now,
+        "handshaken_at": now,
+        "capabilities": capabilities,
+    }
+
+
 def on_connected(
     state: ServerState, *, now: float, capabilities: CapabilitySnapshot, catalog: Catalog | None = None
 ) -> ServerState:
     """The handshake succeeded: the session is ready, the backoff starts over."""
     return _bump(
         state,
-        status=next_status(state.status, success=True, consecutive_failures=0, unreachable_threshold=1),
         connection=ConnectionState.READY,
-        consecutive_failures=0,
-        retry_count=0,
-        retry_at=None,
-        last_checked_at=now,
-        last_activity_at=now,
-        handshaken_at=now,
-        capabilities=capabilities,
         session_id=state.sessions_opened,
         session_opened_at=now,
         catalog=catalog if catalog is not None else state.catalog,
+        **_handshook(state, now, capabilities),
     )
 
 
 def on_rehandshaken(state: ServerState, *, now: float, capabilities: CapabilitySnapshot) -> ServerState:
     """``server/discover`` ran again on the live session and succeeded."""
-    return _bump(
-        state,
-        status=next_status(state.status, success=True, consecutive_failures=0, unreachable_threshold=1),
-        consecutive_failures=0,
-        retry_count=0,
-        retry_at=None,
-        last_checked_at=now,
-        last_activity_at=now,
-        handshaken_at=now,
-        capabilities=capabilities,
-    )
+    return _bump(state, **_handshook(state, now, capabilities))
 
 
 def on_success(state: ServerState, *, now: float, activity: bool) -> ServerState:
