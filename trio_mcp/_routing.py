@@ -7,8 +7,7 @@ No clock, no I/O: ``now`` is an argument, and the input is the servers' publishe
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from ._arguments import argument_problem
 from ._state import Listing, ServerState, ServerStatus
@@ -29,8 +28,7 @@ KIND_OF_METHOD: Mapping[str, str] = {
 }
 
 
-@dataclass(frozen=True, slots=True)
-class Route:
+class Route(NamedTuple):
     """One candidate: a server to try, or one passed over and why.
 
     ``skip``: a preferred server that cannot take the request now (retry window closed, does
@@ -103,7 +101,8 @@ def rank_candidates(
             yield Route(name, skip, reject, preferred=True)
     # Read each state once: the fleet may change while the preferred servers are tried.
     rest = [(name, state) for name in list(states) if name not in seen and (state := states.get(name))]
-    rest.sort(key=lambda pair: STATUS_RANK[pair[1].status])
+    if len(rest) > 1:
+        rest.sort(key=lambda pair: STATUS_RANK[pair[1].status])
     for name, state in rest:
         if skip_reason(state, kind, target, now) is None:
-            yield Route(name, reject=reject_reason(state, kind, target, arguments))
+            yield Route(name, None, reject_reason(state, kind, target, arguments))
