@@ -12,8 +12,10 @@ over stdio). The token may also come from ``$TRIO_MCP_TOKEN``.
 from __future__ import annotations
 
 import argparse
+import errno
 import functools
 import os
+import socket
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -131,8 +133,33 @@ def main(argv: Sequence[str] | None = None) -> int:
             names = ", ".join(s.name for s in servers) or "none"
             print(f"trio-mcp: serving on {', '.join(binds)} (servers: {names})", file=sys.stderr, flush=True)
 
-    trio.run(started_message)
+    try:
+        trio.run(started_message)
+    except BaseException as exc:
+        problem = _listen_problem(exc, args.host, args.port)
+        if problem is None:
+            raise
+        print(f"trio-mcp: {problem}", file=sys.stderr)
+        return 2
     return 0
+
+
+def _listen_problem(exc: BaseException, host: str, port: int) -> str | None:
+    """One line saying why the server could not listen, if that is what ``exc`` (possibly a
+    group, from the server's nursery) is about."""
+    leaves = [exc]
+    while any(isinstance(e, BaseExceptionGroup) for e in leaves):
+        leaves = [x for e in leaves for x in (e.exceptions if isinstance(e, BaseExceptionGroup) else [e])]
+    if len(leaves) != 1 or not isinstance(leaves[0], OSError):
+        return None
+    error = leaves[0]
+    if isinstance(error, socket.gaierror):
+        return f"cannot listen on {host}:{port}: invalid address ({error.strerror})"
+    if error.errno == errno.EADDRINUSE:
+        return f"cannot listen on {host}:{port}: port {port} is in use"
+    if error.errno in (errno.EACCES, errno.EADDRNOTAVAIL):
+        return f"cannot listen on {host}:{port}: {error.strerror}"
+    return None
 
 
 if __name__ == "__main__":

@@ -97,3 +97,25 @@ def test_a_config_file_that_is_not_utf8_exits_2(tmp_path: Path, capsys: pytest.C
     path.write_bytes(b"\xff\xfe{")
     assert main(["serve", "--config", str(path)]) == 2
     assert "invalid configuration" in capsys.readouterr().err
+
+
+def test_a_port_in_use_is_one_line_and_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import socket
+
+    config = tmp_path / "empty.json"
+    config.write_text(json.dumps({"mcpServers": {}}))
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert main(["serve", "--config", str(config), "--port", str(port)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"trio-mcp: cannot listen on 127.0.0.1:{port}: port {port} is in use"]
+
+
+def test_an_invalid_host_is_one_line_and_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config = tmp_path / "empty.json"
+    config.write_text(json.dumps({"mcpServers": {}}))
+    assert main(["serve", "--config", str(config), "--host", "256.1.1.1", "--port", "0"]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith("trio-mcp: cannot listen on 256.1.1.1:0: invalid address (")
