@@ -340,7 +340,8 @@ async def test_is_error_is_a_result_and_bad_requests_are_rejected(
         # A resource no server offers (the catalogs say so): rejected, nothing sent.
         with pytest.raises(trio_mcp.RequestRejectedError) as info:
             await m.read_resource("docs://nope", preferred=["a", "b"])
-        assert "no server offers resource 'docs://nope'" in str(info.value)
+        assert isinstance(info.value, trio_mcp.NotOfferedError)
+        assert (info.value.target, info.value.servers) == ("docs://nope", ("a", "b"))
         assert a.requests["resources/read"] == b.requests["resources/read"] == 0
 
         assert m.server("a").status is ServerStatus.HEALTHY

@@ -38,6 +38,7 @@ from ._exceptions import HandshakeError as HandshakeError
 from ._exceptions import HandshakeTimeoutError as HandshakeTimeoutError
 from ._exceptions import InvocationFailedError as InvocationFailedError
 from ._exceptions import ManagerClosedError as ManagerClosedError
+from ._exceptions import NotOfferedError as NotOfferedError
 from ._exceptions import RequestRejectedError as RequestRejectedError
 from ._exceptions import ServerExistsError as ServerExistsError
 from ._exceptions import ServerUnavailableError as ServerUnavailableError
@@ -91,6 +92,7 @@ __all__ = [
     "Manager",
     "ManagerClosedError",
     "MemoryTransport",
+    "NotOfferedError",
     "OAuthAuth",
     "Outcome",
     "ProgressCallback",

@@ -12,6 +12,7 @@
     │   └── HandshakeError                initialize / server/discover failed
     │       └── HandshakeTimeoutError (TimeoutError)
     ├── RequestRejectedError              the request itself was refused (no failover)
+    │   └── NotOfferedError               no server offers the tool / resource / prompt
     └── InvocationFailedError             every candidate failed; carries the attempts
 
 Errors that carry a failure classification expose ``category``: one of
@@ -140,6 +141,37 @@ class RequestRejectedError(TrioMcpError):
         self.request_id = request_id
         self.attempts = tuple(attempts)
         super().__init__(f"{server} rejected {method}: {message}" if server else f"{method}: {message}")
+
+
+_KINDS = {"tools/call": "tool", "resources/read": "resource", "prompts/get": "prompt"}
+
+
+class NotOfferedError(RequestRejectedError):
+    """Raised when no server offers the tool, resource or prompt: every server's known
+    catalog was checked (``servers``) and none lists ``target``. Nothing was sent."""
+
+    def __init__(
+        self,
+        *,
+        method: str,
+        target: str,
+        servers: Sequence[str],
+        request_id: str,
+        attempts: Sequence[Attempt],
+    ) -> None:
+        self.target = target
+        self.servers = tuple(servers)
+        kind = {"tools/call": "tool", "resources/read": "resource", "prompts/get": "prompt"}.get(
+            method, method
+        )
+        checked = ", ".join(self.servers) or "none"
+        super().__init__(
+            f"no server offers {kind} {target!r} (catalogs checked: {checked})",
+            server=None,
+            method=method,
+            request_id=request_id,
+            attempts=attempts,
+        )
 
 
 class InvocationFailedError(TrioMcpError):

@@ -34,6 +34,7 @@ from ._events import EventStream
 from ._exceptions import (
     InvocationFailedError,
     ManagerClosedError,
+    NotOfferedError,
     RequestRejectedError,
     ServerUnavailableError,
     SessionError,
@@ -284,12 +285,12 @@ class Invoker:
                 attempts=attempts,
             )
         if not touched and target is not None and (kind := KIND_OF_METHOD.get(method)) is not None:
-            offered = [sup.catalog.of(kind) for sup in self._supervisors.values()]
-            if offered and all(known is not None and target not in known for known in offered):
-                raise RequestRejectedError(
-                    f"no server offers {kind[:-1]} {target!r}",
-                    server=None,
+            offered = {name: sup.catalog.of(kind) for name, sup in self._supervisors.items()}
+            if offered and all(known is not None and target not in known for known in offered.values()):
+                raise NotOfferedError(
                     method=method,
+                    target=target,
+                    servers=list(offered),
                     request_id=request_id,
                     attempts=attempts,
                 )

@@ -22,6 +22,7 @@ from trio_mcp import (
     HandshakeTimeoutError,
     InvocationFailedError,
     ManagerClosedError,
+    NotOfferedError,
     RequestRejectedError,
     ServerExistsError,
     ServerUnavailableError,
@@ -85,6 +86,8 @@ ERROR_TABLE: tuple[tuple[type[BaseException], int, str], ...] = (
     (ServerExistsError, 409, "server_exists"),
     (ConfigError, 422, "invalid_config"),
     (InvocationFailedError, 503, "invocation_failed"),
+    # Not a 5xx: nothing can answer it, and every HTTP client reads 5xx as "retry later".
+    (NotOfferedError, 404, "not_offered"),
     (RequestRejectedError, 422, "request_rejected"),
     (ManagerClosedError, 503, "manager_closed"),
     (ServerUnavailableError, 503, "server_unavailable"),
@@ -128,6 +131,8 @@ def error_detail(exc: BaseException) -> dict[str, Any]:
             request_id=exc.request_id,
             attempts=[a.to_dict() for a in exc.attempts],
         )
+    elif isinstance(exc, NotOfferedError):
+        detail.update(method=exc.method, target=exc.target, servers_checked=list(exc.servers))
     elif isinstance(exc, RequestRejectedError):
         detail.update(
             server=exc.server,

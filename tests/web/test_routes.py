@@ -659,11 +659,19 @@ async def test_rejected_request_is_422_with_attempts() -> None:
         response = await fleet.client.post(
             f"{API}/invoke/resource", json={"uri": "docs://missing", "preferred_servers": ["a", "b"]}
         )
-        assert response.status_code == 422
+        # Offered by no server (the catalogs say so): 404, naming the catalogs checked.
+        assert response.status_code == 404
         body = detail(response)
-        assert body["error"] == "request_rejected"
-        assert (body["server"], body["method"]) == (None, "resources/read")
-        assert "no server offers resource 'docs://missing'" in body["message"]
+        assert body["error"] == "not_offered"
+        assert (body["method"], body["target"], body["servers_checked"]) == (
+            "resources/read",
+            "docs://missing",
+            ["a", "b"],
+        )
+        assert (
+            body["message"]
+            == "resources/read: no server offers resource 'docs://missing' (catalogs checked: a, b)"
+        )
         # Arguments that the tool's schema refuses: 422 naming the server whose schema said so.
         response = await fleet.client.post(
             f"{API}/invoke/tool",
