@@ -149,8 +149,19 @@ class Manager(Invoker):
     def connection_events(
         self, *, server: str | None = None, correlation_id: str | None = None, limit: int | None = None
     ) -> list[ConnectionEvent]:
-        """Status changes, oldest first (the newest ``limit``)."""
-        return self.connection_log.query(server=server, correlation_id=correlation_id, limit=limit)
+        """Status changes, oldest first (the newest ``limit``).
+
+        Raises:
+            UnknownServerError: ``server`` is neither registered nor in the log (a removed
+                server's history stays readable while the log keeps it).
+        """
+        events = self.connection_log.query(server=server, correlation_id=correlation_id, limit=limit)
+        self._check_known(server, self.connection_log)
+        return events
+
+    def _check_known(self, server: str | None, log: Any) -> None:
+        if server is not None and server not in self._supervisors and not log.query(server=server, limit=1):
+            raise UnknownServerError(server)
 
     def invocation_events(
         self,
@@ -161,7 +172,12 @@ class Manager(Invoker):
         correlation_id: str | None = None,
         limit: int | None = None,
     ) -> list[InvocationEvent]:
-        """Invocation lifecycle events, oldest first (the newest ``limit``)."""
+        """Invocation lifecycle events, oldest first (the newest ``limit``).
+
+        Raises:
+            UnknownServerError: ``server`` is neither registered nor in the log.
+        """
+        self._check_known(server, self.invocation_log)
         if correlation_id is not None:
             if request_id is not None and request_id != correlation_id:
                 return []

@@ -499,7 +499,7 @@ async def test_connection_events_filters(autojump_clock: trio.testing.MockClock)
         assert [e["seq"] for e in by_id] == [events[-1]["seq"]]
         newest = (await client.get(f"{API}/events?limit=1")).json()["events"]
         assert [e["seq"] for e in newest] == [events[-1]["seq"]]
-        assert (await client.get(f"{API}/events?server=nope")).json() == {"events": []}
+        assert (await client.get(f"{API}/events?server=nope")).status_code == 404
 
         response = await client.get(f"{API}/events?limit=-5")
         assert response.status_code == 422
@@ -796,3 +796,24 @@ def test_secret_looking_arguments_are_redacted() -> None:
         "-p",
         "hunter2",
     ]
+
+
+async def test_an_unknown_server_is_404_on_every_endpoint_that_names_one() -> None:
+    async with open_fleet("a") as fleet:
+        for path in (
+            "/servers/ghost",
+            "/events?server=ghost",
+            "/invocation-events?server=ghost",
+            "/adapter-sessions?server=ghost",
+        ):
+            response = await fleet.client.get(f"{API}{path}")
+            assert (response.status_code, detail(response)["error"], detail(response)["server"]) == (
+                404,
+                "unknown_server",
+                "ghost",
+            ), path
+        # A removed server's history stays readable.
+        assert (await fleet.client.delete(f"{API}/servers/a")).status_code == 204
+        response = await fleet.client.get(f"{API}/events?server=a")
+        assert response.status_code == 200
+        assert [e["server"] for e in response.json()["events"]] == ["a"] * len(response.json()["events"])
