@@ -416,3 +416,20 @@ async def test_a_raising_event_listener_cannot_break_state(autojump_clock: trio.
         assert snap.last_error is None
         assert (await m.call_tool("echo", {"text": "ok"})).content[0].text == "ok"  # type: ignore[union-attr]
         assert m.server("a").last_error is None
+
+
+async def test_initialize_runs_a_new_handshake_in_both_eras(autojump_clock: trio.testing.MockClock) -> None:
+    modern, legacy = ScriptedServer("modern"), ScriptedServer("legacy", era="legacy")
+    async with trio_mcp.open_manager(
+        [memory_server(modern, policy=policy()), memory_server(legacy, policy=policy())]
+    ) as m:
+        for name in ("modern", "legacy"):
+            await m.wait_for(name, lambda s: s.connection is ConnectionState.READY)
+        await trio.sleep(3)
+        discovers, initializes = modern.requests["server/discover"], legacy.requests["initialize"]
+        snaps = {s.name: s for s in await m.initialize()}
+        assert snaps["modern"].handshaken_at == snaps["legacy"].handshaken_at == 3.0
+        assert modern.requests["server/discover"] == discovers + 1
+        assert snaps["modern"].session.session_id == 1  # same connection, discovered again
+        assert legacy.requests["initialize"] == initializes + 1
+        assert snaps["legacy"].session.session_id == 2  # a legacy handshake belongs to a new session

@@ -213,7 +213,8 @@ class Manager(Invoker):
         return [sup.snapshot() for sup in sups]
 
     async def initialize(self, name: str | None = None) -> list[ServerSnapshot]:
-        """Handshake now (reconnecting where there is no session)."""
+        """Run the handshake again now, fresh or not (connecting where there is no session):
+        one server, or all of them concurrently. Failures are in the returned snapshots."""
         self._check_open()
         names = [name] if name is not None else self.names
         sups = [self.supervisor(n) for n in names]
@@ -221,7 +222,7 @@ class Manager(Invoker):
 
         async def one(sup: ServerSupervisor) -> None:
             try:
-                await sup.acquire(correlation_id, force=True)
+                await sup.rehandshake(correlation_id)
             except TrioMcpError:
                 pass  # the outcome is in the snapshot
 

@@ -98,11 +98,13 @@ HandshakeObserver = Callable[[str, Failure | None], None]
 class _Ticket:
     """The outcome of a demanded connection (or re-handshake), for the task waiting on it."""
 
-    __slots__ = ("closed", "connection", "correlation_id", "done", "failure", "force")
+    __slots__ = ("closed", "connection", "correlation_id", "done", "failure", "force", "fresh")
 
-    def __init__(self, correlation_id: str | None, *, force: bool = False) -> None:
+    def __init__(self, correlation_id: str | None, *, force: bool = False, fresh: bool = False) -> None:
         self.correlation_id = correlation_id
         self.force = force
+        self.fresh = fresh
+        """A new handshake is wanted even if the current one is fresh."""
         self.done = trio.Event()
         self.connection: Connection | None = None
         self.failure: Failure | None = None
@@ -553,7 +555,7 @@ class ServerSupervisor:
         """Someone needs a usable session: decide how they get one."""
         live = self._live
         if live is not None and live.alive and live.drop_reason is None:
-            if self._usable_now(now) is not None:
+            if self._usable_now(now) is not None and not ticket.fresh:
                 ticket.resolve(live)
                 return
             # Alive, but its handshake is stale.
@@ -938,6 +940,20 @@ class ServerSupervisor:
         if observer is not None:
             observer("success", None)
         return conn
+
+    async def rehandshake(self, correlation_id: str | None = None) -> Connection:
+        """Run the handshake again now, fresh or not (``server/discover`` on a 2026-07-28
+        connection, a new session on a legacy one; connect when there is none).
+
+        Raises:
+            HandshakeError: the handshake failed.
+            ManagerClosedError: the supervisor was closed.
+        """
+        if self._closed:
+            raise ManagerClosedError(f"the supervisor of {self.name!r} is closed")
+        ticket = _Ticket(correlation_id, force=True, fresh=True)
+        self._send(_Demand(ticket=ticket))
+        return await ticket.wait()
 
     def _unavailable(self) -> ServerUnavailableError:
         state = self._state.value
