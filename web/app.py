@@ -35,6 +35,7 @@ def _api(path: str, endpoint: routes.Endpoint, methods: list[str], name: str | N
 ROUTES: list[BaseRoute] = [
     Route("/api/v1/health", routes.health, methods=["GET"]),
     Route("/openapi.json", routes.openapi, methods=["GET"]),
+    _api("/openapi.json", routes.openapi, ["GET"]),
     # Fixed paths before /servers/{name} so that "health-check" is never taken for a name.
     _api("/servers", routes.list_servers, ["GET"]),
     _api("/servers", routes.register_server, ["POST"]),

@@ -65,6 +65,7 @@ PATHS: dict[str, dict[str, Any]] = {
         "get": _op("Liveness (no auth)", {"200": _json({"type": "object"}, "Alive")}, public=True)
     },
     "/openapi.json": {"get": _op("This document", {"200": _json({"type": "object"}, "OpenAPI 3.1")})},
+    f"{_P}/openapi.json": {"get": _op("This document", {"200": _json({"type": "object"}, "OpenAPI 3.1")})},
     f"{_P}/servers": {
         "get": _op("List servers", {"200": _SERVERS}),
         "post": _op(

@@ -74,6 +74,8 @@ async def read_json_object(request: Request, max_body_bytes: int) -> dict[str, A
 
 
 def _json_type(value: Any) -> str:
+    if value == "":
+        return "an empty string"
     if value is None:
         return "null"
     if isinstance(value, bool):

@@ -817,3 +817,18 @@ async def test_an_unknown_server_is_404_on_every_endpoint_that_names_one() -> No
         response = await fleet.client.get(f"{API}/events?server=a")
         assert response.status_code == 200
         assert [e["server"] for e in response.json()["events"]] == ["a"] * len(response.json()["events"])
+
+
+async def test_openapi_under_the_api_prefix_and_empty_strings_said_as_such() -> None:
+    async with open_fleet("a") as fleet:
+        root = await fleet.client.get("/openapi.json")
+        prefixed = await fleet.client.get(f"{API}/openapi.json")
+        assert prefixed.status_code == root.status_code == 200
+        assert prefixed.json() == root.json()
+        assert f"{API}/openapi.json" in root.json()["paths"]
+        response = await fleet.client.post(f"{API}/invoke/tool", json={"tool_name": "echo", "request_id": ""})
+        assert response.status_code == 422
+        assert (detail(response)["field"], detail(response)["message"]) == (
+            "request_id",
+            "must be a non-empty string, got an empty string",
+        )
