@@ -12,8 +12,11 @@ T = TypeVar("T")
 class Stage(enum.StrEnum):
     """The step of an attempt."""
 
+    SELECT = "select"
+    """A server passed over before anything was sent (retry window closed, does not offer the
+    target, its schema refuses the arguments)."""
     HANDSHAKE = "handshake"
-    """Getting a usable session (connecting, handshaking, or a server passed over)."""
+    """Getting a usable session (connecting, handshaking)."""
     INVOKE = "invoke"
     """The request itself."""
 

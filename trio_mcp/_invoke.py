@@ -197,12 +197,14 @@ class Invoker:
         errors: list[BaseException] = []
         retried_expired: set[str] = set()
 
-        routes = self._routes(method, target, self._check_preferred(preferred), start, arguments)
+        preferred = self._check_preferred(preferred)
+        routes = self._routes(method, target, preferred, start, arguments)
         if failover == "never":
             routes = itertools.islice(routes, 1)  # exactly one server is ever tried
         retry_now: str | None = None
         rejected: tuple[str, str] | None = None  # (server, why) the first schema that refused
         touched = False  # whether any server was asked anything
+        held_back: str | None = None  # where a request that may have run was not repeated from
         now = start  # the clock is read once per attempt
         while True:
             forced = retry_now is not None
@@ -218,12 +220,12 @@ class Invoker:
                     rejected = rejected or (name, route.reject)
                     if route.preferred:
                         failure = Failure("invalid_request", f"arguments refused: {route.reject}", False)
-                        attempts.append(self._attempt(name, Stage.INVOKE, now, failure, sent=False, end=now))
+                        attempts.append(self._attempt(name, Stage.SELECT, now, failure, sent=False, end=now))
                     continue
                 if route.skip is not None:
                     # A preferred server passed over: the trace says so.
                     failure = Failure("unavailable", f"skipped: {route.skip}", False)
-                    attempts.append(self._attempt(name, Stage.HANDSHAKE, now, failure, sent=False, end=now))
+                    attempts.append(self._attempt(name, Stage.SELECT, now, failure, sent=False, end=now))
                     self._event("handshake_failure", name, method, request_id, target, failure, now=now)
                     continue
             # A drain that started after this invocation did also ends it: no new attempt.
@@ -270,6 +272,7 @@ class Invoker:
             if now >= self._drain_at:
                 break
             if sent and not may_repeat(method, target, sup.config, sup.tool_info(target or ""), failover):
+                held_back = name
                 break
 
         if rejected is not None and not touched:
@@ -295,7 +298,6 @@ class Invoker:
                     attempts=attempts,
                 )
         outcome_kind = Outcome.UNKNOWN if any(a.sent for a in attempts) else Outcome.FAILED
-        tried = list(dict.fromkeys(a.server for a in attempts))
         if not attempts:
             closed = [n for n, sup in self._supervisors.items() if not sup.should_retry()]
             message = f"{method} {target or ''}: no candidate server".replace("  ", " ")
@@ -303,8 +305,20 @@ class Invoker:
                 message += f" (retry window closed: {', '.join(closed)})"
         else:
             last = attempts[-1]
-            where = "the only candidate" if len(tried) == 1 else f"{len(tried)} candidates"
-            message = f"{method} {target or ''} failed on {where} (last: {last.server}: {last.error})"
+            used = [a.server for a in attempts if a.stage is not Stage.SELECT]
+            ranked = self._routes(method, target, preferred, trio.current_time(), arguments)
+            usable = (r.server for r in ranked if r.skip is None and r.reject is None)
+            could = list(dict.fromkeys([*used, *usable]))
+            plural = "s" if len(could) != 1 else ""
+            message = (
+                f"{method} {target or ''}: tried {len(dict.fromkeys(used))} of {len(could)} server{plural}"
+                f" (last: {last.server}: {last.error})"
+            )
+            rest = [n for n in could if n not in used]
+            if rest and held_back is not None:
+                message += f"; not repeated on {rest[0]} because the attempt on {held_back} may have run"
+            elif rest and failover == "never":
+                message += f"; not tried on {rest[0]}: failover='never'"
         if outcome_kind is Outcome.UNKNOWN:
             message += "; outcome unknown: it may have executed"
         raise InvocationFailedError(
