@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import signal
 import socket
 import sys
 from pathlib import Path
@@ -72,6 +73,16 @@ def free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+async def kill_leftovers(proc: trio.Process, pids: set[int]) -> None:
+    """Test cleanup: kill ``proc`` if it still runs and every process of ``pids`` still alive."""
+    if proc.returncode is None:
+        proc.kill()
+        await proc.wait()
+    for pid in pids:
+        if pid_alive(pid):
+            os.kill(pid, signal.SIGKILL)
 
 
 def pid_alive(pid: int) -> bool:

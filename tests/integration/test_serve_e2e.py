@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 import pytest
 import trio
-from _support import free_port, pid_alive
+from _support import free_port, kill_leftovers, pid_alive
 
 pytestmark = pytest.mark.integration
 
@@ -121,9 +121,4 @@ async def test_serve_fails_over_and_shuts_down_cleanly(tmp_path: Path) -> None:
         assert "SIGTERM received" in output
         assert [pid for pid in children if pid_alive(pid)] == []
     finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
-        for pid in children:
-            if pid_alive(pid):
-                os.kill(pid, signal.SIGKILL)
+        await kill_leftovers(proc, children)

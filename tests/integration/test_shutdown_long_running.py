@@ -22,7 +22,7 @@ from typing import Any
 import httpx
 import pytest
 import trio
-from _support import free_port, pid_alive
+from _support import free_port, kill_leftovers, pid_alive
 from test_reference_servers import EVERYTHING, needs_everything
 from test_serve_e2e import API, _descendants, _wait_until_ready
 
@@ -111,9 +111,4 @@ async def test_sigterm_answers_long_running_tool_with_shutdown_503(tmp_path: Pat
         assert proc.returncode == 0, output
         assert [pid for pid in children if pid_alive(pid)] == []
     finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
-        for pid in children:
-            if pid_alive(pid):
-                os.kill(pid, signal.SIGKILL)
+        await kill_leftovers(proc, children)
