@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 from ._auth import AUTH_TYPES, AuthConfig
 from ._backoff import BackoffPolicy
-from ._exceptions import ConfigError
+from ._exceptions import ConfigError, quote
 
 ProtocolMode = Literal["auto", "legacy", "modern"]
 ProbeKind = Literal["auto", "ping", "discover", "list_tools", "none"]
@@ -37,9 +37,9 @@ def _check_positive(
             return
         raise ConfigError("must be a number", key=key)
     if isinstance(value, bool) or not isinstance(value, int | float) or math.isnan(value):
-        raise ConfigError(f"must be a number, got {value!r}", key=key)
+        raise ConfigError(f"must be a number, got {quote(value)}", key=key)
     if value < 0 or (value == 0 and not allow_zero):
-        raise ConfigError(f"must be {'>= 0' if allow_zero else '> 0'}, got {value!r}", key=key)
+        raise ConfigError(f"must be {'>= 0' if allow_zero else '> 0'}, got {quote(value)}", key=key)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -105,11 +105,11 @@ class ServerPolicy:
             raise ConfigError("must be an integer >= 1", key="policy.max_concurrency")
         if self.protocol not in ("auto", "legacy", "modern"):
             raise ConfigError(
-                f"must be 'auto', 'legacy' or 'modern', got {self.protocol!r}", key="policy.protocol"
+                f"must be 'auto', 'legacy' or 'modern', got {quote(self.protocol)}", key="policy.protocol"
             )
         if self.probe not in ("auto", "ping", "discover", "list_tools", "none"):
             raise ConfigError(
-                f"must be 'auto', 'ping', 'discover', 'list_tools' or 'none', got {self.probe!r}",
+                f"must be 'auto', 'ping', 'discover', 'list_tools' or 'none', got {quote(self.probe)}",
                 key="policy.probe",
             )
         if not isinstance(self.backoff, BackoffPolicy):
@@ -160,7 +160,7 @@ class HttpTransport:
 
     def __post_init__(self) -> None:
         if not isinstance(self.url, str) or not re.match(r"^https?://[^/\s]+", self.url):
-            raise ConfigError(f"must be an http:// or https:// URL, got {self.url!r}", key="url")
+            raise ConfigError(f"must be an http:// or https:// URL, got {quote(self.url)}", key="url")
         if self.headers is not None:
             if not isinstance(self.headers, Mapping) or not all(
                 isinstance(k, str) and isinstance(v, str) for k, v in self.headers.items()
@@ -217,7 +217,8 @@ class ServerConfig:
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not _NAME_RE.match(self.name):
             raise ConfigError(
-                f"must be 1-128 characters of letters, digits, '_', '-' or '.', got {self.name!r}", key="name"
+                f"must be 1-128 characters of letters, digits, '_', '-' or '.', got {quote(self.name)}",
+                key="name",
             )
         if not isinstance(self.transport, StdioTransport | HttpTransport | MemoryTransport):
             raise ConfigError("must be a StdioTransport, HttpTransport or MemoryTransport", key="transport")
@@ -285,7 +286,7 @@ def parse_server_entry(name: str, entry: Any, *, prefix: str = "mcpServers") -> 
         if "command" in entry:
             if kind not in (None, "stdio"):
                 raise ConfigError(
-                    f"must be 'stdio' for a server with a command, got {kind!r}", key=f"{base}.type"
+                    f"must be 'stdio' for a server with a command, got {quote(kind)}", key=f"{base}.type"
                 )
             command = _expect(entry["command"], str, f"{base}.command", "a string")
             args = entry.get("args", [])
@@ -305,7 +306,7 @@ def parse_server_entry(name: str, entry: Any, *, prefix: str = "mcpServers") -> 
                     "the legacy SSE transport is not supported; use streamable HTTP", key=f"{base}.type"
                 )
             if kind is not None and kind not in _HTTP_TYPES:
-                raise ConfigError(f"unknown transport type {kind!r}", key=f"{base}.type")
+                raise ConfigError(f"unknown transport type {quote(kind)}", key=f"{base}.type")
             url = _expect(entry["url"], str, f"{base}.url", "a string")
             headers = (
                 _str_map(entry["headers"], f"{base}.headers") if entry.get("headers") is not None else None

@@ -28,6 +28,16 @@ if TYPE_CHECKING:
     from ._attempt import Attempt, Outcome
 
 
+QUOTE_LIMIT = 200
+"""Messages quote at most this many characters of a value they did not make up."""
+
+
+def quote(value: object, limit: int = QUOTE_LIMIT) -> str:
+    """``repr(value)``, cut to ``limit`` characters (a huge bad input makes a short message)."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
+
+
 class TrioMcpError(Exception):
     """Base class of every exception raised by trio_mcp."""
 
@@ -48,10 +58,10 @@ class UnknownServerError(TrioMcpError, LookupError):
 
     def __init__(self, name: str) -> None:
         self.name = name
-        super().__init__(f"unknown MCP server {name!r}")
+        super().__init__(f"unknown MCP server {quote(name)}")
 
     def __str__(self) -> str:  # LookupError would repr() the message
-        return f"unknown MCP server {self.name!r}"
+        return f"unknown MCP server {quote(self.name)}"
 
 
 class ServerExistsError(TrioMcpError):
@@ -59,7 +69,7 @@ class ServerExistsError(TrioMcpError):
 
     def __init__(self, name: str) -> None:
         self.name = name
-        super().__init__(f"an MCP server named {name!r} is already registered")
+        super().__init__(f"an MCP server named {quote(name)} is already registered")
 
 
 class ManagerClosedError(TrioMcpError):
@@ -94,7 +104,7 @@ class ServerUnavailableError(TrioMcpError):
         self.category = category
         self.last_error = last_error
         detail = f": {last_error}" if last_error else ""
-        super().__init__(f"MCP server {server!r} is {status} and its retry window is closed{detail}")
+        super().__init__(f"MCP server {quote(server)} is {status} and its retry window is closed{detail}")
 
 
 class SessionError(TrioMcpError):
@@ -166,7 +176,7 @@ class NotOfferedError(RequestRejectedError):
         )
         checked = ", ".join(self.servers) or "none"
         super().__init__(
-            f"no server offers {kind} {target!r} (catalogs checked: {checked})",
+            f"no server offers {kind} {quote(target)} (catalogs checked: {checked})",
             server=None,
             method=method,
             request_id=request_id,

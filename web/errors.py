@@ -30,6 +30,7 @@ from trio_mcp import (
     TrioMcpError,
     UnknownServerError,
 )
+from trio_mcp._exceptions import QUOTE_LIMIT
 
 
 class ApiError(Exception):
@@ -112,6 +113,13 @@ def status_for(exc: BaseException) -> tuple[int, str]:
     return 500, "internal_error"
 
 
+def _short(value: Any) -> Any:
+    """A string field of an error answer that echoes the caller's input, cut to size."""
+    if isinstance(value, str) and len(value) > QUOTE_LIMIT:
+        return value[:QUOTE_LIMIT] + "..."
+    return value
+
+
 def error_detail(exc: BaseException) -> dict[str, Any]:
     """The ``detail`` object of the error answer for ``exc``."""
     _, code = status_for(exc)
@@ -123,7 +131,7 @@ def error_detail(exc: BaseException) -> dict[str, Any]:
     elif isinstance(exc, ConfigError):
         detail["field"] = exc.key
     elif isinstance(exc, UnknownServerError | ServerExistsError):
-        detail["server"] = exc.name
+        detail["server"] = _short(exc.name)
     elif isinstance(exc, InvocationFailedError):
         detail.update(
             method=exc.method,
@@ -132,7 +140,7 @@ def error_detail(exc: BaseException) -> dict[str, Any]:
             attempts=[a.to_dict() for a in exc.attempts],
         )
     elif isinstance(exc, NotOfferedError):
-        detail.update(method=exc.method, target=exc.target, servers_checked=list(exc.servers))
+        detail.update(method=exc.method, target=_short(exc.target), servers_checked=list(exc.servers))
     elif isinstance(exc, RequestRejectedError):
         detail.update(
             server=exc.server,

@@ -32,6 +32,7 @@ from trio_mcp import (
     StdioTransport,
 )
 from trio_mcp._auth import describe_auth
+from trio_mcp._exceptions import quote
 
 from .errors import PayloadTooLargeError, ValidationFailedError
 
@@ -100,6 +101,18 @@ def _str(body: Mapping[str, Any], key: str, *, required: bool = True) -> str | N
     return value
 
 
+MAX_REQUEST_ID_LENGTH = 128
+
+
+def _request_id(body: Mapping[str, Any]) -> str | None:
+    value = _str(body, "request_id", required=False)
+    if value is not None and len(value) > MAX_REQUEST_ID_LENGTH:
+        raise ValidationFailedError(
+            f"must be at most {MAX_REQUEST_ID_LENGTH} characters, got {len(value)}", field="request_id"
+        )
+    return value
+
+
 def _object(body: Mapping[str, Any], key: str) -> dict[str, Any] | None:
     value = body.get(key)
     if value is None:
@@ -130,7 +143,7 @@ def _positive(body: Mapping[str, Any], key: str) -> float | None:
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise ValidationFailedError(f"must be a number, got {_json_type(value)}", field=key)
     if not math.isfinite(value) or value <= 0:
-        raise ValidationFailedError(f"must be a positive number of seconds, got {value!r}", field=key)
+        raise ValidationFailedError(f"must be a positive number of seconds, got {quote(value)}", field=key)
     return float(value)
 
 
@@ -186,7 +199,7 @@ def parse_invoke(
         failover=cast(FailoverMode, failover),
         timeout=_positive(body, "timeout_seconds"),
         attempt_timeout=_positive(body, "attempt_timeout_seconds"),
-        request_id=_str(body, "request_id", required=False),
+        request_id=_request_id(body),
     )
 
 
@@ -234,7 +247,7 @@ def query_bool(request: Request, key: str) -> bool:
         return True
     if lowered in _FALSE:
         return False
-    raise ValidationFailedError(f"must be true or false, got {value!r}", field=key)
+    raise ValidationFailedError(f"must be true or false, got {quote(value)}", field=key)
 
 
 def query_limit(request: Request, key: str = "limit") -> int | None:
@@ -244,7 +257,7 @@ def query_limit(request: Request, key: str = "limit") -> int | None:
     try:
         limit = int(value)
     except ValueError:
-        raise ValidationFailedError(f"must be an integer, got {value!r}", field=key) from None
+        raise ValidationFailedError(f"must be an integer, got {quote(value)}", field=key) from None
     if limit < 0:
         raise ValidationFailedError(f"must be >= 0, got {limit}", field=key)
     return limit
@@ -258,7 +271,7 @@ def query_freshness(request: Request, key: str = "freshness") -> Freshness | Non
         return Freshness(value)
     except ValueError:
         allowed = ", ".join(f.value for f in Freshness)
-        raise ValidationFailedError(f"must be one of {allowed}, got {value!r}", field=key) from None
+        raise ValidationFailedError(f"must be one of {allowed}, got {quote(value)}", field=key) from None
 
 
 # ---------------------------------------------------------------------------------------------

@@ -832,3 +832,21 @@ async def test_openapi_under_the_api_prefix_and_empty_strings_said_as_such() -> 
             "request_id",
             "must be a non-empty string, got an empty string",
         )
+
+
+async def test_a_huge_input_makes_a_short_error() -> None:
+    big = "x" * 100_000
+    async with open_fleet("a") as fleet:
+        for path, body in [
+            ("/servers", {"name": big, "url": "http://127.0.0.1:9/mcp"}),
+            ("/servers", {"name": "ok", "url": big}),
+            ("/invoke/tool", {"tool_name": "echo", "preferred_servers": [big]}),
+            ("/invoke/tool", {"tool_name": "echo", "request_id": big}),
+        ]:
+            response = await fleet.client.post(f"{API}{path}", json=body)
+            assert response.status_code in (404, 422), path
+            assert len(response.content) < 1_000, (path, len(response.content))
+            assert (
+                "(100002 characters)" in detail(response)["message"]
+                or "got 100000" in detail(response)["message"]
+            )
