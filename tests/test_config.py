@@ -3,6 +3,7 @@ from typing import Any
 
 import pytest
 
+import trio_mcp
 from trio_mcp import (
     ConfigError,
     HttpTransport,
@@ -240,3 +241,89 @@ def test_bad_documents_say_why(document: Any, key: str | None, message: str) -> 
         parse_mcp_servers(document)
     assert info.value.key == key
     assert message in str(info.value)
+
+
+def test_an_unknown_key_names_the_closest_known_one() -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_mcp_servers({"mcpServers": {"demo": {"command": "x", "callTimout": 5}}})
+    assert str(info.value) == "mcpServers.demo.callTimout: unknown key; did you mean 'callTimeout'?"
+    with pytest.raises(ConfigError) as info:
+        parse_mcp_servers({"mcpServers": {"demo": {"command": "x", "zzz": 1}}})
+    assert str(info.value) == "mcpServers.demo.zzz: unknown key"
+    # Keys other clients keep in the same file are ignored.
+    (config,) = parse_mcp_servers(
+        {"mcpServers": {"demo": {"command": "x", "alwaysAllow": [], "description": "d"}}}
+    )
+    assert config.name == "demo"
+
+
+def test_contradictory_keys_are_an_error() -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_mcp_servers({"mcpServers": {"demo": {"command": "x", "timeout": 5, "callTimeout": 9}}})
+    assert (
+        str(info.value) == "mcpServers.demo.timeout: 'timeout' and 'callTimeout' set the same thing: give one"
+    )
+
+
+def test_variables_expand_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DEMO_TOKEN", "s3cret")
+    monkeypatch.setenv("DEMO_HOST", "127.0.0.1")
+    doc = {
+        "mcpServers": {
+            "web": {
+                "url": "http://${DEMO_HOST}:9/mcp",
+                "headers": {"X-Key": "${DEMO_TOKEN}"},
+                "auth": {"type": "bearer", "token": "${DEMO_TOKEN}"},
+            },
+            "cli": {"command": "run", "args": ["--token", "${DEMO_TOKEN}"], "env": {"T": "${DEMO_TOKEN}"}},
+        }
+    }
+    web, cli = parse_mcp_servers(doc)
+    assert isinstance(web.transport, trio_mcp.HttpTransport)
+    assert web.transport.url == "http://127.0.0.1:9/mcp"
+    assert web.transport.headers == {"X-Key": "s3cret"}
+    assert web.transport.auth == trio_mcp.BearerAuth(token="s3cret")
+    assert "s3cret" not in repr(web)
+    assert isinstance(cli.transport, trio_mcp.StdioTransport)
+    assert (cli.transport.args, cli.transport.env) == (("--token", "s3cret"), {"T": "s3cret"})
+    monkeypatch.delenv("DEMO_TOKEN")
+    with pytest.raises(ConfigError) as info:
+        parse_mcp_servers(doc)
+    assert str(info.value) == "mcpServers.web.headers.X-Key: environment variable DEMO_TOKEN is not set"
+
+
+def test_auth_key() -> None:
+    (config,) = parse_mcp_servers(
+        {
+            "mcpServers": {
+                "web": {
+                    "url": "http://127.0.0.1:9/mcp",
+                    "auth": {
+                        "type": "client_credentials",
+                        "clientId": "app",
+                        "clientSecret": "pw",
+                        "scope": "read",
+                    },
+                }
+            }
+        }
+    )
+    assert isinstance(config.transport, trio_mcp.HttpTransport)
+    auth = config.transport.auth
+    assert isinstance(auth, trio_mcp.ClientCredentialsAuth)
+    assert (auth.client_id, auth.client_secret, auth.scope) == ("app", "pw", "read")
+    for bad, message in [
+        ({"type": "bearer"}, "mcpServers.web.auth.token: must be a string, got NoneType"),
+        ({"type": "magic"}, "mcpServers.web.auth.type: 'type' must be 'bearer' or 'client_credentials'"),
+        (
+            {"type": "client_credentials", "clientId": "a"},
+            "mcpServers.web.auth: needs 'clientId' and 'clientSecret'",
+        ),
+        (
+            {"type": "client_credentials", "clientId": "a", "clientSecret": "b", "x": 1},
+            "mcpServers.web.auth.x: unknown key",
+        ),
+    ]:
+        with pytest.raises(ConfigError) as info:
+            parse_mcp_servers({"mcpServers": {"web": {"url": "http://127.0.0.1:9/mcp", "auth": bad}}})
+        assert str(info.value) == message

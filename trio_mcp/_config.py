@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import difflib
 import json
 import math
+import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from ._auth import AUTH_TYPES, AuthConfig
+from ._auth import AUTH_TYPES, AuthConfig, BearerAuth, ClientCredentialsAuth
 from ._backoff import BackoffPolicy
 from ._exceptions import ConfigError, quote
 
@@ -270,12 +272,107 @@ def _str_map(value: Any, key: str) -> dict[str, str]:
     return dict(value)
 
 
-def parse_server_entry(name: str, entry: Any, *, prefix: str = "mcpServers") -> ServerConfig | None:
-    """Parse one ``mcpServers`` entry into a :class:`ServerConfig` (``None`` if ``disabled``)."""
+_ENTRY_KEYS = frozenset(
+    {"type", "command", "args", "env", "cwd", "url", "headers", "auth", "disabled", "idempotent"}
+    | {"trusted", "idempotentTools", *_POLICY_KEYS}
+)
+_FOREIGN_KEYS = frozenset({"description", "alwaysAllow", "autoApprove"})
+"""Keys other MCP clients write into the same file; they mean nothing here and are ignored."""
+_SAME_SETTING = (("timeout", "callTimeout"),)
+_VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+def _check_keys(entry: Mapping[str, Any], base: str) -> None:
+    for key in entry:
+        if key in _ENTRY_KEYS or key in _FOREIGN_KEYS:
+            continue
+        close = difflib.get_close_matches(str(key), sorted(_ENTRY_KEYS), n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise ConfigError(f"unknown key{hint}", key=f"{base}.{quote(key, 60)[1:-1]}")
+    for a, b in _SAME_SETTING:
+        if a in entry and b in entry:
+            raise ConfigError(f"{a!r} and {b!r} set the same thing: give one", key=f"{base}.{a}")
+
+
+def _expand(value: Any, key: str, environ: Mapping[str, str]) -> Any:
+    """``value`` with every ``${VAR}`` in its strings replaced from ``environ``."""
+    if isinstance(value, str):
+
+        def lookup(match: re.Match[str]) -> str:
+            name = match.group(1)
+            if name not in environ:
+                raise ConfigError(f"environment variable {name} is not set", key=key)
+            return environ[name]
+
+        return _VARIABLE.sub(lookup, value)
+    if isinstance(value, list):
+        return [_expand(item, f"{key}[{i}]", environ) for i, item in enumerate(value)]
+    if isinstance(value, dict):
+        return {k: _expand(v, f"{key}.{k}", environ) for k, v in value.items()}
+    return value
+
+
+_CLIENT_CREDENTIALS_KEYS = {
+    "clientId": "client_id",
+    "clientSecret": "client_secret",
+    "scope": "scope",
+    "issuer": "issuer",
+    "tokenEndpointAuthMethod": "token_endpoint_auth_method",
+}
+
+
+def _parse_auth(value: Any, key: str) -> AuthConfig:
+    _expect(value, dict, key, "an object")
+    kind = value.get("type")
+    if kind == "bearer":
+        extra = set(value) - {"type", "token"}
+        token = _expect(value.get("token"), str, f"{key}.token", "a string")
+        if extra or not token:
+            raise ConfigError("a bearer auth takes one non-empty 'token'", key=key)
+        return BearerAuth(token=token)
+    if kind == "client_credentials":
+        fields = {
+            "clientId": "client_id",
+            "clientSecret": "client_secret",
+            "scope": "scope",
+            "issuer": "issuer",
+        }
+        fields["tokenEndpointAuthMethod"] = "token_endpoint_auth_method"
+        unknown = sorted(set(value) - {"type", *fields})
+        if unknown:
+            raise ConfigError("unknown key", key=f"{key}.{unknown[0]}")
+        kwargs = {
+            attr: _expect(value[k], str, f"{key}.{k}", "a string") for k, attr in fields.items() if k in value
+        }
+        try:
+            return ClientCredentialsAuth(**kwargs)
+        except TypeError:
+            raise ConfigError("needs 'clientId' and 'clientSecret'", key=key) from None
+    if kind == "oauth":
+        raise ConfigError(
+            "interactive OAuth needs a browser redirect handler: configure it in code (OAuthAuth)", key=key
+        )
+    raise ConfigError("'type' must be 'bearer' or 'client_credentials'", key=f"{key}.type")
+
+
+def parse_server_entry(
+    name: str, entry: Any, *, prefix: str = "mcpServers", environ: Mapping[str, str] | None = None
+) -> ServerConfig | None:
+    """Parse one ``mcpServers`` entry into a :class:`ServerConfig` (``None`` if ``disabled``).
+
+    Unknown keys are errors (with the closest known key), ``${VAR}`` in strings is replaced
+    from ``environ`` (default: the process environment), and ``auth`` takes
+    ``{"type": "bearer", "token": ...}`` or ``{"type": "client_credentials", "clientId": ...,
+    "clientSecret": ...}``.
+    """
     base = f"{prefix}.{name}"
     _expect(entry, dict, base, "an object")
     if entry.get("disabled") is True:
         return None
+    _check_keys(entry, base)
+    entry = {
+        k: _expand(v, f"{base}.{k}", os.environ if environ is None else environ) for k, v in entry.items()
+    }
     kind = entry.get("type")
     if kind is not None:
         _expect(kind, str, f"{base}.type", "a string")
@@ -311,7 +408,8 @@ def parse_server_entry(name: str, entry: Any, *, prefix: str = "mcpServers") -> 
             headers = (
                 _str_map(entry["headers"], f"{base}.headers") if entry.get("headers") is not None else None
             )
-            transport = HttpTransport(url=url, headers=headers)
+            auth = _parse_auth(entry["auth"], f"{base}.auth") if entry.get("auth") is not None else None
+            transport = HttpTransport(url=url, headers=headers, auth=auth)
         else:
             raise ConfigError("needs 'command' (stdio) or 'url' (streamable HTTP)", key=base)
     except ConfigError as exc:
