@@ -25,6 +25,3 @@ class TimeAnchor:
     def timestamp(self, at: float | None) -> float | None:
         """Like :meth:`at`, passing ``None`` through."""
         return None if at is None else self.at(at)
-
-    def now(self) -> float:
-        return self.at(trio.current_time())
