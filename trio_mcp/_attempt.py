@@ -86,7 +86,7 @@ class Attempt:
             "stage": self.stage,
             "success": self.success,
             "error": self.error,
-            "category": self.category,
+            "error_category": self.category,
             "sent": self.sent,
             "started_at": self.started_timestamp,
             "duration": self.duration,

@@ -138,13 +138,11 @@ class SessionInfo:
         return {
             "server": self.server,
             "active": self.active,
+            "initialized": self.handshaken,
             "session_id": self.session_id,
-            "handshaken": self.handshaken,
-            "protocol_version": self.protocol_version,
             "opened_at": timestamp(self.opened_at),
             "last_activity_at": timestamp(self.last_activity_at),
             "freshness": self.freshness.value,
-            "controls_available": self.controls_available,
         }
 
 

@@ -129,7 +129,7 @@ async def invalidate(request: Request) -> Response:
         {
             "server": name,
             "invalidated": was_active,
-            "session": schemas.session_dict(manager, manager.server(name).session),
+            "adapter_session": schemas.session_dict(manager, manager.server(name).session),
         }
     )
 
@@ -140,7 +140,7 @@ async def refresh(request: Request) -> Response:
     if not manager.server(name).session.controls_available:
         raise ConflictError(f"session controls are not available for {name!r}", field="name")
     info = await manager.refresh(name)
-    return JSONResponse({"server": name, "session": schemas.session_dict(manager, info)})
+    return JSONResponse({"server": name, "adapter_session": schemas.session_dict(manager, info)})
 
 
 async def adapter_sessions(request: Request) -> Response:

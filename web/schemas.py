@@ -355,14 +355,10 @@ def session_dict(manager: Manager, info: SessionInfo) -> dict[str, Any]:
 
 
 def server_dict(manager: Manager, snap: ServerSnapshot) -> dict[str, Any]:
-    """The full view of one server."""
+    """The full view of one server, in the field names of the system this API implements.
+    Every ``*_at`` is a Unix time in seconds."""
     ts = manager.anchor.timestamp
-    if snap.handshaken_at is None:
-        handshake_state = "none"
-    elif snap.handshake_stale(trio.current_time()):
-        handshake_state = "stale"
-    else:
-        handshake_state = "done"
+    now = trio.current_time()
     try:
         transport = transport_dict(manager.config(snap.name))
     except LookupError:  # removed between the snapshot and now
@@ -376,19 +372,15 @@ def server_dict(manager: Manager, snap: ServerSnapshot) -> dict[str, Any]:
         "last_error_category": snap.last_error_category,
         "consecutive_failures": snap.consecutive_failures,
         "retry_count": snap.retry_count,
-        "last_checked": ts(snap.last_checked_at),
-        "next_retry": ts(snap.retry_at),
-        "retry_window_open": snap.retry_at is None or trio.current_time() >= snap.retry_at,
-        "handshake": {
-            "state": handshake_state,
-            "protocol_version": snap.protocol_version,
-            "handshaken_at": ts(snap.handshaken_at),
-            "expires_at": ts(snap.handshake_expires_at),
-        },
-        "protocol_version": snap.protocol_version,
-        "capabilities": snap.capabilities.to_dict() if snap.capabilities is not None else None,
-        "session": session_dict(manager, snap.session),
-        "session_controls_available": snap.session.controls_available,
+        "last_checked_at": ts(snap.last_checked_at),
+        "next_retry_at": ts(snap.retry_at),
+        "retry_window_open": snap.retry_at is None or now >= snap.retry_at,
+        "initialized": snap.handshaken_at is not None and not snap.handshake_stale(now),
+        "initialized_at": ts(snap.handshaken_at),
+        "initialization_expires_at": ts(snap.handshake_expires_at),
+        "capability_snapshot": snap.capabilities.to_dict() if snap.capabilities is not None else None,
+        "adapter_session": session_dict(manager, snap.session),
+        "adapter_controls_available": snap.session.controls_available,
     }
 
 

@@ -140,7 +140,7 @@ class Served:
         assert health.json() == {"status": "ok", "manager": "running"}
         servers = (await self.request("GET", f"{API}/servers", 200)).json()["servers"]
         assert sorted(s["name"] for s in servers) == ["backup", "primary"]
-        assert all(s["session"]["active"] for s in servers), servers
+        assert all(s["adapter_session"]["active"] for s in servers), servers
         assert self.children() == fleet
 
     async def sigterm_exits_cleanly(self, *, within: float = 0.0) -> None:

@@ -52,7 +52,7 @@ async def _wait_until_ready(client: httpx.AsyncClient, proc: trio.Process, log: 
             try:
                 if (await client.get("/api/v1/health")).status_code == 200:
                     servers = (await client.get(f"{API}/servers")).json()["servers"]
-                    if all(s["session"]["active"] for s in servers):
+                    if all(s["adapter_session"]["active"] for s in servers):
                         return
             except httpx.TransportError:
                 pass

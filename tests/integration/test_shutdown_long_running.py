@@ -101,7 +101,7 @@ async def test_sigterm_answers_long_running_tool_with_shutdown_503(tmp_path: Pat
         assert response.status_code == 503, response.text
         detail = response.json()["detail"]
         last = detail["attempts"][-1]
-        assert last["category"] == "shutdown", detail
+        assert last["error_category"] == "shutdown", detail
         assert last["sent"] is True, detail
         assert GRACE - 0.2 <= waited <= GRACE + 1.5, f"answered {waited:.2f}s after SIGTERM"
 

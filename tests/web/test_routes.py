@@ -108,19 +108,47 @@ async def test_list_and_get_server_payload(autojump_clock: trio.testing.MockCloc
         assert server["connection"] == "ready"
         assert server["last_error"] is None and server["last_error_category"] is None
         assert server["retry_count"] == 0
-        assert server["next_retry"] is None and server["retry_window_open"] is True
-        assert server["last_checked"] == ANCHOR
-        assert server["protocol_version"] == "2026-07-28"
-        handshake = server["handshake"]
-        assert handshake["state"] == "done"
-        assert (handshake["handshaken_at"], handshake["expires_at"]) == (ANCHOR, ANCHOR + 3600)
-        caps = server["capabilities"]
+        assert server["next_retry_at"] is None and server["retry_window_open"] is True
+        assert server["last_checked_at"] == ANCHOR
+        assert server["initialized"] is True
+        assert (server["initialized_at"], server["initialization_expires_at"]) == (ANCHOR, ANCHOR + 3600)
+        caps = server["capability_snapshot"]
+        assert caps["protocol_version"] == "2026-07-28" and caps["captured_at"] == ANCHOR
         assert caps["era"] == "modern" and caps["server_info"]["name"] == "a"
         assert "tools" in caps["capabilities"]
-        session = server["session"]
-        assert session["active"] is True and session["handshaken"] is True
+        session = server["adapter_session"]
+        assert session["active"] is True and session["initialized"] is True
         assert session["opened_at"] == ANCHOR
-        assert server["session_controls_available"] is True
+        assert server["adapter_controls_available"] is True
+        # One name per concept: the fields the seed's clients read, and no second spelling.
+        assert set(server) == {
+            "name",
+            "transport",
+            "status",
+            "connection",
+            "last_error",
+            "last_error_category",
+            "consecutive_failures",
+            "retry_count",
+            "last_checked_at",
+            "next_retry_at",
+            "retry_window_open",
+            "initialized",
+            "initialized_at",
+            "initialization_expires_at",
+            "capability_snapshot",
+            "adapter_session",
+            "adapter_controls_available",
+        }
+        assert set(session) == {
+            "server",
+            "active",
+            "initialized",
+            "session_id",
+            "opened_at",
+            "last_activity_at",
+            "freshness",
+        }
 
 
 async def test_unknown_server_is_404_everywhere() -> None:
@@ -372,9 +400,9 @@ async def test_health_check_initialize_connect(autojump_clock: trio.testing.Mock
         assert server["status"] == "degraded"
         assert server["last_error"]
         assert server["last_error_category"] in trio_mcp.ERROR_CATEGORIES
-        assert server["next_retry"] > server["last_checked"]
+        assert server["next_retry_at"] > server["last_checked_at"]
         assert server["retry_window_open"] is False
-        assert server["session"]["active"] is False
+        assert server["adapter_session"]["active"] is False
 
         # connect reports a failing server in its payload rather than as an error.
         response = await client.post(f"{API}/servers/connect")
@@ -382,7 +410,7 @@ async def test_health_check_initialize_connect(autojump_clock: trio.testing.Mock
         a, b = response.json()["servers"]
         assert a["status"] == "healthy"
         assert b["status"] in ("degraded", "unreachable")
-        assert b["session"]["active"] is False
+        assert b["adapter_session"]["active"] is False
 
 
 # -- session controls and diagnostics --------------------------------------------------------------
@@ -391,7 +419,7 @@ async def test_health_check_initialize_connect(autojump_clock: trio.testing.Mock
 async def test_invalidate_and_refresh() -> None:
     async with open_fleet() as fleet:
         client = fleet.client
-        before = (await client.get(f"{API}/servers/a")).json()["session"]["session_id"]
+        before = (await client.get(f"{API}/servers/a")).json()["adapter_session"]["session_id"]
         response = await client.post(f"{API}/servers/a/adapter/invalidate")
         assert response.status_code == 200
         body = response.json()
@@ -402,7 +430,7 @@ async def test_invalidate_and_refresh() -> None:
 
         response = await client.post(f"{API}/servers/a/adapter/refresh")
         assert response.status_code == 200
-        session = response.json()["session"]
+        session = response.json()["adapter_session"]
         assert session["active"] is True and session["session_id"] != before
 
 
@@ -419,7 +447,7 @@ async def test_refresh_conflict_when_controls_are_unavailable(monkeypatch: pytes
         response = await fleet.client.post(f"{API}/servers/a/adapter/refresh")
         assert response.status_code == 409
         assert detail(response)["error"] == "conflict"
-        assert (await fleet.client.get(f"{API}/servers/a")).json()["session_controls_available"] is False
+        assert (await fleet.client.get(f"{API}/servers/a")).json()["adapter_controls_available"] is False
 
 
 async def test_refresh_handshake_timeout_is_504(autojump_clock: trio.testing.MockClock) -> None:
@@ -588,7 +616,7 @@ async def test_invoke_fails_over_to_the_next_server(autojump_clock: trio.testing
         assert body["result"]["content"][0]["text"] == "charged 5"
         first, second = body["attempts"][0], body["attempts"][-1]
         assert (first["server"], first["success"], first["sent"]) == ("a", False, False)
-        assert first["category"] in trio_mcp.ERROR_CATEGORIES
+        assert first["error_category"] in trio_mcp.ERROR_CATEGORIES
         assert (second["server"], second["stage"], second["success"]) == ("b", "invoke", True)
         assert fleet["b"].executions("charge") == 1
 
@@ -621,7 +649,7 @@ async def test_invoke_timeout_is_503_with_categorized_attempts(
         assert attempt["server"] == "a"
         assert attempt["stage"] == "invoke"
         assert attempt["success"] is False
-        assert attempt["category"] == "timeout"
+        assert attempt["error_category"] == "timeout"
         assert attempt["sent"] is True
         assert attempt["duration"] == pytest.approx(2.0)
         assert attempt["started_at"] == ANCHOR + start
@@ -637,7 +665,10 @@ async def test_invoke_timeout_is_503_with_categorized_attempts(
         assert response.status_code == 200
         body = response.json()
         assert body["server"] == "b"
-        assert [(a["server"], a["category"]) for a in body["attempts"]] == [("a", "timeout"), ("b", None)]
+        assert [(a["server"], a["error_category"]) for a in body["attempts"]] == [
+            ("a", "timeout"),
+            ("b", None),
+        ]
 
 
 async def test_invoke_failed_everywhere_is_503(autojump_clock: trio.testing.MockClock) -> None:
@@ -651,7 +682,7 @@ async def test_invoke_failed_everywhere_is_503(autojump_clock: trio.testing.Mock
         assert body["outcome"] == "failed"
         assert body["method"] == "resources/read"
         assert {a["server"] for a in body["attempts"]} == {"a", "b"}
-        assert all(a["category"] in trio_mcp.ERROR_CATEGORIES for a in body["attempts"])
+        assert all(a["error_category"] in trio_mcp.ERROR_CATEGORIES for a in body["attempts"])
 
 
 async def test_rejected_request_is_422_with_attempts() -> None:
@@ -680,7 +711,7 @@ async def test_rejected_request_is_422_with_attempts() -> None:
         assert response.status_code == 422
         body = detail(response)
         assert (body["server"], body["method"]) == ("a", "tools/call")
-        assert [(a["server"], a["category"], a["sent"]) for a in body["attempts"]] == [
+        assert [(a["server"], a["error_category"], a["sent"]) for a in body["attempts"]] == [
             ("a", "invalid_request", False),
             ("b", "invalid_request", False),
         ]

@@ -46,6 +46,6 @@ async def test_shutdown_answers_in_flight_invocations(nursery: trio.Nursery) -> 
             assert response.status_code == 503
             detail = response.json()["detail"]
             assert detail["outcome"] == "unknown"
-            assert detail["attempts"][-1]["category"] == "shutdown"
+            assert detail["attempts"][-1]["error_category"] == "shutdown"
             assert detail["attempts"][-1]["sent"] is True
     assert server.executions("charge") == 1
