@@ -391,6 +391,7 @@ class Invoker:
         *,
         sent: bool,
         end: float | None = None,
+        budget: Budget | None = None,
     ) -> Attempt:
         stamp = self.anchor.at(start)
         return Attempt(
@@ -403,6 +404,7 @@ class Invoker:
             started_at=start,
             started_timestamp=stamp,
             duration=(trio.current_time() if end is None else end) - start,
+            budget=budget,
         )
 
     async def _invoke_stage(
@@ -518,9 +520,7 @@ class Invoker:
                 ) from error
             await sup.report_outcome(conn, failure, "invocation", request_id)
         sent = marker.delivered and failure.category != "session_expired"
-        attempt = self._attempt(sup.name, Stage.INVOKE, start, failure, sent=sent)
-        attempt.budget = budget
-        attempts.append(attempt)
+        attempts.append(self._attempt(sup.name, Stage.INVOKE, start, failure, sent=sent, budget=budget))
         self._event("invoke_failure", sup.name, method, request_id, target, failure)
         return failure, sent
 

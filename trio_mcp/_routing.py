@@ -103,16 +103,6 @@ def rank_candidates(
     rest = [(name, state) for name in list(states) if name not in seen and (state := states.get(name))]
     if len(rest) > 1:
         rest.sort(key=lambda pair: STATUS_RANK[pair[1].status])
-    checks_arguments = kind in ("tools", "prompts")
     for name, state in rest:
-        if state.status is ServerStatus.UNREACHABLE and not state.window_open(now):
-            continue
-        if kind is None:
-            yield Route(name)
-            continue
-        known = state.catalog.of(kind)
-        if known is None:
-            yield Route(name)
-        elif target in known:
-            reject = reject_reason(state, kind, target, arguments) if checks_arguments else None
-            yield Route(name, None, reject)
+        if skip_reason(state, kind, target, now) is None:
+            yield Route(name, None, reject_reason(state, kind, target, arguments))

@@ -413,6 +413,13 @@ def on_stopped(state: ServerState) -> ServerState:
     return _bump(state, connection=ConnectionState.CLOSED, session_id=None, session_opened_at=None)
 
 
+def handshake_expires_at(state: ServerState, max_age: float | None) -> float | None:
+    """When the current handshake goes stale (``None``: never, or no handshake)."""
+    if state.handshaken_at is None or max_age is None:
+        return None
+    return state.handshaken_at + max_age
+
+
 def snapshot_of(
     name: str,
     state: ServerState,
@@ -428,11 +435,7 @@ def snapshot_of(
     last_activity_at = state.last_activity_at
     if used_at is not None and (last_activity_at is None or used_at > last_activity_at):
         last_activity_at = used_at
-    expires = (
-        state.handshaken_at + handshake_max_age
-        if state.handshaken_at is not None and handshake_max_age is not None
-        else None
-    )
+    expires = handshake_expires_at(state, handshake_max_age)
     return ServerSnapshot(
         name=name,
         status=state.status,

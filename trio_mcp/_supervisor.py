@@ -61,6 +61,7 @@ from ._state import (
     ServerSnapshot,
     ServerState,
     ServerStatus,
+    handshake_expires_at,
     on_catalog,
     on_closed,
     on_connect_demanded,
@@ -352,7 +353,6 @@ class ServerSupervisor:
         correlation_id: str | None = None,
         *,
         at: float | None = None,
-        activity: bool = True,
         listing: tuple[str, Mapping[str, Any]] | None = None,
     ) -> None:
         """A caller's request on ``conn`` succeeded (``failure is None``) or failed; a
@@ -370,7 +370,7 @@ class ServerSupervisor:
             reason=reason,
             correlation_id=correlation_id,
             at=trio.current_time() if at is None else at,
-            activity=activity,
+            activity=True,
             listing=listing,
         )
         with trio.CancelScope(shield=True):  # bounded: the writer never blocks
@@ -438,16 +438,10 @@ class ServerSupervisor:
         conn = self._live
         if conn is None or not conn.alive:
             return None
-        expires = self._handshake_expires_at(self._state.value)
+        expires = handshake_expires_at(self._state.value, self.policy.handshake_max_age)
         if expires is not None and now >= expires:
             return None
         return conn
-
-    def _handshake_expires_at(self, state: ServerState) -> float | None:
-        max_age = self.policy.handshake_max_age
-        if state.handshaken_at is None or max_age is None:
-            return None
-        return state.handshaken_at + max_age
 
     def _resolve_connect_tickets(self, conn: Connection | None, failure: Failure | None) -> None:
         tickets, self._connect_tickets = self._connect_tickets, []
