@@ -167,23 +167,27 @@ def test_config_objects_normalize_their_collections() -> None:
 @pytest.mark.parametrize(
     ("entry", "key", "message"),
     [
-        ({"command": "a", "type": 5}, "mcpServers.x.type", "must be a string, got int"),
+        ({"command": "a", "type": 5}, "mcpServers.x.type", "must be 'stdio', got 5"),
         (
             {"command": "a", "type": "http"},
             "mcpServers.x.type",
-            "must be 'stdio' for a server with a command",
+            "must be 'stdio', got 'http'",
         ),
-        ({"command": "a", "cwd": 7}, "mcpServers.x.cwd", "must be a string, got int"),
-        ({"command": "a", "env": ["K"]}, "mcpServers.x.env", "must be an object of strings, got list"),
+        ({"command": "a", "cwd": 7}, "mcpServers.x.cwd", "must be a string, got number"),
+        ({"command": "a", "env": ["K"]}, "mcpServers.x.env", "must be an object, got array"),
         ({"command": ""}, "mcpServers.x.command", "must be a non-empty string"),
-        ({"url": 5}, "mcpServers.x.url", "must be a string, got int"),
+        ({"url": 5}, "mcpServers.x.url", "must be a string, got number"),
         ({"url": "http://h/mcp", "headers": "A: b"}, "mcpServers.x.headers", "got str"),
-        ({"command": "a", "callTimeout": True}, "mcpServers.x.callTimeout", "must be a number, got True"),
+        ({"command": "a", "callTimeout": True}, "mcpServers.x.callTimeout", "must be a number, got boolean"),
         ({"command": "a", "timeout": 0}, "mcpServers.x.timeout", "must be > 0, got 0"),
-        ({"command": "a", "maxConcurrency": 0}, "mcpServers.x.maxConcurrency", "must be an integer >= 1"),
+        ({"command": "a", "maxConcurrency": 0}, "mcpServers.x.maxConcurrency", "must be >= 1, got 0"),
         ({"command": "a", "probe": "icmp"}, "mcpServers.x.probe", "got 'icmp'"),
-        ({"command": "a", "idempotent": "yes"}, "mcpServers.x.idempotent", "must be true or false, got str"),
-        ({"command": "a", "trusted": 1}, "mcpServers.x.trusted", "must be true or false, got int"),
+        (
+            {"command": "a", "idempotent": "yes"},
+            "mcpServers.x.idempotent",
+            "must be true or false, got string",
+        ),
+        ({"command": "a", "trusted": 1}, "mcpServers.x.trusted", "must be true or false, got number"),
         (
             {"command": "a", "idempotentTools": ["ok", 3]},
             "mcpServers.x.idempotentTools[1]",
@@ -313,11 +317,14 @@ def test_auth_key() -> None:
     assert isinstance(auth, trio_mcp.ClientCredentialsAuth)
     assert (auth.client_id, auth.client_secret, auth.scope) == ("app", "pw", "read")
     for bad, message in [
-        ({"type": "bearer"}, "mcpServers.web.auth.token: must be a string, got NoneType"),
-        ({"type": "magic"}, "mcpServers.web.auth.type: 'type' must be 'bearer' or 'client_credentials'"),
+        ({"type": "bearer"}, "mcpServers.web.auth.token: is required"),
+        (
+            {"type": "magic"},
+            "mcpServers.web.auth.type: must be 'bearer' or 'client_credentials', got 'magic'",
+        ),
         (
             {"type": "client_credentials", "clientId": "a"},
-            "mcpServers.web.auth: needs 'clientId' and 'clientSecret'",
+            "mcpServers.web.auth.clientSecret: is required",
         ),
         (
             {"type": "client_credentials", "clientId": "a", "clientSecret": "b", "x": 1},

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
 import json
 import math
 import os
@@ -11,8 +10,20 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from pydantic import ValidationError
+
 from ._auth import AUTH_TYPES, AuthConfig, BearerAuth, ClientCredentialsAuth
 from ._backoff import BackoffPolicy
+from ._entry import (
+    NAME_PATTERN,
+    SERVER_ENTRY,
+    BearerEntry,
+    ClientCredentialsEntry,
+    HttpEntry,
+    StdioEntry,
+    entry_problem,
+    json_type,
+)
 from ._exceptions import ConfigError, quote
 
 ProtocolMode = Literal["auto", "legacy", "modern"]
@@ -28,7 +39,7 @@ DEFAULT_FRESHNESS_WINDOW = 300.0
 DEFAULT_MAX_CONCURRENCY = 16
 DEFAULT_PROGRESS_HARD_MAX = 300.0
 
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$")
+_NAME_RE = re.compile(NAME_PATTERN)
 
 
 def _check_positive(
@@ -215,6 +226,8 @@ class ServerConfig:
     idempotent: bool = False
     idempotent_tools: frozenset[str] = frozenset()
     trusted: bool = False
+    secrets: frozenset[str] = field(default=frozenset(), repr=False, compare=False)
+    """Values substituted from the environment (``${VAR}``): never shown, wherever they appear."""
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not _NAME_RE.match(self.name):
@@ -235,124 +248,112 @@ class ServerConfig:
 # mcpServers JSON (Claude Desktop / VS Code / Cursor)
 # ---------------------------------------------------------------------------------------------
 
-_HTTP_TYPES = {"http", "streamable-http", "streamable_http", "streamableHttp", "streamablehttp"}
-_POLICY_KEYS = {
-    "handshakeTimeout": "handshake_timeout",
-    "probeTimeout": "probe_timeout",
-    "callTimeout": "call_timeout",
-    "timeout": "call_timeout",
-    "healthInterval": "health_interval",
-    "unreachableThreshold": "unreachable_threshold",
-    "handshakeMaxAge": "handshake_max_age",
-    "freshnessWindow": "freshness_window",
-    "protocol": "protocol",
-    "probe": "probe",
-    "connectOnStart": "connect_on_start",
-    "maxConcurrency": "max_concurrency",
-}
 
-
-def _expect(value: Any, typ: type | tuple[type, ...], key: str, what: str) -> Any:
-    if not isinstance(value, typ) or (
-        isinstance(value, bool) and typ is not bool and bool not in _tuple(typ)
-    ):
-        raise ConfigError(f"must be {what}, got {type(value).__name__}", key=key)
-    return value
-
-
-def _tuple(typ: type | tuple[type, ...]) -> tuple[type, ...]:
-    return typ if isinstance(typ, tuple) else (typ,)
-
-
-def _str_map(value: Any, key: str) -> dict[str, str]:
-    _expect(value, dict, key, "an object of strings")
-    for k, v in value.items():
-        if not isinstance(v, str):
-            raise ConfigError(f"must be a string, got {type(v).__name__}", key=f"{key}.{k}")
-    return dict(value)
-
-
-_ENTRY_KEYS = frozenset(
-    {"type", "command", "args", "env", "cwd", "url", "headers", "auth", "disabled", "idempotent"}
-    | {"trusted", "idempotentTools", *_POLICY_KEYS}
-)
-_FOREIGN_KEYS = frozenset({"description", "alwaysAllow", "autoApprove"})
-"""Keys other MCP clients write into the same file; they mean nothing here and are ignored."""
-_SAME_SETTING = (("timeout", "callTimeout"),)
-_VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
-
-
-def _check_keys(entry: Mapping[str, Any], base: str) -> None:
-    for key in entry:
-        if key in _ENTRY_KEYS or key in _FOREIGN_KEYS:
-            continue
-        close = difflib.get_close_matches(str(key), sorted(_ENTRY_KEYS), n=1)
-        hint = f"; did you mean {close[0]!r}?" if close else ""
-        raise ConfigError(f"unknown key{hint}", key=f"{base}.{quote(key, 60)[1:-1]}")
-    for a, b in _SAME_SETTING:
-        if a in entry and b in entry:
-            raise ConfigError(f"{a!r} and {b!r} set the same thing: give one", key=f"{base}.{a}")
-
-
-def _expand(value: Any, key: str, environ: Mapping[str, str]) -> Any:
-    """``value`` with every ``${VAR}`` in its strings replaced from ``environ``."""
+def _expand(value: Any, key: str, environ: Mapping[str, str], found: set[str]) -> Any:
+    """``value`` with every ``${VAR}`` in its strings replaced from ``environ``; the values
+    substituted are added to ``found`` (they are secrets as far as anyone can tell)."""
     if isinstance(value, str):
 
         def lookup(match: re.Match[str]) -> str:
             name = match.group(1)
             if name not in environ:
                 raise ConfigError(f"environment variable {name} is not set", key=key)
+            if environ[name]:
+                found.add(environ[name])
             return environ[name]
 
         return _VARIABLE.sub(lookup, value)
     if isinstance(value, list):
-        return [_expand(item, f"{key}[{i}]", environ) for i, item in enumerate(value)]
+        return [_expand(item, f"{key}[{i}]", environ, found) for i, item in enumerate(value)]
     if isinstance(value, dict):
-        return {k: _expand(v, f"{key}.{k}", environ) for k, v in value.items()}
+        return {k: _expand(v, f"{key}.{k}", environ, found) for k, v in value.items()}
     return value
 
 
-_CLIENT_CREDENTIALS_KEYS = {
-    "clientId": "client_id",
-    "clientSecret": "client_secret",
-    "scope": "scope",
-    "issuer": "issuer",
-    "tokenEndpointAuthMethod": "token_endpoint_auth_method",
-}
+_VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+_POLICY_FIELDS = (
+    "handshake_timeout",
+    "probe_timeout",
+    "call_timeout",
+    "health_interval",
+    "unreachable_threshold",
+    "handshake_max_age",
+    "freshness_window",
+    "protocol",
+    "probe",
+    "connect_on_start",
+    "max_concurrency",
+)
 
 
-def _parse_auth(value: Any, key: str) -> AuthConfig:
-    _expect(value, dict, key, "an object")
-    kind = value.get("type")
-    if kind == "bearer":
-        extra = set(value) - {"type", "token"}
-        token = _expect(value.get("token"), str, f"{key}.token", "a string")
-        if extra or not token:
-            raise ConfigError("a bearer auth takes one non-empty 'token'", key=key)
-        return BearerAuth(token=token)
-    if kind == "client_credentials":
-        fields = {
-            "clientId": "client_id",
-            "clientSecret": "client_secret",
-            "scope": "scope",
-            "issuer": "issuer",
-        }
-        fields["tokenEndpointAuthMethod"] = "token_endpoint_auth_method"
-        unknown = sorted(set(value) - {"type", *fields})
-        if unknown:
-            raise ConfigError("unknown key", key=f"{key}.{unknown[0]}")
-        kwargs = {
-            attr: _expect(value[k], str, f"{key}.{k}", "a string") for k, attr in fields.items() if k in value
-        }
-        try:
-            return ClientCredentialsAuth(**kwargs)
-        except TypeError:
-            raise ConfigError("needs 'clientId' and 'clientSecret'", key=key) from None
-    if kind == "oauth":
+def _auth(entry: BearerEntry | ClientCredentialsEntry | None) -> AuthConfig | None:
+    if entry is None:
+        return None
+    if isinstance(entry, BearerEntry):
+        return BearerAuth(token=entry.token)
+    return ClientCredentialsAuth(
+        client_id=entry.client_id,
+        client_secret=entry.client_secret,
+        scope=entry.scope,
+        issuer=entry.issuer,
+        token_endpoint_auth_method=entry.token_endpoint_auth_method,
+    )
+
+
+def _key(base: str, key: str) -> str:
+    return f"{base}.{key}" if base else key
+
+
+def refuse_unsupported(entry: Mapping[str, Any], base: str) -> None:
+    """Refuse, with the reason, what an ``mcpServers`` entry may say and this client does not do."""
+    if entry.get("type") == "sse":
         raise ConfigError(
-            "interactive OAuth needs a browser redirect handler: configure it in code (OAuthAuth)", key=key
+            "the legacy SSE transport is not supported; use streamable HTTP", key=_key(base, "type")
         )
-    raise ConfigError("'type' must be 'bearer' or 'client_credentials'", key=f"{key}.type")
+    auth = entry.get("auth")
+    if isinstance(auth, Mapping) and auth.get("type") == "oauth":
+        raise ConfigError(
+            "interactive OAuth needs a browser redirect handler: configure it in code (OAuthAuth)",
+            key=_key(base, "auth"),
+        )
+
+
+def entry_config(
+    name: str, entry: StdioEntry | HttpEntry, *, base: str, secrets: frozenset[str] = frozenset()
+) -> ServerConfig:
+    """The :class:`ServerConfig` of a validated entry. ``base`` prefixes the keys of errors."""
+    if entry.timeout is not None and entry.call_timeout is not None:
+        raise ConfigError(
+            "'timeout' and 'callTimeout' set the same thing: give one", key=_key(base, "timeout")
+        )
+    try:
+        return _entry_config(name, entry, secrets)
+    except ConfigError as exc:
+        if exc.key and base and not exc.key.startswith(base):
+            raise ConfigError(str(exc).split(": ", 1)[-1], key=_key(base, exc.key)) from None
+        raise
+
+
+def _entry_config(name: str, entry: StdioEntry | HttpEntry, secrets: frozenset[str]) -> ServerConfig:
+    transport: TransportConfig
+    if isinstance(entry, StdioEntry):
+        transport = StdioTransport(
+            command=entry.command, args=tuple(entry.args), env=entry.env, cwd=entry.cwd
+        )
+    else:
+        transport = HttpTransport(url=entry.url, headers=entry.headers, auth=_auth(entry.auth))
+    settings = {key: getattr(entry, key) for key in _POLICY_FIELDS if key in entry.model_fields_set}
+    if entry.timeout is not None:
+        settings["call_timeout"] = entry.timeout
+    return ServerConfig(
+        name=name,
+        transport=transport,
+        policy=ServerPolicy(**settings) if settings else DEFAULT_POLICY,
+        idempotent=entry.idempotent,
+        idempotent_tools=frozenset(entry.idempotent_tools),
+        trusted=entry.trusted,
+        secrets=secrets,
+    )
 
 
 def parse_server_entry(
@@ -366,86 +367,20 @@ def parse_server_entry(
     "clientSecret": ...}``.
     """
     base = f"{prefix}.{name}"
-    _expect(entry, dict, base, "an object")
+    if not isinstance(entry, dict):
+        raise ConfigError(f"must be an object, got {json_type(entry)}", key=base)
     if entry.get("disabled") is True:
         return None
-    _check_keys(entry, base)
-    entry = {
-        k: _expand(v, f"{base}.{k}", os.environ if environ is None else environ) for k, v in entry.items()
-    }
-    kind = entry.get("type")
-    if kind is not None:
-        _expect(kind, str, f"{base}.type", "a string")
+    refuse_unsupported(entry, base)
+    secrets: set[str] = set()
+    expanded = _expand(entry, base, os.environ if environ is None else environ, secrets)
     try:
-        transport: TransportConfig
-        if "command" in entry and "url" in entry:
-            raise ConfigError("give either 'command' (stdio) or 'url' (http), not both", key=base)
-        if "command" in entry:
-            if kind not in (None, "stdio"):
-                raise ConfigError(
-                    f"must be 'stdio' for a server with a command, got {quote(kind)}", key=f"{base}.type"
-                )
-            command = _expect(entry["command"], str, f"{base}.command", "a string")
-            args = entry.get("args", [])
-            _expect(args, list, f"{base}.args", "a list of strings")
-            for i, arg in enumerate(args):
-                _expect(arg, str, f"{base}.args[{i}]", "a string")
-            env = _str_map(entry["env"], f"{base}.env") if entry.get("env") is not None else None
-            cwd = (
-                _expect(entry["cwd"], str, f"{base}.cwd", "a string")
-                if entry.get("cwd") is not None
-                else None
-            )
-            transport = StdioTransport(command=command, args=tuple(args), env=env, cwd=cwd)
-        elif "url" in entry:
-            if kind == "sse":
-                raise ConfigError(
-                    "the legacy SSE transport is not supported; use streamable HTTP", key=f"{base}.type"
-                )
-            if kind is not None and kind not in _HTTP_TYPES:
-                raise ConfigError(f"unknown transport type {quote(kind)}", key=f"{base}.type")
-            url = _expect(entry["url"], str, f"{base}.url", "a string")
-            headers = (
-                _str_map(entry["headers"], f"{base}.headers") if entry.get("headers") is not None else None
-            )
-            auth = _parse_auth(entry["auth"], f"{base}.auth") if entry.get("auth") is not None else None
-            transport = HttpTransport(url=url, headers=headers, auth=auth)
-        else:
-            raise ConfigError("needs 'command' (stdio) or 'url' (streamable HTTP)", key=base)
-    except ConfigError as exc:
-        if exc.key and not exc.key.startswith(prefix):
-            raise ConfigError(str(exc).split(": ", 1)[-1], key=f"{base}.{exc.key}") from None
-        raise
-
-    policy_kwargs: dict[str, Any] = {}
-    for json_key, attr in _POLICY_KEYS.items():
-        if json_key in entry:
-            policy_kwargs[attr] = entry[json_key]
-    try:
-        policy = ServerPolicy(**policy_kwargs) if policy_kwargs else DEFAULT_POLICY
-    except ConfigError as exc:
-        attr = (exc.key or "").removeprefix("policy.")
-        json_key = next((k for k, v in _POLICY_KEYS.items() if v == attr and k in entry), attr)
-        raise ConfigError(str(exc).split(": ", 1)[-1], key=f"{base}.{json_key}") from None
-    idempotent = entry.get("idempotent", False)
-    _expect(idempotent, bool, f"{base}.idempotent", "true or false")
-    trusted = entry.get("trusted", False)
-    _expect(trusted, bool, f"{base}.trusted", "true or false")
-    tools = entry.get("idempotentTools", [])
-    _expect(tools, list, f"{base}.idempotentTools", "a list of tool names")
-    for i, tool in enumerate(tools):
-        _expect(tool, str, f"{base}.idempotentTools[{i}]", "a string")
-    try:
-        return ServerConfig(
-            name=name,
-            transport=transport,
-            policy=policy,
-            idempotent=idempotent,
-            idempotent_tools=frozenset(tools),
-            trusted=trusted,
-        )
-    except ConfigError as exc:
-        raise ConfigError(str(exc).split(": ", 1)[-1], key=f"{base}.{exc.key}" if exc.key else base) from None
+        model = SERVER_ENTRY.validate_python(expanded)
+    except ValidationError as exc:
+        path, message = entry_problem(exc)
+        key = f"{base}{'' if path.startswith('[') or not path else '.'}{path}"
+        raise ConfigError(message, key=key) from None
+    return entry_config(name, model, base=base, secrets=frozenset(secrets))
 
 
 def parse_mcp_servers(document: str | bytes | Mapping[str, Any]) -> list[ServerConfig]:

@@ -22,7 +22,7 @@ from trio_mcp._default_fleet import default_fleet
 from . import routes
 from .errors import exception_handlers
 from .middleware import GuardMiddleware
-from .routes import ApiSettings
+from .routes import OPERATIONS, ApiSettings
 
 API_PREFIX = "/api/v1/mcp"
 DEFAULT_MAX_BODY_BYTES = 1_000_000
@@ -60,6 +60,13 @@ ROUTES: list[BaseRoute] = [
     _api("/prompts", routes.list_prompts, ["GET"]),
 ]
 
+PUBLIC_PATHS = frozenset(
+    route.path
+    for route in ROUTES
+    if isinstance(route, Route) and route.endpoint in OPERATIONS and OPERATIONS[route.endpoint].public
+)
+"""Answered without a token: liveness and the API's description."""
+
 
 Lifespan = Callable[[Starlette], AbstractAsyncContextManager[None]]
 
@@ -86,7 +93,9 @@ def create_app(
         raise ValueError("max_body_bytes must be a positive integer")
     app = Starlette(
         routes=ROUTES,
-        middleware=[Middleware(GuardMiddleware, token=token, max_body_bytes=max_body_bytes)],
+        middleware=[
+            Middleware(GuardMiddleware, token=token, max_body_bytes=max_body_bytes, public_paths=PUBLIC_PATHS)
+        ],
         exception_handlers=exception_handlers(),
         lifespan=lifespan,
     )

@@ -9,9 +9,6 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from .errors import PayloadTooLargeError, UnauthorizedError, error_response
 
-PUBLIC_PATHS = frozenset({"/api/v1/health"})
-"""Answered without a token (liveness probes)."""
-
 
 class GuardMiddleware:
     """Refuses requests without the bearer ``token`` (401) and with a declared
@@ -21,8 +18,12 @@ class GuardMiddleware:
     (:func:`web.schemas.read_json_object`).
     """
 
-    def __init__(self, app: ASGIApp, *, token: str | None, max_body_bytes: int) -> None:
+    def __init__(
+        self, app: ASGIApp, *, token: str | None, max_body_bytes: int, public_paths: frozenset[str]
+    ) -> None:
         self.app = app
+        self.public_paths = public_paths
+        """Answered without a token (liveness, the API's description)."""
         self._token = token.encode() if token else None
         self.max_body_bytes = max_body_bytes
 
@@ -31,7 +32,7 @@ class GuardMiddleware:
             await self.app(scope, receive, send)
             return
         headers = Headers(scope=scope)
-        if self._token is not None and scope["path"] not in PUBLIC_PATHS:
+        if self._token is not None and scope["path"] not in self.public_paths:
             scheme, _, credentials = headers.get("authorization", "").partition(" ")
             if scheme.lower() != "bearer" or not hmac.compare_digest(
                 credentials.strip().encode(), self._token

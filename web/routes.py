@@ -5,19 +5,54 @@ Errors are not handled here: library exceptions propagate to the table in :mod:`
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
+from pydantic import BaseModel
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from trio_mcp import Manager, ManagerClosedError, StdioTransport
 
-from . import schemas
+from . import models, schemas
 from .errors import ConflictError, ForbiddenError
 
 Endpoint = Callable[[Request], Awaitable[Response]]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Operation:
+    """What an endpoint takes and answers: the OpenAPI document is generated from these.
+
+    Besides ``status`` and ``errors``, every operation may answer 401 (unless ``public``), 503
+    when the manager is not running (unless ``public``), 413 and 422 when it takes a body,
+    422 when it takes a query string, and 404 when its path names a server.
+    """
+
+    summary: str
+    status: int = 200
+    response: Any = None
+    """The body of a success (a model or an annotated type); ``None``: no body."""
+    body: Any = None
+    query: type[BaseModel] | None = None
+    errors: tuple[int, ...] = ()
+    public: bool = False
+    links: Mapping[str, str] = field(default_factory=dict)
+    """Operations whose ``name`` parameter is the ``name`` of this operation's answer."""
+
+
+OPERATIONS: dict[Endpoint, Operation] = {}
+
+
+def operation(**description: Any) -> Callable[[Endpoint], Endpoint]:
+    """Describe an endpoint (see :class:`Operation`)."""
+
+    def register(endpoint: Endpoint) -> Endpoint:
+        OPERATIONS[endpoint] = Operation(**description)
+        return endpoint
+
+    return register
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -48,13 +83,15 @@ async def _body(request: Request) -> dict[str, Any]:
 # -- liveness ------------------------------------------------------------------------------------
 
 
+@operation(summary="Liveness (no token needed)", response=models.Health, public=True)
 async def health(request: Request) -> Response:
     manager: Manager | None = getattr(request.app.state, "manager", None)
     return JSONResponse({"status": "ok", "manager": "running" if manager is not None else "stopped"})
 
 
+@operation(summary="This document (OpenAPI 3.1)", response=dict[str, Any], public=True)
 async def openapi(request: Request) -> Response:
-    from .openapi import openapi_document
+    from .apidoc import openapi_document
 
     return JSONResponse(openapi_document())
 
@@ -62,11 +99,30 @@ async def openapi(request: Request) -> Response:
 # -- servers -------------------------------------------------------------------------------------
 
 
+_SERVER_LINKS = {
+    "get_server": "the server just registered",
+    "delete_server": "unregister it",
+    "health_check_one": "probe it",
+    "connect_one": "connect it",
+    "initialize_one": "handshake it",
+    "invalidate": "drop its session",
+}
+
+
+@operation(summary="List servers", response=models.ServerList)
 async def list_servers(request: Request) -> Response:
     manager = _manager(request)
     return JSONResponse({"servers": [schemas.server_dict(manager, s) for s in manager.servers()]})
 
 
+@operation(
+    summary="Register an mcpServers entry under a name (stdio needs --allow-stdio-registration)",
+    status=201,
+    response=models.Server,
+    body=models.Registration,
+    errors=(403, 409),
+    links=_SERVER_LINKS,
+)
 async def register_server(request: Request) -> Response:
     manager = _manager(request)
     config = schemas.parse_registration(await _body(request))
@@ -84,17 +140,19 @@ async def register_server(request: Request) -> Response:
     )
 
 
+@operation(summary="One server", response=models.Server)
 async def get_server(request: Request) -> Response:
     manager = _manager(request)
     return JSONResponse(schemas.server_dict(manager, manager.server(request.path_params["name"])))
 
 
+@operation(summary="Unregister a server (its session and process are closed)", status=204)
 async def delete_server(request: Request) -> Response:
     await _manager(request).remove_server(request.path_params["name"])
     return Response(status_code=204)
 
 
-def _fleet_action(action: str, *, one: bool) -> Callable[[Request], Awaitable[Response]]:
+def _fleet_action(action: str, *, one: bool, summary: str) -> Endpoint:
     """A handler running ``manager.<action>`` for the named server (``one``) or for all of them."""
 
     async def handler(request: Request) -> Response:
@@ -107,20 +165,22 @@ def _fleet_action(action: str, *, one: bool) -> Callable[[Request], Awaitable[Re
         return JSONResponse({"servers": [schemas.server_dict(manager, s) for s in snaps]})
 
     handler.__name__ = f"{action}_{'one' if one else 'all'}"
-    return handler
+    response = models.Server if one else models.ServerList
+    return operation(summary=summary, response=response, errors=(504,))(handler)
 
 
-health_check_one = _fleet_action("health_check", one=True)
-health_check_all = _fleet_action("health_check", one=False)
-initialize_one = _fleet_action("initialize", one=True)
-initialize_all = _fleet_action("initialize", one=False)
-connect_one = _fleet_action("connect", one=True)
-connect_all = _fleet_action("connect", one=False)
+health_check_one = _fleet_action("health_check", one=True, summary="Probe one server now")
+health_check_all = _fleet_action("health_check", one=False, summary="Probe every server now")
+initialize_one = _fleet_action("initialize", one=True, summary="Run one server's handshake again now")
+initialize_all = _fleet_action("initialize", one=False, summary="Run every server's handshake again now")
+connect_one = _fleet_action("connect", one=True, summary="Connect and probe one server now")
+connect_all = _fleet_action("connect", one=False, summary="Connect and probe every server now")
 
 
 # -- session controls ------------------------------------------------------------------------------
 
 
+@operation(summary="Drop the session; the next use reconnects", response=models.Invalidated)
 async def invalidate(request: Request) -> Response:
     manager = _manager(request)
     name = request.path_params["name"]
@@ -134,6 +194,7 @@ async def invalidate(request: Request) -> Response:
     )
 
 
+@operation(summary="Drop the session and open a new one now", response=models.Refreshed, errors=(409, 504))
 async def refresh(request: Request) -> Response:
     manager = _manager(request)
     name = request.path_params["name"]
@@ -143,13 +204,14 @@ async def refresh(request: Request) -> Response:
     return JSONResponse({"server": name, "adapter_session": schemas.session_dict(manager, info)})
 
 
+@operation(
+    summary="Session diagnostics", response=models.SessionList, query=models.SessionQuery, errors=(404,)
+)
 async def adapter_sessions(request: Request) -> Response:
     manager = _manager(request)
+    query = schemas.parse_query(models.SessionQuery, request)
     infos = manager.sessions(
-        server=schemas.query_str(request, "server"),
-        active_only=schemas.query_bool(request, "active_only"),
-        freshness=schemas.query_freshness(request),
-        limit=schemas.query_limit(request),
+        server=query.server, active_only=query.active_only, freshness=query.freshness, limit=query.limit
     )
     return JSONResponse({"sessions": [schemas.session_dict(manager, i) for i in infos]})
 
@@ -157,22 +219,34 @@ async def adapter_sessions(request: Request) -> Response:
 # -- event logs --------------------------------------------------------------------------------------
 
 
+@operation(
+    summary="Connection status changes, oldest first",
+    response=models.ConnectionEventList,
+    query=models.EventQuery,
+    errors=(404,),
+)
 async def connection_events(request: Request) -> Response:
+    query = schemas.parse_query(models.EventQuery, request)
     events = _manager(request).connection_events(
-        server=schemas.query_str(request, "server"),
-        correlation_id=schemas.query_str(request, "correlation_id"),
-        limit=schemas.query_limit(request),
+        server=query.server, correlation_id=query.correlation_id, limit=query.limit
     )
     return JSONResponse({"events": [e.to_dict() for e in events]})
 
 
+@operation(
+    summary="Invocation lifecycle events, oldest first",
+    response=models.InvocationEventList,
+    query=models.InvocationEventQuery,
+    errors=(404,),
+)
 async def invocation_events(request: Request) -> Response:
+    query = schemas.parse_query(models.InvocationEventQuery, request)
     events = _manager(request).invocation_events(
-        server=schemas.query_str(request, "server"),
-        method=schemas.query_str(request, "method"),
-        request_id=schemas.query_str(request, "request_id"),
-        correlation_id=schemas.query_str(request, "correlation_id"),
-        limit=schemas.query_limit(request),
+        server=query.server,
+        method=query.method,
+        request_id=query.request_id,
+        correlation_id=query.correlation_id,
+        limit=query.limit,
     )
     return JSONResponse({"events": [e.to_dict() for e in events]})
 
@@ -180,32 +254,56 @@ async def invocation_events(request: Request) -> Response:
 # -- invocation ----------------------------------------------------------------------------------------
 
 
-async def _invoke(request: Request, method: str, target_key: str) -> Response:
-    manager = _manager(request)
-    req = schemas.parse_invoke(await _body(request), target_key, string_arguments=method == "prompts/get")
-    outcome = await manager.invoke(
+async def _invoke(request: Request, method: str, target: str, req: models.InvokeOptions) -> Response:
+    outcome = await _manager(request).invoke(
         method,
-        req.target,
-        req.arguments,
-        preferred=req.preferred,
+        target,
+        getattr(req, "arguments", None),
+        preferred=req.preferred_servers,
         failover=req.failover,
-        timeout=req.timeout,
-        attempt_timeout=req.attempt_timeout,
+        timeout=req.timeout_seconds,
+        attempt_timeout=req.attempt_timeout_seconds,
         request_id=req.request_id,
     )
     return JSONResponse(schemas.invocation_dict(outcome))
 
 
+_INVOKE_ERRORS = (404, 504)
+"""404: an unknown preferred server, or no server offers the target; 503 (always possible):
+no candidate could answer; 504: the deadline passed."""
+
+
+@operation(
+    summary="Call a tool, failing over between the servers that offer it",
+    response=models.ToolInvocation,
+    body=models.InvokeTool,
+    errors=_INVOKE_ERRORS,
+)
 async def invoke_tool(request: Request) -> Response:
-    return await _invoke(request, "tools/call", "tool_name")
+    req = schemas.parse_body(models.InvokeTool, await _body(request))
+    return await _invoke(request, "tools/call", req.tool_name, req)
 
 
+@operation(
+    summary="Read a resource, failing over between the servers that offer it",
+    response=models.ResourceInvocation,
+    body=models.InvokeResource,
+    errors=_INVOKE_ERRORS,
+)
 async def invoke_resource(request: Request) -> Response:
-    return await _invoke(request, "resources/read", "uri")
+    req = schemas.parse_body(models.InvokeResource, await _body(request))
+    return await _invoke(request, "resources/read", req.uri, req)
 
 
+@operation(
+    summary="Get a prompt, failing over between the servers that offer it",
+    response=models.PromptInvocation,
+    body=models.InvokePrompt,
+    errors=_INVOKE_ERRORS,
+)
 async def invoke_prompt(request: Request) -> Response:
-    return await _invoke(request, "prompts/get", "name")
+    req = schemas.parse_body(models.InvokePrompt, await _body(request))
+    return await _invoke(request, "prompts/get", req.name, req)
 
 
 # -- catalogs ------------------------------------------------------------------------------------------
@@ -216,13 +314,16 @@ async def _catalog(request: Request, kind: str) -> Response:
     return JSONResponse({kind: [schemas.catalog_entry_dict(e) for e in entries]})
 
 
+@operation(summary="Tools across the fleet, each with the servers offering it", response=models.ToolList)
 async def list_tools(request: Request) -> Response:
     return await _catalog(request, "tools")
 
 
+@operation(summary="Resources across the fleet", response=models.ResourceList)
 async def list_resources(request: Request) -> Response:
     return await _catalog(request, "resources")
 
 
+@operation(summary="Prompts across the fleet", response=models.PromptList)
 async def list_prompts(request: Request) -> Response:
     return await _catalog(request, "prompts")

@@ -8,21 +8,18 @@ timestamps are Unix seconds derived from the manager's clock anchor.
 from __future__ import annotations
 
 import json
-import math
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any, Literal, cast
+from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import trio
+from pydantic import BaseModel, ValidationError
 from starlette.requests import Request
 
-import trio_mcp
 from trio_mcp import (
     CatalogEntry,
     ConfigError,
-    Freshness,
     HttpTransport,
     InvocationResult,
     Manager,
@@ -32,13 +29,13 @@ from trio_mcp import (
     StdioTransport,
 )
 from trio_mcp._auth import describe_auth
-from trio_mcp._exceptions import quote
+from trio_mcp._config import entry_config, refuse_unsupported
+from trio_mcp._entry import ENTRY_KEYS, NESTED_KEYS, first_problem, json_type
 
+from . import models
 from .errors import PayloadTooLargeError, ValidationFailedError
 
 REDACTED = "***"
-FAILOVER_MODES = ("safe", "always", "never")
-FailoverMode = Literal["safe", "always", "never"]
 
 # ---------------------------------------------------------------------------------------------
 # request bodies
@@ -70,208 +67,66 @@ async def read_json_object(request: Request, max_body_bytes: int) -> dict[str, A
     except (ValueError, RecursionError) as exc:
         raise ValidationFailedError(f"malformed JSON: {exc}", field="body") from None
     if not isinstance(body, dict):
-        raise ValidationFailedError(f"must be a JSON object, got {_json_type(body)}", field="body")
+        raise ValidationFailedError(f"must be a JSON object, got {json_type(body)}", field="body")
     return body
 
 
-def _json_type(value: Any) -> str:
-    if value == "":
-        return "an empty string"
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, int | float):
-        return "number"
-    if isinstance(value, str):
-        return "string"
-    if isinstance(value, list):
-        return "array"
-    return "object"
+M = TypeVar("M", bound=BaseModel)
 
 
-def _str(body: Mapping[str, Any], key: str, *, required: bool = True) -> str | None:
-    value = body.get(key)
-    if value is None:
-        if required:
-            raise ValidationFailedError("is required", field=key)
-        return None
-    if not isinstance(value, str) or not value:
-        raise ValidationFailedError(f"must be a non-empty string, got {_json_type(value)}", field=key)
-    return value
+def parse_body(model: type[M], body: Mapping[str, Any]) -> M:
+    """``body`` validated by ``model``.
+
+    Raises:
+        ValidationFailedError: naming the first bad field by its JSON path.
+    """
+    try:
+        return model.model_validate(body)
+    except ValidationError as exc:
+        path, message = first_problem(exc, _keys(model))
+        raise ValidationFailedError(message, field=path or "body") from None
 
 
-MAX_REQUEST_ID_LENGTH = 128
+def _keys(model: type[BaseModel]) -> list[str]:
+    return [info.alias or name for name, info in model.model_fields.items()]
 
 
-def _request_id(body: Mapping[str, Any]) -> str | None:
-    value = _str(body, "request_id", required=False)
-    if value is not None and len(value) > MAX_REQUEST_ID_LENGTH:
-        raise ValidationFailedError(
-            f"must be at most {MAX_REQUEST_ID_LENGTH} characters, got {len(value)}", field="request_id"
-        )
-    return value
-
-
-def _object(body: Mapping[str, Any], key: str) -> dict[str, Any] | None:
-    value = body.get(key)
-    if value is None:
-        return None
-    if not isinstance(value, dict):
-        raise ValidationFailedError(f"must be an object, got {_json_type(value)}", field=key)
-    return value
-
-
-def _str_list(body: Mapping[str, Any], key: str) -> list[str]:
-    value = body.get(key)
-    if value is None:
-        return []
-    if not isinstance(value, list):
-        raise ValidationFailedError(f"must be an array of strings, got {_json_type(value)}", field=key)
-    for i, item in enumerate(value):
-        if not isinstance(item, str) or not item:
-            raise ValidationFailedError(
-                f"must be a non-empty string, got {_json_type(item)}", field=f"{key}[{i}]"
-            )
-    return list(value)
-
-
-def _positive(body: Mapping[str, Any], key: str) -> float | None:
-    value = body.get(key)
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ValidationFailedError(f"must be a number, got {_json_type(value)}", field=key)
-    if not math.isfinite(value) or value <= 0:
-        raise ValidationFailedError(f"must be a positive number of seconds, got {quote(value)}", field=key)
-    return float(value)
-
-
-@dataclass(frozen=True, kw_only=True)
-class InvokeRequest:
-    """The common part of ``POST /invoke/{tool,resource,prompt}``."""
-
-    target: str
-    arguments: dict[str, Any] | None
-    preferred: list[str]
-    failover: FailoverMode
-    timeout: float | None
-    attempt_timeout: float | None
-    request_id: str | None
-
-
-_INVOKE_KEYS = {
-    "arguments",
-    "preferred_servers",
-    "failover",
-    "timeout_seconds",
-    "attempt_timeout_seconds",
-    "request_id",
-}
-
-
-def parse_invoke(
-    body: Mapping[str, Any], target_key: str, *, string_arguments: bool = False
-) -> InvokeRequest:
-    """Parse an invocation body whose target (tool name, URI, prompt name) is ``target_key``."""
-    allowed = {target_key, *_INVOKE_KEYS}
-    if target_key == "uri":
-        allowed.discard("arguments")
-    unknown = sorted(set(body) - allowed)
-    if unknown:
-        raise ValidationFailedError("unknown field", field=unknown[0])
-    target = _str(body, target_key)
-    assert target is not None
-    arguments = _object(body, "arguments")
-    if string_arguments and arguments is not None:
-        for key, value in arguments.items():
-            if not isinstance(value, str):
-                raise ValidationFailedError(
-                    f"prompt arguments must be strings, got {_json_type(value)}", field=f"arguments.{key}"
-                )
-    failover = body.get("failover", "safe")
-    if failover not in FAILOVER_MODES:
-        raise ValidationFailedError(f"must be one of {', '.join(FAILOVER_MODES)}", field="failover")
-    return InvokeRequest(
-        target=target,
-        arguments=arguments,
-        preferred=_str_list(body, "preferred_servers"),
-        failover=cast(FailoverMode, failover),
-        timeout=_positive(body, "timeout_seconds"),
-        attempt_timeout=_positive(body, "attempt_timeout_seconds"),
-        request_id=_request_id(body),
-    )
+_REGISTRATION_KEYS = ["name", *ENTRY_KEYS]
 
 
 def parse_registration(body: Mapping[str, Any]) -> ServerConfig:
     """Parse ``{"name": ..., <mcpServers entry>}`` into a :class:`ServerConfig`.
 
+    ``${VAR}`` is not expanded: the environment of this process is not the caller's to read.
+
     Raises:
         ValidationFailedError: naming the field relative to the request body.
     """
-    name = _str(body, "name")
-    assert name is not None
-    entry = {k: v for k, v in body.items() if k != "name"}
-    base = f"servers.{name}"
+    if "name" not in body:
+        raise ValidationFailedError("is required", field="name")
     try:
-        config = trio_mcp.parse_server_entry(name, entry, prefix="servers")
+        refuse_unsupported(body, "")
+        entry = models.REGISTRATION.validate_python(body)
+        if entry.disabled:
+            raise ValidationFailedError("a disabled server cannot be registered", field="disabled")
+        return entry_config(entry.name, entry, base="")
+    except ValidationError as exc:
+        path, message = first_problem(exc, _REGISTRATION_KEYS, nested=NESTED_KEYS)
+        raise ValidationFailedError(message, field=path or "body") from None
     except ConfigError as exc:
         key = exc.key or ""
         message = str(exc).removeprefix(f"{key}: ") if key else str(exc)
-        field = key.removeprefix(base).lstrip(".") or "body"
-        raise ValidationFailedError(message, field=field) from None
-    if config is None:
-        raise ValidationFailedError("a disabled server cannot be registered", field="disabled")
-    return config
+        raise ValidationFailedError(message, field=key or "body") from None
 
 
-# ---------------------------------------------------------------------------------------------
-# query parameters
-# ---------------------------------------------------------------------------------------------
-
-_TRUE = {"1", "true", "yes", "on"}
-_FALSE = {"0", "false", "no", "off", ""}
-
-
-def query_str(request: Request, key: str) -> str | None:
-    value = request.query_params.get(key)
-    return value if value else None
-
-
-def query_bool(request: Request, key: str) -> bool:
-    value = request.query_params.get(key)
-    if value is None:
-        return False
-    lowered = value.strip().lower()
-    if lowered in _TRUE:
-        return True
-    if lowered in _FALSE:
-        return False
-    raise ValidationFailedError(f"must be true or false, got {quote(value)}", field=key)
-
-
-def query_limit(request: Request, key: str = "limit") -> int | None:
-    value = request.query_params.get(key)
-    if value is None or value == "":
-        return None
+def parse_query(model: type[M], request: Request) -> M:
+    """The query string validated by ``model``; empty values count as absent."""
+    params = {k: v for k, v in request.query_params.items() if v != ""}
     try:
-        limit = int(value)
-    except ValueError:
-        raise ValidationFailedError(f"must be an integer, got {quote(value)}", field=key) from None
-    if limit < 0:
-        raise ValidationFailedError(f"must be >= 0, got {limit}", field=key)
-    return limit
-
-
-def query_freshness(request: Request, key: str = "freshness") -> Freshness | None:
-    value = query_str(request, key)
-    if value is None:
-        return None
-    try:
-        return Freshness(value)
-    except ValueError:
-        allowed = ", ".join(f.value for f in Freshness)
-        raise ValidationFailedError(f"must be one of {allowed}, got {quote(value)}", field=key) from None
+        return model.model_validate(params)
+    except ValidationError as exc:
+        path, message = first_problem(exc)
+        raise ValidationFailedError(message, field=path) from None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -325,22 +180,32 @@ def _redact_args(args: Sequence[str]) -> list[str]:
     return out
 
 
+def hide_secrets(text: str | None, secrets: frozenset[str]) -> str | None:
+    """``text`` with every value substituted from the environment (``${VAR}``) replaced."""
+    if text is None or not secrets:
+        return text
+    for secret in sorted(secrets, key=len, reverse=True):
+        text = text.replace(secret, REDACTED)
+    return text
+
+
 def transport_dict(config: ServerConfig) -> dict[str, Any]:
-    """How the server is reached, with header values, env values, URL passwords and auth secrets
-    redacted."""
+    """How the server is reached, with header values, env values, URL passwords, auth secrets
+    and every value that came from an environment variable redacted."""
     transport = config.transport
+    secrets = config.secrets
     if isinstance(transport, StdioTransport):
         return {
             "kind": "stdio",
-            "command": transport.command,
-            "args": _redact_args(transport.args),
+            "command": hide_secrets(transport.command, secrets),
+            "args": [hide_secrets(a, secrets) for a in _redact_args(transport.args)],
             "env": {k: REDACTED for k in transport.env} if transport.env is not None else None,
-            "cwd": transport.cwd,
+            "cwd": hide_secrets(transport.cwd, secrets),
         }
     if isinstance(transport, HttpTransport):
         out: dict[str, Any] = {
             "kind": "http",
-            "url": _redact_url(transport.url),
+            "url": hide_secrets(_redact_url(transport.url), secrets),
             "headers": {k: REDACTED for k in transport.headers} if transport.headers is not None else None,
         }
         if transport.auth is not None:
@@ -360,15 +225,17 @@ def server_dict(manager: Manager, snap: ServerSnapshot) -> dict[str, Any]:
     ts = manager.anchor.timestamp
     now = trio.current_time()
     try:
-        transport = transport_dict(manager.config(snap.name))
+        config = manager.config(snap.name)
     except LookupError:  # removed between the snapshot and now
-        transport = None
+        transport, secrets = None, frozenset[str]()
+    else:
+        transport, secrets = transport_dict(config), config.secrets
     return {
         "name": snap.name,
         "transport": transport,
         "status": snap.status.value,
         "connection": snap.connection.value,
-        "last_error": snap.last_error,
+        "last_error": hide_secrets(snap.last_error, secrets),
         "last_error_category": snap.last_error_category,
         "consecutive_failures": snap.consecutive_failures,
         "retry_count": snap.retry_count,

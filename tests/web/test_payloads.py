@@ -12,6 +12,7 @@ from _fleet import policy
 import trio_mcp
 from trio_mcp.testing import ScriptedServer, memory_server
 from web.app import create_app
+from web.schemas import transport_dict
 
 API = "/api/v1/mcp"
 # Nothing reconnects by itself during a test: every failure below is one the test caused.
@@ -189,3 +190,47 @@ async def test_consecutive_failures_count_each_failure_and_reset_on_success() ->
         assert (response.json()["status"], response.json()["consecutive_failures"]) == ("recovered", 0)
         one, listed = await server_payloads(client, "b")
         assert (one["consecutive_failures"], one["retry_count"], listed["consecutive_failures"]) == (0, 0, 0)
+
+
+async def test_values_from_the_environment_are_never_shown_and_never_expanded_over_http(
+    monkeypatch: Any,
+) -> None:
+    monkeypatch.setenv("DEMO_DB_URL", "postgres://app:hunter2@db/app")
+    monkeypatch.setenv("DEMO_TENANT", "tenant-7731")
+    (configured,) = trio_mcp.parse_mcp_servers(
+        {
+            "mcpServers": {
+                "cfg": {
+                    "url": "http://127.0.0.1:9/mcp?tenant=${DEMO_TENANT}",
+                    "headers": {"X-Db": "${DEMO_DB_URL}"},
+                    "connectOnStart": False,
+                }
+            }
+        }
+    )
+    async with api([configured], allow_stdio=True) as (manager, client):
+        response = await client.post(
+            f"{API}/servers",
+            json={
+                "name": "local",
+                "command": "definitely-not-run",
+                "args": ["--db", "${DEMO_DB_URL}"],
+                "connectOnStart": False,
+            },
+        )
+        assert response.status_code == 201, response.text
+        # A registration over HTTP is taken literally: this process's environment is not the
+        # caller's to read.
+        local = manager.config("local").transport
+        assert isinstance(local, trio_mcp.StdioTransport)
+        assert local.args == ("--db", "${DEMO_DB_URL}")
+        listed = (await client.get(f"{API}/servers")).text
+        assert "hunter2" not in listed and "tenant-7731" not in listed
+        one = (await client.get(f"{API}/servers/cfg")).json()
+        assert one["transport"]["url"] == "http://127.0.0.1:9/mcp?tenant=***"
+        assert one["transport"]["headers"] == {"X-Db": "***"}
+    (cli,) = trio_mcp.parse_mcp_servers(
+        {"mcpServers": {"cli": {"command": "run", "args": ["${DEMO_DB_URL}"], "connectOnStart": False}}}
+    )
+    assert cli.secrets == frozenset({"postgres://app:hunter2@db/app"})
+    assert transport_dict(cli)["args"] == ["***"]

@@ -16,8 +16,8 @@ from _fleet import policy
 
 import trio_mcp
 from trio_mcp.testing import ScriptedServer, memory_server
+from web.apidoc import openapi_document
 from web.app import ROUTES, create_app
-from web.openapi import openapi_document
 
 API = "/api/v1/mcp"
 ANCHOR = 1_700_000_000.0
@@ -324,16 +324,16 @@ async def test_create_app_rejects_a_bad_body_limit() -> None:
         create_app(None, max_body_bytes=0)
 
 
-async def test_bearer_token_guards_everything_but_liveness() -> None:
+async def test_bearer_token_guards_everything_but_liveness_and_the_description() -> None:
     async with open_fleet("a", token="s3cret") as fleet:
         client = fleet.client
-        assert (await client.get("/api/v1/health")).status_code == 200
+        for public in ("/api/v1/health", "/openapi.json", f"{API}/openapi.json"):
+            assert (await client.get(public)).status_code == 200
         for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "Basic s3cret"}):
             for method, path in [
                 ("GET", f"{API}/servers"),
                 ("POST", f"{API}/invoke/tool"),
                 ("DELETE", f"{API}/servers/a"),
-                ("GET", "/openapi.json"),
                 ("GET", f"{API}/nowhere"),
             ]:
                 response = await client.request(method, path, headers=headers)
@@ -343,7 +343,6 @@ async def test_bearer_token_guards_everything_but_liveness() -> None:
         assert fleet.manager.names == ["a"]
         ok = {"Authorization": "Bearer s3cret"}
         assert (await client.get(f"{API}/servers", headers=ok)).status_code == 200
-        assert (await client.get("/openapi.json", headers=ok)).status_code == 200
 
 
 async def test_no_manager_is_503() -> None:

@@ -1,0 +1,203 @@
+"""The OpenAPI 3.1 document, generated from the route table and the models of :mod:`web.models`.
+
+Nothing here describes the API by hand: paths and methods come from :data:`web.app.ROUTES`,
+what each operation takes and answers from its :class:`web.routes.Operation`, and every schema
+from pydantic.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from pydantic import BaseModel, TypeAdapter
+from pydantic.json_schema import JsonSchemaMode
+from starlette.routing import BaseRoute, Route
+
+import trio_mcp
+
+from . import models
+from .routes import OPERATIONS, Operation
+
+REF = "#/components/schemas/{model}"
+_PATH_PARAMETER = re.compile(r"{([^}:]+)(?::[^}]+)?}")
+_ERROR_DESCRIPTIONS = {
+    401: "A valid bearer token is required",
+    403: "Refused by this server's settings",
+    404: "Unknown server, or nothing offers the target",
+    409: "Conflicts with the server's current state",
+    413: "The request body is too large",
+    422: "A malformed body or query string, naming the field",
+    503: "The manager is not running, or no candidate could answer",
+    504: "A deadline passed",
+}
+
+
+def _statuses(op: Operation, path: str) -> list[int]:
+    statuses = {op.status, *op.errors}
+    if not op.public:
+        statuses |= {401, 503}
+    if op.body is not None:
+        statuses |= {413, 422}
+    if op.query is not None:
+        statuses.add(422)
+    if "{name}" in path:
+        statuses.add(404)
+    return sorted(statuses)
+
+
+def _strip_null(schema: dict[str, Any]) -> dict[str, Any]:
+    """A query parameter's schema without its ``null`` branch (a query string has no null)."""
+    branches = schema.get("anyOf")
+    if branches and any(b.get("type") == "null" for b in branches):
+        rest = [b for b in branches if b.get("type") != "null"]
+        out = {k: v for k, v in schema.items() if k not in ("anyOf", "default")}
+        if len(rest) == 1:
+            out.update(rest[0])
+        else:
+            out["anyOf"] = rest
+        return out
+    return {k: v for k, v in schema.items() if k != "default" or v is not None}
+
+
+def _query_parameters(query: type[BaseModel], schema: dict[str, Any]) -> list[dict[str, Any]]:
+    properties = schema.get("properties", {})
+    out = []
+    for name in query.model_fields:
+        prop = _strip_null(dict(properties[name]))
+        description = prop.pop("description", None)
+        prop.pop("title", None)
+        param: dict[str, Any] = {"name": name, "in": "query", "required": False, "schema": prop}
+        if description:
+            param["description"] = description
+        out.append(param)
+    return out
+
+
+def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+class _Schemas:
+    """Every type the operations name, turned into JSON Schema in one pass (shared
+    ``components/schemas``)."""
+
+    def __init__(self, ops: Iterable[Operation]) -> None:
+        inputs: list[tuple[Any, JsonSchemaMode, TypeAdapter[Any]]] = []
+        seen: set[tuple[int, str]] = set()
+
+        def add(kind: Any, mode: JsonSchemaMode) -> None:
+            if kind is not None and (id(kind), mode) not in seen:
+                seen.add((id(kind), mode))
+                inputs.append((kind, mode, TypeAdapter(kind)))
+
+        add(models.Error, "serialization")
+        for op in ops:
+            add(op.body, "validation")
+            add(op.query, "validation")
+            add(op.response, "serialization")
+        keys, defs = TypeAdapter.json_schemas(
+            [(id(kind), mode, adapter) for kind, mode, adapter in inputs], ref_template=REF
+        )
+        self._keys = keys
+        self.components: dict[str, Any] = defs.get("$defs", {})
+
+    def of(self, kind: Any, mode: JsonSchemaMode) -> dict[str, Any]:
+        return dict(self._keys[(id(kind), mode)])
+
+    def inline(self, kind: Any, mode: JsonSchemaMode) -> dict[str, Any]:
+        """The schema itself rather than a reference to it."""
+        schema = self.of(kind, mode)
+        ref = schema.get("$ref")
+        return dict(self.components[ref.rsplit("/", 1)[-1]]) if ref else schema
+
+
+def _operation(route: Route, op: Operation, schemas: _Schemas, operation_id: str) -> dict[str, Any]:
+    path = route.path
+    out: dict[str, Any] = {"operationId": operation_id, "summary": op.summary}
+    parameters = [
+        {"name": p, "in": "path", "required": True, "schema": {"type": "string"}}
+        for p in _PATH_PARAMETER.findall(path)
+    ]
+    if op.query is not None:
+        parameters += _query_parameters(op.query, schemas.inline(op.query, "validation"))
+    if parameters:
+        out["parameters"] = parameters
+    if op.body is not None:
+        out["requestBody"] = {
+            "required": True,
+            "content": {"application/json": {"schema": schemas.of(op.body, "validation")}},
+        }
+    responses: dict[str, Any] = {}
+    error = schemas.of(models.Error, "serialization")
+    for status in _statuses(op, path):
+        if status == op.status:
+            if op.response is None:
+                responses[str(status)] = {"description": "Done (no body)"}
+            else:
+                responses[str(status)] = _json(schemas.of(op.response, "serialization"), "Success")
+            if op.links:
+                responses[str(status)]["links"] = {
+                    target: {
+                        "operationId": target,
+                        "parameters": {"name": "$response.body#/name"},
+                        "description": description,
+                    }
+                    for target, description in op.links.items()
+                }
+        else:
+            responses[str(status)] = _json(error, _ERROR_DESCRIPTIONS.get(status, "Error"))
+    out["responses"] = responses
+    if op.public:
+        out["security"] = []
+    return out
+
+
+def build_document(routes: Sequence[BaseRoute]) -> dict[str, Any]:
+    """The OpenAPI document of ``routes`` (every :class:`Route` must have an :class:`Operation`)."""
+    described = [
+        (route, OPERATIONS[route.endpoint])
+        for route in routes
+        if isinstance(route, Route) and route.endpoint in OPERATIONS
+    ]
+    missing = [r.path for r in routes if isinstance(r, Route) and r.endpoint not in OPERATIONS]
+    if missing:
+        raise LookupError(f"routes without an operation: {missing}")
+    schemas = _Schemas(op for _, op in described)
+    paths: dict[str, dict[str, Any]] = {}
+    used: set[str] = set()
+    for route, op in described:
+        operation_id = route.endpoint.__name__
+        if operation_id in used:  # the same endpoint under a second path
+            operation_id = f"{operation_id}_{len(used)}"
+        used.add(operation_id)
+        for method in sorted(route.methods or ()):
+            if method != "HEAD":
+                paths.setdefault(route.path, {})[method.lower()] = _operation(
+                    route, op, schemas, operation_id
+                )
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "trio-mcp",
+            "version": trio_mcp.__version__,
+            "description": "Supervised connections to a fleet of MCP servers, with failover. "
+            "Every *_at field is a Unix time in seconds.",
+        },
+        "paths": paths,
+        "components": {
+            "schemas": schemas.components,
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        },
+        "security": [{"bearer": []}],
+    }
+
+
+@functools.cache
+def openapi_document() -> dict[str, Any]:
+    """The document of the application's own routes (built once)."""
+    from .app import ROUTES
+
+    return build_document(ROUTES)
