@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+import httpx2
 from pydantic import ValidationError
 
 from ._auth import AUTH_TYPES, AuthConfig, BearerAuth, ClientCredentialsAuth
@@ -174,6 +175,10 @@ class HttpTransport:
     def __post_init__(self) -> None:
         if not isinstance(self.url, str) or not re.match(r"^https?://[^/\s]+", self.url):
             raise ConfigError(f"must be an http:// or https:// URL, got {quote(self.url)}", key="url")
+        try:
+            httpx2.URL(self.url)
+        except httpx2.InvalidURL as exc:
+            raise ConfigError(f"is not a valid URL ({exc}), got {quote(self.url)}", key="url") from None
         if self.headers is not None:
             if not isinstance(self.headers, Mapping) or not all(
                 isinstance(k, str) and isinstance(v, str) for k, v in self.headers.items()
@@ -342,7 +347,12 @@ def _entry_config(name: str, entry: StdioEntry | HttpEntry, secrets: frozenset[s
         )
     else:
         transport = HttpTransport(url=entry.url, headers=entry.headers, auth=_auth(entry.auth))
-    settings = {key: getattr(entry, key) for key in _POLICY_FIELDS if key in entry.model_fields_set}
+    # null means "the default", except for handshakeMaxAge, where it means "never stale".
+    settings = {
+        key: getattr(entry, key)
+        for key in _POLICY_FIELDS
+        if key in entry.model_fields_set and (getattr(entry, key) is not None or key == "handshake_max_age")
+    }
     if entry.timeout is not None:
         settings["call_timeout"] = entry.timeout
     return ServerConfig(

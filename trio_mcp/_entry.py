@@ -11,18 +11,42 @@ import difflib
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, TypeAdapter, ValidationError
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    TypeAdapter,
+    ValidationError,
+)
 from pydantic_core import ErrorDetails
 
 from ._exceptions import quote
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$"
-URL_PATTERN = r"^https?://[^/\s]+"
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+_OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
+_H16 = r"[0-9A-Fa-f]{1,4}"
+_IPV6 = "|".join(
+    [
+        rf"(?:{_H16}:){{7}}{_H16}",
+        rf"(?:{_H16}:){{1,7}}:",
+        *(rf"(?:{_H16}:){{1,{7 - n}}}(?::{_H16}){{1,{n}}}" for n in range(1, 7)),
+        rf":(?:(?::{_H16}){{1,7}}|:)",
+    ]
+)
+_NAME = rf"(?:{_LABEL}\.)*[A-Za-z](?:[A-Za-z0-9-]{{0,61}}[A-Za-z0-9])?"  # not all digits: not an IPv4
+_HOST = rf"(?:\[(?:{_IPV6})\]|(?:{_OCTET}\.){{3}}{_OCTET}|{_NAME})"
+_TEXT = r"[^\s\x00-\x1f\x7f]"  # printable, no spaces
+URL_PATTERN = rf"^https?://(?:[^@/?#\s\x00-\x1f\x7f\[\]]+@)?{_HOST}(?::[0-9]{{1,5}})?(?:[/?#]{_TEXT}*)?$"
+"""An http(s) URL whose host is a DNS name, an IPv4 address or an IPv6 literal."""
 TOKEN_PATTERN = r"^[^\r\n]+$"
 
 PATTERN_MESSAGES = {
     NAME_PATTERN: "must be 1-128 characters of letters, digits, '_', '-' or '.'",
-    URL_PATTERN: "must be an http:// or https:// URL",
+    URL_PATTERN: "must be an http:// or https:// URL with a host name or IP address",
     TOKEN_PATTERN: "must be a non-empty single-line string",
 }
 """What a value that does not match one of our patterns must be, in words."""
@@ -30,6 +54,16 @@ PATTERN_MESSAGES = {
 STRICT = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False, frozen=True)
 
 NonEmpty = Annotated[str, Field(min_length=1)]
+
+
+def _whole(value: Any) -> Any:
+    """JSON does not tell 3 from 3.0: a float with no fractional part is an integer."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+Count = Annotated[int, Field(ge=1), BeforeValidator(_whole)]
 Seconds = Annotated[float, Field(gt=0, description="seconds")]
 HttpType = Literal["http", "streamable-http", "streamable_http", "streamableHttp", "streamablehttp"]
 
@@ -78,13 +112,13 @@ class _Entry(BaseModel):
     call_timeout: Seconds | None = Field(None, alias="callTimeout")
     timeout: Seconds | None = Field(None, description="the same as callTimeout (give one of them)")
     health_interval: Seconds | None = Field(None, alias="healthInterval")
-    unreachable_threshold: Annotated[int, Field(ge=1)] | None = Field(None, alias="unreachableThreshold")
+    unreachable_threshold: Count | None = Field(None, alias="unreachableThreshold")
     handshake_max_age: Seconds | None = Field(None, alias="handshakeMaxAge")
     freshness_window: Seconds | None = Field(None, alias="freshnessWindow")
     protocol: Literal["auto", "legacy", "modern"] | None = None
     probe: Literal["auto", "ping", "discover", "list_tools", "none"] | None = None
     connect_on_start: bool | None = Field(None, alias="connectOnStart")
-    max_concurrency: Annotated[int, Field(ge=1)] | None = Field(None, alias="maxConcurrency")
+    max_concurrency: Count | None = Field(None, alias="maxConcurrency")
     # Keys other MCP clients keep in the same file: accepted, and they mean nothing here.
     description: str | None = None
     always_allow: list[str] | None = Field(None, alias="alwaysAllow")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from pydantic import BaseModel, TypeAdapter
@@ -19,7 +19,7 @@ from starlette.routing import BaseRoute, Route
 import trio_mcp
 
 from . import models
-from .routes import OPERATIONS, Operation
+from .routes import OPERATIONS, Endpoint, Link, Operation
 
 REF = "#/components/schemas/{model}"
 _PATH_PARAMETER = re.compile(r"{([^}:]+)(?::[^}]+)?}")
@@ -97,7 +97,8 @@ class _Schemas:
         for op in ops:
             add(op.body, "validation")
             add(op.query, "validation")
-            add(op.response, "serialization")
+            if op.media_type == "application/json":
+                add(op.response, "serialization")
         keys, defs = TypeAdapter.json_schemas(
             [(id(kind), mode, adapter) for kind, mode, adapter in inputs], ref_template=REF
         )
@@ -112,6 +113,15 @@ class _Schemas:
         schema = self.of(kind, mode)
         ref = schema.get("$ref")
         return dict(self.components[ref.rsplit("/", 1)[-1]]) if ref else schema
+
+
+def _link(target: str, link: Link) -> dict[str, Any]:
+    out: dict[str, Any] = {"operationId": target, "description": link.description}
+    if link.request_body is None:
+        out["parameters"] = {"name": "$response.body#/name"}
+    else:
+        out["requestBody"] = link.request_body
+    return out
 
 
 def _operation(route: Route, op: Operation, schemas: _Schemas, operation_id: str) -> dict[str, Any]:
@@ -136,16 +146,14 @@ def _operation(route: Route, op: Operation, schemas: _Schemas, operation_id: str
         if status == op.status:
             if op.response is None:
                 responses[str(status)] = {"description": "Done (no body)"}
+            elif op.media_type != "application/json":
+                content = {op.media_type: {"schema": {"type": "string"}}}
+                responses[str(status)] = {"description": "Success", "content": content}
             else:
                 responses[str(status)] = _json(schemas.of(op.response, "serialization"), "Success")
             if op.links:
                 responses[str(status)]["links"] = {
-                    target: {
-                        "operationId": target,
-                        "parameters": {"name": "$response.body#/name"},
-                        "description": description,
-                    }
-                    for target, description in op.links.items()
+                    target: _link(target, link) for target, link in op.links.items()
                 }
         else:
             responses[str(status)] = _json(error, _ERROR_DESCRIPTIONS.get(status, "Error"))
@@ -155,29 +163,33 @@ def _operation(route: Route, op: Operation, schemas: _Schemas, operation_id: str
     return out
 
 
+def _endpoints(route: BaseRoute) -> dict[str, Endpoint]:
+    """The endpoint of each method of ``route``."""
+    endpoints: Mapping[str, Endpoint] | None = getattr(route, "endpoints", None)
+    if endpoints is not None:
+        return dict(endpoints)
+    if isinstance(route, Route):
+        return {m: route.endpoint for m in route.methods or () if m != "HEAD"}
+    return {}
+
+
 def build_document(routes: Sequence[BaseRoute]) -> dict[str, Any]:
-    """The OpenAPI document of ``routes`` (every :class:`Route` must have an :class:`Operation`)."""
-    described = [
-        (route, OPERATIONS[route.endpoint])
-        for route in routes
-        if isinstance(route, Route) and route.endpoint in OPERATIONS
-    ]
-    missing = [r.path for r in routes if isinstance(r, Route) and r.endpoint not in OPERATIONS]
+    """The OpenAPI document of ``routes`` (every endpoint must have an :class:`Operation`)."""
+    described = [(route, _endpoints(route)) for route in routes if isinstance(route, Route)]
+    missing = [r.path for r, endpoints in described for e in endpoints.values() if e not in OPERATIONS]
     if missing:
         raise LookupError(f"routes without an operation: {missing}")
-    schemas = _Schemas(op for _, op in described)
+    schemas = _Schemas(OPERATIONS[e] for _, endpoints in described for e in endpoints.values())
     paths: dict[str, dict[str, Any]] = {}
     used: set[str] = set()
-    for route, op in described:
-        operation_id = route.endpoint.__name__
-        if operation_id in used:  # the same endpoint under a second path
-            operation_id = f"{operation_id}_{len(used)}"
-        used.add(operation_id)
-        for method in sorted(route.methods or ()):
-            if method != "HEAD":
-                paths.setdefault(route.path, {})[method.lower()] = _operation(
-                    route, op, schemas, operation_id
-                )
+    for route, endpoints in described:
+        for method, endpoint in sorted(endpoints.items()):
+            operation_id = endpoint.__name__
+            if operation_id in used:  # the same endpoint under a second path
+                operation_id = f"{operation_id}_{len(used)}"
+            used.add(operation_id)
+            described_op = _operation(route, OPERATIONS[endpoint], schemas, operation_id)
+            paths.setdefault(route.path, {})[method.lower()] = described_op
     return {
         "openapi": "3.1.0",
         "info": {

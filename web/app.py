@@ -8,16 +8,20 @@ demo fleet, and it honours ``$TRIO_MCP_TOKEN``.
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 
+from prometheus_client import CollectorRegistry
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from trio_mcp import Manager, ServerConfig, open_manager, parse_mcp_servers
 from trio_mcp._default_fleet import default_fleet
+from trio_mcp.metrics import FleetCollector
 
 from . import routes
 from .errors import exception_handlers
@@ -28,22 +32,39 @@ API_PREFIX = "/api/v1/mcp"
 DEFAULT_MAX_BODY_BYTES = 1_000_000
 
 
+class ApiRoute(Route):
+    """One path and an endpoint per method: a 405 names every method the path takes."""
+
+    def __init__(self, path: str, endpoints: Mapping[str, routes.Endpoint], *, name: str | None = None):
+        self.endpoints = dict(endpoints)
+
+        async def by_method(request: Request) -> Response:
+            method = "GET" if request.method == "HEAD" else request.method
+            return await self.endpoints[method](request)
+
+        first = next(iter(self.endpoints.values()))
+        super().__init__(path, by_method, methods=list(self.endpoints), name=name or first.__name__)
+
+
 def _api(path: str, endpoint: routes.Endpoint, methods: list[str], name: str | None = None) -> Route:
-    return Route(API_PREFIX + path, endpoint, methods=methods, name=name)
+    return ApiRoute(API_PREFIX + path, dict.fromkeys(methods, endpoint), name=name)
 
 
 ROUTES: list[BaseRoute] = [
-    Route("/api/v1/health", routes.health, methods=["GET"]),
-    Route("/openapi.json", routes.openapi, methods=["GET"]),
+    ApiRoute("/api/v1/health", {"GET": routes.health}),
+    ApiRoute("/openapi.json", {"GET": routes.openapi}),
+    ApiRoute("/metrics", {"GET": routes.metrics}),
     _api("/openapi.json", routes.openapi, ["GET"]),
     # Fixed paths before /servers/{name} so that "health-check" is never taken for a name.
-    _api("/servers", routes.list_servers, ["GET"]),
-    _api("/servers", routes.register_server, ["POST"]),
+    ApiRoute(f"{API_PREFIX}/servers", {"GET": routes.list_servers, "POST": routes.register_server}),
     _api("/servers/health-check", routes.health_check_all, ["POST"]),
     _api("/servers/initialize", routes.initialize_all, ["POST"]),
     _api("/servers/connect", routes.connect_all, ["POST"]),
-    _api("/servers/{name}", routes.get_server, ["GET"], name="server"),
-    _api("/servers/{name}", routes.delete_server, ["DELETE"]),
+    ApiRoute(
+        f"{API_PREFIX}/servers/{{name}}",
+        {"GET": routes.get_server, "DELETE": routes.delete_server},
+        name="server",
+    ),
     _api("/servers/{name}/health-check", routes.health_check_one, ["POST"]),
     _api("/servers/{name}/initialize", routes.initialize_one, ["POST"]),
     _api("/servers/{name}/connect", routes.connect_one, ["POST"]),
@@ -63,7 +84,7 @@ ROUTES: list[BaseRoute] = [
 PUBLIC_PATHS = frozenset(
     route.path
     for route in ROUTES
-    if isinstance(route, Route) and route.endpoint in OPERATIONS and OPERATIONS[route.endpoint].public
+    if isinstance(route, ApiRoute) and all(OPERATIONS[e].public for e in route.endpoints.values())
 )
 """Answered without a token: liveness and the API's description."""
 
@@ -99,9 +120,18 @@ def create_app(
         exception_handlers=exception_handlers(),
         lifespan=lifespan,
     )
-    app.state.manager = manager
+    attach(app, manager)
     app.state.settings = ApiSettings(allow_stdio=allow_stdio, token=token, max_body_bytes=max_body_bytes)
     return app
+
+
+def attach(app: Starlette, manager: Manager | None) -> None:
+    """Serve ``manager`` from ``app`` (``None``: stop serving), with a metrics registry of its own."""
+    app.state.manager = manager
+    registry = CollectorRegistry(auto_describe=True)
+    if manager is not None:
+        registry.register(FleetCollector(manager))
+    app.state.metrics = registry
 
 
 def fleet_from_env() -> list[ServerConfig]:
@@ -115,11 +145,11 @@ def fleet_from_env() -> list[ServerConfig]:
 @asynccontextmanager
 async def _manager_lifespan(app: Starlette) -> AsyncIterator[None]:
     async with open_manager(fleet_from_env()) as manager:
-        app.state.manager = manager
+        attach(app, manager)
         try:
             yield
         finally:
-            app.state.manager = None
+            attach(app, None)
 
 
 app = create_app(None, token=os.environ.get("TRIO_MCP_TOKEN") or None, lifespan=_manager_lifespan)

@@ -49,6 +49,9 @@ class InvokeOptions(BaseModel):
 class InvokeTool(InvokeOptions):
     """``tools/call`` with failover."""
 
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"tool_name": "echo", "arguments": {"text": "hello"}}]}
+    )
     tool_name: NonEmpty
     arguments: dict[str, Any] | None = None
 
@@ -56,26 +59,41 @@ class InvokeTool(InvokeOptions):
 class InvokeResource(InvokeOptions):
     """``resources/read`` with failover."""
 
+    model_config = ConfigDict(json_schema_extra={"examples": [{"uri": "demo://readme"}]})
     uri: NonEmpty
 
 
 class InvokePrompt(InvokeOptions):
     """``prompts/get`` with failover."""
 
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"name": "greet", "arguments": {"name": "Ada"}}]}
+    )
     name: NonEmpty
     arguments: dict[str, str] | None = None
+
+
+Enabled = Annotated[Literal[False], Field(description="a registered server is always enabled")]
 
 
 class StdioRegistration(StdioEntry):
     """An ``mcpServers`` stdio entry and its name (needs ``--allow-stdio-registration``)."""
 
     name: ServerName
+    disabled: Enabled = False
 
 
 class HttpRegistration(HttpEntry):
     """An ``mcpServers`` streamable-HTTP entry and its name."""
 
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [{"name": "docs", "url": "http://127.0.0.1:8001/mcp", "callTimeout": 10}],
+            "not": {"required": ["timeout", "callTimeout"]},
+        }
+    )
     name: ServerName
+    disabled: Enabled = False
 
 
 Registration = Annotated[

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from pydantic import BaseModel
 from starlette.requests import Request
@@ -37,9 +37,19 @@ class Operation:
     body: Any = None
     query: type[BaseModel] | None = None
     errors: tuple[int, ...] = ()
+    media_type: str = "application/json"
+    """Of the success answer; anything but JSON is described as text."""
     public: bool = False
-    links: Mapping[str, str] = field(default_factory=dict)
-    """Operations whose ``name`` parameter is the ``name`` of this operation's answer."""
+    links: Mapping[str, Link] = field(default_factory=dict)
+    """Operations to follow this one with, fed from its answer (OpenAPI links)."""
+
+
+class Link(NamedTuple):
+    """An OpenAPI link: the target's ``name`` path parameter, or its body, from the answer."""
+
+    description: str
+    request_body: Any = None
+    """The target's body; ``"$response.body#/..."`` strings in it are taken from the answer."""
 
 
 OPERATIONS: dict[Endpoint, Operation] = {}
@@ -96,16 +106,33 @@ async def openapi(request: Request) -> Response:
     return JSONResponse(openapi_document())
 
 
+@operation(
+    summary="Prometheus metrics of the fleet (text exposition format)",
+    response=str,
+    media_type="text/plain",
+)
+async def metrics(request: Request) -> Response:
+    from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+    _manager(request)
+    registry = request.app.state.metrics
+    return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+
 # -- servers -------------------------------------------------------------------------------------
 
 
 _SERVER_LINKS = {
-    "get_server": "the server just registered",
-    "delete_server": "unregister it",
-    "health_check_one": "probe it",
-    "connect_one": "connect it",
-    "initialize_one": "handshake it",
-    "invalidate": "drop its session",
+    "get_server": Link("the server just registered"),
+    "delete_server": Link("unregister it"),
+    "health_check_one": Link("probe it"),
+    "connect_one": Link("connect it"),
+    "initialize_one": Link("handshake it"),
+    "invalidate": Link("drop its session"),
+    "invoke_tool": Link(
+        "call a tool on it first",
+        {"tool_name": "echo", "arguments": {"text": "hi"}, "preferred_servers": ["$response.body#/name"]},
+    ),
 }
 
 

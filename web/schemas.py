@@ -104,11 +104,11 @@ def parse_registration(body: Mapping[str, Any]) -> ServerConfig:
     """
     if "name" not in body:
         raise ValidationFailedError("is required", field="name")
+    if body.get("disabled") is True:
+        raise ValidationFailedError("a disabled server cannot be registered", field="disabled")
     try:
         refuse_unsupported(body, "")
         entry = models.REGISTRATION.validate_python(body)
-        if entry.disabled:
-            raise ValidationFailedError("a disabled server cannot be registered", field="disabled")
         return entry_config(entry.name, entry, base="")
     except ValidationError as exc:
         path, message = first_problem(exc, _REGISTRATION_KEYS, nested=NESTED_KEYS)
@@ -120,10 +120,9 @@ def parse_registration(body: Mapping[str, Any]) -> ServerConfig:
 
 
 def parse_query(model: type[M], request: Request) -> M:
-    """The query string validated by ``model``; empty values count as absent."""
-    params = {k: v for k, v in request.query_params.items() if v != ""}
+    """The query string validated by ``model``."""
     try:
-        return model.model_validate(params)
+        return model.model_validate(dict(request.query_params))
     except ValidationError as exc:
         path, message = first_problem(exc)
         raise ValidationFailedError(message, field=path) from None

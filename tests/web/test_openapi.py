@@ -13,7 +13,7 @@ from starlette.routing import Route
 
 from web import models
 from web.apidoc import build_document, openapi_document
-from web.app import ROUTES
+from web.app import ROUTES, ApiRoute
 from web.routes import OPERATIONS
 
 API = "/api/v1/mcp"
@@ -22,11 +22,9 @@ API = "/api/v1/mcp"
 def test_every_route_method_status_and_body_is_described() -> None:
     doc = openapi_document()
     for route in ROUTES:
-        assert isinstance(route, Route)
-        op = OPERATIONS[route.endpoint]
-        for method in route.methods or ():
-            if method == "HEAD":
-                continue
+        assert isinstance(route, ApiRoute)
+        for method, endpoint in route.endpoints.items():
+            op = OPERATIONS[endpoint]
             described = doc["paths"][route.path][method.lower()]
             statuses = set(described["responses"])
             assert str(op.status) in statuses
@@ -52,7 +50,12 @@ def test_every_route_method_status_and_body_is_described() -> None:
                 if status == "204":
                     assert "content" not in response
                 else:
-                    assert "schema" in response["content"]["application/json"]
+                    assert (
+                        "schema"
+                        in response["content"][
+                            op.media_type if status == str(op.status) else "application/json"
+                        ]
+                    )
     ids = [op["operationId"] for ops in doc["paths"].values() for op in ops.values()]
     assert len(ids) == len(set(ids))
     assert doc["components"]["securitySchemes"] == {"bearer": {"type": "http", "scheme": "bearer"}}

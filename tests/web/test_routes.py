@@ -880,3 +880,36 @@ async def test_a_huge_input_makes_a_short_error() -> None:
                 "(100002 characters)" in detail(response)["message"]
                 or "got 100000" in detail(response)["message"]
             )
+
+
+async def test_metrics_show_a_failover_with_its_labels() -> None:
+    async with open_fleet("a", "b", token="s3cret") as fleet:
+        ok = {"Authorization": "Bearer s3cret"}
+        assert (await fleet.client.get("/metrics")).status_code == 401
+        fleet["a"].fail_tool("echo")
+        response = await fleet.client.post(
+            f"{API}/invoke/tool",
+            json={
+                "tool_name": "echo",
+                "arguments": {"text": "x"},
+                "preferred_servers": ["a", "b"],
+                "failover": "always",
+            },
+            headers=ok,
+        )
+        assert response.status_code == 200, response.text
+        assert response.json()["server"] == "b"
+        response = await fleet.client.get("/metrics", headers=ok)
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("text/plain")
+        lines = set(response.text.splitlines())
+        assert 'trio_mcp_failovers_total{from_server="a",method="tools/call",to_server="b"} 1.0' in lines
+        assert 'trio_mcp_invocations_total{method="tools/call",outcome="success",server="b"} 1.0' in lines, (
+            response.text
+        )
+        attempts = [line for line in lines if line.startswith("trio_mcp_attempts_total{")]
+        assert any('server="a"' in line and 'sent="true"' in line for line in attempts), attempts
+        current = [line for line in lines if line.startswith('trio_mcp_server_status{server="a"')]
+        assert [line for line in current if line.endswith(" 1.0")] == [
+            f'trio_mcp_server_status{{server="a",status="{fleet.manager.server("a").status}"}} 1.0'
+        ]
