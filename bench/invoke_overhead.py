@@ -1,13 +1,14 @@
 """Invocation overhead: ``manager.call_tool`` versus a raw SDK ``ClientSession.call_tool``.
 
 Both talk to the same in-memory SDK server in one process; the figure printed is the ratio of
-their median latencies. Run: ``.venv/bin/python bench/invoke_overhead.py [calls]``.
+their median latencies. Run: ``.venv/bin/python bench/invoke_overhead.py [calls] [--metrics]``
+(``--metrics``: with a Prometheus ``FleetCollector`` attached to the manager).
 """
 
 from __future__ import annotations
 
+import argparse
 import statistics
-import sys
 import time
 
 import trio
@@ -28,7 +29,7 @@ async def time_calls(call: object, n: int) -> list[float]:
     return samples
 
 
-async def main(n: int) -> None:
+async def main(n: int, metrics: bool) -> None:
     server = MCPServer("bench")
 
     @server.tool()
@@ -52,6 +53,12 @@ async def main(n: int) -> None:
                     [memory_server(server, name="bench", policy=policy)]
                 ) as manager:
                     await manager.acquire("bench")
+                    if metrics:
+                        from prometheus_client import CollectorRegistry
+
+                        from trio_mcp.metrics import FleetCollector
+
+                        CollectorRegistry().register(FleetCollector(manager))
                     raw_call = lambda: session.call_tool("echo", args)  # noqa: E731
                     managed_call = lambda: manager.call_tool("echo", args)  # noqa: E731
                     await time_calls(raw_call, 200)  # warm up both paths
@@ -67,11 +74,15 @@ async def main(n: int) -> None:
 
     raw_median = statistics.median(raw)
     managed_median = statistics.median(managed)
-    print(f"calls per path:            {len(raw)}")
+    print(f"calls per path:            {len(raw)}{' (metrics collector attached)' if metrics else ''}")
     print(f"raw ClientSession.call_tool median: {raw_median * 1e6:8.1f} us")
     print(f"manager.call_tool median:           {managed_median * 1e6:8.1f} us")
     print(f"ratio (manager / raw):              {managed_median / raw_median:8.3f}")
 
 
 if __name__ == "__main__":
-    trio.run(main, int(sys.argv[1]) if len(sys.argv) > 1 else 20000)
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("calls", nargs="?", type=int, default=20000, help="calls per path (default 20000)")
+    parser.add_argument("--metrics", action="store_true", help="attach a Prometheus FleetCollector")
+    args = parser.parse_args()
+    trio.run(main, args.calls, args.metrics)

@@ -32,6 +32,7 @@ from ._config import parse_server_entry as parse_server_entry
 from ._events import ConnectionEvent as ConnectionEvent
 from ._events import EventStream as EventStream
 from ._events import InvocationEvent as InvocationEvent
+from ._events import InvocationFinished as InvocationFinished
 from ._events import StateChange as StateChange
 from ._exceptions import ConfigError as ConfigError
 from ._exceptions import HandshakeError as HandshakeError
@@ -88,6 +89,7 @@ __all__ = [
     "InMemoryTokenStore",
     "InvocationEvent",
     "InvocationFailedError",
+    "InvocationFinished",
     "InvocationResult",
     "Manager",
     "ManagerClosedError",

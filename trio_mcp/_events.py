@@ -1,9 +1,9 @@
 """The manager's state-change stream, and the bounded, filterable logs fed from it.
 
-Every server's state transitions and every invocation lifecycle event go through one
-:class:`EventStream` per manager, in order, numbered by ``seq``. The connection log (status
-changes) and the invocation log are fed from it; so are subscribers (metrics, a status page,
-persistence), each through its own bounded channel.
+Every server's state transitions, every invocation lifecycle event and the end of every
+invocation go through one :class:`EventStream` per manager, in order, numbered by ``seq``. The
+connection log (status changes) and the invocation log are fed from it; so are subscribers
+(metrics, a status page, persistence), each through its own bounded channel.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 import trio
 
 if TYPE_CHECKING:
+    from ._attempt import Attempt
     from ._state import ServerState
 
 DEFAULT_EVENT_LOG_SIZE = 1000
@@ -94,8 +95,42 @@ class StateChange:
     timestamp: float
 
 
+@dataclass(kw_only=True, slots=True)
+class InvocationFinished:
+    """An invocation ended: how, where, and every attempt it made.
+
+    Delivered to the stream's subscribers and listeners only (the invocation log keeps the
+    steps on each server). An invocation cancelled by its caller ends without one.
+    """
+
+    seq: int
+    method: str
+    target: str | None
+    request_id: str
+    outcome: str
+    """``success``; ``tool_error`` (the tool answered with ``isError``); ``rejected`` (the
+    request itself was refused: no failover); ``not_offered`` (no server offers the target);
+    ``failed`` (it executed nowhere) or ``unknown`` (a request was sent: it may have executed)."""
+    server: str | None
+    """The server that answered or refused; otherwise the last one tried (``None``: none was)."""
+    attempts: tuple[Attempt, ...]
+    started_at: float
+    """Trio-clock time."""
+    at: float
+    """Trio-clock time."""
+    timestamp: float
+
+    @property
+    def correlation_id(self) -> str:
+        return self.request_id
+
+    @property
+    def duration(self) -> float:
+        return self.at - self.started_at
+
+
 E = TypeVar("E", ConnectionEvent, InvocationEvent)
-StreamEvent = StateChange | InvocationEvent
+StreamEvent = StateChange | InvocationEvent | InvocationFinished
 """What the state-change stream carries."""
 
 
@@ -169,9 +204,10 @@ class EventStream:
     """One manager's ordered stream of state changes and invocation events.
 
     Writers (each server's supervisor for its transitions; invocations for their lifecycle
-    events) call :meth:`state_changed` / :meth:`invocation`; it numbers the event, appends
-    it to the bounded logs and hands it to every subscriber without ever blocking: a
-    subscriber that falls behind loses events, counted in its ``dropped``.
+    events and their end) call :meth:`state_changed` / :meth:`invocation` /
+    :meth:`invocation_finished`; it numbers the event, appends it to the bounded logs and
+    hands it to every subscriber without ever blocking: a subscriber that falls behind loses
+    events, counted in its ``dropped``.
     """
 
     def __init__(self, anchor: Any, *, connection_log_size: int, invocation_log_size: int) -> None:
@@ -257,6 +293,36 @@ class EventStream:
         self.invocation_log.append(event)
         if self._subscribers or self._listeners:
             self._deliver(event)
+
+    def invocation_finished(
+        self,
+        method: str,
+        target: str | None,
+        request_id: str,
+        *,
+        outcome: str,
+        server: str | None,
+        attempts: tuple[Attempt, ...],
+        started_at: float,
+    ) -> None:
+        """An invocation ended now (only subscribers and listeners see it)."""
+        seq = next(self._seq)
+        if self._subscribers or self._listeners:
+            at = trio.current_time()
+            self._deliver(
+                InvocationFinished(
+                    seq=seq,
+                    method=method,
+                    target=target,
+                    request_id=request_id,
+                    outcome=outcome,
+                    server=server,
+                    attempts=attempts,
+                    started_at=started_at,
+                    at=at,
+                    timestamp=self._anchor.at(at),
+                )
+            )
 
     def _deliver(self, event: StreamEvent) -> None:
         for subscriber in self._subscribers:

@@ -148,6 +148,26 @@ class Invoker:
             at=trio.current_time() if now is None else now,
         )
 
+    def _finished(
+        self,
+        method: str,
+        target: str | None,
+        request_id: str,
+        start: float,
+        attempts: Sequence[Attempt],
+        outcome: str,
+        server: str | None,
+    ) -> None:
+        self.stream.invocation_finished(
+            method,
+            target,
+            request_id,
+            outcome=outcome,
+            server=server,
+            attempts=tuple(attempts),
+            started_at=start,
+        )
+
     # -- the failover loop -----------------------------------------------------------------------
 
     async def invoke(
@@ -245,22 +265,29 @@ class Invoker:
                 now = trio.current_time()
             if conn is None:
                 continue
-            outcome = await self._invoke_stage(
-                now,
-                sup,
-                conn,
-                method,
-                target,
-                arguments,
-                request_id=request_id,
-                overall_deadline=deadline,
-                attempt_timeout=attempt_timeout,
-                progress_callback=progress_callback,
-                attempts=attempts,
-                errors=errors,
-            )
+            try:
+                outcome = await self._invoke_stage(
+                    now,
+                    sup,
+                    conn,
+                    method,
+                    target,
+                    arguments,
+                    request_id=request_id,
+                    overall_deadline=deadline,
+                    attempt_timeout=attempt_timeout,
+                    progress_callback=progress_callback,
+                    attempts=attempts,
+                    errors=errors,
+                )
+            except RequestRejectedError:
+                self._finished(method, target, request_id, start, attempts, "rejected", name)
+                raise
             if isinstance(outcome, InvocationResult):
                 outcome.attempts = tuple(attempts)
+                answer = outcome.result
+                ending = "tool_error" if isinstance(answer, CallToolResult) and answer.is_error else "success"
+                self._finished(method, target, request_id, start, outcome.attempts, ending, name)
                 return outcome
             failure, sent = outcome
             now = trio.current_time()
@@ -280,6 +307,7 @@ class Invoker:
             self._event(
                 "invoke_failure", server, method, request_id, target, Failure("invalid_request", why, False)
             )
+            self._finished(method, target, request_id, start, attempts, "rejected", server)
             raise RequestRejectedError(
                 f"{target}: {why} (its schema of {target!r}; nothing was sent)",
                 server=server,
@@ -290,6 +318,7 @@ class Invoker:
         if not touched and target is not None and (kind := KIND_OF_METHOD.get(method)) is not None:
             offered = {name: sup.catalog.of(kind) for name, sup in self._supervisors.items()}
             if offered and all(known is not None and target not in known for known in offered.values()):
+                self._finished(method, target, request_id, start, attempts, "not_offered", None)
                 raise NotOfferedError(
                     method=method,
                     target=target,
@@ -321,6 +350,8 @@ class Invoker:
                 message += f"; not tried on {rest[0]}: failover='never'"
         if outcome_kind is Outcome.UNKNOWN:
             message += "; outcome unknown: it may have executed"
+        last_server = attempts[-1].server if attempts else None
+        self._finished(method, target, request_id, start, attempts, outcome_kind.value, last_server)
         raise InvocationFailedError(
             message, method=method, outcome=outcome_kind, attempts=attempts, request_id=request_id
         ) from (
