@@ -39,8 +39,10 @@ _IPV6 = "|".join(
 )
 _NAME = rf"(?:{_LABEL}\.)*[A-Za-z](?:[A-Za-z0-9-]{{0,61}}[A-Za-z0-9])?"  # not all digits: not an IPv4
 _HOST = rf"(?:\[(?:{_IPV6})\]|(?:{_OCTET}\.){{3}}{_OCTET}|{_NAME})"
-_TEXT = r"[^\s\x00-\x1f\x7f]"  # printable, no spaces
-URL_PATTERN = rf"^https?://(?:[^@/?#\s\x00-\x1f\x7f\[\]]+@)?{_HOST}(?::[0-9]{{1,5}})?(?:[/?#]{_TEXT}*)?$"
+# No ASCII controls or spaces: spelt out rather than \s, which means more in Python than in the
+# ECMAScript regular expressions of the OpenAPI document.
+_TEXT = r"[^\x00-\x20\x7f]"
+URL_PATTERN = rf"^https?://(?:[^@/?#\x00-\x20\x7f\[\]]+@)?{_HOST}(?::[0-9]{{1,5}})?(?:[/?#]{_TEXT}*)?$"
 """An http(s) URL whose host is a DNS name, an IPv4 address or an IPv6 literal."""
 TOKEN_PATTERN = r"^[^\r\n]+$"
 
