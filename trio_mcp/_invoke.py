@@ -82,6 +82,11 @@ class Invoker:
     def draining(self) -> bool:
         return self._drain_at != math.inf
 
+    @property
+    def accepting(self) -> bool:
+        """New invocations are taken: the manager is open and not shutting down."""
+        return not self._closed and self._drain_at == math.inf
+
     def _check_accepting(self) -> None:
         """Raise :class:`ManagerClosedError` if the manager is closed or shutting down."""
         if self._closed:

@@ -36,7 +36,7 @@ _ERROR_DESCRIPTIONS = {
 
 
 def _statuses(op: Operation, path: str) -> list[int]:
-    statuses = {op.status, *op.errors}
+    statuses = {op.status, *op.errors, *op.answers}
     if not op.public:
         statuses |= {401, 503}
     if op.body is not None:
@@ -99,6 +99,8 @@ class _Schemas:
             add(op.query, "validation")
             if op.media_type == "application/json":
                 add(op.response, "serialization")
+            for model in op.answers.values():
+                add(model, "serialization")
         keys, defs = TypeAdapter.json_schemas(
             [(id(kind), mode, adapter) for kind, mode, adapter in inputs], ref_template=REF
         )
@@ -155,6 +157,8 @@ def _operation(route: Route, op: Operation, schemas: _Schemas, operation_id: str
                 responses[str(status)]["links"] = {
                     target: _link(target, link) for target, link in op.links.items()
                 }
+        elif status in op.answers:
+            responses[str(status)] = _json(schemas.of(op.answers[status], "serialization"), "See the body")
         else:
             responses[str(status)] = _json(error, _ERROR_DESCRIPTIONS.get(status, "Error"))
     out["responses"] = responses

@@ -51,7 +51,9 @@ def _api(path: str, endpoint: routes.Endpoint, methods: list[str], name: str | N
 
 
 ROUTES: list[BaseRoute] = [
+    ApiRoute("/", {"GET": routes.page}),
     ApiRoute("/api/v1/health", {"GET": routes.health}),
+    ApiRoute("/api/v1/ready", {"GET": routes.ready}),
     ApiRoute("/openapi.json", {"GET": routes.openapi}),
     ApiRoute("/metrics", {"GET": routes.metrics}),
     _api("/openapi.json", routes.openapi, ["GET"]),
@@ -72,6 +74,7 @@ ROUTES: list[BaseRoute] = [
     _api("/servers/{name}/adapter/refresh", routes.refresh, ["POST"]),
     _api("/adapter-sessions", routes.adapter_sessions, ["GET"]),
     _api("/events", routes.connection_events, ["GET"]),
+    _api("/events/stream", routes.event_stream, ["GET"]),
     _api("/invocation-events", routes.invocation_events, ["GET"]),
     _api("/invoke/tool", routes.invoke_tool, ["POST"]),
     _api("/invoke/resource", routes.invoke_resource, ["POST"]),
@@ -98,6 +101,7 @@ def create_app(
     allow_stdio: bool = False,
     token: str | None = None,
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    ready_min: int = 1,
     lifespan: Lifespan | None = None,
 ) -> Starlette:
     """The HTTP API over an open ``manager``.
@@ -108,10 +112,14 @@ def create_app(
         allow_stdio: allow ``POST /servers`` to register stdio servers (runs commands on this host).
         token: require ``Authorization: Bearer <token>`` on every endpoint but liveness.
         max_body_bytes: larger request bodies are refused with 413.
+        ready_min: ``GET /api/v1/ready`` is 200 when at least this many servers are healthy
+            or recovered.
         lifespan: an optional Starlette lifespan.
     """
     if isinstance(max_body_bytes, bool) or not isinstance(max_body_bytes, int) or max_body_bytes < 1:
         raise ValueError("max_body_bytes must be a positive integer")
+    if isinstance(ready_min, bool) or not isinstance(ready_min, int) or ready_min < 0:
+        raise ValueError("ready_min must be an integer >= 0")
     app = Starlette(
         routes=ROUTES,
         middleware=[
@@ -121,7 +129,9 @@ def create_app(
         lifespan=lifespan,
     )
     attach(app, manager)
-    app.state.settings = ApiSettings(allow_stdio=allow_stdio, token=token, max_body_bytes=max_body_bytes)
+    app.state.settings = ApiSettings(
+        allow_stdio=allow_stdio, token=token, max_body_bytes=max_body_bytes, ready_min=ready_min
+    )
     return app
 
 

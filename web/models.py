@@ -123,6 +123,11 @@ class EventQuery(BaseModel):
     limit: Limit | None = None
 
 
+class StreamQuery(BaseModel):
+    model_config = _QUERY
+    server: str | None = Field(None, description="only this server (404 if it never existed)")
+
+
 class InvocationEventQuery(BaseModel):
     model_config = _QUERY
     server: str | None = Field(None, description="only this server (404 if it never existed)")
@@ -143,6 +148,16 @@ class Health(BaseModel):
     model_config = _OUT
     status: Literal["ok"]
     manager: Literal["running", "stopped"]
+
+
+class Readiness(BaseModel):
+    """200 when ready, 503 when not."""
+
+    model_config = _OUT
+    ready: bool
+    usable: int = Field(description="servers that are healthy or recovered")
+    ready_min: int
+    servers: dict[str, int] = Field(description="how many servers have each status")
 
 
 class StdioTransportView(BaseModel):
@@ -252,6 +267,8 @@ class Server(BaseModel):
     capability_snapshot: CapabilitySnapshot | None
     adapter_session: AdapterSession
     adapter_controls_available: bool
+    in_flight: int = Field(description="invocations using this server now")
+    max_concurrency: int = Field(description="how many may use it at once (more wait)")
 
 
 class ServerList(BaseModel):

@@ -13,7 +13,7 @@ from pydantic import BaseModel
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from trio_mcp import Manager, ManagerClosedError, StdioTransport
+from trio_mcp import Manager, ManagerClosedError, ServerStatus, StdioTransport
 
 from . import models, schemas
 from .errors import ConflictError, ForbiddenError
@@ -39,6 +39,8 @@ class Operation:
     errors: tuple[int, ...] = ()
     media_type: str = "application/json"
     """Of the success answer; anything but JSON is described as text."""
+    answers: Mapping[int, Any] = field(default_factory=dict)
+    """Other statuses whose body is not an :class:`~web.models.Error` (status: model)."""
     public: bool = False
     links: Mapping[str, Link] = field(default_factory=dict)
     """Operations to follow this one with, fed from its answer (OpenAPI links)."""
@@ -72,6 +74,7 @@ class ApiSettings:
     allow_stdio: bool = False
     token: str | None = None
     max_body_bytes: int = 1_000_000
+    ready_min: int = 1
 
 
 def _manager(request: Request) -> Manager:
@@ -97,6 +100,62 @@ async def _body(request: Request) -> dict[str, Any]:
 async def health(request: Request) -> Response:
     manager: Manager | None = getattr(request.app.state, "manager", None)
     return JSONResponse({"status": "ok", "manager": "running" if manager is not None else "stopped"})
+
+
+@operation(
+    summary="Readiness: at least ready_min servers are healthy or recovered (no token needed)",
+    response=models.Readiness,
+    answers={503: models.Readiness},
+    public=True,
+)
+async def ready(request: Request) -> Response:
+    manager: Manager | None = getattr(request.app.state, "manager", None)
+    counts = {status.value: 0 for status in ServerStatus}
+    if manager is not None:
+        for snapshot in manager.servers():
+            counts[snapshot.status.value] += 1
+    ready_min = _settings(request).ready_min
+    usable = counts["healthy"] + counts["recovered"]
+    is_ready = manager is not None and manager.accepting and usable >= ready_min
+    body = {"ready": is_ready, "usable": usable, "ready_min": ready_min, "servers": counts}
+    return JSONResponse(body, status_code=200 if is_ready else 503)
+
+
+@operation(
+    summary="The live status page (HTML; the token, if any, goes after # in its address)",
+    response=str,
+    media_type="text/html",
+    public=True,
+)
+async def page(request: Request) -> Response:
+    from .page import PAGE
+
+    return Response(PAGE, media_type="text/html; charset=utf-8")
+
+
+@operation(
+    summary="Connection, invocation and server events as server-sent events (resumable with Last-Event-ID)",
+    response=str,
+    media_type="text/event-stream",
+    query=models.StreamQuery,
+    errors=(404,),
+)
+async def event_stream(request: Request) -> Response:
+    from starlette.responses import StreamingResponse
+
+    from .stream import events
+
+    manager = _manager(request)
+    query = schemas.parse_query(models.StreamQuery, request)
+    if query.server is not None:
+        manager.connection_events(server=query.server, limit=0)  # 404 if it never existed
+    last = request.headers.get("last-event-id", "").strip()
+    last_event_id = int(last) if last.isdigit() else None
+    return StreamingResponse(
+        events(manager, server=query.server, last_event_id=last_event_id),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
 
 
 @operation(summary="This document (OpenAPI 3.1)", response=dict[str, Any], public=True)

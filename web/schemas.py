@@ -225,10 +225,13 @@ def server_dict(manager: Manager, snap: ServerSnapshot) -> dict[str, Any]:
     now = trio.current_time()
     try:
         config = manager.config(snap.name)
+        limiter = manager.supervisor(snap.name).limiter
     except LookupError:  # removed between the snapshot and now
-        transport, secrets = None, frozenset[str]()
+        transport, secrets, in_flight, limit = None, frozenset[str](), 0, 0
     else:
         transport, secrets = transport_dict(config), config.secrets
+        limit = config.policy.max_concurrency
+        in_flight = limit - limiter.value
     return {
         "name": snap.name,
         "transport": transport,
@@ -247,6 +250,8 @@ def server_dict(manager: Manager, snap: ServerSnapshot) -> dict[str, Any]:
         "capability_snapshot": snap.capabilities.to_dict() if snap.capabilities is not None else None,
         "adapter_session": session_dict(manager, snap.session),
         "adapter_controls_available": snap.session.controls_available,
+        "in_flight": in_flight,
+        "max_concurrency": limit,
     }
 
 

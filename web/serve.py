@@ -40,6 +40,7 @@ async def serve(
     allow_stdio: bool = False,
     token: str | None = None,
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    ready_min: int = 1,
     shutdown_grace: float = DEFAULT_SHUTDOWN_GRACE,
     shutdown_trigger: Callable[[], Awaitable[None]] | None = None,
     task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
@@ -49,7 +50,7 @@ async def serve(
     Args:
         servers: the initial fleet.
         host, port: where to listen (``port=0`` picks a free port).
-        allow_stdio, token, max_body_bytes: see :func:`web.app.create_app`.
+        allow_stdio, token, max_body_bytes, ready_min: see :func:`web.app.create_app`.
         shutdown_grace: seconds in-flight invocations get after the shutdown signal; then they
             end with a 503 whose attempts say ``shutdown`` (and whether the request was sent).
         shutdown_trigger: returns to shut down gracefully (default: SIGINT or SIGTERM).
@@ -65,7 +66,13 @@ async def serve(
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         trigger = shutdown_trigger or _signal_trigger(signals)
         async with open_manager(servers) as manager:
-            app = create_app(manager, allow_stdio=allow_stdio, token=token, max_body_bytes=max_body_bytes)
+            app = create_app(
+                manager,
+                allow_stdio=allow_stdio,
+                token=token,
+                max_body_bytes=max_body_bytes,
+                ready_min=ready_min,
+            )
             # hypercorn's ASGI type is stricter than Starlette's (equivalent) signature.
 
             async def trigger_then_drain() -> None:

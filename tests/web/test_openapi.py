@@ -126,6 +126,8 @@ def _server_answer() -> dict[str, Any]:
             "freshness": "active_recent",
         },
         "adapter_controls_available": True,
+        "in_flight": 0,
+        "max_concurrency": 16,
     }
 
 
