@@ -7,6 +7,7 @@ block closes every session and reaps every subprocess before ``serve`` returns.
 
 from __future__ import annotations
 
+import logging
 import signal
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -17,16 +18,21 @@ from hypercorn.config import Config
 from hypercorn.trio import serve as hypercorn_serve
 
 from trio_mcp import ServerConfig, open_manager
+from trio_mcp.logs import attach_logging
 
 from .app import DEFAULT_MAX_BODY_BYTES, create_app
 
 DEFAULT_SHUTDOWN_GRACE = 5.0
 
 
+logger = logging.getLogger("web.serve")
+
+
 def _signal_trigger(receiver: AsyncIterator[int]) -> Callable[[], Awaitable[None]]:
     async def wait_for_signal() -> None:
         async for signum in receiver:
             print(f"trio-mcp: {signal.Signals(signum).name} received, shutting down", file=sys.stderr)
+            logger.info("shutdown: %s received", signal.Signals(signum).name)
             return
 
     return wait_for_signal
@@ -42,6 +48,7 @@ async def serve(
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     ready_min: int = 1,
     shutdown_grace: float = DEFAULT_SHUTDOWN_GRACE,
+    access_log: bool = False,
     shutdown_trigger: Callable[[], Awaitable[None]] | None = None,
     task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
@@ -53,12 +60,13 @@ async def serve(
         allow_stdio, token, max_body_bytes, ready_min: see :func:`web.app.create_app`.
         shutdown_grace: seconds in-flight invocations get after the shutdown signal; then they
             end with a 503 whose attempts say ``shutdown`` (and whether the request was sent).
+        access_log: log every request through the ``hypercorn.access`` logger.
         shutdown_trigger: returns to shut down gracefully (default: SIGINT or SIGTERM).
         task_status: ``started(binds)`` once listening, e.g. ``["http://127.0.0.1:8000"]``.
     """
     config = Config()
     config.bind = [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]
-    config.accesslog = None
+    config.accesslog = logging.getLogger("hypercorn.access") if access_log else None
     config.errorlog = "-"
     # hypercorn waits for in-flight requests a little longer than the manager lets them run, so
     # every one of them gets its answer.
@@ -66,6 +74,7 @@ async def serve(
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         trigger = shutdown_trigger or _signal_trigger(signals)
         async with open_manager(servers) as manager:
+            attach_logging(manager)
             app = create_app(
                 manager,
                 allow_stdio=allow_stdio,
@@ -77,8 +86,19 @@ async def serve(
 
             async def trigger_then_drain() -> None:
                 await trigger()
+                in_flight = sum(
+                    manager.config(n).policy.max_concurrency - manager.supervisor(n).limiter.value
+                    for n in manager.names
+                )
+                logger.info(
+                    "shutdown: no new connections; in-flight invocations get %.1f s (%d in flight)",
+                    shutdown_grace,
+                    in_flight,
+                )
                 manager.drain(shutdown_grace)
 
             await hypercorn_serve(
                 cast(Any, app), config, shutdown_trigger=trigger_then_drain, task_status=task_status
             )
+            logger.info("shutdown: HTTP server stopped; closing %d servers", len(manager.names))
+        logger.info("shutdown: every server closed")
