@@ -72,6 +72,7 @@ ROUTES: list[BaseRoute] = [
     _api("/servers/{name}/connect", routes.connect_one, ["POST"]),
     _api("/servers/{name}/adapter/invalidate", routes.invalidate, ["POST"]),
     _api("/servers/{name}/adapter/refresh", routes.refresh, ["POST"]),
+    _api("/reload", routes.reload, ["POST"]),
     _api("/adapter-sessions", routes.adapter_sessions, ["GET"]),
     _api("/events", routes.connection_events, ["GET"]),
     _api("/events/stream", routes.event_stream, ["GET"]),

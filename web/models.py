@@ -150,6 +150,16 @@ class Health(BaseModel):
     manager: Literal["running", "stopped"]
 
 
+class Reloaded(BaseModel):
+    """What a reload did, by server name."""
+
+    model_config = _OUT
+    added: list[str]
+    removed: list[str]
+    restarted: list[str]
+    unchanged: list[str]
+
+
 class Readiness(BaseModel):
     """200 when ready, 503 when not."""
 

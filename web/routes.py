@@ -178,6 +178,20 @@ async def metrics(request: Request) -> Response:
     return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
 
+@operation(
+    summary="Re-read the config file: added servers start, removed ones stop, changed ones restart",
+    response=models.Reloaded,
+    errors=(409, 422),
+)
+async def reload(request: Request) -> Response:
+    _manager(request)
+    reloader = getattr(request.app.state, "reloader", None)
+    if reloader is None:
+        raise ConflictError("this server was not started with a config file to re-read", field="config")
+    plan = await reloader.reload()
+    return JSONResponse(plan.summary())
+
+
 # -- servers -------------------------------------------------------------------------------------
 
 

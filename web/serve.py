@@ -17,10 +17,11 @@ import trio
 from hypercorn.config import Config
 from hypercorn.trio import serve as hypercorn_serve
 
-from trio_mcp import ServerConfig, open_manager
+from trio_mcp import ConfigError, ServerConfig, open_manager
 from trio_mcp.logs import attach_logging
 
 from .app import DEFAULT_MAX_BODY_BYTES, create_app
+from .reload import Reloader
 
 DEFAULT_SHUTDOWN_GRACE = 5.0
 
@@ -38,6 +39,16 @@ def _signal_trigger(receiver: AsyncIterator[int]) -> Callable[[], Awaitable[None
     return wait_for_signal
 
 
+async def _reload_on_hangup(reloader: Reloader, hangups: AsyncIterator[int]) -> None:
+    async for _ in hangups:
+        try:
+            plan = await reloader.reload()
+        except (ConfigError, OSError) as exc:
+            logger.error("reload (SIGHUP) refused, nothing changed: %s", exc)
+        else:
+            logger.info("reload (SIGHUP): %s", plan.summary())
+
+
 async def serve(
     servers: Sequence[ServerConfig],
     *,
@@ -49,6 +60,7 @@ async def serve(
     ready_min: int = 1,
     shutdown_grace: float = DEFAULT_SHUTDOWN_GRACE,
     access_log: bool = False,
+    reload_from: Callable[[], Sequence[ServerConfig]] | None = None,
     shutdown_trigger: Callable[[], Awaitable[None]] | None = None,
     task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
@@ -61,6 +73,8 @@ async def serve(
         shutdown_grace: seconds in-flight invocations get after the shutdown signal; then they
             end with a 503 whose attempts say ``shutdown`` (and whether the request was sent).
         access_log: log every request through the ``hypercorn.access`` logger.
+        reload_from: reads the config file again (``POST /reload`` and SIGHUP); ``servers`` are
+            the ones it gave at startup.
         shutdown_trigger: returns to shut down gracefully (default: SIGINT or SIGTERM).
         task_status: ``started(binds)`` once listening, e.g. ``["http://127.0.0.1:8000"]``.
     """
@@ -71,9 +85,12 @@ async def serve(
     # hypercorn waits for in-flight requests a little longer than the manager lets them run, so
     # every one of them gets its answer.
     config.graceful_timeout = shutdown_grace + 2.0
-    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+    with (
+        trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals,
+        trio.open_signal_receiver(signal.SIGHUP) as hangups,
+    ):
         trigger = shutdown_trigger or _signal_trigger(signals)
-        async with open_manager(servers) as manager:
+        async with open_manager(servers) as manager, trio.open_nursery() as nursery:
             attach_logging(manager)
             app = create_app(
                 manager,
@@ -82,6 +99,10 @@ async def serve(
                 max_body_bytes=max_body_bytes,
                 ready_min=ready_min,
             )
+            if reload_from is not None:
+                reloader = Reloader(manager=manager, read=reload_from, from_file={c.name for c in servers})
+                app.state.reloader = reloader
+                nursery.start_soon(_reload_on_hangup, reloader, hangups)
             # hypercorn's ASGI type is stricter than Starlette's (equivalent) signature.
 
             async def trigger_then_drain() -> None:
@@ -101,4 +122,5 @@ async def serve(
                 cast(Any, app), config, shutdown_trigger=trigger_then_drain, task_status=task_status
             )
             logger.info("shutdown: HTTP server stopped; closing %d servers", len(manager.names))
+            nursery.cancel_scope.cancel()
         logger.info("shutdown: every server closed")
