@@ -45,6 +45,7 @@ from ._failover import FAILOVER_MODES, FailoverMode, may_repeat
 from ._routing import KIND_OF_METHOD, Route, rank_candidates
 from ._session import Connection
 from ._state import Listing
+from ._tracing import attempt_span, invocation_span
 from ._transports import SentMarker, sent_marker
 
 if TYPE_CHECKING:
@@ -216,154 +217,166 @@ class Invoker:
             if value is not None and (not isinstance(value, int | float) or math.isnan(value) or value <= 0):
                 raise ValueError(f"{name} must be a positive number of seconds")
         request_id = request_id or self.stream.new_correlation_id()
-        start = trio.current_time()
-        overall_deadline = min(start + timeout if timeout is not None else math.inf, self._drain_at)
-        attempts: list[Attempt] = []
-        errors: list[BaseException] = []
-        retried_expired: set[str] = set()
+        with invocation_span(method, target, request_id) as span:
+            start = trio.current_time()
+            overall_deadline = min(start + timeout if timeout is not None else math.inf, self._drain_at)
+            attempts: list[Attempt] = []
+            errors: list[BaseException] = []
+            retried_expired: set[str] = set()
 
-        preferred = self._check_preferred(preferred)
-        routes = self._routes(method, target, preferred, start, arguments)
-        if failover == "never":
-            routes = itertools.islice(routes, 1)  # exactly one server is ever tried
-        retry_now: str | None = None
-        rejected: tuple[str, str] | None = None  # (server, why) the first schema that refused
-        touched = False  # whether any server was asked anything
-        held_back: str | None = None  # where a request that may have run was not repeated from
-        now = start  # the clock is read once per attempt
-        while True:
-            forced = retry_now is not None
-            if retry_now is not None:
-                name, retry_now = retry_now, None
-            else:
-                route = next(routes, None)
-                if route is None:
-                    break
-                name = route.server
-                if route.reject is not None:
-                    # The server's own schema refuses these arguments: nothing is sent to it.
-                    rejected = rejected or (name, route.reject)
-                    if route.preferred:
-                        failure = Failure("invalid_request", f"arguments refused: {route.reject}", False)
+            preferred = self._check_preferred(preferred)
+            routes = self._routes(method, target, preferred, start, arguments)
+            if failover == "never":
+                routes = itertools.islice(routes, 1)  # exactly one server is ever tried
+            retry_now: str | None = None
+            rejected: tuple[str, str] | None = None  # (server, why) the first schema that refused
+            touched = False  # whether any server was asked anything
+            held_back: str | None = None  # where a request that may have run was not repeated from
+            now = start  # the clock is read once per attempt
+            while True:
+                forced = retry_now is not None
+                if retry_now is not None:
+                    name, retry_now = retry_now, None
+                else:
+                    route = next(routes, None)
+                    if route is None:
+                        break
+                    name = route.server
+                    if route.reject is not None:
+                        # The server's own schema refuses these arguments: nothing is sent to it.
+                        rejected = rejected or (name, route.reject)
+                        if route.preferred:
+                            failure = Failure("invalid_request", f"arguments refused: {route.reject}", False)
+                            attempts.append(
+                                self._attempt(name, Stage.SELECT, now, failure, sent=False, end=now)
+                            )
+                        continue
+                    if route.skip is not None:
+                        # A preferred server passed over: the trace says so.
+                        failure = Failure("unavailable", f"skipped: {route.skip}", False)
                         attempts.append(self._attempt(name, Stage.SELECT, now, failure, sent=False, end=now))
+                        self._event("handshake_failure", name, method, request_id, target, failure, now=now)
+                        continue
+                # A drain that started after this invocation did also ends it: no new attempt.
+                deadline = min(overall_deadline, self._drain_at)
+                if now >= deadline:
+                    break
+                sup = self._supervisors.get(name)
+                if sup is None:
                     continue
-                if route.skip is not None:
-                    # A preferred server passed over: the trace says so.
-                    failure = Failure("unavailable", f"skipped: {route.skip}", False)
-                    attempts.append(self._attempt(name, Stage.SELECT, now, failure, sent=False, end=now))
-                    self._event("handshake_failure", name, method, request_id, target, failure, now=now)
+                touched = True
+                # Fast path: a live session with a fresh handshake is used as is.
+                conn = None if forced else sup.ready_connection(now)
+                if conn is None:
+                    conn = await self._handshake_stage(
+                        sup, method, target, request_id, deadline, attempts, errors, force=forced
+                    )
+                    now = trio.current_time()
+                if conn is None:
                     continue
-            # A drain that started after this invocation did also ends it: no new attempt.
-            deadline = min(overall_deadline, self._drain_at)
-            if now >= deadline:
-                break
-            sup = self._supervisors.get(name)
-            if sup is None:
-                continue
-            touched = True
-            # Fast path: a live session with a fresh handshake is used as is.
-            conn = None if forced else sup.ready_connection(now)
-            if conn is None:
-                conn = await self._handshake_stage(
-                    sup, method, target, request_id, deadline, attempts, errors, force=forced
-                )
+                try:
+                    outcome = await self._invoke_stage(
+                        now,
+                        sup,
+                        conn,
+                        method,
+                        target,
+                        arguments,
+                        request_id=request_id,
+                        overall_deadline=deadline,
+                        attempt_timeout=attempt_timeout,
+                        progress_callback=progress_callback,
+                        attempts=attempts,
+                        errors=errors,
+                    )
+                except RequestRejectedError:
+                    self._finished(method, target, request_id, start, attempts, "rejected", name)
+                    raise
+                if isinstance(outcome, InvocationResult):
+                    outcome.attempts = tuple(attempts)
+                    answer = outcome.result
+                    ending = (
+                        "tool_error" if isinstance(answer, CallToolResult) and answer.is_error else "success"
+                    )
+                    self._finished(method, target, request_id, start, outcome.attempts, ending, name)
+                    span.succeeded(outcome)
+                    return outcome
+                failure, sent = outcome
                 now = trio.current_time()
-            if conn is None:
-                continue
-            try:
-                outcome = await self._invoke_stage(
-                    now,
-                    sup,
-                    conn,
-                    method,
-                    target,
-                    arguments,
-                    request_id=request_id,
-                    overall_deadline=deadline,
-                    attempt_timeout=attempt_timeout,
-                    progress_callback=progress_callback,
-                    attempts=attempts,
-                    errors=errors,
-                )
-            except RequestRejectedError:
-                self._finished(method, target, request_id, start, attempts, "rejected", name)
-                raise
-            if isinstance(outcome, InvocationResult):
-                outcome.attempts = tuple(attempts)
-                answer = outcome.result
-                ending = "tool_error" if isinstance(answer, CallToolResult) and answer.is_error else "success"
-                self._finished(method, target, request_id, start, outcome.attempts, ending, name)
-                return outcome
-            failure, sent = outcome
-            now = trio.current_time()
-            if failure.category == "session_expired" and name not in retried_expired:
-                # The server restarted and forgot our session: nothing ran. Re-handshake, retry once.
-                retried_expired.add(name)
-                retry_now = name
-                continue
-            if now >= self._drain_at:
-                break
-            if sent and not may_repeat(method, target, sup.config, sup.tool_info(target or ""), failover):
-                held_back = name
-                break
+                if failure.category == "session_expired" and name not in retried_expired:
+                    # The server restarted and forgot our session: nothing ran. Re-handshake, retry once.
+                    retried_expired.add(name)
+                    retry_now = name
+                    continue
+                if now >= self._drain_at:
+                    break
+                if sent and not may_repeat(method, target, sup.config, sup.tool_info(target or ""), failover):
+                    held_back = name
+                    break
 
-        if rejected is not None and not touched:
-            server, why = rejected
-            self._event(
-                "invoke_failure", server, method, request_id, target, Failure("invalid_request", why, False)
-            )
-            self._finished(method, target, request_id, start, attempts, "rejected", server)
-            raise RequestRejectedError(
-                f"{target}: {why} (its schema of {target!r}; nothing was sent)",
-                server=server,
-                method=method,
-                request_id=request_id,
-                attempts=attempts,
-            )
-        if not touched and target is not None and (kind := KIND_OF_METHOD.get(method)) is not None:
-            offered = {name: sup.catalog.of(kind) for name, sup in self._supervisors.items()}
-            if offered and all(known is not None and target not in known for known in offered.values()):
-                self._finished(method, target, request_id, start, attempts, "not_offered", None)
-                raise NotOfferedError(
+            if rejected is not None and not touched:
+                server, why = rejected
+                self._event(
+                    "invoke_failure",
+                    server,
+                    method,
+                    request_id,
+                    target,
+                    Failure("invalid_request", why, False),
+                )
+                self._finished(method, target, request_id, start, attempts, "rejected", server)
+                raise RequestRejectedError(
+                    f"{target}: {why} (its schema of {target!r}; nothing was sent)",
+                    server=server,
                     method=method,
-                    target=target,
-                    servers=list(offered),
                     request_id=request_id,
                     attempts=attempts,
                 )
-        outcome_kind = Outcome.UNKNOWN if any(a.sent for a in attempts) else Outcome.FAILED
-        if not attempts:
-            closed = [n for n, sup in self._supervisors.items() if not sup.should_retry()]
-            message = f"{method} {target or ''}: no candidate server".replace("  ", " ")
-            if closed:
-                message += f" (retry window closed: {', '.join(closed)})"
-        else:
-            last = attempts[-1]
-            used = [a.server for a in attempts if a.stage is not Stage.SELECT]
-            ranked = self._routes(method, target, preferred, trio.current_time(), arguments)
-            usable = (r.server for r in ranked if r.skip is None and r.reject is None)
-            could = list(dict.fromkeys([*used, *usable]))
-            plural = "s" if len(could) != 1 else ""
-            message = (
-                f"{method} {target or ''}: tried {len(dict.fromkeys(used))} of {len(could)} server{plural}"
-                f" (last: {last.server}: {last.error})"
+            if not touched and target is not None and (kind := KIND_OF_METHOD.get(method)) is not None:
+                offered = {name: sup.catalog.of(kind) for name, sup in self._supervisors.items()}
+                if offered and all(known is not None and target not in known for known in offered.values()):
+                    self._finished(method, target, request_id, start, attempts, "not_offered", None)
+                    raise NotOfferedError(
+                        method=method,
+                        target=target,
+                        servers=list(offered),
+                        request_id=request_id,
+                        attempts=attempts,
+                    )
+            outcome_kind = Outcome.UNKNOWN if any(a.sent for a in attempts) else Outcome.FAILED
+            if not attempts:
+                closed = [n for n, sup in self._supervisors.items() if not sup.should_retry()]
+                message = f"{method} {target or ''}: no candidate server".replace("  ", " ")
+                if closed:
+                    message += f" (retry window closed: {', '.join(closed)})"
+            else:
+                last = attempts[-1]
+                used = [a.server for a in attempts if a.stage is not Stage.SELECT]
+                ranked = self._routes(method, target, preferred, trio.current_time(), arguments)
+                usable = (r.server for r in ranked if r.skip is None and r.reject is None)
+                could = list(dict.fromkeys([*used, *usable]))
+                plural = "s" if len(could) != 1 else ""
+                tried = len(dict.fromkeys(used))
+                message = (
+                    f"{method} {target or ''}: tried {tried} of {len(could)} server{plural}"
+                    f" (last: {last.server}: {last.error})"
+                )
+                rest = [n for n in could if n not in used]
+                if rest and held_back is not None:
+                    message += f"; not repeated on {rest[0]} because the attempt on {held_back} may have run"
+                elif rest and failover == "never":
+                    message += f"; not tried on {rest[0]}: failover='never'"
+            if outcome_kind is Outcome.UNKNOWN:
+                message += "; outcome unknown: it may have executed"
+            last_server = attempts[-1].server if attempts else None
+            self._finished(method, target, request_id, start, attempts, outcome_kind.value, last_server)
+            raise InvocationFailedError(
+                message, method=method, outcome=outcome_kind, attempts=attempts, request_id=request_id
+            ) from (
+                BaseExceptionGroup("attempts", [e for e in errors if isinstance(e, Exception)])
+                if errors
+                else None
             )
-            rest = [n for n in could if n not in used]
-            if rest and held_back is not None:
-                message += f"; not repeated on {rest[0]} because the attempt on {held_back} may have run"
-            elif rest and failover == "never":
-                message += f"; not tried on {rest[0]}: failover='never'"
-        if outcome_kind is Outcome.UNKNOWN:
-            message += "; outcome unknown: it may have executed"
-        last_server = attempts[-1].server if attempts else None
-        self._finished(method, target, request_id, start, attempts, outcome_kind.value, last_server)
-        raise InvocationFailedError(
-            message, method=method, outcome=outcome_kind, attempts=attempts, request_id=request_id
-        ) from (
-            BaseExceptionGroup("attempts", [e for e in errors if isinstance(e, Exception)])
-            if errors
-            else None
-        )
 
     async def _handshake_stage(
         self,
@@ -379,6 +392,7 @@ class Invoker:
     ) -> Connection | None:
         start = trio.current_time()
         handshook = False
+        span = attempt_span(sup.name, "handshake", method, target)
 
         def observe(kind: str, failure: Failure | None) -> None:
             nonlocal handshook
@@ -387,7 +401,7 @@ class Invoker:
 
         failure: Failure | None = None
         conn: Connection | None = None
-        with trio.move_on_at(overall_deadline) as scope:
+        with trio.move_on_at(overall_deadline) as scope, span.current():
             self._active_scopes.add(scope)
             try:
                 conn = await sup.acquire(request_id, observer=observe, force=force)
@@ -413,9 +427,11 @@ class Invoker:
         if conn is not None and (handshook or failure is None):
             if handshook:
                 attempts.append(self._attempt(sup.name, Stage.HANDSHAKE, start, None, sent=False))
+            span.end(attempts[-1] if handshook else None)
             return conn
         assert failure is not None
         attempts.append(self._attempt(sup.name, Stage.HANDSHAKE, start, failure, sent=False))
+        span.end(attempts[-1])
         return None
 
     def _attempt(
@@ -472,6 +488,7 @@ class Invoker:
                 await progress_callback(progress, total, message)
 
         marker = SentMarker()
+        span = attempt_span(sup.name, "invoke", method, target)
         self._event("invoke_start", sup.name, method, request_id, target, now=start)
         result: Any = None
         error: BaseException | None = None
@@ -480,7 +497,7 @@ class Invoker:
         acquired = False
         self._active_scopes.add(scope)
         try:
-            with scope:
+            with scope, span.current():
                 try:
                     # Uncontended: no extra schedule point. Waiting counts against the deadline.
                     limiter.acquire_nowait()
@@ -514,6 +531,7 @@ class Invoker:
                 note = "tool returned isError"
             self._event("invoke_success", sup.name, method, request_id, target, error=note, now=end)
             attempts.append(self._attempt(sup.name, Stage.INVOKE, start, None, sent=True, end=end))
+            span.end(attempts[-1])
             return InvocationResult(
                 server=sup.name, method=method, request_id=request_id, result=result, attempts=()
             )
@@ -546,6 +564,7 @@ class Invoker:
             failure = classify(error, conn.link.facts())
             if failure.is_caller_error:
                 attempts.append(self._attempt(sup.name, Stage.INVOKE, start, failure, sent=marker.delivered))
+                span.end(attempts[-1])
                 self._event("invoke_failure", sup.name, method, request_id, target, failure)
                 raise RequestRejectedError(
                     failure.message,
@@ -557,6 +576,7 @@ class Invoker:
             await sup.report_outcome(conn, failure, "invocation", request_id)
         sent = marker.delivered and failure.category != "session_expired"
         attempts.append(self._attempt(sup.name, Stage.INVOKE, start, failure, sent=sent, budget=budget))
+        span.end(attempts[-1])
         self._event("invoke_failure", sup.name, method, request_id, target, failure)
         return failure, sent
 

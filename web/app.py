@@ -25,7 +25,7 @@ from trio_mcp.metrics import FleetCollector
 
 from . import routes
 from .errors import exception_handlers
-from .middleware import GuardMiddleware
+from .middleware import GuardMiddleware, TraceContextMiddleware
 from .routes import OPERATIONS, ApiSettings
 
 API_PREFIX = "/api/v1/mcp"
@@ -124,7 +124,10 @@ def create_app(
     app = Starlette(
         routes=ROUTES,
         middleware=[
-            Middleware(GuardMiddleware, token=token, max_body_bytes=max_body_bytes, public_paths=PUBLIC_PATHS)
+            Middleware(TraceContextMiddleware),
+            Middleware(
+                GuardMiddleware, token=token, max_body_bytes=max_body_bytes, public_paths=PUBLIC_PATHS
+            ),
         ],
         exception_handlers=exception_handlers(),
         lifespan=lifespan,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hmac
 
+from opentelemetry import context, propagate
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -48,3 +49,25 @@ class GuardMiddleware:
             )(scope, receive, send)
             return
         await self.app(scope, receive, send)
+
+
+class TraceContextMiddleware:
+    """Makes the W3C trace context of the request (``traceparent`` / ``tracestate``) current
+    while it is handled, so the spans of the invocations it starts continue the caller's trace."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = Headers(scope=scope)
+        if "traceparent" not in headers:
+            await self.app(scope, receive, send)
+            return
+        token = context.attach(propagate.extract(headers))
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            context.detach(token)

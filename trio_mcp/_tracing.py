@@ -1,0 +1,145 @@
+"""OpenTelemetry spans: one per invocation, a child per attempt.
+
+Through ``opentelemetry-api`` (the MCP SDK's own dependency): without an OpenTelemetry SDK
+configured nothing is created at all. With one (``pip install 'trio-mcp[otel]'``), an invocation
+is a span ``trio_mcp <method> <target>``; each handshake and each attempt on a server is a child
+span ``trio_mcp <stage> <server>``, and the SDK's own ``MCP send ...`` request spans are children
+of the attempt that sent them (an attempt runs in the caller's task, with its span current). The
+caller's current span, e.g. the HTTP request's remote parent, is the invocation's parent.
+"""
+
+from __future__ import annotations
+
+from contextlib import AbstractContextManager, nullcontext
+from types import TracebackType
+from typing import Any
+
+from opentelemetry import trace
+from opentelemetry.trace import Span, SpanKind, Status, StatusCode
+
+from ._attempt import Attempt, InvocationResult
+
+_tracer = trace.get_tracer("trio_mcp")
+_TARGET_ATTRIBUTE = {
+    "tools/call": "mcp.tool.name",
+    "resources/read": "mcp.resource.uri",
+    "prompts/get": "mcp.prompt.name",
+}
+
+
+def tracing() -> bool:
+    """Whether an OpenTelemetry SDK is configured (else every span would be a no-op, and none
+    is created)."""
+    return not isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider)
+
+
+def _target_attributes(method: str, target: str | None) -> dict[str, str]:
+    attributes = {"mcp.method.name": method}
+    if target is not None:
+        attributes[_TARGET_ATTRIBUTE.get(method, "trio_mcp.target")] = target
+    return attributes
+
+
+class InvocationSpan:
+    """``with invocation_span(...) as span:`` around an invocation; ``span.succeeded(result)``
+    before returning it. An exception leaving the block ends the span with its outcome."""
+
+    def __init__(self, method: str, target: str | None, request_id: str) -> None:
+        self._manager = _tracer.start_as_current_span(
+            f"trio_mcp {method}{f' {target}' if target else ''}",
+            kind=SpanKind.CLIENT,
+            attributes={**_target_attributes(method, target), "trio_mcp.request_id": request_id},
+            record_exception=False,
+            set_status_on_exception=False,
+        )
+        self._span: Span | None = None
+
+    def __enter__(self) -> InvocationSpan:
+        self._span = self._manager.__enter__()
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if exc is not None and self._span is not None:
+            attempts: tuple[Attempt, ...] | list[Attempt] = getattr(exc, "attempts", ())
+            self._span.set_attributes(
+                {
+                    "trio_mcp.outcome": str(getattr(exc, "outcome", None) or type(exc).__name__),
+                    "trio_mcp.attempts": len(attempts),
+                }
+            )
+            self._span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
+        self._manager.__exit__(kind, exc, tb)
+
+    def succeeded(self, result: InvocationResult[Any]) -> None:
+        if self._span is not None:
+            self._span.set_attributes(
+                {
+                    "trio_mcp.outcome": "success",
+                    "trio_mcp.server": result.server,
+                    "trio_mcp.attempts": len(result.attempts),
+                }
+            )
+
+
+class _NoInvocationSpan:
+    def __enter__(self) -> _NoInvocationSpan:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        return None
+
+    def succeeded(self, result: InvocationResult[Any]) -> None:
+        return None
+
+
+_NO_INVOCATION_SPAN = _NoInvocationSpan()
+
+
+def invocation_span(method: str, target: str | None, request_id: str) -> InvocationSpan | _NoInvocationSpan:
+    return InvocationSpan(method, target, request_id) if tracing() else _NO_INVOCATION_SPAN
+
+
+class AttemptSpan:
+    """One stage on one server: current while it sends (``with span.current():``), ended with
+    the attempt it produced (``span.end(attempt)``)."""
+
+    def __init__(self, server: str, stage: str, method: str, target: str | None) -> None:
+        attributes = {
+            "trio_mcp.server": server,
+            "trio_mcp.stage": stage,
+            **_target_attributes(method, target),
+        }
+        self._span = _tracer.start_span(f"trio_mcp {stage} {server}", attributes=attributes)
+
+    def current(self) -> AbstractContextManager[Any]:
+        return trace.use_span(self._span, end_on_exit=False, record_exception=False)
+
+    def end(self, attempt: Attempt | None) -> None:
+        if attempt is not None:
+            self._span.set_attributes(
+                {
+                    "trio_mcp.success": attempt.success,
+                    "trio_mcp.sent": attempt.sent,
+                    "trio_mcp.error_category": attempt.category or "",
+                }
+            )
+            if not attempt.success:
+                self._span.set_status(Status(StatusCode.ERROR, attempt.error or ""))
+        self._span.end()
+
+
+class _NoAttemptSpan:
+    def current(self) -> AbstractContextManager[Any]:
+        return nullcontext()
+
+    def end(self, attempt: Attempt | None) -> None:
+        return None
+
+
+_NO_ATTEMPT_SPAN = _NoAttemptSpan()
+
+
+def attempt_span(server: str, stage: str, method: str, target: str | None) -> AttemptSpan | _NoAttemptSpan:
+    return AttemptSpan(server, stage, method, target) if tracing() else _NO_ATTEMPT_SPAN
