@@ -5,6 +5,7 @@ Real clock, real sockets and pipes (no autojump: it would jump while we wait on 
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -122,3 +123,52 @@ async def test_serve_fails_over_and_shuts_down_cleanly(tmp_path: Path) -> None:
         assert [pid for pid in children if pid_alive(pid)] == []
     finally:
         await kill_leftovers(proc, children)
+
+
+def _demo_entry(name: str) -> dict[str, Any]:
+    return {"command": sys.executable, "args": ["-m", "trio_mcp.demo_server", "--name", name]}
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+async def test_json_logs_and_sighup_reload(tmp_path: Path) -> None:
+    port = free_port()
+    log = tmp_path / "serve.log"
+    config = tmp_path / "servers.json"
+    config.write_text(json.dumps({"mcpServers": {"one": _demo_entry("one")}}))
+    env = {k: v for k, v in os.environ.items() if k != "TRIO_MCP_TOKEN"}
+    argv = ["serve", "--port", str(port), "--config", str(config), "--log-format", "json"]
+    with log.open("wb") as out:
+        proc = await trio.lowlevel.open_process(
+            [sys.executable, "-m", "trio_mcp._cli", *argv],
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=out,
+            env=env,
+        )
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
+            await _wait_until_ready(client, proc, log)
+            before = (await client.get(f"{API}/servers/one")).json()["adapter_session"]["opened_at"]
+            config.write_text(
+                json.dumps({"mcpServers": {"one": _demo_entry("one"), "two": _demo_entry("two")}})
+            )
+            proc.send_signal(signal.SIGHUP)
+            with trio.fail_after(30):
+                while [s["name"] for s in (await client.get(f"{API}/servers")).json()["servers"]] != [
+                    "one",
+                    "two",
+                ]:  # noqa: ASYNC110 (polling the API of another process)
+                    await trio.sleep(0.1)
+            assert (await client.get(f"{API}/servers/one")).json()["adapter_session"]["opened_at"] == before
+        proc.send_signal(signal.SIGTERM)
+        with trio.fail_after(30):
+            await proc.wait()
+        assert proc.returncode == 0
+    finally:
+        await kill_leftovers(proc, set())
+    records = [json.loads(line) for line in log.read_text().splitlines() if line.startswith("{")]
+    messages = [r["message"] for r in records]
+    assert any(r.get("server") == "one" and "unknown -> healthy" in r["message"] for r in records), messages
+    assert any(m.startswith("reload (SIGHUP): ") and "'added': ['two']" in m for m in messages), messages
+    assert any(m.startswith("shutdown: ") for m in messages), messages
+    assert all({"time", "level", "logger", "message"} <= set(r) for r in records)

@@ -1,0 +1,97 @@
+"""``trio-mcp serve``: the HTTP API and a manager of the fleet in one trio run."""
+
+from __future__ import annotations
+
+import errno
+import functools
+import socket
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import trio
+
+from ._cli_common import EXIT_OK, EXIT_USAGE, load_fleet
+from ._exceptions import ConfigError
+
+
+@dataclass(frozen=True, kw_only=True)
+class ServeOptions:
+    """What ``trio-mcp serve`` was told."""
+
+    config: Path | None
+    host: str
+    port: int
+    allow_stdio_registration: bool
+    token: str | None
+    max_body_bytes: int
+    shutdown_grace: float
+    ready_min: int = 1
+    log_level: str = "info"
+    log_format: str = "text"
+
+
+def run(options: ServeOptions) -> int:
+    """Serve until SIGINT / SIGTERM; returns the exit code. Startup problems (a bad config, a
+    port in use, an address that cannot be bound) are one line on stderr and exit code 2."""
+    try:
+        servers = load_fleet(options.config)
+    except ConfigError as exc:
+        print(f"trio-mcp: invalid configuration: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+
+    from web.serve import serve
+
+    from .logs import configure
+
+    configure(options.log_level, options.log_format)
+    path = options.config
+    reload_from = functools.partial(load_fleet, path) if path is not None else None
+
+    async def started_message() -> None:
+        async with trio.open_nursery() as nursery:
+            binds = await nursery.start(
+                functools.partial(
+                    serve,
+                    servers,
+                    host=options.host,
+                    port=options.port,
+                    allow_stdio=options.allow_stdio_registration,
+                    token=options.token,
+                    max_body_bytes=options.max_body_bytes,
+                    shutdown_grace=options.shutdown_grace,
+                    ready_min=options.ready_min,
+                    access_log=options.log_format == "text",
+                    reload_from=reload_from,
+                )
+            )
+            names = ", ".join(s.name for s in servers) or "none"
+            print(f"trio-mcp: serving on {', '.join(binds)} (servers: {names})", file=sys.stderr, flush=True)
+
+    try:
+        trio.run(started_message)
+    except BaseException as exc:
+        problem = _listen_problem(exc, options.host, options.port)
+        if problem is None:
+            raise
+        print(f"trio-mcp: {problem}", file=sys.stderr)
+        return EXIT_USAGE
+    return EXIT_OK
+
+
+def _listen_problem(exc: BaseException, host: str, port: int) -> str | None:
+    """One line saying why the server could not listen, if that is what ``exc`` (possibly a
+    group, from the server's nursery) is about."""
+    leaves = [exc]
+    while any(isinstance(e, BaseExceptionGroup) for e in leaves):
+        leaves = [x for e in leaves for x in (e.exceptions if isinstance(e, BaseExceptionGroup) else [e])]
+    if len(leaves) != 1 or not isinstance(leaves[0], OSError):
+        return None
+    error = leaves[0]
+    if isinstance(error, socket.gaierror):
+        return f"cannot listen on {host}:{port}: invalid address ({error.strerror})"
+    if error.errno == errno.EADDRINUSE:
+        return f"cannot listen on {host}:{port}: port {port} is in use"
+    if error.errno in (errno.EACCES, errno.EADDRNOTAVAIL):
+        return f"cannot listen on {host}:{port}: {error.strerror}"
+    return None
