@@ -154,11 +154,10 @@ async def test_json_logs_and_sighup_reload(tmp_path: Path) -> None:
             )
             proc.send_signal(signal.SIGHUP)
             with trio.fail_after(30):
-                while [s["name"] for s in (await client.get(f"{API}/servers")).json()["servers"]] != [
-                    "one",
-                    "two",
-                ]:  # noqa: ASYNC110 (polling the API of another process)
+                names: list[str] = []
+                while names != ["one", "two"]:
                     await trio.sleep(0.1)
+                    names = [s["name"] for s in (await client.get(f"{API}/servers")).json()["servers"]]
             assert (await client.get(f"{API}/servers/one")).json()["adapter_session"]["opened_at"] == before
         proc.send_signal(signal.SIGTERM)
         with trio.fail_after(30):
