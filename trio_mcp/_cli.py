@@ -288,6 +288,48 @@ def cli() -> None:
     show_default=True,
     help="one line per record: text (with hypercorn's access log) or JSON",
 )
+@click.option(
+    "--allow-private-urls",
+    is_flag=True,
+    help="let POST /servers register HTTP servers on loopback, private and link-local addresses",
+)
+@click.option(
+    "--allow-stdio-command",
+    "allow_stdio_commands",
+    multiple=True,
+    metavar="PREFIX",
+    help="let POST /servers register stdio servers whose command line starts with PREFIX "
+    "(shell words; repeatable)",
+)
+@click.option(
+    "--allowed-host",
+    "allowed_hosts",
+    multiple=True,
+    metavar="HOST",
+    help="a Host name the API answers for (repeatable; default: --host and the loopback names)",
+)
+@click.option(
+    "--allowed-origin",
+    "allowed_origins",
+    multiple=True,
+    metavar="ORIGIN",
+    help="a browser origin (https://app.example) allowed to call the API (repeatable)",
+)
+@click.option("--rate-limit", metavar="N/PERIOD", help="per token or client address: N/s, N/m or N/h")
+@click.option(
+    "--max-invocations",
+    **POSITIVE_INT,
+    default=256,
+    show_default=True,
+    help="invocations served at once; more get 503 with Retry-After",
+)
+@click.option(
+    "--body-timeout",
+    **SECONDS,
+    default=10.0,
+    show_default=True,
+    help="seconds a request body may take to arrive (408 after)",
+)
 def serve(
     config: Path | None,
     host: str,
@@ -299,6 +341,13 @@ def serve(
     ready_min: int,
     log_level: str,
     log_format: str,
+    allow_private_urls: bool,
+    allow_stdio_commands: tuple[str, ...],
+    allowed_hosts: tuple[str, ...],
+    allowed_origins: tuple[str, ...],
+    rate_limit: str | None,
+    max_invocations: int,
+    body_timeout: float,
 ) -> int:
     """Serve the HTTP API (hypercorn, trio worker) over a manager of the fleet.
 
@@ -317,6 +366,13 @@ def serve(
         ready_min=ready_min,
         log_level=log_level.lower(),
         log_format=log_format,
+        allow_private_urls=allow_private_urls,
+        allow_stdio_commands=allow_stdio_commands,
+        allowed_hosts=allowed_hosts,
+        allowed_origins=allowed_origins,
+        rate_limit=rate_limit,
+        max_invocations=max_invocations,
+        body_timeout=body_timeout,
     )
     return _cli_serve.run(options)
 

@@ -8,6 +8,7 @@ import socket
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import trio
 
@@ -29,11 +30,33 @@ class ServeOptions:
     ready_min: int = 1
     log_level: str = "info"
     log_format: str = "text"
+    allow_private_urls: bool = False
+    allow_stdio_commands: tuple[str, ...] = ()
+    allowed_hosts: tuple[str, ...] = ()
+    allowed_origins: tuple[str, ...] = ()
+    rate_limit: str | None = None
+    max_invocations: int = 256
+    body_timeout: float = 10.0
 
 
 def run(options: ServeOptions) -> int:
     """Serve until SIGINT / SIGTERM; returns the exit code. Startup problems (a bad config, a
     port in use, an address that cannot be bound) are one line on stderr and exit code 2."""
+    if options.host in ("0.0.0.0", "::", "") and not options.token:
+        print(
+            f"trio-mcp: refusing to listen on {options.host or 'every address'} without --token: anyone "
+            "who can reach this machine could call your MCP servers",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
+    if options.rate_limit is not None:
+        from web.middleware import RateLimit
+
+        try:
+            RateLimit.parse(options.rate_limit)
+        except ValueError as exc:
+            print(f"trio-mcp: --rate-limit: {exc}", file=sys.stderr)
+            return EXIT_USAGE
     try:
         servers = load_fleet(options.config)
     except ConfigError as exc:
@@ -47,6 +70,9 @@ def run(options: ServeOptions) -> int:
     configure(options.log_level, options.log_format)
     path = options.config
     reload_from = functools.partial(load_fleet, path) if path is not None else None
+
+    # Without --allowed-host, serve() answers for the --host it listens on and the loopback names.
+    extra: dict[str, Any] = {"allowed_hosts": options.allowed_hosts} if options.allowed_hosts else {}
 
     async def started_message() -> None:
         async with trio.open_nursery() as nursery:
@@ -63,6 +89,13 @@ def run(options: ServeOptions) -> int:
                     ready_min=options.ready_min,
                     access_log=options.log_format == "text",
                     reload_from=reload_from,
+                    allow_private_urls=options.allow_private_urls,
+                    allow_stdio_commands=options.allow_stdio_commands,
+                    allowed_origins=options.allowed_origins,
+                    rate_limit=options.rate_limit,
+                    max_invocations=options.max_invocations,
+                    body_timeout=options.body_timeout,
+                    **extra,
                 )
             )
             names = ", ".join(s.name for s in servers) or "none"

@@ -24,23 +24,28 @@ from .routes import OPERATIONS, Endpoint, Link, Operation
 REF = "#/components/schemas/{model}"
 _PATH_PARAMETER = re.compile(r"{([^}:]+)(?::[^}]+)?}")
 _ERROR_DESCRIPTIONS = {
+    400: "The Host header names a host this API does not answer for",
+    408: "The request body did not arrive in time",
+    429: "Too many requests (Retry-After says when to retry)",
     401: "A valid bearer token is required",
-    403: "Refused by this server's settings",
+    403: "Refused by this server's settings, or a page from another origin",
     404: "Unknown server, or nothing offers the target",
     409: "Conflicts with the server's current state",
     413: "The request body is too large",
     422: "A malformed body or query string, naming the field",
-    503: "The manager is not running, or no candidate could answer",
+    503: "The manager is not running, too many invocations are in flight (Retry-After), or no "
+    "candidate could answer",
     504: "A deadline passed",
 }
 
 
 def _statuses(op: Operation, path: str) -> list[int]:
-    statuses = {op.status, *op.errors, *op.answers}
+    # 400: a Host this API does not answer for; 403: a page from another origin.
+    statuses = {op.status, *op.errors, *op.answers, 400, 403}
     if not op.public:
-        statuses |= {401, 503}
+        statuses |= {401, 429, 503}
     if op.body is not None:
-        statuses |= {413, 422}
+        statuses |= {408, 413, 422}
     if op.query is not None:
         statuses.add(422)
     if "{name}" in path:

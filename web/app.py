@@ -2,13 +2,13 @@
 
 ``app`` is a ready-made application for ``hypercorn -k trio web.app:app``: its lifespan opens
 a manager on the fleet in ``$TRIO_MCP_CONFIG`` (an ``mcpServers`` JSON file), or on the default
-demo fleet, and it honours ``$TRIO_MCP_TOKEN``.
+demo fleet, and it honours ``$TRIO_MCP_TOKEN`` and ``$TRIO_MCP_ALLOW_PRIVATE_URLS``.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 
@@ -25,8 +25,9 @@ from trio_mcp.metrics import FleetCollector
 
 from . import routes
 from .errors import exception_handlers
-from .middleware import GuardMiddleware, TraceContextMiddleware
-from .routes import OPERATIONS, ApiSettings
+from .guard import parse_prefixes
+from .middleware import GuardMiddleware, RateLimit, TraceContextMiddleware
+from .routes import OPERATIONS, ApiSettings, InvocationCount
 
 API_PREFIX = "/api/v1/mcp"
 DEFAULT_MAX_BODY_BYTES = 1_000_000
@@ -100,9 +101,16 @@ def create_app(
     manager: Manager | None,
     *,
     allow_stdio: bool = False,
+    allow_stdio_commands: Sequence[str] = (),
+    allow_private_urls: bool = False,
     token: str | None = None,
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    body_timeout: float = 10.0,
     ready_min: int = 1,
+    max_invocations: int = 256,
+    rate_limit: str | None = None,
+    allowed_hosts: Collection[str] | None = None,
+    allowed_origins: Collection[str] = (),
     lifespan: Lifespan | None = None,
 ) -> Starlette:
     """The HTTP API over an open ``manager``.
@@ -110,23 +118,50 @@ def create_app(
     Args:
         manager: an open manager (``async with open_manager(...)``). ``None`` when ``lifespan``
             sets ``app.state.manager`` itself.
-        allow_stdio: allow ``POST /servers`` to register stdio servers (runs commands on this host).
-        token: require ``Authorization: Bearer <token>`` on every endpoint but liveness.
+        allow_stdio: allow ``POST /servers`` to register any stdio server (runs commands on
+            this host).
+        allow_stdio_commands: allow stdio registrations whose argv starts with one of these
+            (shell words, e.g. ``"python -m trio_mcp.demo_server"``).
+        allow_private_urls: allow registering HTTP servers on loopback, private and link-local
+            addresses (refused with 403 otherwise: the API would reach inside this network).
+        token: require ``Authorization: Bearer <token>`` on every endpoint but liveness,
+            readiness, the status page and the API's description.
         max_body_bytes: larger request bodies are refused with 413.
+        body_timeout: a request body that takes longer to arrive is refused with 408.
         ready_min: ``GET /api/v1/ready`` is 200 when at least this many servers are healthy
             or recovered.
+        max_invocations: invocations served at once; more are refused with 503 and
+            ``Retry-After`` rather than queued.
+        rate_limit: ``"N/s"``, ``"N/m"`` or ``"N/h"`` per token (or client address); more are
+            refused with 429 and ``Retry-After``. ``None``: no limit.
+        allowed_hosts: the ``Host`` names this API answers for (400 otherwise); ``None``: any.
+        allowed_origins: browser origins (``https://app.example``) allowed besides this
+            server's own; a request from any other page is refused with 403.
         lifespan: an optional Starlette lifespan.
     """
-    if isinstance(max_body_bytes, bool) or not isinstance(max_body_bytes, int) or max_body_bytes < 1:
-        raise ValueError("max_body_bytes must be a positive integer")
-    if isinstance(ready_min, bool) or not isinstance(ready_min, int) or ready_min < 0:
-        raise ValueError("ready_min must be an integer >= 0")
+    for name, value, low in (
+        ("max_body_bytes", max_body_bytes, 1),
+        ("ready_min", ready_min, 0),
+        ("max_invocations", max_invocations, 1),
+    ):
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise ValueError(f"{name} must be an integer >= {low}")
+    if not (isinstance(body_timeout, int | float) and body_timeout > 0):
+        raise ValueError("body_timeout must be a positive number of seconds")
+    limit = RateLimit.parse(rate_limit) if rate_limit is not None else None
+    stdio_commands = parse_prefixes(allow_stdio_commands) if allow_stdio_commands else None
     app = Starlette(
         routes=ROUTES,
         middleware=[
             Middleware(TraceContextMiddleware),
             Middleware(
-                GuardMiddleware, token=token, max_body_bytes=max_body_bytes, public_paths=PUBLIC_PATHS
+                GuardMiddleware,
+                token=token,
+                max_body_bytes=max_body_bytes,
+                public_paths=PUBLIC_PATHS,
+                allowed_hosts=None if allowed_hosts is None else frozenset(allowed_hosts),
+                allowed_origins=frozenset(allowed_origins),
+                rate_limit=limit,
             ),
         ],
         exception_handlers=exception_handlers(),
@@ -134,8 +169,16 @@ def create_app(
     )
     attach(app, manager)
     app.state.settings = ApiSettings(
-        allow_stdio=allow_stdio, token=token, max_body_bytes=max_body_bytes, ready_min=ready_min
+        allow_stdio=allow_stdio or stdio_commands is not None,
+        stdio_commands=stdio_commands,
+        allow_private_urls=allow_private_urls,
+        token=token,
+        max_body_bytes=max_body_bytes,
+        body_timeout=float(body_timeout),
+        ready_min=ready_min,
+        max_invocations=max_invocations,
     )
+    app.state.invocations = InvocationCount()
     return app
 
 
@@ -166,4 +209,9 @@ async def _manager_lifespan(app: Starlette) -> AsyncIterator[None]:
             attach(app, None)
 
 
-app = create_app(None, token=os.environ.get("TRIO_MCP_TOKEN") or None, lifespan=_manager_lifespan)
+app = create_app(
+    None,
+    token=os.environ.get("TRIO_MCP_TOKEN") or None,
+    allow_private_urls=os.environ.get("TRIO_MCP_ALLOW_PRIVATE_URLS", "") not in ("", "0", "false", "no"),
+    lifespan=_manager_lifespan,
+)

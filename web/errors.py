@@ -10,6 +10,7 @@ Extra fields: ``field`` for validation errors (422); ``method``, ``outcome``,
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import trio
@@ -78,6 +79,49 @@ class UnauthorizedError(ApiError):
 
     status_code = 401
     code = "unauthorized"
+
+
+class BadHostError(ApiError):
+    """The ``Host`` header names a host this API does not answer for (DNS rebinding)."""
+
+    status_code = 400
+    code = "bad_host"
+
+
+class ForbiddenOriginError(ApiError):
+    """A browser page from another origin (not in the allowlist) made the request."""
+
+    status_code = 403
+    code = "forbidden_origin"
+
+
+class RequestTimeoutError(ApiError):
+    """The request body did not arrive in time."""
+
+    status_code = 408
+    code = "request_timeout"
+
+
+class RateLimitedError(ApiError):
+    """Too many requests with this token (or from this address): retry after ``retry_after``."""
+
+    status_code = 429
+    code = "rate_limited"
+
+    def __init__(self, message: str, *, retry_after: float) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class BusyError(ApiError):
+    """Too many invocations in flight: retry after ``retry_after`` seconds."""
+
+    status_code = 503
+    code = "busy"
+
+    def __init__(self, message: str, *, retry_after: float) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 # (exception class, HTTP status, error code). Ordered most specific first: the first
@@ -157,7 +201,11 @@ def error_detail(exc: BaseException) -> dict[str, Any]:
 
 def error_response(exc: BaseException) -> JSONResponse:
     status, _ = status_for(exc)
-    headers = {"WWW-Authenticate": "Bearer"} if isinstance(exc, UnauthorizedError) else None
+    headers: dict[str, str] | None = None
+    if isinstance(exc, UnauthorizedError):
+        headers = {"WWW-Authenticate": "Bearer"}
+    elif isinstance(exc, RateLimitedError | BusyError):
+        headers = {"Retry-After": str(max(1, math.ceil(exc.retry_after)))}
     return JSONResponse({"detail": error_detail(exc)}, status_code=status, headers=headers)
 
 

@@ -88,7 +88,7 @@ class HttpRegistration(HttpEntry):
 
     model_config = ConfigDict(
         json_schema_extra={
-            "examples": [{"name": "docs", "url": "http://127.0.0.1:8001/mcp", "callTimeout": 10}],
+            "examples": [{"name": "docs", "url": "https://mcp.example.com/mcp", "callTimeout": 10}],
             "not": {"required": ["timeout", "callTimeout"]},
         }
     )

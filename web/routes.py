@@ -9,14 +9,15 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
+import trio
 from pydantic import BaseModel
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from trio_mcp import Manager, ManagerClosedError, ServerStatus, StdioTransport
 
-from . import models, schemas
-from .errors import ConflictError, ForbiddenError
+from . import guard, models, schemas
+from .errors import BusyError, ConflictError, ForbiddenError, RequestTimeoutError
 
 Endpoint = Callable[[Request], Awaitable[Response]]
 
@@ -72,9 +73,22 @@ class ApiSettings:
     """What :func:`web.app.create_app` was told; kept on ``app.state.settings``."""
 
     allow_stdio: bool = False
+    stdio_commands: tuple[tuple[str, ...], ...] | None = None
+    """When set, stdio registrations must start with one of these argv prefixes."""
+    allow_private_urls: bool = False
     token: str | None = None
     max_body_bytes: int = 1_000_000
+    body_timeout: float = 10.0
     ready_min: int = 1
+    max_invocations: int = 256
+    """Invocations served at once; more are refused with 503 and Retry-After."""
+
+
+class InvocationCount:
+    """How many invocations the API is serving now (one per app; trio is single-threaded)."""
+
+    def __init__(self) -> None:
+        self.now = 0
 
 
 def _manager(request: Request) -> Manager:
@@ -90,7 +104,11 @@ def _settings(request: Request) -> ApiSettings:
 
 
 async def _body(request: Request) -> dict[str, Any]:
-    return await schemas.read_json_object(request, _settings(request).max_body_bytes)
+    settings = _settings(request)
+    with trio.move_on_after(settings.body_timeout) as scope:
+        return await schemas.read_json_object(request, settings.max_body_bytes)
+    assert scope.cancelled_caught
+    raise RequestTimeoutError(f"the request body did not arrive within {settings.body_timeout:g} s")
 
 
 # -- liveness ------------------------------------------------------------------------------------
@@ -225,14 +243,27 @@ async def list_servers(request: Request) -> Response:
 )
 async def register_server(request: Request) -> Response:
     manager = _manager(request)
-    config = schemas.parse_registration(await _body(request))
-    if isinstance(config.transport, StdioTransport) and not _settings(request).allow_stdio:
-        raise ForbiddenError(
-            "registering a stdio server over HTTP would run a command on this host; "
-            "start the API with --allow-stdio-registration to permit it",
-            field="command",
-        )
+    settings = _settings(request)
+    body = await _body(request)
+    if not settings.allow_private_urls:
+        await guard.check_url(body.get("url"))
+    config = schemas.parse_registration(body)
+    if isinstance(config.transport, StdioTransport):
+        if not settings.allow_stdio:
+            raise ForbiddenError(
+                "registering a stdio server over HTTP would run a command on this host; "
+                "start the API with --allow-stdio-command (or --allow-stdio-registration) to permit it",
+                field="command",
+            )
+        guard.check_command([config.transport.command, *config.transport.args], settings.stdio_commands)
     snap = await manager.add_server(config)
+    guard.logger.info(
+        "registered %s (%s) for %s",
+        config.name,
+        config.transport.kind,
+        request.client.host if request.client else "?",
+        extra={"server": config.name},
+    )
     return JSONResponse(
         schemas.server_dict(manager, snap),
         status_code=201,
@@ -248,7 +279,11 @@ async def get_server(request: Request) -> Response:
 
 @operation(summary="Unregister a server (its session and process are closed)", status=204)
 async def delete_server(request: Request) -> Response:
-    await _manager(request).remove_server(request.path_params["name"])
+    name = request.path_params["name"]
+    await _manager(request).remove_server(name)
+    guard.logger.info(
+        "removed %s for %s", name, request.client.host if request.client else "?", extra={"server": name}
+    )
     return Response(status_code=204)
 
 
@@ -355,16 +390,24 @@ async def invocation_events(request: Request) -> Response:
 
 
 async def _invoke(request: Request, method: str, target: str, req: models.InvokeOptions) -> Response:
-    outcome = await _manager(request).invoke(
-        method,
-        target,
-        getattr(req, "arguments", None),
-        preferred=req.preferred_servers,
-        failover=req.failover,
-        timeout=req.timeout_seconds,
-        attempt_timeout=req.attempt_timeout_seconds,
-        request_id=req.request_id,
-    )
+    manager = _manager(request)
+    count: InvocationCount = request.app.state.invocations
+    if count.now >= _settings(request).max_invocations:
+        raise BusyError(f"{count.now} invocations are in flight: retry shortly", retry_after=1.0)
+    count.now += 1
+    try:
+        outcome = await manager.invoke(
+            method,
+            target,
+            getattr(req, "arguments", None),
+            preferred=req.preferred_servers,
+            failover=req.failover,
+            timeout=req.timeout_seconds,
+            attempt_timeout=req.attempt_timeout_seconds,
+            request_id=req.request_id,
+        )
+    finally:
+        count.now -= 1
     return JSONResponse(schemas.invocation_dict(outcome))
 
 

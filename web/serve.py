@@ -39,6 +39,14 @@ def _signal_trigger(receiver: AsyncIterator[int]) -> Callable[[], Awaitable[None
     return wait_for_signal
 
 
+def default_hosts(host: str) -> frozenset[str] | None:
+    """The ``Host`` names to answer for when listening on ``host``: it and the loopback names
+    (``None``, any, when listening on every address)."""
+    if host in ("", "0.0.0.0", "::"):
+        return None
+    return frozenset({host.strip("[]").lower(), "localhost", "127.0.0.1", "::1"})
+
+
 async def _reload_on_hangup(reloader: Reloader, hangups: AsyncIterator[int]) -> None:
     async for _ in hangups:
         try:
@@ -63,6 +71,7 @@ async def serve(
     reload_from: Callable[[], Sequence[ServerConfig]] | None = None,
     shutdown_trigger: Callable[[], Awaitable[None]] | None = None,
     task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
+    **api: Any,
 ) -> None:
     """Serve the HTTP API over a manager of ``servers`` until shut down.
 
@@ -76,6 +85,9 @@ async def serve(
         reload_from: reads the config file again (``POST /reload`` and SIGHUP); ``servers`` are
             the ones it gave at startup.
         shutdown_trigger: returns to shut down gracefully (default: SIGINT or SIGTERM).
+        api: more options of :func:`web.app.create_app` (``allow_private_urls``, ``rate_limit``,
+            ...). ``allowed_hosts`` defaults to ``host`` and the loopback names when ``host`` is
+            one address.
         task_status: ``started(binds)`` once listening, e.g. ``["http://127.0.0.1:8000"]``.
     """
     config = Config()
@@ -92,12 +104,14 @@ async def serve(
         trigger = shutdown_trigger or _signal_trigger(signals)
         async with open_manager(servers) as manager, trio.open_nursery() as nursery:
             attach_logging(manager)
+            api.setdefault("allowed_hosts", default_hosts(host))
             app = create_app(
                 manager,
                 allow_stdio=allow_stdio,
                 token=token,
                 max_body_bytes=max_body_bytes,
                 ready_min=ready_min,
+                **api,
             )
             if reload_from is not None:
                 reloader = Reloader(manager=manager, read=reload_from, from_file={c.name for c in servers})

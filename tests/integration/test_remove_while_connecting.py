@@ -162,6 +162,7 @@ async def serving(argv: Sequence[str], port: int, log: Path) -> AsyncIterator[Se
     """Start ``argv`` (on the default demo fleet), wait until the API answers and the fleet is
     connected; on the way out kill whatever is still running."""
     env = {k: v for k, v in os.environ.items() if k not in ("TRIO_MCP_TOKEN", "TRIO_MCP_CONFIG")}
+    env["TRIO_MCP_ALLOW_PRIVATE_URLS"] = "1"  # the dead servers registered below are on 127.0.0.1
     with log.open("wb") as out:
         proc = await trio.lowlevel.open_process(
             list(argv), stdin=subprocess.DEVNULL, stdout=out, stderr=out, env=env
@@ -192,6 +193,7 @@ def _serve_argv(port: int) -> list[str]:
         "--port",
         str(port),
         "--allow-stdio-registration",
+        "--allow-private-urls",
     ]
 
 

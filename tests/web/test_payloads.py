@@ -26,6 +26,8 @@ async def api(
     configs: list[trio_mcp.ServerConfig], **app_options: Any
 ) -> AsyncIterator[tuple[trio_mcp.Manager, httpx.AsyncClient]]:
     async with trio_mcp.open_manager(configs, clock_anchor=1_700_000_000.0) as manager:
+        # These tests register servers on 127.0.0.1; tests/web/test_hardening.py checks the default.
+        app_options.setdefault("allow_private_urls", True)
         transport = httpx.ASGITransport(app=create_app(manager, **app_options))
         async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
             yield manager, client

@@ -41,6 +41,8 @@ async def open_fleet(*names: str, **app_options: Any) -> AsyncIterator[Fleet]:
     async with trio_mcp.open_manager(configs, clock_anchor=ANCHOR) as manager:
         for name in servers:
             await manager.wait_for(name, lambda s: s.session.active)
+        # These tests register servers on 127.0.0.1; tests/web/test_hardening.py checks the default.
+        app_options.setdefault("allow_private_urls", True)
         transport = httpx.ASGITransport(app=create_app(manager, **app_options))
         async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
             yield Fleet(servers, manager, client)
