@@ -104,7 +104,7 @@ class _Schemas:
             add(op.query, "validation")
             if op.media_type == "application/json":
                 add(op.response, "serialization")
-            for model in op.answers.values():
+            for model in (*op.answers.values(), *op.events.values()):
                 add(model, "serialization")
         keys, defs = TypeAdapter.json_schemas(
             [(id(kind), mode, adapter) for kind, mode, adapter in inputs], ref_template=REF
@@ -120,6 +120,29 @@ class _Schemas:
         schema = self.of(kind, mode)
         ref = schema.get("$ref")
         return dict(self.components[ref.rsplit("/", 1)[-1]]) if ref else schema
+
+
+def _event_schema(op: Operation, schemas: _Schemas) -> dict[str, Any]:
+    """One server-sent event: its ``event`` name, ``id`` and JSON ``data`` (described by
+    ``contentSchema``)."""
+    return {
+        "type": "object",
+        "required": ["event", "data"],
+        "properties": {
+            "id": {"type": "string", "description": "the stream's seq: resume with Last-Event-ID"},
+            "event": {"enum": list(op.events)},
+            "data": {"type": "string", "contentMediaType": "application/json"},
+        },
+        "oneOf": [
+            {
+                "properties": {
+                    "event": {"const": name},
+                    "data": {"contentSchema": schemas.of(model, "serialization")},
+                }
+            }
+            for name, model in op.events.items()
+        ],
+    }
 
 
 def _link(target: str, link: Link) -> dict[str, Any]:
@@ -153,6 +176,9 @@ def _operation(route: Route, op: Operation, schemas: _Schemas, operation_id: str
         if status == op.status:
             if op.response is None:
                 responses[str(status)] = {"description": "Done (no body)"}
+            elif op.events:
+                content = {op.media_type: {"schema": _event_schema(op, schemas)}}
+                responses[str(status)] = {"description": "Success", "content": content}
             elif op.media_type != "application/json":
                 content = {op.media_type: {"schema": {"type": "string"}}}
                 responses[str(status)] = {"description": "Success", "content": content}

@@ -105,7 +105,7 @@ REGISTRATION: TypeAdapter[StdioRegistration | HttpRegistration] = TypeAdapter(Re
 # -- query strings --------------------------------------------------------------------------------
 
 _QUERY = ConfigDict(extra="ignore", frozen=True)
-Limit = Annotated[int, Field(ge=0, description="keep only the newest N")]
+Limit = Annotated[int, Field(ge=0, le=1_000_000_000, description="keep only the newest N")]
 
 
 class SessionQuery(BaseModel):
@@ -383,6 +383,13 @@ class InvocationEvent(BaseModel):
     category: ErrorCategory | None
     at: float = Field(description="the manager's clock (seconds)")
     timestamp: Timestamp
+
+
+class Dropped(BaseModel):
+    """Events this stream's client lost because it read too slowly (re-read the state)."""
+
+    model_config = _OUT
+    dropped: int
 
 
 class InvocationEventList(BaseModel):

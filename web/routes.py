@@ -16,7 +16,7 @@ from starlette.responses import JSONResponse, Response
 
 from trio_mcp import Manager, ManagerClosedError, ServerStatus, StdioTransport
 
-from . import guard, models, schemas
+from . import guard, models, persistence, schemas
 from .errors import BusyError, ConflictError, ForbiddenError, RequestTimeoutError
 
 Endpoint = Callable[[Request], Awaitable[Response]]
@@ -40,6 +40,8 @@ class Operation:
     errors: tuple[int, ...] = ()
     media_type: str = "application/json"
     """Of the success answer; anything but JSON is described as text."""
+    events: Mapping[str, Any] = field(default_factory=dict)
+    """For ``text/event-stream``: each event name and the model of its JSON ``data``."""
     answers: Mapping[int, Any] = field(default_factory=dict)
     """Other statuses whose body is not an :class:`~web.models.Error` (status: model)."""
     public: bool = False
@@ -155,6 +157,12 @@ async def page(request: Request) -> Response:
     summary="Connection, invocation and server events as server-sent events (resumable with Last-Event-ID)",
     response=str,
     media_type="text/event-stream",
+    events={
+        "connection": models.ConnectionEvent,
+        "invocation": models.InvocationEvent,
+        "server": models.Server,
+        "dropped": models.Dropped,
+    },
     query=models.StreamQuery,
     errors=(404,),
 )
@@ -256,7 +264,7 @@ async def register_server(request: Request) -> Response:
                 field="command",
             )
         guard.check_command([config.transport.command, *config.transport.args], settings.stdio_commands)
-    snap = await manager.add_server(config)
+    snap = await persistence.add_server(request, manager, config, body)
     guard.logger.info(
         "registered %s (%s) for %s",
         config.name,
@@ -280,7 +288,7 @@ async def get_server(request: Request) -> Response:
 @operation(summary="Unregister a server (its session and process are closed)", status=204)
 async def delete_server(request: Request) -> Response:
     name = request.path_params["name"]
-    await _manager(request).remove_server(name)
+    await persistence.remove_server(request, _manager(request), name)
     guard.logger.info(
         "removed %s for %s", name, request.client.host if request.client else "?", extra={"server": name}
     )
@@ -362,8 +370,12 @@ async def adapter_sessions(request: Request) -> Response:
 )
 async def connection_events(request: Request) -> Response:
     query = schemas.parse_query(models.EventQuery, request)
-    events = _manager(request).connection_events(
-        server=query.server, correlation_id=query.correlation_id, limit=query.limit
+    events = await persistence.connection_events(
+        request,
+        _manager(request),
+        server=query.server,
+        correlation_id=query.correlation_id,
+        limit=query.limit,
     )
     return JSONResponse({"events": [e.to_dict() for e in events]})
 
@@ -376,7 +388,9 @@ async def connection_events(request: Request) -> Response:
 )
 async def invocation_events(request: Request) -> Response:
     query = schemas.parse_query(models.InvocationEventQuery, request)
-    events = _manager(request).invocation_events(
+    events = await persistence.invocation_events(
+        request,
+        _manager(request),
         server=query.server,
         method=query.method,
         request_id=query.request_id,

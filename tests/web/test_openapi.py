@@ -74,7 +74,7 @@ def test_query_parameters_come_from_the_query_models() -> None:
     params = openapi_document()["paths"][f"{API}/adapter-sessions"]["get"]["parameters"]
     by_name = {p["name"]: p for p in params}
     assert set(by_name) == set(models.SessionQuery.model_fields)
-    assert by_name["limit"]["schema"] == {"type": "integer", "minimum": 0}
+    assert by_name["limit"]["schema"] == {"type": "integer", "minimum": 0, "maximum": 1_000_000_000}
     assert by_name["limit"]["description"] == "keep only the newest N"
     assert by_name["active_only"]["schema"]["type"] == "boolean"
     assert "null" not in str(by_name["server"]["schema"])
