@@ -67,6 +67,19 @@ def test_the_shape_memo_never_lets_a_value_through_that_the_schema_refuses() -> 
     assert check({"key": [1]}) == "argument 'key': [1] is not of type 'integer'"
 
 
+def test_one_schema_is_compiled_once_for_every_server_that_describes_a_tool_with_it() -> None:
+    # A fleet of a thousand servers offering one tool compiled its schema a thousand times
+    # (checking a schema takes milliseconds): connecting the fleet took seconds more.
+    first = compile_check("tools", tool(dict(SIMPLE)))
+    assert first is not None
+    assert compile_check("tools", tool({**SIMPLE, "title": "findArguments"})) is first
+    assert compile_check("tools", tool(RICH)) is not first
+    assert first({"key": 1}) is None
+    assert first({"key": "1"}) == "argument 'key': '1' is not of type 'integer'"
+    # The memo keeps verdicts, not reasons: each refusal names its own value.
+    assert first({"key": "2"}) == "argument 'key': '2' is not of type 'integer'"
+
+
 def test_a_schema_we_cannot_use_checks_nothing() -> None:
     assert compile_check("tools", tool({"type": 12})) is None
     assert argument_problem("tools", tool({"type": 12}), {"anything": 1}) is None

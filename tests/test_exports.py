@@ -18,7 +18,14 @@ def test_public_api_is_all() -> None:
 
 
 def test_testing_exports() -> None:
-    assert set(trio_mcp.testing.__all__) == {"ScriptedServer", "memory_server"}
+    assert set(trio_mcp.testing.__all__) == {
+        "Baseline",
+        "History",
+        "InvariantViolationError",
+        "ScriptedServer",
+        "Violation",
+        "memory_server",
+    }
     for name in trio_mcp.testing.__all__:
         assert hasattr(trio_mcp.testing, name)
 

@@ -110,3 +110,98 @@ async def test_handshake_and_probe_faults(autojump_clock: trio.testing.MockClock
         server.heal()
         (snap,) = await manager.health_check("s")
         assert (snap.status, snap.consecutive_failures) == (trio_mcp.ServerStatus.RECOVERED, 0)
+
+
+@pytest.mark.parametrize("era", ["dual", "legacy"])
+async def test_expired_sessions_are_answered_before_anything_runs(
+    era: str, autojump_clock: trio.testing.MockClock
+) -> None:
+    server = ScriptedServer("s", era=era)
+    async with trio_mcp.open_manager([memory_server(server, policy=policy())]) as manager:
+        await manager.wait_for("s", lambda s: s.session.active)
+        server.expire_sessions()
+        # The invoker sees "session expired" (nothing ran: not sent), re-handshakes, retries once.
+        outcome = await manager.invoke("tools/call", "charge", {"amount": 1, "invocation_id": "i1"})
+        expired, handshake, answered = outcome.attempts
+        assert (expired.category, expired.sent) == ("session_expired", False)
+        assert (handshake.stage, handshake.success) == ("handshake", True)
+        assert (answered.stage, answered.success, answered.sent) == ("invoke", True, True)
+        assert server.invocations == {"i1": 1}
+        assert server.connections_opened == 2
+        assert not server.faulty
+
+
+async def test_answering_an_http_status_refuses_before_anything_runs(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    server = ScriptedServer("s")
+    with pytest.raises(ValueError, match="HTTP error status"):
+        server.answer_status(200)
+    async with trio_mcp.open_manager([memory_server(server, policy=policy(protocol="legacy"))]) as manager:
+        await manager.wait_for("s", lambda s: s.session.active)
+        server.answer_status(401)
+        assert server.faulty
+        with pytest.raises(trio_mcp.InvocationFailedError) as info:
+            await manager.call_tool("charge", {"amount": 1}, failover="never")
+        (attempt,) = info.value.attempts
+        assert (attempt.category, attempt.error, attempt.sent) == (
+            "rpc_error",
+            "Server returned an error response (JSON-RPC -32603)",
+            True,
+        )
+        assert server.executions("charge") == 0
+        # A new connection is refused at its handshake too.
+        server.close_connections()
+        snap = await manager.wait_for("s", lambda s: s.last_error_category == "protocol_error")
+        assert snap.last_error == "handshake refused: Server returned an error response (JSON-RPC -32603)"
+        server.heal()
+        assert server.status is None
+        await manager.wait_for("s", lambda s: s.session.active)
+        assert text(await manager.call_tool("charge", {"amount": 1})) == "charged 1"
+        # A 404 is what an HTTP server says of a session it forgot (handshakes included).
+        server.answer_status(404)
+        with pytest.raises(trio_mcp.InvocationFailedError) as info:
+            await manager.call_tool("charge", {"amount": 1}, failover="never")
+        steps = [(a.stage, a.category, a.sent) for a in info.value.attempts]
+        assert steps == [("invoke", "session_expired", False), ("handshake", "session_expired", False)]
+        assert info.value.outcome == "failed"
+        assert server.executions("charge") == 1
+
+
+@pytest.mark.parametrize(
+    ("how", "category"),
+    [("frame", "timeout"), ("parse_error", "protocol_error"), ("result", "protocol_error")],
+)
+@pytest.mark.parametrize("era", ["dual", "legacy"])
+async def test_mangled_answers_after_the_tool_ran(
+    how: str, category: str, era: str, autojump_clock: trio.testing.MockClock
+) -> None:
+    server = ScriptedServer("s", era=era)
+    async with trio_mcp.open_manager([memory_server(server, policy=policy())]) as manager:
+        await manager.wait_for("s", lambda s: s.session.active)
+        server.mangle_responses("charge", how)  # type: ignore[arg-type]
+        start = trio.current_time()
+        with pytest.raises(trio_mcp.InvocationFailedError) as info:
+            await manager.call_tool("charge", {"amount": 1, "invocation_id": "i1"}, attempt_timeout=2)
+        (attempt,) = info.value.attempts
+        assert (attempt.category, attempt.sent, info.value.outcome) == (category, True, "unknown")
+        assert trio.current_time() - start == (2.0 if how == "frame" else 0.0)
+        assert server.invocations == {"i1": 1} and server.completed["charge"] == 1
+        # Other tools are answered as usual.
+        assert text(await manager.call_tool("echo", {"text": "x"})) == "x"
+        server.mangle_responses("charge", None)
+        assert not server.faulty
+
+
+async def test_duplicate_answers_are_one_answer(autojump_clock: trio.testing.MockClock) -> None:
+    server = ScriptedServer("s")
+    with pytest.raises(ValueError, match="how must be one of duplicate, frame, parse_error, result"):
+        server.mangle_responses("charge", "twice")  # type: ignore[arg-type]
+    async with trio_mcp.open_manager([memory_server(server, policy=policy())]) as manager:
+        await manager.wait_for("s", lambda s: s.session.active)
+        server.mangle_responses("charge")
+        for amount in (1, 2, 3):
+            result = await manager.call_tool("charge", {"amount": amount, "invocation_id": f"i{amount}"})
+            assert text(result) == f"charged {amount}"
+        assert server.invocations == {"i1": 1, "i2": 1, "i3": 1}
+        assert manager.server("s").consecutive_failures == 0

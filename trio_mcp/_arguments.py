@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import json
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -15,7 +17,9 @@ def argument_problem(kind: str, item: Any, arguments: Mapping[str, Any] | None) 
     """Why ``arguments`` do not fit ``item`` (a ``Tool`` or a ``Prompt``), or ``None``.
 
     Tools are checked against their ``inputSchema`` (JSON Schema), prompts against their
-    declared arguments (every required one present, every value a string).
+    declared arguments (every required one present, every value a string). A tool parameter
+    the schema declares but does not require may be given as ``null``: that says "no value"
+    (as SEP-2243 reads it too), and the server gets the arguments as given.
     """
     args = dict(arguments or {})
     if kind == "prompts":
@@ -43,13 +47,31 @@ def compile_check(kind: str, item: Any) -> Check | None:
     if not isinstance(schema, dict):
         return None
     try:
+        key = json.dumps(schema, sort_keys=True)
+    except (TypeError, ValueError):
+        return _compile_schema(schema)
+    # Servers of one fleet often describe a tool with the same schema: compile it (checking
+    # the schema itself is the slow part, milliseconds) once for all of them.
+    return _compile_schema_once(key)
+
+
+@functools.lru_cache(maxsize=1024)
+def _compile_schema_once(key: str) -> Check | None:
+    schema: dict[str, Any] = json.loads(key)
+    return _compile_schema(schema)
+
+
+def _compile_schema(schema: dict[str, Any]) -> Check | None:
+    try:
         cls = jsonschema.validators.validator_for(schema)
         cls.check_schema(schema)
         validator = cls(schema)
     except jsonschema.exceptions.SchemaError:
         return None  # a schema we cannot use is not the caller's fault
+    optional = _optional_properties(schema)
 
     def problem(args: Mapping[str, Any]) -> str | None:
+        args = _without_null_optionals(args, optional)
         if validator.is_valid(args):
             return None
         error = jsonschema.exceptions.best_match(validator.iter_errors(args))
@@ -64,21 +86,40 @@ def compile_check(kind: str, item: Any) -> Check | None:
 
     # The schema constrains only which arguments are present and their JSON types, so the
     # verdict on one shape of arguments (names and types) holds for every value of that
-    # shape: ask the validator once per shape (it is the slow part of a call's path).
-    verdicts: dict[tuple[tuple[str, type, bool], ...], str | None] = {}
+    # shape: ask the validator once per shape (it is the slow part of a call's path). Only
+    # the verdict is kept: the reason for a refusal names the value, so it is built anew.
+    verdicts: dict[tuple[tuple[str, type, bool], ...], bool] = {}
 
     def check(arguments: Mapping[str, Any] | None) -> str | None:
-        args = arguments if arguments is not None else {}
+        args = _without_null_optionals(arguments if arguments is not None else {}, optional)
         key = _shape_of(args)
         if key is None:
             return problem(args)
-        if key not in verdicts:
+        fits = verdicts.get(key)
+        if fits is None:
             if len(verdicts) >= _MAX_SHAPES:
                 verdicts.clear()
-            verdicts[key] = problem(args)
-        return verdicts[key]
+            fits = verdicts[key] = validator.is_valid(args)
+        return None if fits else problem(args)
 
     return check
+
+
+def _optional_properties(schema: Mapping[str, Any]) -> frozenset[str]:
+    """The top-level properties ``schema`` declares and does not require."""
+    properties = schema.get("properties")
+    if not isinstance(properties, Mapping):
+        return frozenset()
+    required = schema.get("required")
+    needed = {name for name in required if isinstance(name, str)} if isinstance(required, list) else set()
+    return frozenset(name for name in properties if name not in needed)
+
+
+def _without_null_optionals(args: Mapping[str, Any], optional: frozenset[str]) -> Mapping[str, Any]:
+    """``args`` checked as if its ``null`` optional parameters were not given."""
+    if not optional or not any(value is None for value in args.values()):
+        return args
+    return {name: value for name, value in args.items() if value is not None or name not in optional}
 
 
 _MAX_SHAPES = 64

@@ -21,25 +21,84 @@ they run). Tools:
 - ``lookup(key)``: a read-only, idempotent tool (annotated as such).
 
 Resource ``docs://readme`` and prompt ``review(code)`` are served too.
+
+Faults (each holds until cleared; :meth:`ScriptedServer.heal` clears them all):
+
+- the server: ``go_down`` / ``come_up``, ``close_connections``, ``expire_sessions``;
+- handshakes and probes: ``delay_handshake``, ``hang_handshake``, ``fail_handshake``,
+  ``fail_probes``, ``delay_probes``;
+- every request: ``answer_status`` (401, 500, ...: refused before anything runs);
+- one tool: ``hang_tool``, ``delay_tool``, ``fail_tool``, ``crash_during``, and
+  ``mangle_responses`` (its answer written twice, unparseable, a parse error, or no valid result).
+
+Every tool call may carry an ``invocation_id`` argument (any tool accepts it): the server then
+counts the executions it started per invocation id in :attr:`ScriptedServer.invocations`, the
+ledger that :class:`History` checks its invariants against::
+
+    history = History()
+    with history.watch(manager):
+        await history.call(manager, "charge", {"amount": 5}, idempotent=False, timeout=10)
+    history.load_ledger(server.name, server.invocations)
+    history.check()
+
+:class:`History` checks the invariants N1 to N6 on a recorded run (see
+:mod:`trio_mcp.testing.history`); :class:`Baseline` captures what the process holds (children,
+zombies, open files, trio tasks) to check that a run gave it all back.
 """
 
 from __future__ import annotations
 
+import contextvars
 import math
 from collections import Counter
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, ClassVar
 
 import trio
+from mcp.server import Server
 from mcp.server.mcpserver import Context, MCPServer
+from mcp.server.mcpserver.prompts import Prompt
+from mcp.server.mcpserver.tools import Tool
+from mcp.server.runner import serve_loop
 from mcp.shared.exceptions import MCPError
-from mcp_types import INTERNAL_ERROR, ToolAnnotations
+from mcp_types import INTERNAL_ERROR, INVALID_REQUEST, ToolAnnotations
 
 from .._config import MemoryTransport, ServerConfig, ServerPolicy
 from .._transports import MemoryServerHooks, memory_connection
+from ._baseline import Baseline as Baseline
+from ._wire import WIRE_FAULTS, Wire, WireFault
+from .history import History as History
+from .history import InvariantViolationError as InvariantViolationError
+from .history import Violation as Violation
 
-__all__ = ["ScriptedServer", "memory_server"]
+__all__ = [
+    "Baseline",
+    "History",
+    "InvariantViolationError",
+    "ScriptedServer",
+    "Violation",
+    "memory_server",
+]
+
+INVOCATION_ID_ARGUMENT = "invocation_id"
+"""The tool-call argument a :class:`ScriptedServer` keys its execution ledger by."""
+
+_current_invocation: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "trio_mcp_testing_invocation", default=None
+)
+
+_TOOLS: tuple[tuple[str, str, ToolAnnotations | None], ...] = (
+    ("echo", "Echo the text back.", None),
+    ("charge", "Charge an amount (a side effect: never run it twice).", None),
+    ("sleep", "Sleep for a while.", None),
+    ("work", "Work in steps, reporting progress after each.", None),
+    (
+        "lookup",
+        "Look a key up (read-only).",
+        ToolAnnotations(read_only_hint=True, idempotent_hint=True),
+    ),
+)
 
 
 class ScriptedServer:
@@ -51,16 +110,24 @@ class ScriptedServer:
             or ``"legacy"`` (``initialize`` only, like an SDK 1.x server).
     """
 
+    _tool_templates: ClassVar[dict[str, Tool]] = {}
+    """Each tool's registration, built once: deriving a tool's schemas costs milliseconds, and
+    a storm builds a thousand servers."""
+    _prompt_template: ClassVar[Prompt | None] = None
+
     def __init__(self, name: str = "scripted", *, era: str = "dual", instructions: str | None = None) -> None:
         if era not in ("dual", "legacy"):
             raise ValueError("era must be 'dual' or 'legacy'")
         self.name = name
         self.era = era
-        self.mcp_server = MCPServer(name, instructions=instructions)
+        self.mcp_server = MCPServer(name, instructions=instructions, tools=self._tools())
+        # Every connection is served by _serve (both eras), which applies the wire faults.
         self._trio_mcp_hooks = MemoryServerHooks()
-        self._trio_mcp_hooks.legacy_only = era == "legacy"
+        self.mcp_server._lowlevel_server.run = self._serve  # type: ignore[method-assign,assignment]
         self.ledger: Counter[str] = Counter()
         """Executions started per tool name."""
+        self.invocations: Counter[str] = Counter()
+        """Executions started per invocation id (the ``invocation_id`` argument of a tool call)."""
         self.completed: Counter[str] = Counter()
         """Executions finished per tool name."""
         self.in_flight: Counter[str] = Counter()
@@ -74,6 +141,12 @@ class ScriptedServer:
         self.tool_delays: dict[str, float] = {}
         self.tool_errors: dict[str, str] = {}
         self.tool_crash: set[str] = set()
+        self.wire_faults: dict[str, WireFault] = {}
+        """How the answer to each tool's calls is mangled (see :meth:`mangle_responses`)."""
+        self.status: int | None = None
+        """The HTTP status every request is answered with (see :meth:`answer_status`)."""
+        self.expired_through = 0
+        """Connections numbered up to this one have an expired session (see :meth:`expire_sessions`)."""
         self._register()
         self.mcp_server._lowlevel_server.middleware.insert(0, self._middleware)
 
@@ -127,20 +200,76 @@ class ScriptedServer:
         """Drop the connection while ``tool`` runs (after it has started executing)."""
         self.tool_crash.add(tool)
 
+    def expire_sessions(self) -> None:
+        """Forget the sessions of every connection open now, as an HTTP server that restarted
+        does: every request on them, probes included, is answered as the SDK's streamable
+        HTTP client reports a 404 on a known session (invalid request, "Session terminated"),
+        before anything executes. Connections opened later are served normally."""
+        self.expired_through = self.connections_opened
+
+    def answer_status(self, status: int | None) -> None:
+        """Answer every request, handshakes included, as an HTTP server answering ``status``
+        (401, 500, ...) does, as the SDK's streamable HTTP client reports it (a 404: see
+        :meth:`expire_sessions`; any other status: an internal error, "Server returned an
+        error response"), before anything executes; ``None`` clears.
+
+        Over the in-memory transport there is no HTTP status for the connection to record, so
+        the failure is classified from the JSON-RPC error alone (``rpc_error`` on a call,
+        ``protocol_error`` on a handshake), not ``auth_required`` / ``http_status``.
+        """
+        if status is not None and not 400 <= status <= 599:
+            raise ValueError("status must be an HTTP error status (400 to 599)")
+        self.status = status
+
+    def mangle_responses(self, tool: str, how: WireFault | None = "duplicate") -> None:
+        """Mangle the answer to every call of ``tool`` (which executes normally); ``None``
+        clears.
+
+        ``how``: ``"duplicate"`` (the answer is written twice, with one id), ``"frame"``
+        (replaced by a frame that does not parse: the call is never answered), ``"parse_error"``
+        (replaced by a JSON-RPC parse error, as the SDK's streamable HTTP client reports a body it
+        cannot parse) or ``"result"`` (replaced by a result that is no ``CallToolResult``).
+        """
+        if how is None:
+            self.wire_faults.pop(tool, None)
+        elif how not in WIRE_FAULTS:
+            raise ValueError(f"how must be one of {', '.join(WIRE_FAULTS)}")
+        else:
+            self.wire_faults[tool] = how
+
     def heal(self) -> None:
-        """Clear every fault."""
+        """Clear every fault (sessions that expired stay expired: their connections are gone
+        for good, as after a real restart)."""
         self.come_up()
         self.handshake_delay = self.probe_delay = 0.0
         self.handshake_error = self.probe_error = None
         self.tool_delays.clear()
         self.tool_errors.clear()
         self.tool_crash.clear()
+        self.wire_faults.clear()
+        self.status = None
 
     # -- observations --------------------------------------------------------------------------
 
     def executions(self, tool: str) -> int:
         """How many times ``tool`` started executing."""
         return self.ledger[tool]
+
+    @property
+    def faulty(self) -> bool:
+        """Whether any fault is set now."""
+        return bool(
+            self._trio_mcp_hooks.refuse_connections
+            or self.handshake_delay
+            or self.handshake_error is not None
+            or self.probe_delay
+            or self.probe_error is not None
+            or self.tool_delays
+            or self.tool_errors
+            or self.tool_crash
+            or self.wire_faults
+            or self.status is not None
+        )
 
     @property
     def connections_opened(self) -> int:
@@ -157,15 +286,42 @@ class ScriptedServer:
 
     # -- internals -----------------------------------------------------------------------------
 
+    async def _serve(self, read: Any, write: Any, init_options: Any, raise_exceptions: bool = False) -> None:
+        """Serve one in-memory connection (in place of the SDK server's ``run``)."""
+        wire = Wire(read, write, self.wire_faults.get)
+        server = self.mcp_server._lowlevel_server
+        if self.era == "legacy":
+            async with server.lifespan(server) as state:
+                await serve_loop(
+                    server, wire.read, wire.write, lifespan_state=state, init_options=init_options
+                )
+        else:
+            await Server.run(server, wire.read, wire.write, init_options, raise_exceptions)
+
     async def _middleware(self, ctx: Any, call_next: Any) -> Any:
         method = ctx.method
         if ctx.request_id is not None:
             self.requests[method] += 1
         connection = memory_connection.get()
+        if ctx.request_id is not None:
+            if connection is not None and connection.number <= self.expired_through:
+                raise MCPError(code=INVALID_REQUEST, message="Session terminated")
+            if self.status == 404:
+                raise MCPError(code=INVALID_REQUEST, message="Session terminated")
+            if self.status is not None:
+                raise MCPError(code=INTERNAL_ERROR, message="Server returned an error response")
         # server/discover is the handshake on a new 2026-era connection and a probe afterwards.
         is_handshake = method == "initialize" or (
             method == "server/discover" and (connection is None or not connection.handshaken)
         )
+        if method == "tools/call":
+            arguments = (ctx.params or {}).get("arguments") or {}
+            invocation = arguments.get(INVOCATION_ID_ARGUMENT)
+            token = _current_invocation.set(invocation if isinstance(invocation, str) else None)
+            try:
+                return await call_next(ctx)
+            finally:
+                _current_invocation.reset(token)
         if is_handshake:
             if self.handshake_delay:
                 await trio.sleep(self.handshake_delay)
@@ -186,6 +342,9 @@ class ScriptedServer:
     async def _executing(self, tool: str) -> AsyncIterator[None]:
         """Book-keeping and faults around one execution of ``tool``."""
         self.ledger[tool] += 1
+        invocation = _current_invocation.get()
+        if invocation is not None:
+            self.invocations[invocation] += 1
         self.in_flight[tool] += 1
         try:
             if tool in self.tool_crash:
@@ -202,52 +361,66 @@ class ScriptedServer:
         finally:
             self.in_flight[tool] -= 1
 
+    def _tools(self) -> list[Tool]:
+        """This server's tools: each template, bound to this server's function."""
+        templates = ScriptedServer._tool_templates
+        if not templates:
+            for tool_name, description, annotations in _TOOLS:
+                templates[tool_name] = Tool.from_function(
+                    getattr(self, f"_tool_{tool_name}"),
+                    name=tool_name,
+                    description=description,
+                    annotations=annotations,
+                )
+        return [
+            template.model_copy(update={"fn": getattr(self, f"_tool_{tool_name}")})
+            for tool_name, template in templates.items()
+        ]
+
+    async def _tool_echo(self, text: str) -> str:
+        async with self._executing("echo"):
+            return text
+
+    async def _tool_charge(self, amount: int) -> str:
+        async with self._executing("charge"):
+            return f"charged {amount}"
+
+    async def _tool_sleep(self, seconds: float) -> str:
+        async with self._executing("sleep"):
+            await trio.sleep(seconds)
+            return f"slept {seconds:g}"
+
+    async def _tool_work(self, steps: int, interval: float, ctx: Context) -> str:
+        async with self._executing("work"):
+            for step in range(1, steps + 1):
+                await trio.sleep(interval)
+                await ctx.report_progress(step, steps, f"step {step}")
+            return f"worked {steps} steps"
+
+    async def _tool_lookup(self, key: str) -> str:
+        async with self._executing("lookup"):
+            return f"{self.name}:{key}"
+
     def _register(self) -> None:
         server = self.mcp_server
-
-        @server.tool(description="Echo the text back.")
-        async def echo(text: str) -> str:
-            async with self._executing("echo"):
-                return text
-
-        @server.tool(description="Charge an amount (a side effect: never run it twice).")
-        async def charge(amount: int) -> str:
-            async with self._executing("charge"):
-                return f"charged {amount}"
-
-        @server.tool(description="Sleep for a while.")
-        async def sleep(seconds: float) -> str:
-            async with self._executing("sleep"):
-                await trio.sleep(seconds)
-                return f"slept {seconds:g}"
-
-        @server.tool(description="Work in steps, reporting progress after each.")
-        async def work(steps: int, interval: float, ctx: Context) -> str:
-            async with self._executing("work"):
-                for step in range(1, steps + 1):
-                    await trio.sleep(interval)
-                    await ctx.report_progress(step, steps, f"step {step}")
-                return f"worked {steps} steps"
-
-        @server.tool(
-            description="Look a key up (read-only).",
-            annotations=ToolAnnotations(read_only_hint=True, idempotent_hint=True),
-        )
-        async def lookup(key: str) -> str:
-            async with self._executing("lookup"):
-                return f"{self.name}:{key}"
 
         @server.resource("docs://readme", description="The readme.")
         async def readme() -> str:
             async with self._executing("docs://readme"):
                 return f"readme from {self.name}"
 
-        @server.prompt(description="Review some code.")
-        async def review(code: str) -> str:
-            return f"Please review:\n{code}"
+        template = ScriptedServer._prompt_template
+        if template is None:
+            template = Prompt.from_function(_review, name="review", description="Review some code.")
+            ScriptedServer._prompt_template = template
+        server.add_prompt(template)
 
     def __repr__(self) -> str:
         return f"<ScriptedServer {self.name} era={self.era} live={self.live_connections}>"
+
+
+async def _review(code: str) -> str:
+    return f"Please review:\n{code}"
 
 
 def memory_server(

@@ -1,0 +1,115 @@
+"""The chaos suites at full size, each checked against the invariants N1 to N6.
+
+- ``storm`` (F3): a virtual-time storm over in-memory SDK servers, faults from the whole matrix
+  (default: 1,000 servers, 100,000 invocations);
+- ``kills`` (F1): real stdio servers SIGKILLed mid-call at random phases (default: 1,000 kills);
+- ``sigterm`` (F6): SIGTERM to a real ``trio-mcp serve`` with invocations in flight over HTTP
+  (default: 500).
+
+Each prints its table (runs, faults injected, outcomes by kind, violations) and the run exits
+with status 1 if any invariant was violated. The CI runs the same suites at smaller sizes
+(``tests/chaos/``; ``--ci`` here runs those sizes). Run::
+
+    .venv/bin/python bench/chaos.py                      # all three, full size
+    .venv/bin/python bench/chaos.py storm --invocations 20000 --seed 7
+    .venv/bin/python bench/chaos.py kills --kills 100
+    .venv/bin/python bench/chaos.py --ci
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import sys
+import tempfile
+from pathlib import Path
+
+import trio
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "chaos"))
+
+from _kills import KillConfig, run_kills
+from _sigterm import SigtermConfig, run_sigterm
+from _storm import StormConfig, run
+
+FULL = {
+    "storm": StormConfig(servers=1000, invocations=100_000, workers=250, faults_per_second=10.0),
+    "kills": KillConfig(kills=1000),
+    "sigterm": SigtermConfig(invocations=500),
+}
+CI = {
+    "storm": StormConfig(servers=1000, invocations=20_000, workers=250, faults_per_second=10.0),
+    "kills": KillConfig(kills=100),
+    "sigterm": SigtermConfig(invocations=500),
+}
+
+
+def storm(config: StormConfig) -> int:
+    report = run(config)
+    print(report.table(), flush=True)
+    return len(report.history.violations())
+
+
+def kills(config: KillConfig) -> int:
+    async def main() -> int:
+        with tempfile.TemporaryDirectory(prefix="chaos-kills-") as workdir:
+            report = await run_kills(config, Path(workdir))
+        print(report.table(), flush=True)
+        return len(report.history.violations())
+
+    return trio.run(main)
+
+
+def sigterm(config: SigtermConfig) -> int:
+    async def main() -> int:
+        with tempfile.TemporaryDirectory(prefix="chaos-sigterm-") as workdir:
+            report = await run_sigterm(config, Path(workdir))
+        print(report.table(), flush=True)
+        for problem in report.problems():
+            print(f"    {problem}")
+        return len(report.history.violations()) + len(report.problems())
+
+    return trio.run(main)
+
+
+def main() -> None:
+    # The SDK's MCPServer sets the root logger to INFO on a rich handler; the client's request
+    # log would bury the tables.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    parser = argparse.ArgumentParser(description="The chaos suites F1, F3 and F6 at full size.")
+    parser.add_argument("--ci", action="store_true", help="run the sizes the CI runs")
+    parser.add_argument("--seed", type=int, default=1)
+    sub = parser.add_subparsers(dest="suite")
+    p_storm = sub.add_parser("storm", help="F3: virtual-time storm over in-memory servers")
+    p_storm.add_argument("--servers", type=int)
+    p_storm.add_argument("--invocations", type=int)
+    p_storm.add_argument("--workers", type=int)
+    p_storm.add_argument("--faults-per-second", type=float)
+    p_kills = sub.add_parser("kills", help="F1: stdio servers killed mid-call")
+    p_kills.add_argument("--kills", type=int)
+    p_kills.add_argument("--servers", type=int)
+    p_kills.add_argument("--runners", type=int)
+    p_sigterm = sub.add_parser("sigterm", help="F6: SIGTERM to trio-mcp serve with calls in flight")
+    p_sigterm.add_argument("--invocations", type=int)
+    p_sigterm.add_argument("--servers", type=int)
+    p_sigterm.add_argument("--grace", type=float)
+    for p in (p_storm, p_kills, p_sigterm):
+        p.add_argument("--seed", type=int, default=argparse.SUPPRESS)
+    args = parser.parse_args()
+
+    sizes = CI if args.ci else FULL
+    overrides = {k: v for k, v in vars(args).items() if v is not None and k not in ("ci", "suite")}
+    violations = 0
+    for suite in [args.suite] if args.suite else ["storm", "kills", "sigterm"]:
+        config = sizes[suite]
+        fields = {k: v for k, v in overrides.items() if hasattr(config, k)}
+        config = dataclasses.replace(config, **fields)
+        runner = {"storm": storm, "kills": kills, "sigterm": sigterm}[suite]
+        violations += runner(config)  # type: ignore[operator]  # one suite, its config
+        print(flush=True)
+    sys.exit(1 if violations else 0)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,25 @@
+"""F6: SIGTERM to a real ``trio-mcp serve`` with 500 invocations in flight over HTTP.
+Real processes, sockets and clock."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+from _sigterm import SigtermConfig, run_sigterm
+
+pytestmark = [
+    pytest.mark.chaos,
+    pytest.mark.integration,
+    pytest.mark.skipif(sys.platform != "linux", reason="signals, /proc"),
+]
+
+
+async def test_sigterm_with_500_invocations_in_flight(tmp_path: Path, chaos_table: list[str]) -> None:
+    report = await run_sigterm(SigtermConfig(invocations=500, seed=1), tmp_path)
+    chaos_table.append(report.table())
+    report.history.check()
+    assert report.problems() == []
+    # Both endings must be there: answered before the grace ran out, and abandoned by it.
+    assert report.statuses[200] > 0 and report.statuses[503] > 0, report.statuses
