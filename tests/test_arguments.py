@@ -24,6 +24,13 @@ RICH = {
     "required": ["name"],
 }
 
+REMOTE = {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "type": "object",
+    "properties": {"id": {"type": "string"}, "profile": {"$ref": "http://127.0.0.1:9/profile.json"}},
+    "required": ["id"],
+}
+
 
 def tool(schema: dict[str, Any]) -> Tool:
     return Tool(name="t", input_schema=schema)
@@ -43,6 +50,14 @@ def tool(schema: dict[str, Any]) -> Tool:
         (RICH, {"name": "abc", "tags": ["x"]}, None),
         (RICH, {"name": "ab"}, "argument 'name': 'ab' is too short"),
         (RICH, {"name": "abc", "tags": [1]}, "argument 'tags.0': 1 is not of type 'string'"),
+        # null for a parameter the schema does not require means "no value"; a required one is not.
+        (SIMPLE, {"key": 1, "exact": None}, None),
+        (RICH, {"name": "abc", "tags": None}, None),
+        (SIMPLE, {"key": None}, "argument 'key': None is not of type 'integer'"),
+        # A reference to another document is never fetched: the rest of the schema still holds.
+        (REMOTE, {"id": "u1", "profile": {"anything": 1}}, None),
+        (REMOTE, {"profile": {}}, "'id' is a required property"),
+        (REMOTE, {"id": 7}, "argument 'id': 7 is not of type 'string'"),
     ],
 )
 def test_tool_arguments_against_the_schema(

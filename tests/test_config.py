@@ -320,7 +320,8 @@ def test_auth_key() -> None:
         ({"type": "bearer"}, "mcpServers.web.auth.token: is required"),
         (
             {"type": "magic"},
-            "mcpServers.web.auth.type: must be 'bearer' or 'client_credentials', got 'magic'",
+            "mcpServers.web.auth.type: must be 'bearer', 'client_credentials', 'private_key_jwt' or "
+            "'identity_assertion', got 'magic'",
         ),
         (
             {"type": "client_credentials", "clientId": "a"},

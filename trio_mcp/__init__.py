@@ -18,8 +18,10 @@ if _typing.TYPE_CHECKING:
     from ._auth import BearerAuth as BearerAuth
     from ._auth import ClientCredentialsAuth as ClientCredentialsAuth
     from ._auth import FileTokenStore as FileTokenStore
+    from ._auth import IdentityAssertionAuth as IdentityAssertionAuth
     from ._auth import InMemoryTokenStore as InMemoryTokenStore
     from ._auth import OAuthAuth as OAuthAuth
+    from ._auth import PrivateKeyJwtAuth as PrivateKeyJwtAuth
     from ._auth import TokenStore as TokenStore
     from ._backoff import BackoffPolicy as BackoffPolicy
     from ._backoff import RandomSource as RandomSource
@@ -79,8 +81,10 @@ _EXPORTS: dict[str, str] = {
     "BearerAuth": "._auth",
     "ClientCredentialsAuth": "._auth",
     "FileTokenStore": "._auth",
+    "IdentityAssertionAuth": "._auth",
     "InMemoryTokenStore": "._auth",
     "OAuthAuth": "._auth",
+    "PrivateKeyJwtAuth": "._auth",
     "TokenStore": "._auth",
     "BackoffPolicy": "._backoff",
     "RandomSource": "._backoff",

@@ -8,6 +8,9 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import jsonschema
+import referencing
+import referencing.exceptions
+import referencing.jsonschema
 
 Check = Callable[[Mapping[str, Any] | None], str | None]
 """A compiled argument check: why the arguments do not fit (``None``: they do)."""
@@ -65,16 +68,19 @@ def _compile_schema(schema: dict[str, Any]) -> Check | None:
     try:
         cls = jsonschema.validators.validator_for(schema)
         cls.check_schema(schema)
-        validator = cls(schema)
+        validator = cls(schema, registry=_LOCAL_ONLY)
     except jsonschema.exceptions.SchemaError:
         return None  # a schema we cannot use is not the caller's fault
     optional = _optional_properties(schema)
 
     def problem(args: Mapping[str, Any]) -> str | None:
         args = _without_null_optionals(args, optional)
-        if validator.is_valid(args):
-            return None
-        error = jsonschema.exceptions.best_match(validator.iter_errors(args))
+        try:
+            if validator.is_valid(args):
+                return None
+            error = jsonschema.exceptions.best_match(validator.iter_errors(args))
+        except referencing.exceptions.Unresolvable:
+            return None  # a reference to nowhere in the schema: the server checks what we cannot
         if error is None:  # pragma: no cover - is_valid said there was one
             return None
         where = ".".join(str(p) for p in error.absolute_path)
@@ -103,6 +109,17 @@ def _compile_schema(schema: dict[str, Any]) -> Check | None:
         return None if fits else problem(args)
 
     return check
+
+
+def _never_retrieve(uri: str) -> referencing.Resource[Any]:
+    # Whatever another document would say is the server's to check: it accepts anything here.
+    return referencing.jsonschema.DRAFT202012.create_resource({})
+
+
+_LOCAL_ONLY: referencing.Registry[Any] = referencing.Registry(retrieve=_never_retrieve)  # type: ignore[call-arg]
+"""Where a schema's ``$ref`` resolves: within the schema itself (and the JSON Schema
+meta-schemas). A reference to any other URI is never fetched (SEP-2106): the part of the
+arguments it describes is left to the server."""
 
 
 def _optional_properties(schema: Mapping[str, Any]) -> frozenset[str]:

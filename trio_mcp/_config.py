@@ -13,14 +13,25 @@ from typing import Any, Literal
 import httpx2
 from pydantic import ValidationError
 
-from ._auth import AUTH_TYPES, AuthConfig, BearerAuth, ClientCredentialsAuth
+from ._auth import (
+    AUTH_TYPES,
+    AuthConfig,
+    BearerAuth,
+    ClientCredentialsAuth,
+    IdentityAssertionAuth,
+    PrivateKeyJwtAuth,
+    file_text,
+)
 from ._backoff import BackoffPolicy
 from ._entry import (
     NAME_PATTERN,
     SERVER_ENTRY,
+    AuthEntry,
     BearerEntry,
     ClientCredentialsEntry,
     HttpEntry,
+    IdentityAssertionEntry,
+    PrivateKeyJwtEntry,
     StdioEntry,
     entry_problem,
     json_type,
@@ -163,8 +174,10 @@ class StdioTransport:
 class HttpTransport:
     """Speak MCP over streamable HTTP to ``url``, sending ``headers`` with every request.
 
-    ``auth``: :class:`BearerAuth` (a static token), :class:`OAuthAuth` (OAuth 2.1 with PKCE)
-    or :class:`ClientCredentialsAuth`; ``None`` for none. It never appears in the ``repr``.
+    ``auth``: :class:`BearerAuth` (a static token), :class:`OAuthAuth` (OAuth 2.1 with PKCE),
+    :class:`ClientCredentialsAuth`, :class:`PrivateKeyJwtAuth` (client credentials with a signed
+    JWT) or :class:`IdentityAssertionAuth` (enterprise-managed authorization); ``None`` for none.
+    It never appears in the ``repr``.
     """
 
     url: str
@@ -186,7 +199,11 @@ class HttpTransport:
                 raise ConfigError("must map strings to strings", key="headers")
             object.__setattr__(self, "headers", dict(self.headers))
         if self.auth is not None and not isinstance(self.auth, AUTH_TYPES):
-            raise ConfigError("must be a BearerAuth, OAuthAuth or ClientCredentialsAuth", key="auth")
+            raise ConfigError(
+                "must be a BearerAuth, OAuthAuth, ClientCredentialsAuth, PrivateKeyJwtAuth "
+                "or IdentityAssertionAuth",
+                key="auth",
+            )
 
 
 @dataclass(frozen=True, kw_only=True, eq=False)
@@ -291,11 +308,51 @@ _POLICY_FIELDS = (
 )
 
 
-def _auth(entry: BearerEntry | ClientCredentialsEntry | None) -> AuthConfig | None:
+def _auth(entry: AuthEntry | None) -> AuthConfig | None:
     if entry is None:
         return None
+    try:
+        return _auth_config(entry)
+    except ConfigError as exc:
+        # Name the key as the entry spells it (``auth.privateKey``, not ``auth.private_key``).
+        if exc.key is None or not exc.key.startswith("auth."):
+            raise
+        field_name = exc.key.removeprefix("auth.")
+        info = type(entry).model_fields.get(field_name)
+        alias = info.alias if info is not None and info.alias else field_name
+        raise ConfigError(str(exc).split(": ", 1)[-1], key=f"auth.{alias}") from None
+
+
+def _auth_config(entry: AuthEntry) -> AuthConfig:
     if isinstance(entry, BearerEntry):
         return BearerAuth(token=entry.token)
+    if isinstance(entry, PrivateKeyJwtEntry):
+        if (entry.private_key is None) == (entry.private_key_file is None):
+            raise ConfigError("give one of 'privateKey' and 'privateKeyFile'", key="auth.privateKey")
+        return PrivateKeyJwtAuth(
+            client_id=entry.client_id,
+            private_key=entry.private_key,
+            private_key_file=entry.private_key_file,
+            signing_algorithm=entry.signing_algorithm,
+            scope=entry.scope,
+            issuer=entry.issuer,
+        )
+    if isinstance(entry, IdentityAssertionEntry):
+        if (entry.id_token is None) == (entry.id_token_file is None):
+            raise ConfigError("give one of 'idToken' and 'idTokenFile'", key="auth.idToken")
+        id_token = entry.id_token if entry.id_token_file is None else file_text(entry.id_token_file)
+        return IdentityAssertionAuth(
+            client_id=entry.client_id,
+            client_secret=entry.client_secret,
+            issuer=entry.issuer,
+            idp_token_endpoint=entry.idp_token_endpoint,
+            idp_client_id=entry.idp_client_id,
+            idp_client_secret=entry.idp_client_secret,
+            id_token=id_token,
+            scope=entry.scope,
+            token_endpoint_auth_method=entry.token_endpoint_auth_method,
+        )
+    assert isinstance(entry, ClientCredentialsEntry)
     return ClientCredentialsAuth(
         client_id=entry.client_id,
         client_secret=entry.client_secret,
@@ -373,8 +430,10 @@ def parse_server_entry(
 
     Unknown keys are errors (with the closest known key), ``${VAR}`` in strings is replaced
     from ``environ`` (default: the process environment), and ``auth`` takes
-    ``{"type": "bearer", "token": ...}`` or ``{"type": "client_credentials", "clientId": ...,
-    "clientSecret": ...}``.
+    ``{"type": "bearer", "token": ...}``, ``{"type": "client_credentials", "clientId": ...,
+    "clientSecret": ...}``, ``{"type": "private_key_jwt", "clientId": ..., "privateKey" or
+    "privateKeyFile": ...}`` or ``{"type": "identity_assertion", "clientId": ..., "clientSecret":
+    ..., "issuer": ..., "idpTokenEndpoint": ..., "idpClientId": ..., "idToken": ...}``.
     """
     base = f"{prefix}.{name}"
     if not isinstance(entry, dict):

@@ -72,6 +72,11 @@ HttpType = Literal["http", "streamable-http", "streamable_http", "streamableHttp
 # -- auth --------------------------------------------------------------------------------------------
 
 
+def _given(key: str) -> dict[str, Any]:
+    """A JSON Schema saying that ``key`` is present and not null (for "give exactly one of")."""
+    return {"required": [key], "properties": {key: {"type": "string"}}}
+
+
 class BearerEntry(BaseModel):
     """A static token sent as ``Authorization: Bearer <token>``."""
 
@@ -88,14 +93,78 @@ class ClientCredentialsEntry(BaseModel):
     client_id: NonEmpty = Field(alias="clientId")
     client_secret: NonEmpty = Field(alias="clientSecret")
     scope: str | None = None
-    issuer: str | None = Field(None, description="the authorization server the credentials belong to")
+    issuer: Annotated[str, Field(pattern=URL_PATTERN)] | None = Field(
+        None, description="the authorization server the credentials belong to"
+    )
     token_endpoint_auth_method: Literal["client_secret_basic", "client_secret_post"] = Field(
         "client_secret_basic", alias="tokenEndpointAuthMethod"
     )
 
 
-AuthEntry = Annotated[BearerEntry | ClientCredentialsEntry, Field(discriminator="type")]
-AUTH_TAGS = frozenset({"bearer", "client_credentials"})
+class PrivateKeyJwtEntry(BaseModel):
+    """OAuth client-credentials grant authenticated with a JWT signed by the client's private
+    key (``private_key_jwt``)."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        strict=True,
+        allow_inf_nan=False,
+        frozen=True,
+        json_schema_extra={"oneOf": [_given("privateKey"), _given("privateKeyFile")]},
+    )
+    type: Literal["private_key_jwt"]
+    client_id: NonEmpty = Field(alias="clientId")
+    private_key: NonEmpty | None = Field(None, alias="privateKey", description="a PEM private key")
+    private_key_file: NonEmpty | None = Field(
+        None, alias="privateKeyFile", description="a file holding the PEM private key, read for each token"
+    )
+    signing_algorithm: Literal[
+        "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"
+    ] = Field("RS256", alias="signingAlgorithm")
+    scope: str | None = None
+    issuer: Annotated[str, Field(pattern=URL_PATTERN)] | None = Field(
+        None, description="the authorization server the client is registered with"
+    )
+
+
+class IdentityAssertionEntry(BaseModel):
+    """Enterprise-managed authorization: the user's ID token is exchanged at the enterprise
+    identity provider for an identity assertion grant, which the MCP server's authorization
+    server turns into an access token."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        strict=True,
+        allow_inf_nan=False,
+        frozen=True,
+        json_schema_extra={"oneOf": [_given("idToken"), _given("idTokenFile")]},
+    )
+    type: Literal["identity_assertion"]
+    client_id: NonEmpty = Field(alias="clientId")
+    client_secret: NonEmpty = Field(alias="clientSecret")
+    issuer: Annotated[str, Field(pattern=URL_PATTERN, description="the MCP server's authorization server")]
+    idp_token_endpoint: Annotated[str, Field(pattern=URL_PATTERN)] = Field(alias="idpTokenEndpoint")
+    idp_client_id: NonEmpty = Field(alias="idpClientId")
+    idp_client_secret: NonEmpty | None = Field(None, alias="idpClientSecret")
+    id_token: NonEmpty | None = Field(
+        None, alias="idToken", description="the user's ID token from the identity provider"
+    )
+    id_token_file: NonEmpty | None = Field(
+        None,
+        alias="idTokenFile",
+        description="a file holding the user's current ID token, read for each exchange",
+    )
+    scope: str | None = None
+    token_endpoint_auth_method: Literal["client_secret_basic", "client_secret_post"] = Field(
+        "client_secret_basic", alias="tokenEndpointAuthMethod"
+    )
+
+
+AuthEntry = Annotated[
+    BearerEntry | ClientCredentialsEntry | PrivateKeyJwtEntry | IdentityAssertionEntry,
+    Field(discriminator="type"),
+]
+AUTH_TAGS = frozenset({"bearer", "client_credentials", "private_key_jwt", "identity_assertion"})
 
 # -- servers -----------------------------------------------------------------------------------------
 
@@ -263,7 +332,7 @@ def _known_keys(models: Iterable[type[BaseModel]]) -> list[str]:
     return sorted(keys)
 
 
-_AUTH_KEYS = _known_keys([BearerEntry, ClientCredentialsEntry])
+_AUTH_KEYS = _known_keys([BearerEntry, ClientCredentialsEntry, PrivateKeyJwtEntry, IdentityAssertionEntry])
 
 
 def first_problem(

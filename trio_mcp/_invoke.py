@@ -18,7 +18,7 @@ import itertools
 import math
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 import trio
 from mcp_types import (
@@ -27,6 +27,7 @@ from mcp_types import (
     ReadResourceResult,
 )
 
+from . import _input_required as input_required
 from ._attempt import Attempt, Budget, InvocationResult, Outcome, Stage
 from ._catalog import CatalogEntry, list_kind, listing, merge
 from ._errors import Failure, classify
@@ -505,9 +506,7 @@ class Invoker:
                     await limiter.acquire()
                 acquired = True
                 if method == "tools/call" and target is not None:
-                    result = await conn.session.call_tool(
-                        target, arguments, progress_callback=cast(Any, on_progress)
-                    )
+                    result = await input_required.call_tool(conn.session, target, arguments, on_progress)
                 else:
                     result = await _send(conn, method, target, arguments, on_progress)
         except Exception as exc:
@@ -726,13 +725,13 @@ async def _send(
     session = conn.session
     if method == "tools/call":
         assert target is not None
-        return await session.call_tool(target, arguments, progress_callback=cast(Any, on_progress))
+        return await input_required.call_tool(session, target, arguments, on_progress)
     if method == "resources/read":
         assert target is not None
-        return await session.read_resource(target)
+        return await input_required.read_resource(session, target)
     if method == "prompts/get":
         assert target is not None
-        return await session.get_prompt(target, arguments)
+        return await input_required.get_prompt(session, target, arguments)
     kind = _LIST_KINDS.get(method)
     if kind is not None:
         items = await list_kind(session, kind)

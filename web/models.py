@@ -205,6 +205,34 @@ class OAuthView(BaseModel):
     client_secret: Literal["***"] | None = None
 
 
+class PrivateKeyJwtView(BaseModel):
+    model_config = _OUT
+    kind: Literal["private_key_jwt"]
+    client_id: str
+    private_key: Literal["***"] | None
+    signing_algorithm: str | None
+    scope: str | None
+    issuer: str | None
+
+
+class IdentityAssertionView(BaseModel):
+    model_config = _OUT
+    kind: Literal["identity_assertion"]
+    client_id: str
+    client_secret: Literal["***"]
+    issuer: str
+    scope: str | None
+    idp_token_endpoint: str | None
+    idp_client_id: str | None
+    id_token: Literal["***"] | None
+
+
+AuthView = Annotated[
+    BearerView | ClientCredentialsView | OAuthView | PrivateKeyJwtView | IdentityAssertionView,
+    Field(discriminator="kind"),
+]
+
+
 class HttpTransportView(BaseModel):
     """Where an HTTP server is; header values, URL passwords and query values are ``***``."""
 
@@ -212,7 +240,7 @@ class HttpTransportView(BaseModel):
     kind: Literal["http"]
     url: str
     headers: dict[str, str] | None
-    auth: Annotated[BearerView | ClientCredentialsView | OAuthView, Field(discriminator="kind")] | None = None
+    auth: AuthView | None = None
 
 
 class MemoryTransportView(BaseModel):

@@ -236,3 +236,30 @@ async def test_values_from_the_environment_are_never_shown_and_never_expanded_ov
     )
     assert cli.secrets == frozenset({"postgres://app:hunter2@db/app"})
     assert transport_dict(cli)["args"] == ["***"]
+
+
+async def test_assertion_based_auth_kinds_show_no_secret() -> None:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    ).decode()
+    async with api([], allow_private_urls=True) as (_, client):
+        body = {
+            "name": "jwt",
+            "url": "http://127.0.0.1:9/mcp",
+            "connectOnStart": False,
+            "auth": {
+                "type": "private_key_jwt",
+                "clientId": "app",
+                "privateKey": pem,
+                "signingAlgorithm": "ES256",
+            },
+        }
+        response = await client.post(f"{API}/servers", json=body)
+        assert response.status_code == 201, response.text
+        auth = response.json()["transport"]["auth"]
+        assert (auth["kind"], auth["client_id"], auth["private_key"]) == ("private_key_jwt", "app", "***")
+        assert "PRIVATE KEY" not in response.text
