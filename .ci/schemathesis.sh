@@ -10,7 +10,7 @@ examples="${2:-30}"
 port="$(.venv/bin/python -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
 token="schemathesis-$$"
 workdir="$(mktemp -d)"
-.venv/bin/trio-mcp serve --port "$port" --token "$token" >"$workdir/serve.log" 2>&1 &
+.venv/bin/trio-mcp serve --port "$port" --token "$token" --state "sqlite:///$workdir/state.db" >"$workdir/serve.log" 2>&1 &
 serve=$!
 cleanup() {
     kill -TERM "$serve" 2>/dev/null || true

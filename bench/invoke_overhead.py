@@ -2,12 +2,14 @@
 
 Both talk to the same in-memory SDK server in one process; the figure printed is the ratio of
 their median latencies. Run: ``.venv/bin/python bench/invoke_overhead.py [calls] [--metrics]``
-(``--metrics``: with a Prometheus ``FleetCollector`` attached to the manager).
+(``--metrics``: with a Prometheus ``FleetCollector`` attached to the manager; ``--state URL``:
+with the event history written to that store, e.g. ``sqlite:///tmp/bench.db``).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import statistics
 import time
 
@@ -29,7 +31,7 @@ async def time_calls(call: object, n: int) -> list[float]:
     return samples
 
 
-async def main(n: int, metrics: bool) -> None:
+async def main(n: int, metrics: bool, state: str | None = None) -> None:
     server = MCPServer("bench")
 
     @server.tool()
@@ -39,7 +41,8 @@ async def main(n: int, metrics: bool) -> None:
     lowlevel = server._lowlevel_server
     args = {"text": "hello"}
 
-    async with create_client_server_memory_streams() as (client_streams, server_streams):
+    stack = contextlib.AsyncExitStack()
+    async with stack, create_client_server_memory_streams() as (client_streams, server_streams):
         async with trio.open_nursery() as nursery:
             nursery.start_soon(
                 lambda: lowlevel.run(
@@ -53,6 +56,12 @@ async def main(n: int, metrics: bool) -> None:
                     [memory_server(server, name="bench", policy=policy)]
                 ) as manager:
                     await manager.acquire("bench")
+                    if state is not None:
+                        from trio_mcp.store import EventWriter, open_store
+
+                        store = await stack.enter_async_context(open_store(state))
+                        writer = EventWriter(store, manager.stream, replica="bench", retention=None)
+                        await nursery.start(writer.run)
                     if metrics:
                         from prometheus_client import CollectorRegistry
 
@@ -74,7 +83,9 @@ async def main(n: int, metrics: bool) -> None:
 
     raw_median = statistics.median(raw)
     managed_median = statistics.median(managed)
-    print(f"calls per path:            {len(raw)}{' (metrics collector attached)' if metrics else ''}")
+    extras = [" (metrics collector attached)"] if metrics else []
+    extras += [f" (event history written to {state})"] if state else []
+    print(f"calls per path:            {len(raw)}{''.join(extras)}")
     print(f"raw ClientSession.call_tool median: {raw_median * 1e6:8.1f} us")
     print(f"manager.call_tool median:           {managed_median * 1e6:8.1f} us")
     print(f"ratio (manager / raw):              {managed_median / raw_median:8.3f}")
@@ -84,5 +95,6 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("calls", nargs="?", type=int, default=20000, help="calls per path (default 20000)")
     parser.add_argument("--metrics", action="store_true", help="attach a Prometheus FleetCollector")
+    parser.add_argument("--state", metavar="URL", help="write the event history to this store")
     args = parser.parse_args()
-    trio.run(main, args.calls, args.metrics)
+    trio.run(main, args.calls, args.metrics, args.state)

@@ -4,6 +4,7 @@
 
     trio-mcp serve [--config servers.json] [--host 127.0.0.1] [--port 8000]
                    [--allow-stdio-registration] [--token TOKEN] [--max-body-bytes N]
+                   [--state sqlite:///FILE | postgresql://... | memory] [--event-retention 7d,100000]
     trio-mcp servers | status | tools | events [--follow]      (--url URL | --config FILE) [--json]
     trio-mcp call TOOL [key=value ...] [--prefer a,b] [--json]
     trio-mcp read URI | prompt NAME [key=value ...]
@@ -330,6 +331,21 @@ def cli() -> None:
     show_default=True,
     help="seconds a request body may take to arrive (408 after)",
 )
+@click.option(
+    "--state",
+    **_checked("URL", lambda text: _state(text)),
+    envvar="TRIO_MCP_STATE",
+    help="where API registrations and the event history are kept: sqlite:///FILE, "
+    "postgresql://USER@HOST/DB (shared by replicas) or memory (nothing kept); default: "
+    "$XDG_STATE_HOME/trio-mcp/state.db ($TRIO_MCP_STATE)",
+)
+@click.option(
+    "--event-retention",
+    **_checked("AGE,COUNT", lambda text: _retention(text)),
+    default="7d,100000",
+    show_default=True,
+    help="event history kept in the store, per log: an age (7d, 12h), a count (100000), both, or forever",
+)
 def serve(
     config: Path | None,
     host: str,
@@ -348,6 +364,8 @@ def serve(
     rate_limit: str | None,
     max_invocations: int,
     body_timeout: float,
+    state: str | None,
+    event_retention: Any,
 ) -> int:
     """Serve the HTTP API (hypercorn, trio worker) over a manager of the fleet.
 
@@ -373,8 +391,24 @@ def serve(
         rate_limit=rate_limit,
         max_invocations=max_invocations,
         body_timeout=body_timeout,
+        state=state,
+        event_retention=event_retention,
     )
     return _cli_serve.run(options)
+
+
+def _state(text: str) -> str:
+    """A valid ``--state`` value, as given."""
+    from .store import parse_state
+
+    parse_state(text)
+    return text
+
+
+def _retention(text: str) -> object:
+    from .store import parse_retention
+
+    return parse_retention(text)
 
 
 @cli.command()

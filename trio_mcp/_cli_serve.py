@@ -14,6 +14,7 @@ import trio
 
 from ._cli_common import EXIT_OK, EXIT_USAGE, load_fleet
 from ._exceptions import ConfigError
+from .store._location import DEFAULT_RETENTION, Retention
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -37,6 +38,9 @@ class ServeOptions:
     rate_limit: str | None = None
     max_invocations: int = 256
     body_timeout: float = 10.0
+    state: str | None = None
+    """``--state`` as given (``None``: the default SQLite file)."""
+    event_retention: Retention = DEFAULT_RETENTION
 
 
 def run(options: ServeOptions) -> int:
@@ -66,6 +70,13 @@ def run(options: ServeOptions) -> int:
     from web.serve import serve
 
     from .logs import configure
+    from .store import parse_state
+
+    try:
+        state = parse_state(options.state or "")
+    except ValueError as exc:
+        print(f"trio-mcp: --state: {exc}", file=sys.stderr)
+        return EXIT_USAGE
 
     configure(options.log_level, options.log_format)
     path = options.config
@@ -95,16 +106,22 @@ def run(options: ServeOptions) -> int:
                     rate_limit=options.rate_limit,
                     max_invocations=options.max_invocations,
                     body_timeout=options.body_timeout,
+                    state=state,
+                    event_retention=options.event_retention,
                     **extra,
                 )
             )
             names = ", ".join(s.name for s in servers) or "none"
-            print(f"trio-mcp: serving on {', '.join(binds)} (servers: {names})", file=sys.stderr, flush=True)
+            print(
+                f"trio-mcp: serving on {', '.join(binds)} (servers: {names}; state: {state or 'memory'})",
+                file=sys.stderr,
+                flush=True,
+            )
 
     try:
         trio.run(started_message)
     except BaseException as exc:
-        problem = _listen_problem(exc, options.host, options.port)
+        problem = _listen_problem(exc, options.host, options.port) or _store_problem(exc)
         if problem is None:
             raise
         print(f"trio-mcp: {problem}", file=sys.stderr)
@@ -112,12 +129,27 @@ def run(options: ServeOptions) -> int:
     return EXIT_OK
 
 
-def _listen_problem(exc: BaseException, host: str, port: int) -> str | None:
-    """One line saying why the server could not listen, if that is what ``exc`` (possibly a
-    group, from the server's nursery) is about."""
+def _leaves(exc: BaseException) -> list[BaseException]:
     leaves = [exc]
     while any(isinstance(e, BaseExceptionGroup) for e in leaves):
         leaves = [x for e in leaves for x in (e.exceptions if isinstance(e, BaseExceptionGroup) else [e])]
+    return leaves
+
+
+def _store_problem(exc: BaseException) -> str | None:
+    """One line saying why the state store could not be opened, if that is what ``exc`` is about."""
+    from .store import StoreError
+
+    leaves = _leaves(exc)
+    if len(leaves) != 1 or not isinstance(leaves[0], StoreError):
+        return None
+    return f"state store: {leaves[0]}"
+
+
+def _listen_problem(exc: BaseException, host: str, port: int) -> str | None:
+    """One line saying why the server could not listen, if that is what ``exc`` (possibly a
+    group, from the server's nursery) is about."""
+    leaves = _leaves(exc)
     if len(leaves) != 1 or not isinstance(leaves[0], OSError):
         return None
     error = leaves[0]

@@ -32,6 +32,7 @@ from trio_mcp import (
     UnknownServerError,
 )
 from trio_mcp._exceptions import QUOTE_LIMIT
+from trio_mcp.store import SecretKeyRequiredError, StoreUnavailableError
 
 
 class ApiError(Exception):
@@ -136,6 +137,10 @@ ERROR_TABLE: tuple[tuple[type[BaseException], int, str], ...] = (
     (RequestRejectedError, 422, "request_rejected"),
     (ManagerClosedError, 503, "manager_closed"),
     (ServerUnavailableError, 503, "server_unavailable"),
+    # The operator must set TRIO_MCP_SECRET_KEY first (as --allow-stdio-command for stdio).
+    (SecretKeyRequiredError, 403, "secret_key_required"),
+    # Nothing was changed: a registration that cannot be stored is not made.
+    (StoreUnavailableError, 503, "store_unavailable"),
     (HandshakeTimeoutError, 504, "timeout"),
     (SessionError, 503, "session_error"),
     (trio.TooSlowError, 504, "timeout"),
@@ -174,6 +179,8 @@ def error_detail(exc: BaseException) -> dict[str, Any]:
             detail["field"] = exc.field
     elif isinstance(exc, ConfigError):
         detail["field"] = exc.key
+    elif isinstance(exc, SecretKeyRequiredError):
+        detail["field"] = exc.field
     elif isinstance(exc, UnknownServerError | ServerExistsError):
         detail["server"] = _short(exc.name)
     elif isinstance(exc, InvocationFailedError):

@@ -16,7 +16,7 @@ from starlette.responses import JSONResponse, Response
 
 from trio_mcp import Manager, ManagerClosedError, ServerStatus, StdioTransport
 
-from . import guard, models, schemas
+from . import guard, models, persistence, schemas
 from .errors import BusyError, ConflictError, ForbiddenError, RequestTimeoutError
 
 Endpoint = Callable[[Request], Awaitable[Response]]
@@ -264,7 +264,7 @@ async def register_server(request: Request) -> Response:
                 field="command",
             )
         guard.check_command([config.transport.command, *config.transport.args], settings.stdio_commands)
-    snap = await manager.add_server(config)
+    snap = await persistence.add_server(request, manager, config, body)
     guard.logger.info(
         "registered %s (%s) for %s",
         config.name,
@@ -288,7 +288,7 @@ async def get_server(request: Request) -> Response:
 @operation(summary="Unregister a server (its session and process are closed)", status=204)
 async def delete_server(request: Request) -> Response:
     name = request.path_params["name"]
-    await _manager(request).remove_server(name)
+    await persistence.remove_server(request, _manager(request), name)
     guard.logger.info(
         "removed %s for %s", name, request.client.host if request.client else "?", extra={"server": name}
     )
@@ -370,8 +370,12 @@ async def adapter_sessions(request: Request) -> Response:
 )
 async def connection_events(request: Request) -> Response:
     query = schemas.parse_query(models.EventQuery, request)
-    events = _manager(request).connection_events(
-        server=query.server, correlation_id=query.correlation_id, limit=query.limit
+    events = await persistence.connection_events(
+        request,
+        _manager(request),
+        server=query.server,
+        correlation_id=query.correlation_id,
+        limit=query.limit,
     )
     return JSONResponse({"events": [e.to_dict() for e in events]})
 
@@ -384,7 +388,9 @@ async def connection_events(request: Request) -> Response:
 )
 async def invocation_events(request: Request) -> Response:
     query = schemas.parse_query(models.InvocationEventQuery, request)
-    events = _manager(request).invocation_events(
+    events = await persistence.invocation_events(
+        request,
+        _manager(request),
         server=query.server,
         method=query.method,
         request_id=query.request_id,

@@ -19,8 +19,10 @@ from hypercorn.trio import serve as hypercorn_serve
 
 from trio_mcp import ConfigError, ServerConfig, open_manager
 from trio_mcp.logs import attach_logging
+from trio_mcp.store import DEFAULT_RETENTION, Retention, StateLocation
 
 from .app import DEFAULT_MAX_BODY_BYTES, create_app
+from .persistence import open_state
 from .reload import Reloader
 
 DEFAULT_SHUTDOWN_GRACE = 5.0
@@ -70,6 +72,8 @@ async def serve(
     access_log: bool = False,
     reload_from: Callable[[], Sequence[ServerConfig]] | None = None,
     shutdown_trigger: Callable[[], Awaitable[None]] | None = None,
+    state: StateLocation | str | None = None,
+    event_retention: Retention = DEFAULT_RETENTION,
     task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
     **api: Any,
 ) -> None:
@@ -85,6 +89,9 @@ async def serve(
         reload_from: reads the config file again (``POST /reload`` and SIGHUP); ``servers`` are
             the ones it gave at startup.
         shutdown_trigger: returns to shut down gracefully (default: SIGINT or SIGTERM).
+        state: where registrations and the event history are kept (a SQLite file or a
+            PostgreSQL URL; ``None``: nothing is kept). Its registrations join ``servers``.
+        event_retention: how much event history the store keeps.
         api: more options of :func:`web.app.create_app` (``allow_private_urls``, ``rate_limit``,
             ...). ``allowed_hosts`` defaults to ``host`` and the loopback names when ``host`` is
             one address.
@@ -102,7 +109,11 @@ async def serve(
         trio.open_signal_receiver(signal.SIGHUP) as hangups,
     ):
         trigger = shutdown_trigger or _signal_trigger(signals)
-        async with open_manager(servers) as manager, trio.open_nursery() as nursery:
+        async with (
+            open_state(state, retention=event_retention) as persisted,
+            open_manager([*servers, *persisted.initial(servers)]) as manager,
+            trio.open_nursery() as nursery,
+        ):
             attach_logging(manager)
             api.setdefault("allowed_hosts", default_hosts(host))
             app = create_app(
@@ -113,10 +124,12 @@ async def serve(
                 ready_min=ready_min,
                 **api,
             )
+            file_names = {c.name for c in servers}
             if reload_from is not None:
-                reloader = Reloader(manager=manager, read=reload_from, from_file={c.name for c in servers})
+                reloader = Reloader(manager=manager, read=reload_from, from_file=file_names)
                 app.state.reloader = reloader
                 nursery.start_soon(_reload_on_hangup, reloader, hangups)
+            await persisted.start(manager, app, nursery, reserved=file_names)
             # hypercorn's ASGI type is stricter than Starlette's (equivalent) signature.
 
             async def trigger_then_drain() -> None:
