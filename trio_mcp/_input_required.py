@@ -119,9 +119,14 @@ async def fulfil(session: ClientSession, requests: dict[str, InputRequest]) -> I
 
 
 async def call_tool(
-    session: ClientSession, name: str, arguments: dict[str, Any] | None, progress: ProgressFn | None
+    session: ClientSession,
+    name: str,
+    arguments: dict[str, Any] | None,
+    progress: ProgressFn | None,
+    first: CallToolResult | InputRequiredResult | None = None,
 ) -> CallToolResult:
-    """``tools/call``, through as many input rounds as the server asks for."""
+    """``tools/call``, through as many input rounds as the server asks for (``first``: the
+    answer to the first request, when the caller sent it itself)."""
 
     async def send(
         responses: InputResponses | None, state: str | None
@@ -135,7 +140,7 @@ async def call_tool(
             allow_input_required=True,
         )
 
-    return await resolve(session, await send(None, None), send)
+    return await resolve(session, first if first is not None else await send(None, None), send)
 
 
 async def get_prompt(session: ClientSession, name: str, arguments: dict[str, str] | None) -> GetPromptResult:

@@ -18,12 +18,13 @@ import itertools
 import math
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import trio
 from mcp_types import (
     CallToolResult,
     GetPromptResult,
+    InputRequiredResult,
     ReadResourceResult,
 )
 
@@ -506,7 +507,15 @@ class Invoker:
                     await limiter.acquire()
                 acquired = True
                 if method == "tools/call" and target is not None:
-                    result = await input_required.call_tool(conn.session, target, arguments, on_progress)
+                    # The first request is sent from here, not through a helper: every frame
+                    # between this task and the session is crossed at each checkpoint.
+                    result = await conn.session.call_tool(
+                        target, arguments, progress_callback=cast(Any, on_progress), allow_input_required=True
+                    )
+                    if isinstance(result, InputRequiredResult):
+                        result = await input_required.call_tool(
+                            conn.session, target, arguments, on_progress, first=result
+                        )
                 else:
                     result = await _send(conn, method, target, arguments, on_progress)
         except Exception as exc:
