@@ -161,3 +161,60 @@ async def test_connection_repr_says_whether_it_is_alive(autojump_clock: trio.tes
         manager.invalidate("s")
         await manager.wait_for("s", lambda s: not s.session.active)
         assert repr(conn) == "<Connection s#1 dropped (invalidated)>"
+
+
+async def test_a_discover_timeout_is_not_taken_for_a_legacy_server(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """``server/discover`` unanswered within the SDK's 10 s cap (a loaded machine) says nothing
+    about the era: no ``initialize`` follows on that connection (a 2026-07-28 server that gets
+    to the discover later would refuse it). The attempt fails as a timeout and is retried;
+    only an answer saying ``server/discover`` is unknown makes the auto mode fall back."""
+    server = ScriptedServer("slow")
+    server.delay_handshake(12.0)
+    config = memory_server(server, policy=policy(handshake_timeout=30.0))
+    async with trio_mcp.open_manager([config]) as manager:
+        snap = await manager.wait_for("slow", lambda s: s.consecutive_failures == 1)
+        assert trio.current_time() == 10.0
+        assert snap.last_error_category == "timeout"
+        assert server.requests["initialize"] == 0
+        server.delay_handshake(0.0)
+        snap = await manager.wait_for("slow", lambda s: s.session.active)
+        assert snap.protocol_version == "2026-07-28"
+        assert server.requests["initialize"] == 0
+
+
+async def test_a_successful_call_stands_in_for_the_next_probe(autojump_clock: trio.testing.MockClock) -> None:
+    """A call that succeeded since the last check says more than a probe would: the probe due
+    next is skipped; without calls, probing goes on every interval."""
+    server = ScriptedServer("s")
+    async with trio_mcp.open_manager([memory_server(server, policy=policy(health_interval=10))]) as manager:
+        await manager.wait_for("s", lambda s: s.status is ServerStatus.HEALTHY)
+        await trio.sleep(5)
+        await manager.call_tool("echo", {"text": "x"})
+        await trio.sleep(10)  # t = 15: the probe due at 10 was skipped
+        assert server.requests["server/discover"] == 1  # the handshake
+        await trio.sleep(10)  # t = 25: nothing used it since 10, so the probe at 20 ran
+        assert server.requests["server/discover"] == 2
+        assert manager.server("s").last_checked_at == 20.0
+
+
+async def test_a_server_that_is_not_healthy_is_probed_on_schedule_despite_calls(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Only a healthy server skips a probe for a call: one that has not recovered fully is
+    probed when due, so it is healthy again within one health interval, calls or not."""
+    server = ScriptedServer("s")
+    async with trio_mcp.open_manager([memory_server(server, policy=policy(health_interval=10))]) as manager:
+        await manager.wait_for("s", lambda s: s.status is ServerStatus.HEALTHY)
+        server.fail_probes()
+        await trio.sleep_until(10.5)
+        assert manager.server("s").status is ServerStatus.DEGRADED
+        server.fail_probes(None)
+        await trio.sleep_until(12)
+        await manager.call_tool("echo", {"text": "x"})
+        assert manager.server("s").status is ServerStatus.RECOVERED
+        await trio.sleep_until(20.5)
+        assert server.requests["server/discover"] == 3  # the handshake, and the probes at 10 and 20
+        snap = manager.server("s")
+        assert (snap.status, snap.last_checked_at) == (ServerStatus.HEALTHY, 20.0)

@@ -37,6 +37,7 @@ from trio_mcp._state import (
     on_rehandshaken,
     on_stopped,
     on_success,
+    probe_can_wait,
     snapshot_of,
     valid_step,
 )
@@ -1064,3 +1065,24 @@ def test_no_import_cycles_not_even_under_type_checking() -> None:
         if module not in state:
             visit(module, [module])
     assert cycles == [], "\n".join(" -> ".join(c) for c in cycles)
+
+
+HEALTHY_USED = ServerState(status=ServerStatus.HEALTHY, last_activity_at=5.0)
+
+
+@pytest.mark.parametrize(
+    ("state", "used_at", "expected"),
+    [
+        (HEALTHY_USED, None, True),  # a call reported as an outcome since the last check
+        (replace(HEALTHY_USED, last_activity_at=1.0), 5.0, True),  # a call stamped on the session
+        (replace(HEALTHY_USED, last_activity_at=1.0), 2.0, False),  # nothing since the check at 2
+        (replace(HEALTHY_USED, last_activity_at=2.0), 2.0, False),  # at the check is not after it
+        (replace(HEALTHY_USED, status=ServerStatus.RECOVERED), 5.0, False),
+        (replace(HEALTHY_USED, status=ServerStatus.DEGRADED, consecutive_failures=1), 5.0, False),
+        (replace(HEALTHY_USED, consecutive_failures=1), 5.0, False),
+    ],
+)
+def test_a_call_stands_in_for_a_probe_only_on_a_healthy_server(
+    state: ServerState, used_at: float | None, expected: bool
+) -> None:
+    assert probe_can_wait(state, used_at=used_at, since=2.0) is expected

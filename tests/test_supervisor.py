@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import itertools
 import random
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
 
 import pytest
 import trio
@@ -12,6 +15,9 @@ from _fleet import policy
 
 import trio_mcp
 from trio_mcp import BackoffPolicy, ConnectionState, Freshness, ServerStatus
+from trio_mcp._clock import TimeAnchor
+from trio_mcp._events import EventStream
+from trio_mcp._supervisor import ServerSupervisor
 from trio_mcp.testing import ScriptedServer, memory_server
 
 
@@ -433,3 +439,62 @@ async def test_initialize_runs_a_new_handshake_in_both_eras(autojump_clock: trio
         assert snaps["modern"].session.session_id == 1  # same connection, discovered again
         assert legacy.requests["initialize"] == initializes + 1
         assert snaps["legacy"].session.session_id == 2  # a legacy handshake belongs to a new session
+
+
+async def test_connect_slots_bound_concurrent_handshakes(autojump_clock: trio.testing.MockClock) -> None:
+    """A slot is held from opening the transport until the handshake (and first listing) is
+    done, then given back while the session is served: a fleet connects in waves, not a herd."""
+    servers = [ScriptedServer(f"s{i}") for i in range(3)]
+    for server in servers:
+        server.delay_handshake(1.0)
+    anchor = TimeAnchor(0.0)
+    stream = EventStream(anchor, connection_log_size=100, invocation_log_size=100)
+    slots = trio.CapacityLimiter(2)
+    sups = [
+        ServerSupervisor(
+            memory_server(server, policy=policy()),
+            anchor=anchor,
+            stream=stream,
+            rng=random.Random(0),
+            connect_slots=slots,
+        )
+        for server in servers
+    ]
+    async with trio.open_nursery() as nursery:
+        for sup in sups:
+            await nursery.start(sup.run)
+        ready = [await sup.wait_for(is_status(ServerStatus.HEALTHY)) for sup in sups]
+        assert [snap.handshaken_at for snap in ready] == [1.0, 1.0, 2.0]
+        assert slots.borrowed_tokens == 0
+        nursery.cancel_scope.cancel()
+
+
+async def test_closing_never_raises_what_a_transport_said_while_torn_down(
+    autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A transport that complains while it is cancelled raises its errors grouped with
+    ``Cancelled``; leaving the manager must not raise them (a server's failure is recorded,
+    never thrown at whoever closes the manager)."""
+    import trio_mcp._supervisor as supervisor_module
+
+    real_open_transport = supervisor_module.open_transport
+
+    @asynccontextmanager
+    async def complaining_transport(*args: Any, **kwargs: Any) -> AsyncIterator[Any]:
+        async with real_open_transport(*args, **kwargs) as streams, trio.open_nursery() as nursery:
+
+            async def complain_when_cancelled() -> None:
+                try:
+                    await trio.sleep_forever()
+                finally:
+                    raise ConnectionResetError("reset while torn down")
+
+            nursery.start_soon(complain_when_cancelled)
+            yield streams
+
+    monkeypatch.setattr(supervisor_module, "open_transport", complaining_transport)
+    servers = [ScriptedServer(f"s{i}") for i in range(3)]
+    async with trio_mcp.open_manager([memory_server(s, policy=policy()) for s in servers]) as manager:
+        for server in servers:
+            await manager.wait_for(server.name, is_status(ServerStatus.HEALTHY))
+    assert [manager.server(s.name).connection for s in servers] == [ConnectionState.CLOSED] * 3

@@ -1,14 +1,18 @@
-"""The transports package: its layout, and stdio teardown that never blocks the event loop.
+"""The transports package: its layout, stdio teardown that never blocks the event loop, and
+the HTTP pools a manager's servers share.
 
 The unit tests drive ``_stop_process_group`` with a stand-in process and a stand-in group
 check (real clock, no processes); the integration tests tear down real process groups with
-grandchildren.
+grandchildren. The HTTP tests build pools (no socket), answer the discover probe from an
+in-process handler, and script a raw HTTP/1.1 server to close pooled keep-alive connections.
 """
 
 from __future__ import annotations
 
 import ast
+import json
 import signal
+import ssl
 import subprocess
 import threading
 from pathlib import Path
@@ -40,6 +44,7 @@ def test_package_reexports_what_the_rest_of_the_code_imports() -> None:
         "MemoryConnectionInfo": memory.MemoryConnectionInfo,
         "MemoryServerHooks": memory.MemoryServerHooks,
         "memory_connection": memory.memory_connection,
+        "HttpPool": http.HttpPool,
     }
     for name, obj in expected.items():
         assert getattr(transports, name) is obj, name
@@ -289,3 +294,227 @@ async def test_stdio_transport_leaves_no_process_behind(
     # SIGKILL still sees the dying grandchild: a race as old as the check, and harmless.)
     assert sent[:2] == [signal.SIGTERM, signal.SIGKILL]
     assert checks and loop_thread not in checks
+
+
+# ---------------------------------------------------------------------------------------------
+# the shared HTTP pools (unit: building a pool opens no socket)
+# ---------------------------------------------------------------------------------------------
+
+PLAIN = ("http", "127.0.0.1", 8000)
+OTHER = ("http", "127.0.0.1", 8001)
+SECURE = ("https", "mcp.example", None)
+
+
+def test_connections_at_one_origin_share_a_pool_up_to_its_share() -> None:
+    pool = http.HttpPool(share=2)
+    a, b, c = pool.lease(PLAIN), pool.lease(PLAIN), pool.lease(PLAIN)
+    assert a is b and c is not a  # the first pool is full after two
+    d = pool.lease(OTHER)
+    assert d is not a and d is not c  # keep-alive connections are per origin
+    assert pool.statistics() == {"origins": 2, "pools": 3, "leases": 4}
+    pool.release(a)
+    assert pool.lease(PLAIN) is a  # the first pool with room again
+    assert pool.transport_for(PLAIN) is a.transport
+    assert repr(pool) == "<HttpPool origins=2 pools=3 leases=4>"
+
+
+async def test_plain_http_pools_load_no_certificates(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A certificate store costs about a megabyte and tens of milliseconds: ``http://`` pools
+    build none (and could complete no TLS handshake), and ``https://`` pools share one."""
+    import httpx2
+
+    built: list[object] = []
+    real = httpx2.create_ssl_context
+
+    def counting(*args: object, **kwargs: object) -> object:
+        context = real()
+        built.append(context)
+        return context
+
+    monkeypatch.setattr(httpx2, "create_ssl_context", counting)
+    pool = http.HttpPool(share=1)
+    plain = pool.lease(PLAIN).transport
+    assert built == []
+    context = plain._pool._ssl_context  # type: ignore[attr-defined]
+    assert context.cert_store_stats() == {"x509": 0, "crl": 0, "x509_ca": 0}
+    assert context.verify_mode is ssl.CERT_REQUIRED and context.check_hostname
+    first, second = pool.lease(SECURE).transport, pool.lease(SECURE).transport
+    assert first is not second
+    assert len(built) == 1
+    assert first._pool._ssl_context is second._pool._ssl_context is built[0]  # type: ignore[attr-defined]
+    await pool.aclose()
+    assert pool.statistics() == {"origins": 0, "pools": 0, "leases": 0}
+
+
+# ---------------------------------------------------------------------------------------------
+# HTTP keep-alive: a pooled connection the server closed for idleness (real sockets, real clock)
+# ---------------------------------------------------------------------------------------------
+
+
+class KeepAliveServer:
+    """A raw HTTP/1.1 server scripted per connection: ``drop_after[i]`` requests are answered
+    on connection ``i``, and the next request on it is read and then dropped without a byte of
+    answer (what a server closing an idle keep-alive connection looks like from our side)."""
+
+    def __init__(self, drop_after: list[int | None]) -> None:
+        self.drop_after = drop_after
+        self.connections = 0
+        self.answered: list[int] = []
+        self.port = 0
+
+    async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+        self.port = listeners[0].socket.getsockname()[1]
+        task_status.started()
+        await trio.serve_listeners(self._handle, listeners)
+
+    async def _handle(self, stream: trio.SocketStream) -> None:
+        index = self.connections
+        self.connections += 1
+        limit = self.drop_after[index] if index < len(self.drop_after) else None
+        buffer = b""
+        served = 0
+        async with stream:
+            while True:
+                while b"\r\n\r\n" not in buffer:
+                    chunk = await stream.receive_some()
+                    if not chunk:
+                        return
+                    buffer += chunk
+                head, _, buffer = buffer.partition(b"\r\n\r\n")
+                length = next(
+                    (
+                        int(line.split(b":")[1])
+                        for line in head.split(b"\r\n")
+                        if line.lower().startswith(b"content-length:")
+                    ),
+                    0,
+                )
+                while len(buffer) < length:
+                    buffer += await stream.receive_some()
+                buffer = buffer[length:]
+                if limit is not None and served == limit:
+                    return  # read, and dropped without an answer
+                served += 1
+                self.answered.append(index)
+                body = b'{"jsonrpc":"2.0","id":"1","result":{}}'
+                await stream.send_all(
+                    b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n"
+                    + b"content-length: %d\r\n\r\n" % len(body)
+                    + body
+                )
+
+
+def post(port: int) -> object:
+    import httpx2
+
+    return httpx2.Request(
+        "POST", f"http://127.0.0.1:{port}/mcp", json={"jsonrpc": "2.0", "id": "1", "method": "ping"}
+    )
+
+
+async def test_a_request_on_a_keep_alive_connection_the_server_closed_is_sent_again() -> None:
+    """The server closed the idle pooled connection as the request went out on it: the request
+    never reached the server, so it is sent again at once on a fresh connection, and the
+    connection is not reported dead."""
+    server = KeepAliveServer(drop_after=[1, None])
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(server.serve)
+            link = base.Link("web")
+            pool = http.HttpPool()
+            transport = http._LinkedHttpTransport(link, pool, ("http", "127.0.0.1", server.port))
+            first = await transport.handle_async_request(post(server.port))  # type: ignore[arg-type]
+            await first.aread()
+            second = await transport.handle_async_request(post(server.port))  # type: ignore[arg-type]
+            await second.aread()
+            assert (first.status_code, second.status_code) == (200, 200)
+            assert server.answered == [0, 1]  # the second request was answered on a new connection
+            assert not link.dead.is_set()
+            await transport.aclose()
+            await pool.aclose()
+            nursery.cancel_scope.cancel()
+
+
+async def test_a_request_dropped_on_a_fresh_connection_is_not_sent_again() -> None:
+    """A fresh connection dropped without an answer may have run the request: no retry."""
+    import httpx2
+
+    server = KeepAliveServer(drop_after=[0, None])
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(server.serve)
+            link = base.Link("web")
+            pool = http.HttpPool()
+            transport = http._LinkedHttpTransport(link, pool, ("http", "127.0.0.1", server.port))
+            with pytest.raises(httpx2.RemoteProtocolError):
+                await transport.handle_async_request(post(server.port))  # type: ignore[arg-type]
+            assert (server.connections, server.answered) == (1, [])
+            assert link.dead.is_set()
+            await transport.aclose()
+            await pool.aclose()
+            nursery.cancel_scope.cancel()
+
+
+# ---------------------------------------------------------------------------------------------
+# the discover probe of a 2026-07-28 HTTP connection (an in-process HTTP handler, no socket)
+# ---------------------------------------------------------------------------------------------
+
+
+def _probe_answer(status: int, content_type: str | None, body: str) -> object:
+    import httpx2
+
+    def handler(request: httpx2.Request) -> httpx2.Response:
+        sent = json.loads(request.content)
+        assert (sent["method"], request.headers["mcp-method"]) == ("server/discover", "server/discover")
+        assert request.headers["mcp-protocol-version"] == "2026-07-28"
+        assert sent["params"]["_meta"]["io.modelcontextprotocol/protocolVersion"] == "2026-07-28"
+        headers = {"content-type": content_type} if content_type else {}
+        return httpx2.Response(status, headers=headers, content=body.replace("ID", sent["id"]).encode())
+
+    return handler
+
+
+RESULT = '{"jsonrpc": "2.0", "id": "ID", "result": {"supportedVersions": ["2026-07-28"]}}'
+ERROR = '{"jsonrpc": "2.0", "id": "ID", "error": {"code": -32603, "message": "overloaded"}}'
+
+
+@pytest.mark.parametrize(
+    ("status", "content_type", "body", "raised"),
+    [
+        (200, "application/json", RESULT, None),
+        (200, "text/event-stream", f"event: message\ndata: {RESULT}\n\n", None),
+        (200, "application/json", ERROR, (-32603, "overloaded")),
+        (200, "text/event-stream", f"event: message\ndata: {ERROR}\n\n", (-32603, "overloaded")),
+        (200, "text/event-stream", "", (-32000, "SSE stream ended without a response")),
+        (
+            200,
+            "application/json",
+            '{"jsonrpc": "2.0", "id": "ID"}',
+            (-32600, "server/discover answered without a result"),
+        ),
+        (200, "text/plain", "hello", (-32600, "Unexpected content type: text/plain")),
+        (202, None, "", (-32600, "server answered server/discover with HTTP 202")),
+        (400, "application/json", ERROR, (-32603, "overloaded")),
+        (404, None, "", (-32601, "Not Found")),
+        (503, "text/html", "<h1>down</h1>", (-32603, "Server returned an error response")),
+    ],
+)
+async def test_the_discover_probe_raises_what_the_sdk_would(
+    status: int, content_type: str | None, body: str, raised: tuple[int, str] | None
+) -> None:
+    """One POST, no SDK session: success is a JSON-RPC result for this request (a JSON body or
+    an event stream); anything else raises the ``MCPError`` the SDK's transport would make of it,
+    so a failed probe is classified as before."""
+    import httpx2
+    from mcp.shared.exceptions import MCPError
+
+    transport = httpx2.MockTransport(_probe_answer(status, content_type, body))  # type: ignore[arg-type]
+    async with httpx2.AsyncClient(transport=transport) as client:
+        probe = http._DiscoverProbe(client, "http://mcp.test/mcp")
+        if raised is None:
+            await probe("2026-07-28")
+        else:
+            with pytest.raises(MCPError) as info:
+                await probe("2026-07-28")
+            assert (info.value.code, info.value.error.message) == raised

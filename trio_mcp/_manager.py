@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import random
 from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
+from functools import partial
 from typing import Any
 
 import trio
@@ -12,7 +14,7 @@ import trio
 from ._backoff import RandomSource
 from ._client import ClientFeatures
 from ._clock import TimeAnchor
-from ._config import ServerConfig
+from ._config import HttpTransport, ServerConfig, StdioTransport
 from ._events import DEFAULT_EVENT_LOG_SIZE, ConnectionEvent, EventStream, InvocationEvent
 from ._exceptions import (
     ConfigError,
@@ -25,6 +27,13 @@ from ._invoke import Invoker
 from ._session import Connection
 from ._state import Freshness, ServerSnapshot, SessionInfo
 from ._supervisor import ServerSupervisor
+from ._transports import HttpPool
+
+CONNECT_CONCURRENCY = 64
+"""HTTP servers connecting (transport, handshake, first listing) at once."""
+SPAWN_CONCURRENCY = max(2, os.cpu_count() or 1)
+"""stdio servers starting at once: a process start costs CPU, and a machine flooded with
+starting servers times their handshakes out, again and again."""
 
 
 class Manager(Invoker):
@@ -39,8 +48,12 @@ class Manager(Invoker):
         connection_log_size: int,
         invocation_log_size: int,
         session_options: dict[str, Any] | None,
+        http_pool: HttpPool | None = None,
     ) -> None:
         self._nursery = nursery
+        self._http_pool = http_pool
+        self._connect_slots = trio.CapacityLimiter(CONNECT_CONCURRENCY)
+        self._spawn_slots = trio.CapacityLimiter(SPAWN_CONCURRENCY)
         self._rng: RandomSource = rng if rng is not None else random.Random()
         self.anchor = anchor
         self.stream = EventStream(
@@ -87,16 +100,39 @@ class Manager(Invoker):
             raise ConfigError("must be a ServerConfig", key="config")
         if config.name in self._supervisors:
             raise ServerExistsError(config.name)
+        sup = self._register(config)
+        await self._nursery.start(sup.run, name=f"supervise {config.name}")
+        return sup.snapshot()
+
+    def _register(self, config: ServerConfig) -> ServerSupervisor:
+        transport = config.transport
+        slots: trio.CapacityLimiter | None = None
+        if isinstance(transport, StdioTransport):
+            slots = self._spawn_slots
+        elif isinstance(transport, HttpTransport):
+            slots = self._connect_slots
         sup = ServerSupervisor(
             config,
             anchor=self.anchor,
             stream=self.stream,
             rng=self._rng,
             session_options=self._session_options,
+            http_pool=self._http_pool,
+            connect_slots=slots,
         )
         self._supervisors[config.name] = sup
-        await self._nursery.start(sup.run, name=f"supervise {config.name}")
-        return sup.snapshot()
+        return sup
+
+    async def _start_fleet(self, configs: Sequence[ServerConfig]) -> None:
+        """Register ``configs`` in order and start their supervisors concurrently: one after
+        another, each start would wait a scheduling round behind every server already running."""
+        sups = [self._register(config) for config in configs]
+        async with trio.open_nursery() as starters:
+            for sup in sups:
+                starters.start_soon(
+                    partial(self._nursery.start, sup.run, name=f"supervise {sup.name}"),
+                    name=f"start {sup.name}",
+                )
 
     async def remove_server(self, name: str) -> None:
         """Stop supervising ``name``: its session (and process) is closed before this returns."""
@@ -294,19 +330,24 @@ async def open_manager(
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
         raise ServerExistsError(duplicates[0])
-    async with trio.open_nursery() as nursery:
-        manager = Manager(
-            nursery,
-            rng=rng,
-            anchor=TimeAnchor(clock_anchor),
-            connection_log_size=connection_log_size,
-            invocation_log_size=invocation_log_size,
-            session_options=session_options,
-        )
-        try:
-            for config in configs:
-                await manager.add_server(config)
-            yield manager
-        finally:
-            manager._closed = True
-            nursery.cancel_scope.cancel()
+    http_pool = HttpPool()
+    try:
+        async with trio.open_nursery() as nursery:
+            manager = Manager(
+                nursery,
+                rng=rng,
+                anchor=TimeAnchor(clock_anchor),
+                connection_log_size=connection_log_size,
+                invocation_log_size=invocation_log_size,
+                session_options=session_options,
+                http_pool=http_pool,
+            )
+            try:
+                await manager._start_fleet(configs)
+                yield manager
+            finally:
+                manager._closed = True
+                nursery.cancel_scope.cancel()
+    finally:
+        # After the nursery: every supervisor has closed its connections by now.
+        await http_pool.aclose()

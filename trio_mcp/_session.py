@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+
 import trio
 from mcp.client.session import ClientSession
 from mcp.shared.exceptions import MCPError
-from mcp_types import UNSUPPORTED_PROTOCOL_VERSION, DiscoverResult
+from mcp_types import REQUEST_TIMEOUT, UNSUPPORTED_PROTOCOL_VERSION, DiscoverResult
 from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS, MODERN_PROTOCOL_VERSIONS
 from pydantic import ValidationError
 
@@ -23,8 +25,11 @@ def era_of(session: ClientSession) -> Era:
 async def handshake(session: ClientSession, mode: ProtocolMode) -> None:
     """Negotiate the protocol era: ``server/discover`` (2026-07-28) and/or ``initialize``.
 
-    ``auto`` tries ``server/discover`` first and falls back to ``initialize`` on any JSON-RPC
-    error, unless the server names only modern versions we do not share.
+    ``auto`` tries ``server/discover`` first and falls back to ``initialize`` when the server
+    answers it with a JSON-RPC error, unless it names only modern versions we do not share.
+    No answer within the SDK's own discover cap says nothing about the era:
+    that error is raised, and the next attempt tries ``server/discover`` again. Falling back on
+    the same connection would be refused by a 2026-07-28 server that got to the discover late.
     """
     if mode == "legacy":
         await session.initialize()
@@ -35,6 +40,10 @@ async def handshake(session: ClientSession, mode: ProtocolMode) -> None:
     try:
         await session.discover()
     except MCPError as exc:
+        if exc.code == REQUEST_TIMEOUT:
+            # Made up on this side when the SDK's discover cap passed. (A -32000 may be a real
+            # answer: legacy servers refuse a request without a session with it.)
+            raise
         if exc.code == UNSUPPORTED_PROTOCOL_VERSION:
             data = exc.error.data if isinstance(exc.error.data, dict) else {}
             supported = data.get("supported")
@@ -73,14 +82,23 @@ async def rediscover(session: ClientSession) -> None:
     session.adopt(DiscoverResult.model_validate(raw))
 
 
-async def probe(session: ClientSession, kind: str) -> None:
-    """One health probe on ``session``."""
+async def probe(
+    session: ClientSession, kind: str, discover_probe: Callable[[str], Awaitable[None]] | None = None
+) -> None:
+    """One health probe on ``session``.
+
+    ``discover_probe``: the transport's own ``server/discover`` (see ``Link.discover_probe``),
+    used on a 2026-07-28 connection, which has no session for the probe to go through.
+    """
     if kind == "auto":
         kind = "discover" if era_of(session) == "modern" else "ping"
     if kind == "ping":
         await session.send_ping()
     elif kind == "discover":
         version = session.protocol_version
+        if version in MODERN_PROTOCOL_VERSIONS and discover_probe is not None:
+            await discover_probe(version)
+            return
         await session.send_discover(
             version if version in MODERN_PROTOCOL_VERSIONS else MODERN_PROTOCOL_VERSIONS[-1]
         )

@@ -332,6 +332,18 @@ def on_success(state: ServerState, *, now: float, activity: bool) -> ServerState
     )
 
 
+def probe_can_wait(state: ServerState, *, used_at: float | None, since: float) -> bool:
+    """Whether the health probe due now can be skipped: the server is healthy, nothing has failed
+    since its last success, and a call succeeded on its live session after ``since`` (the last
+    check; ``used_at``: that session's usage stamp). Such a call says more about the server than
+    a probe would; a server that is not healthy is probed on schedule, so its recovery never
+    waits for a call."""
+    if state.status is not ServerStatus.HEALTHY or state.consecutive_failures:
+        return False
+    last = state.last_activity_at
+    return (used_at is not None and used_at > since) or (last is not None and last > since)
+
+
 def on_failure(
     state: ServerState,
     failure: Failure,

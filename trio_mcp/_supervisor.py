@@ -74,9 +74,10 @@ from ._state import (
     on_rehandshaken,
     on_stopped,
     on_success,
+    probe_can_wait,
     snapshot_of,
 )
-from ._transports import Link, open_transport
+from ._transports import HttpPool, Link, open_transport
 
 logger = logging.getLogger("trio_mcp")
 
@@ -217,7 +218,16 @@ class ServerSupervisor:
         stream: EventStream,
         rng: RandomSource,
         session_options: dict[str, Any] | None = None,
+        http_pool: HttpPool | None = None,
+        connect_slots: trio.CapacityLimiter | None = None,
     ) -> None:
+        """The supervisor of ``config``; it does nothing until started.
+
+        Args:
+            http_pool: keep-alive pools shared with the manager's other HTTP servers.
+            connect_slots: held from opening the transport until the handshake is done, so a
+                fleet connects with bounded concurrency (no thundering herd).
+        """
         self.config = config
         self.name = config.name
         self.policy = config.policy
@@ -225,6 +235,8 @@ class ServerSupervisor:
         self._stream = stream
         self._rng = rng
         self._session_options = session_options or {}
+        self._http_pool = http_pool
+        self._connect_slots = connect_slots
         self.limiter = trio.Semaphore(config.policy.max_concurrency)
         """The bulkhead: at most ``max_concurrency`` invocations use this server at once."""
 
@@ -669,8 +681,14 @@ class ServerSupervisor:
         link = Link(self.name)
         conn: Connection | None = None
         stage = "connect"
+        slots = self._connect_slots
+        holding = False
         try:
-            async with open_transport(self.config.transport, link) as (read, write):
+            if slots is not None:
+                await slots.acquire()
+                holding = True
+            transport = open_transport(self.config.transport, link, http_pool=self._http_pool)
+            async with transport as (read, write):
                 async with ClientSession(read, write, **self._client_session_options()) as session:
                     session_servers[session] = self.name  # client-feature handlers learn who asked
                     stage = "handshake"
@@ -695,12 +713,20 @@ class ServerSupervisor:
                     catalog = await fetch_catalog(
                         session, advertised_kinds(session), self.policy.handshake_timeout
                     )
+                    if holding:
+                        holding = False
+                        assert slots is not None
+                        slots.release()
                     await self._send_and_wait(
                         _Connected(conn=conn, capabilities=capabilities, catalog=catalog)
                     )
                     stage = "serve"
                     await self._serve(conn, write)
         except BaseException as exc:
+            if holding:
+                holding = False
+                assert slots is not None
+                slots.release()
             # Nothing the transport, the session or the handshake raises may leave this task:
             # the manager's nursery (and every other server) would die with it. Cancellation
             # goes on; a failure that arrives with it is the transport complaining while it is
@@ -849,17 +875,24 @@ class ServerSupervisor:
 
     async def _probe_periodically(self, conn: Connection) -> None:
         interval = self.policy.health_interval
-        next_at = trio.current_time() + interval
+        checked_at = trio.current_time()
+        next_at = checked_at + interval
         while True:
             await trio.sleep_until(next_at)
             next_at = max(next_at + interval, trio.current_time())
+            if conn is self._live and probe_can_wait(
+                self._state.value, used_at=conn.used_at, since=checked_at
+            ):
+                checked_at = trio.current_time()
+                continue
             await self._probe_and_report(conn, None)
+            checked_at = trio.current_time()
 
     async def _probe(self, conn: Connection) -> Failure | None:
         """Run one health probe on ``conn``; its failure, or ``None``."""
         try:
             with trio.fail_after(self.policy.probe_timeout):
-                await probe(conn.session, self.policy.probe)
+                await probe(conn.session, self.policy.probe, conn.link.discover_probe)
         except trio.TooSlowError:
             return Failure("timeout", f"probe timed out after {self.policy.probe_timeout:g}s", False)
         except Exception as exc:
@@ -871,11 +904,16 @@ class ServerSupervisor:
 
     async def _probe_and_report(self, conn: Connection, correlation_id: str | None) -> Failure | None:
         failure = await self._probe(conn)
+        reason = "probe"
+        if failure is not None and conn.link.exit_reason is not None:
+            # The probe found the connection dead: report what its watcher would have.
+            category, message = conn.link.exit_reason
+            failure, reason = Failure(category, message, True), "connection"
         await self._send_and_wait(
             _Outcome(
                 conn=conn,
                 failure=failure,
-                reason="probe",
+                reason=reason,
                 correlation_id=correlation_id,
                 at=trio.current_time(),
                 activity=False,

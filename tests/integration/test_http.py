@@ -167,3 +167,35 @@ async def test_refused_post_is_not_sent_so_a_side_effect_fails_over(
             assert (first.server, first.stage, first.sent) == ("web", "invoke", False)
             assert first.category == "connect_error"
             assert len(ledger.read_text().splitlines()) == 1  # charged once, on the backup
+
+
+async def test_servers_at_one_origin_share_a_pool_closed_with_the_manager(nursery: trio.Nursery) -> None:
+    """Three servers at one URL lease one keep-alive pool (each connection keeps its own client,
+    headers and auth); leaving the manager closes the pool and every socket in it."""
+    with trio.fail_after(30):
+        server = HttpDemoServer(nursery, "web")
+        await server.start()
+        configs = [
+            trio_mcp.ServerConfig(
+                name=name,
+                transport=trio_mcp.HttpTransport(url=server.url, headers={"x-server": name}),
+                policy=policy(health_interval=60),
+            )
+            for name in ("a", "b", "c")
+        ]
+        async with trio_mcp.open_manager(configs) as manager:
+            for name in ("a", "b", "c"):
+                await manager.wait_for(name, healthy)
+            pool = manager._http_pool
+            assert pool is not None
+            assert pool.statistics() == {"origins": 1, "pools": 1, "leases": 3}
+            for name in ("a", "b", "c"):
+                result = await manager.call_tool("whoami", preferred=[name], failover="never")
+                assert text_of(result) == "web"
+            transport = pool.transport_for(("http", "127.0.0.1", server.port))
+            connections = transport._pool.connections  # type: ignore[attr-defined]
+            assert connections
+            await manager.remove_server("c")
+            assert pool.statistics() == {"origins": 1, "pools": 1, "leases": 2}
+        assert pool.statistics() == {"origins": 0, "pools": 0, "leases": 0}
+        assert all(connection.is_closed() for connection in connections)

@@ -20,28 +20,33 @@ from typing import Any
 
 from .._config import HttpTransport, StdioTransport, TransportConfig
 from .base import Link, SentMarker, _LinkedReadStream, _LinkedWriteStream, sent_marker
-from .http import _open_http
+from .http import HttpPool, _open_http
 from .memory import MemoryConnectionInfo, MemoryServerHooks, _open_memory, memory_connection
 from .stdio import _open_stdio
 
 
 @asynccontextmanager
 async def open_transport(
-    config: TransportConfig, link: Link
+    config: TransportConfig, link: Link, *, http_pool: HttpPool | None = None
 ) -> AsyncIterator[tuple[_LinkedReadStream, _LinkedWriteStream]]:
-    """Open ``config``'s transport; yield the wrapped (read, write) SDK stream pair."""
+    """Open ``config``'s transport; yield the wrapped (read, write) SDK stream pair.
+
+    ``http_pool``: the keep-alive pools a streamable HTTP connection shares with the other
+    servers of its manager (without one, the connection gets a private pool).
+    """
     opener: Any
     if isinstance(config, StdioTransport):
-        opener = _open_stdio
+        opener = _open_stdio(config, link)
     elif isinstance(config, HttpTransport):
-        opener = _open_http
+        opener = _open_http(config, link, http_pool)
     else:
-        opener = _open_memory
-    async with opener(config, link) as (read, write):
+        opener = _open_memory(config, link)
+    async with opener as (read, write):
         yield _LinkedReadStream(read, link), _LinkedWriteStream(write, link)
 
 
 __all__ = [
+    "HttpPool",
     "Link",
     "MemoryConnectionInfo",
     "MemoryServerHooks",

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import contextvars
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from types import TracebackType
 from typing import Any, Self
 
@@ -67,6 +67,9 @@ class Link:
         self.track_delivery = False
         """Set by transports that can tell an undelivered request (streamable HTTP)."""
         self.awaiting_delivery: dict[str, SentMarker] = {}
+        self.discover_probe: Callable[[str], Awaitable[None]] | None = None
+        """A ``server/discover`` at the given version that the transport sends by itself,
+        outside the SDK session (streamable HTTP: one POST); ``None``: probe through the session."""
 
     def facts(self) -> LinkFacts:
         """What this transport knows now, as plain facts (for classifying a failure)."""

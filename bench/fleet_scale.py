@@ -1,0 +1,330 @@
+"""Fleet scale: what N supervised streamable-HTTP servers cost the manager process.
+
+One backend process (``python -m trio_mcp.demo_server --http PORT``) serves every server; the
+manager supervises N servers that all point at it (each its own name, the same URL), probing
+each every ``--interval`` seconds. For each N the manager runs in a fresh process, which
+reports:
+
+- **healthy after**: seconds from entering ``open_manager`` until every server is healthy
+  (and, beside it, when ``open_manager`` itself returned);
+- **CPU**: the manager process's CPU time over ``--seconds`` of steady state, as a fraction
+  of one core (the backend's own CPU is shown beside it: both share the machine);
+- **KiB/server**: (RSS with N servers - RSS with none) / N. The baseline is taken after the
+  HTTP client modules are imported and an empty manager was opened, so what is left is what
+  each server holds;
+- **probe failures** over the whole run, and probes per second in the window (so a run where
+  probes silently stopped cannot look cheap).
+
+Run::
+
+    .venv/bin/python bench/fleet_scale.py --servers 10,100,300,1000 --seconds 10
+    .venv/bin/python bench/fleet_scale.py --smoke          # N=10 for 2 s: checks it still works
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import resource
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import trio
+
+import trio_mcp
+
+PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def rss_bytes() -> int:
+    """This process's resident set size now."""
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * PAGE_SIZE
+
+
+def cpu_seconds_of(pid: int) -> float:
+    """User + system CPU seconds process ``pid`` has used (from ``/proc/PID/stat``)."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    fields = stat[stat.rfind(")") + 2 :].split()
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+def own_cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+# ---------------------------------------------------------------------------------------------
+# the manager process (one per N)
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(kw_only=True)
+class _Counts:
+    probes_ok: int = 0
+    probe_failures: int = 0
+    connections_lost: int = 0
+    connect_failures: int = 0
+    left_healthy: int = 0
+
+
+async def measure(
+    n: int, url: str, *, seconds: float, interval: float, backend_pid: int | None, healthy_within: float
+) -> dict[str, Any]:
+    # What every HTTP server uses is imported before the baseline: module code is not per server.
+    import httpx2  # noqa: F401
+    import mcp.client.streamable_http  # noqa: F401
+
+    async with trio_mcp.open_manager([]):
+        pass
+    gc.collect()
+    rss_empty = rss_bytes()
+
+    policy = trio_mcp.ServerPolicy(health_interval=interval)
+    configs = [
+        trio_mcp.ServerConfig(name=f"s{i:04d}", transport=trio_mcp.HttpTransport(url=url), policy=policy)
+        for i in range(n)
+    ]
+    counts = _Counts()
+    healthy: set[str] = set()
+    all_healthy = trio.Event()
+
+    def on_event(event: Any) -> None:
+        if not isinstance(event, trio_mcp.StateChange):
+            return
+        reason = event.reason
+        if reason == "probe succeeded":
+            counts.probes_ok += 1
+        elif reason.startswith("probe failed"):
+            counts.probe_failures += 1
+        elif reason.startswith("connection lost"):
+            counts.connections_lost += 1
+        elif reason.startswith(("connect failed", "handshake failed")):
+            counts.connect_failures += 1
+        if event.current.status is trio_mcp.ServerStatus.HEALTHY:
+            healthy.add(event.server)
+            if len(healthy) == n:
+                all_healthy.set()
+        elif event.server in healthy:
+            healthy.discard(event.server)
+            counts.left_healthy += 1
+
+    started = trio.current_time()
+    async with trio_mcp.open_manager(configs) as manager:
+        opened_after = trio.current_time() - started
+        manager.stream.add_listener(on_event)
+        # Servers that turned healthy before the listener was added.
+        for snap in manager.servers():
+            if snap.status is trio_mcp.ServerStatus.HEALTHY:
+                healthy.add(snap.name)
+        if len(healthy) == n:
+            all_healthy.set()
+        healthy_after: float | None = None
+        with trio.move_on_after(healthy_within):
+            await all_healthy.wait()
+            healthy_after = trio.current_time() - started
+        # Measure the steady state: every server connected and probing.
+        probes_before = counts.probes_ok
+        backend_before = cpu_seconds_of(backend_pid) if backend_pid else 0.0
+        cpu_before = own_cpu_seconds()
+        wall_before = time.perf_counter()
+        await trio.sleep(seconds)
+        wall = time.perf_counter() - wall_before
+        cpu = own_cpu_seconds() - cpu_before
+        backend_cpu = (cpu_seconds_of(backend_pid) - backend_before) if backend_pid else float("nan")
+        probes = counts.probes_ok - probes_before
+        gc.collect()
+        rss_full = rss_bytes()
+        statuses: dict[str, int] = {}
+        for snap in manager.servers():
+            statuses[snap.status.value] = statuses.get(snap.status.value, 0) + 1
+    return {
+        "servers": n,
+        "opened_after": opened_after,
+        "healthy_after": healthy_after,
+        "cpu": cpu / wall,
+        "backend_cpu": backend_cpu / wall,
+        "kib_per_server": (rss_full - rss_empty) / 1024 / n,
+        "rss_empty_mib": rss_empty / 2**20,
+        "rss_full_mib": rss_full / 2**20,
+        "probes_per_second": probes / wall,
+        "probe_failures": counts.probe_failures,
+        "connections_lost": counts.connections_lost,
+        "connect_failures": counts.connect_failures,
+        "left_healthy": counts.left_healthy,
+        "statuses": statuses,
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# the driver: one backend, one manager process per N, a table
+# ---------------------------------------------------------------------------------------------
+
+
+def wait_listening(port: int, proc: subprocess.Popen[bytes], within: float = 30.0) -> None:
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"the backend exited with code {proc.returncode}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise SystemExit(f"the backend did not listen on port {port} within {within:g}s")
+
+
+def run_child(
+    n: int, url: str, *, seconds: float, interval: float, backend_pid: int, healthy_within: float
+) -> dict[str, Any]:
+    command = [
+        sys.executable,
+        __file__,
+        "--child",
+        str(n),
+        "--url",
+        url,
+        "--seconds",
+        str(seconds),
+        "--interval",
+        str(interval),
+        "--backend-pid",
+        str(backend_pid),
+        "--healthy-within",
+        str(healthy_within),
+    ]
+    with subprocess.Popen(command, stdout=subprocess.PIPE) as child:
+        try:
+            out, _ = child.communicate()
+        finally:
+            if child.poll() is None:  # interrupted: take the manager process down too
+                child.kill()
+    if child.returncode:
+        raise SystemExit(f"the manager process for {n} servers exited with code {child.returncode}")
+    result: dict[str, Any] = json.loads(out.decode().strip().splitlines()[-1])
+    return result
+
+
+def _fmt(value: float | None, spec: str) -> str:
+    return "never" if value is None else format(value, spec)
+
+
+def _per_probe(row: dict[str, Any]) -> str:
+    """Manager CPU milliseconds per probe in the window (what a server costs while idle)."""
+    rate = row["probes_per_second"]
+    return format(1000 * row["cpu"] / rate, ".2f") if rate else "-"
+
+
+def print_table(rows: list[dict[str, Any]], interval: float) -> None:
+    header = (
+        f"{'servers':>7} {'open_manager s':>14} {'healthy after s':>15} {'CPU (1 core)':>12} "
+        f"{'CPU ms/probe':>12} {'backend CPU':>11} {'KiB/server':>10} {'probes/s':>9} "
+        f"{'probe fails':>11} {'conn lost':>9} {'left healthy':>12}"
+    )
+    print(f"health_interval={interval:g}s")
+    print(header)
+    print("-" * len(header))
+    for r in rows:
+        print(
+            f"{r['servers']:>7} {r['opened_after']:>14.2f} {_fmt(r['healthy_after'], '.2f'):>15} "
+            f"{r['cpu']:>12.3f} {_per_probe(r):>12} {r['backend_cpu']:>11.3f} {r['kib_per_server']:>10.1f} "
+            f"{r['probes_per_second']:>9.0f} {r['probe_failures']:>11} {r['connections_lost']:>9} "
+            f"{r['left_healthy']:>12}"
+        )
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--servers", default="10,100,300,1000", help="comma-separated fleet sizes")
+    parser.add_argument("--seconds", type=float, default=10.0, help="steady-state window per fleet size")
+    parser.add_argument("--interval", type=float, default=1.0, help="health_interval of every server")
+    parser.add_argument("--runs", type=int, default=1, help="repeat each fleet size this many times")
+    parser.add_argument(
+        "--healthy-within", type=float, default=300.0, help="give up waiting for all healthy after this"
+    )
+    parser.add_argument("--smoke", action="store_true", help="N=10 for 2 s (a quick check)")
+    parser.add_argument("--json", action="store_true", help="also print each result as a JSON line")
+    # Internal: run one manager process.
+    parser.add_argument("--child", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--url", help=argparse.SUPPRESS)
+    parser.add_argument("--backend-pid", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+
+    if args.child is not None:
+        result = trio.run(
+            lambda: measure(
+                args.child,
+                args.url,
+                seconds=args.seconds,
+                interval=args.interval,
+                backend_pid=args.backend_pid,
+                healthy_within=args.healthy_within,
+            )
+        )
+        print(json.dumps(result), flush=True)
+        return
+
+    if args.smoke:
+        sizes, seconds, healthy_within = [10], 2.0, 30.0
+    else:
+        sizes = [int(s) for s in args.servers.split(",") if s.strip()]
+        seconds, healthy_within = args.seconds, args.healthy_within
+
+    # A terminated driver still stops its backend and manager processes (see the finally below).
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+    port = free_port()
+    backend = subprocess.Popen(
+        [sys.executable, "-m", "trio_mcp.demo_server", "--name", "fleet", "--http", str(port)],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    rows: list[dict[str, Any]] = []
+    try:
+        wait_listening(port, backend)
+        url = f"http://127.0.0.1:{port}/mcp"
+        for n in sizes:
+            for _ in range(args.runs):
+                row = run_child(
+                    n,
+                    url,
+                    seconds=seconds,
+                    interval=args.interval,
+                    backend_pid=backend.pid,
+                    healthy_within=healthy_within,
+                )
+                rows.append(row)
+                if args.json:
+                    print(json.dumps(row), flush=True)
+    finally:
+        backend.terminate()
+        try:
+            backend.wait(10)
+        except subprocess.TimeoutExpired:
+            backend.kill()
+            backend.wait()
+    print_table(rows, args.interval)
+    if args.smoke:
+        row = rows[0]
+        if row["healthy_after"] is None or row["probes_per_second"] <= 0:
+            raise SystemExit("smoke run failed: not every server became healthy and probed")
+
+
+if __name__ == "__main__":
+    main()
