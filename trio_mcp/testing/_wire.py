@@ -7,12 +7,13 @@ mangles that answer (writes it twice, or writes something that is not a valid an
 
 from __future__ import annotations
 
-from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal, Self
 
 import anyio
 from mcp.shared.message import SessionMessage
 from mcp_types import PARSE_ERROR, ErrorData, JSONRPCError, JSONRPCRequest, JSONRPCResponse
+
+from .._transports.base import _StreamWrapper
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -51,22 +52,7 @@ class Wire:
         self.write = _WireWrite(write, self._pending)
 
 
-class _Stream:
-    _inner: Any
-
-    async def aclose(self) -> None:
-        await self._inner.aclose()
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.aclose()
-
-
-class _WireRead(_Stream):
+class _WireRead(_StreamWrapper):
     def __init__(
         self, inner: Any, pending: dict[Any, WireFault], fault_of: Callable[[str], WireFault | None]
     ) -> None:
@@ -100,7 +86,7 @@ class _WireRead(_Stream):
             raise StopAsyncIteration from None
 
 
-class _WireWrite(_Stream):
+class _WireWrite(_StreamWrapper):
     def __init__(self, inner: Any, pending: dict[Any, WireFault]) -> None:
         self._inner = inner
         self._pending = pending
