@@ -97,15 +97,15 @@ def _compile_schema(schema: dict[str, Any]) -> Check | None:
     verdicts: dict[tuple[tuple[str, type, bool], ...], bool] = {}
 
     def check(arguments: Mapping[str, Any] | None) -> str | None:
-        args = _without_null_optionals(arguments if arguments is not None else {}, optional)
-        key = _shape_of(args)
+        args = arguments if arguments is not None else {}
+        key = _shape_of(args, optional)
         if key is None:
             return problem(args)
         fits = verdicts.get(key)
         if fits is None:
             if len(verdicts) >= _MAX_SHAPES:
                 verdicts.clear()
-            fits = verdicts[key] = validator.is_valid(args)
+            fits = verdicts[key] = validator.is_valid(_without_null_optionals(args, optional))
         return None if fits else problem(args)
 
     return check
@@ -169,16 +169,20 @@ def _shape_decides(schema: Mapping[str, Any]) -> bool:
     return True
 
 
-def _shape_of(args: Mapping[str, Any]) -> tuple[tuple[str, type, bool], ...] | None:
-    """Names and types of ``args`` (floats: whether integral, which JSON Schema's ``integer``
-    accepts); ``None`` when a value is not a JSON primitive."""
+def _shape_of(args: Mapping[str, Any], optional: frozenset[str]) -> tuple[tuple[str, type, bool], ...] | None:
+    """Names and types of ``args``, leaving out optional parameters given as ``null`` (floats:
+    whether integral, which JSON Schema's ``integer`` accepts); ``None`` when a value is not a
+    JSON primitive."""
     shape = []
     for name, value in args.items():
         kind = type(value)
-        if kind is float:
-            shape.append((name, kind, value.is_integer()))
-        elif kind in (str, int, bool) or value is None:
+        if kind is str or kind is int or kind is bool:
             shape.append((name, kind, False))
+        elif kind is float:
+            shape.append((name, kind, value.is_integer()))
+        elif value is None:
+            if name not in optional:
+                shape.append((name, kind, False))
         else:
             return None
     return tuple(shape)

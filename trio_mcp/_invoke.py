@@ -47,7 +47,7 @@ from ._failover import FAILOVER_MODES, FailoverMode, may_repeat
 from ._routing import KIND_OF_METHOD, Route, rank_candidates
 from ._session import Connection
 from ._state import Listing
-from ._tracing import attempt_span, invocation_span
+from ._tracing import InvocationSpan, NoInvocationSpan, invocation_span
 from ._transports import SentMarker, sent_marker
 
 if TYPE_CHECKING:
@@ -215,9 +215,12 @@ class Invoker:
         self._check_accepting()
         if failover not in FAILOVER_MODES:
             raise ValueError(f"failover must be 'safe', 'always' or 'never', got {failover!r}")
-        for name, value in (("timeout", timeout), ("attempt_timeout", attempt_timeout)):
-            if value is not None and (not isinstance(value, int | float) or math.isnan(value) or value <= 0):
-                raise ValueError(f"{name} must be a positive number of seconds")
+        if timeout is not None or attempt_timeout is not None:
+            for name, value in (("timeout", timeout), ("attempt_timeout", attempt_timeout)):
+                if value is not None and (
+                    not isinstance(value, int | float) or math.isnan(value) or value <= 0
+                ):
+                    raise ValueError(f"{name} must be a positive number of seconds")
         request_id = request_id or self.stream.new_correlation_id()
         with invocation_span(method, target, request_id) as span:
             start = trio.current_time()
@@ -271,7 +274,7 @@ class Invoker:
                 conn = None if forced else sup.ready_connection(now)
                 if conn is None:
                     conn = await self._handshake_stage(
-                        sup, method, target, request_id, deadline, attempts, errors, force=forced
+                        sup, method, target, request_id, deadline, attempts, errors, span, force=forced
                     )
                     now = trio.current_time()
                 if conn is None:
@@ -290,6 +293,7 @@ class Invoker:
                         progress_callback=progress_callback,
                         attempts=attempts,
                         errors=errors,
+                        trace=span,
                     )
                 except RequestRejectedError:
                     self._finished(method, target, request_id, start, attempts, "rejected", name)
@@ -389,12 +393,13 @@ class Invoker:
         overall_deadline: float,
         attempts: list[Attempt],
         errors: list[BaseException],
+        trace: InvocationSpan | NoInvocationSpan,
         *,
         force: bool = False,
     ) -> Connection | None:
         start = trio.current_time()
         handshook = False
-        span = attempt_span(sup.name, "handshake", method, target)
+        span = trace.attempt(sup.name, "handshake", method, target)
 
         def observe(kind: str, failure: Failure | None) -> None:
             nonlocal handshook
@@ -476,6 +481,7 @@ class Invoker:
         progress_callback: ProgressCallback | None,
         attempts: list[Attempt],
         errors: list[BaseException],
+        trace: InvocationSpan | NoInvocationSpan,
     ) -> InvocationResult[Any] | tuple[Failure, bool]:
         per_attempt = attempt_timeout if attempt_timeout is not None else sup.policy.call_timeout
         hard_deadline = min(start + sup.policy.progress_hard_max, overall_deadline)
@@ -490,8 +496,11 @@ class Invoker:
                 await progress_callback(progress, total, message)
 
         marker = SentMarker()
-        span = attempt_span(sup.name, "invoke", method, target)
-        self._event("invoke_start", sup.name, method, request_id, target, now=start)
+        span = trace.attempt(sup.name, "invoke", method, target)
+        stream = self.stream
+        stream.invocation(
+            "invoke_start", sup.name, method, request_id, target, error=None, category=None, at=start
+        )
         result: Any = None
         error: BaseException | None = None
         token = sent_marker.set(marker)
@@ -537,7 +546,9 @@ class Invoker:
             note = None
             if method == "tools/call" and isinstance(result, CallToolResult) and result.is_error:
                 note = "tool returned isError"
-            self._event("invoke_success", sup.name, method, request_id, target, error=note, now=end)
+            stream.invocation(
+                "invoke_success", sup.name, method, request_id, target, error=note, category=None, at=end
+            )
             attempts.append(self._attempt(sup.name, Stage.INVOKE, start, None, sent=True, end=end))
             span.end(attempts[-1])
             return InvocationResult(

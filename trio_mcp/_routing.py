@@ -99,10 +99,22 @@ def rank_candidates(
             skip = skip_reason(state, kind, target, now)
             reject = reject_reason(state, kind, target, arguments) if skip is None else None
             yield Route(name, skip, reject, preferred=True)
-    # Read each state once: the fleet may change while the preferred servers are tried.
-    rest = [(name, state) for name in list(states) if name not in seen and (state := states.get(name))]
-    if len(rest) > 1:
-        rest.sort(key=lambda pair: STATUS_RANK[pair[1].status])
-    for name, state in rest:
+    # One pass in registration order, each state read once: a healthy server is yielded as soon
+    # as it is read (the usual call goes no further), the others are kept for after, by status.
+    later: list[tuple[int, str, ServerState]] = []
+    for name in list(states):  # the fleet may change while a server is tried
+        if name in seen or (state := states.get(name)) is None:
+            continue
+        rank = STATUS_RANK[state.status]
+        if rank:
+            later.append((rank, name, state))
+        elif skip_reason(state, kind, target, now) is None:
+            yield Route(name, None, reject_reason(state, kind, target, arguments))
+    later.sort(key=_rank_of)  # stable: registration order within a status
+    for _, name, state in later:
         if skip_reason(state, kind, target, now) is None:
             yield Route(name, None, reject_reason(state, kind, target, arguments))
+
+
+def _rank_of(entry: tuple[int, str, ServerState]) -> int:
+    return entry[0]

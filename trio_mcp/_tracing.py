@@ -10,6 +10,7 @@ caller's current span, e.g. the HTTP request's remote parent, is the invocation'
 
 from __future__ import annotations
 
+import os
 from contextlib import AbstractContextManager, nullcontext
 from types import TracebackType
 from typing import Any
@@ -27,9 +28,21 @@ _TARGET_ATTRIBUTE = {
 }
 
 
+_UNKNOWN = object()
+_PROVIDER_FROM_ENVIRONMENT = "OTEL_PYTHON_TRACER_PROVIDER" in os.environ
+
+
 def tracing() -> bool:
     """Whether an OpenTelemetry SDK is configured (else every span would be a no-op, and none
-    is created)."""
+    is created).
+
+    Asked once per invocation, so the common answer (nothing configured) is read from the API's
+    global directly: ``get_tracer_provider()`` encodes and looks up an environment variable on
+    every call. A provider named by ``OTEL_PYTHON_TRACER_PROVIDER`` is found when the variable
+    was set before this module was imported.
+    """
+    if getattr(trace, "_TRACER_PROVIDER", _UNKNOWN) is None and not _PROVIDER_FROM_ENVIRONMENT:
+        return False
     return not isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider)
 
 
@@ -72,6 +85,10 @@ class InvocationSpan:
             self._span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
         self._manager.__exit__(kind, exc, tb)
 
+    def attempt(self, server: str, stage: str, method: str, target: str | None) -> AttemptSpan:
+        """A child span for one stage on one server."""
+        return AttemptSpan(server, stage, method, target)
+
     def succeeded(self, result: InvocationResult[Any]) -> None:
         if self._span is not None:
             self._span.set_attributes(
@@ -83,21 +100,24 @@ class InvocationSpan:
             )
 
 
-class _NoInvocationSpan:
-    def __enter__(self) -> _NoInvocationSpan:
+class NoInvocationSpan:
+    def __enter__(self) -> NoInvocationSpan:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
         return None
 
+    def attempt(self, server: str, stage: str, method: str, target: str | None) -> _NoAttemptSpan:
+        return _NO_ATTEMPT_SPAN
+
     def succeeded(self, result: InvocationResult[Any]) -> None:
         return None
 
 
-_NO_INVOCATION_SPAN = _NoInvocationSpan()
+_NO_INVOCATION_SPAN = NoInvocationSpan()
 
 
-def invocation_span(method: str, target: str | None, request_id: str) -> InvocationSpan | _NoInvocationSpan:
+def invocation_span(method: str, target: str | None, request_id: str) -> InvocationSpan | NoInvocationSpan:
     return InvocationSpan(method, target, request_id) if tracing() else _NO_INVOCATION_SPAN
 
 
@@ -130,16 +150,15 @@ class AttemptSpan:
         self._span.end()
 
 
+_NOT_CURRENT: AbstractContextManager[None] = nullcontext()
+
+
 class _NoAttemptSpan:
     def current(self) -> AbstractContextManager[Any]:
-        return nullcontext()
+        return _NOT_CURRENT
 
     def end(self, attempt: Attempt | None) -> None:
         return None
 
 
 _NO_ATTEMPT_SPAN = _NoAttemptSpan()
-
-
-def attempt_span(server: str, stage: str, method: str, target: str | None) -> AttemptSpan | _NoAttemptSpan:
-    return AttemptSpan(server, stage, method, target) if tracing() else _NO_ATTEMPT_SPAN

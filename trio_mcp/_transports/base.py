@@ -162,6 +162,18 @@ class _LinkedReadStream(_ReadStreamWrapper):
             self._ended()
             raise
 
+    async def __anext__(self) -> Any:
+        # The session iterates: one frame less than ``receive`` under the default ``__anext__``,
+        # crossed by every message.
+        try:
+            return await self._inner.receive()
+        except anyio.EndOfStream:
+            self._ended()
+            raise StopAsyncIteration from None
+        except (anyio.ClosedResourceError, anyio.BrokenResourceError):
+            self._ended()
+            raise
+
 
 class _LinkedWriteStream(_StreamWrapper):
     """Wraps the SDK write stream: marks requests as sent and diverts cancel notices."""

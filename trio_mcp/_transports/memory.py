@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import anyio
 import trio
 
 from .._config import MemoryTransport
@@ -42,7 +43,16 @@ class _TaggedReadStream(_ReadStreamWrapper):
         self.last_context: contextvars.Context | None = None
 
     async def receive(self) -> Any:
-        item = await self._inner.receive()
+        return self._tagged(await self._inner.receive())
+
+    async def __anext__(self) -> Any:
+        try:
+            item = await self._inner.receive()
+        except anyio.EndOfStream:
+            raise StopAsyncIteration from None
+        return self._tagged(item)
+
+    def _tagged(self, item: Any) -> Any:
         sender = getattr(self._inner, "last_context", None)
         context = sender.run(contextvars.copy_context) if sender is not None else contextvars.copy_context()
         context.run(memory_connection.set, self._info)
