@@ -226,7 +226,7 @@ async def test_each_invocation_counts_one_outcome(autojump_clock: trio.testing.M
         b.go_down()
         await manager.wait_for("b", lambda s: s.connection is ConnectionState.BACKOFF)
         with pytest.raises(InvocationFailedError) as info:  # nothing could be sent: failed
-            await manager.call_tool("echo", {"text": "x"}, failover="never")
+            await manager.call_tool("echo", {"text": "x"}, preferred=["a"], failover="never")
         assert info.value.outcome == "failed"
         assert [(x.server, x.stage, x.category, x.sent) for x in info.value.attempts] == [
             ("a", "handshake", "unavailable", False)

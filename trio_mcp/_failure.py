@@ -24,6 +24,7 @@ class ErrorCategory(enum.StrEnum):
     - ``transport_error``: the connection broke for another reason.
     - ``unavailable``: the server's retry window was closed; nothing was attempted.
     - ``shutdown``: the manager was shutting down (:meth:`Manager.drain`) and abandoned the attempt.
+    - ``superseded``: a hedged attempt that another server answered first; it was cancelled.
     """
 
     TIMEOUT = "timeout"
@@ -39,6 +40,7 @@ class ErrorCategory(enum.StrEnum):
     TRANSPORT_ERROR = "transport_error"
     UNAVAILABLE = "unavailable"
     SHUTDOWN = "shutdown"
+    SUPERSEDED = "superseded"
 
     def __str__(self) -> str:
         return self.value

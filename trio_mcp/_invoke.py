@@ -18,7 +18,7 @@ import itertools
 import math
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 import trio
 from mcp_types import (
@@ -30,6 +30,7 @@ from mcp_types import (
 
 from . import _input_required as input_required
 from ._attempt import Attempt, Budget, InvocationResult, Outcome, Stage
+from ._backoff import RandomSource
 from ._catalog import CatalogEntry, list_kind, listing, merge
 from ._errors import Failure, classify
 from ._events import EventStream
@@ -44,6 +45,7 @@ from ._exceptions import (
     UnknownServerError,
 )
 from ._failover import FAILOVER_MODES, FailoverMode, may_repeat
+from ._load import Load
 from ._routing import KIND_OF_METHOD, Route, rank_candidates
 from ._session import Connection
 from ._state import Listing
@@ -53,6 +55,9 @@ from ._transports import SentMarker, sent_marker
 if TYPE_CHECKING:
     from ._clock import TimeAnchor
     from ._supervisor import ServerSupervisor
+
+Routing = Literal["least_loaded", "ordered"]
+"""How an invocation chooses among equally good servers (see :func:`trio_mcp.open_manager`)."""
 
 ProgressCallback = Callable[[float, float | None, str | None], Awaitable[None]]
 
@@ -67,6 +72,8 @@ class Invoker:
     stream: EventStream
     anchor: TimeAnchor
     _closed: bool
+    _rng: RandomSource
+    _balanced: bool
     _drain_at: float = math.inf
     _active_scopes: set[trio.CancelScope]
 
@@ -130,7 +137,22 @@ class Invoker:
         now: float,
         arguments: Mapping[str, Any] | None = None,
     ) -> Iterator[Route]:
-        return rank_candidates(_StatesView(self._supervisors), preferred, method, target, now, arguments)
+        return rank_candidates(
+            _StatesView(self._supervisors),
+            preferred,
+            method,
+            target,
+            now,
+            arguments,
+            load=self._load_of if self._balanced else None,
+            draw=self._draw,
+        )
+
+    def _load_of(self, name: str) -> Load:
+        return self._supervisors[name].load()
+
+    def _draw(self) -> float:
+        return self._rng.uniform(0.0, 1.0)
 
     # -- events --------------------------------------------------------------------------------
 
@@ -190,6 +212,7 @@ class Invoker:
         attempt_timeout: float | None = None,
         progress_callback: ProgressCallback | None = None,
         request_id: str | None = None,
+        hedge_after: float | Literal["p95"] | None = None,
     ) -> InvocationResult[Any]:
         """Invoke ``method`` on the first candidate server that answers.
 
@@ -204,6 +227,12 @@ class Invoker:
             attempt_timeout: seconds per attempt (default: each server's ``call_timeout``).
             progress_callback: receives the server's progress notifications.
             request_id: correlation id for events (default: a new one).
+            hedge_after: hedge a read or an idempotent tool call: when the first server has not
+                answered after this many seconds (``"p95"``: its recent 95th percentile
+                latency), send the same request to the next candidate that has a ready
+                session; the first answer wins and the other attempt is cancelled at its server
+                (category ``superseded``). A request that may not be repeated (see
+                ``failover``) is never hedged.
 
         Raises:
             InvocationFailedError: no candidate answered; carries ``outcome`` and ``attempts``.
@@ -215,6 +244,9 @@ class Invoker:
         self._check_accepting()
         if failover not in FAILOVER_MODES:
             raise ValueError(f"failover must be 'safe', 'always' or 'never', got {failover!r}")
+        if hedge_after is not None and hedge_after != "p95":
+            if not isinstance(hedge_after, int | float) or math.isnan(hedge_after) or hedge_after < 0:
+                raise ValueError("hedge_after must be 'p95' or a number of seconds >= 0")
         if timeout is not None or attempt_timeout is not None:
             for name, value in (("timeout", timeout), ("attempt_timeout", attempt_timeout)):
                 if value is not None and (
@@ -279,22 +311,45 @@ class Invoker:
                     now = trio.current_time()
                 if conn is None:
                     continue
+                delay = None
+                if hedge_after is not None and not forced and failover != "never":
+                    delay = self._hedge_delay(sup, hedge_after, method, target)
                 try:
-                    outcome = await self._invoke_stage(
-                        now,
-                        sup,
-                        conn,
-                        method,
-                        target,
-                        arguments,
-                        request_id=request_id,
-                        overall_deadline=deadline,
-                        attempt_timeout=attempt_timeout,
-                        progress_callback=progress_callback,
-                        attempts=attempts,
-                        errors=errors,
-                        trace=span,
-                    )
+                    if delay is None:
+                        outcome = await self._invoke_stage(
+                            now,
+                            sup,
+                            conn,
+                            method,
+                            target,
+                            arguments,
+                            request_id=request_id,
+                            overall_deadline=deadline,
+                            attempt_timeout=attempt_timeout,
+                            progress_callback=progress_callback,
+                            attempts=attempts,
+                            errors=errors,
+                            trace=span,
+                        )
+                    else:
+                        contest = _Contest(routes, delay)
+                        outcome = await self._hedged_stage(
+                            contest,
+                            now,
+                            sup,
+                            conn,
+                            method,
+                            target,
+                            arguments,
+                            request_id=request_id,
+                            overall_deadline=deadline,
+                            attempt_timeout=attempt_timeout,
+                            progress_callback=progress_callback,
+                            attempts=attempts,
+                            errors=errors,
+                            trace=span,
+                        )
+                        routes = contest.routes
                 except RequestRejectedError:
                     self._finished(method, target, request_id, start, attempts, "rejected", name)
                     raise
@@ -482,10 +537,13 @@ class Invoker:
         attempts: list[Attempt],
         errors: list[BaseException],
         trace: InvocationSpan | NoInvocationSpan,
+        contest: _Contest | None = None,
     ) -> InvocationResult[Any] | tuple[Failure, bool]:
         per_attempt = attempt_timeout if attempt_timeout is not None else sup.policy.call_timeout
         hard_deadline = min(start + sup.policy.progress_hard_max, overall_deadline)
         scope = trio.CancelScope(deadline=min(start + per_attempt, overall_deadline))
+        if contest is not None:
+            contest.scopes[sup.name] = scope
 
         async def on_progress(progress: float, total: float | None, message: str | None) -> None:
             # Progress proves the server is working: extend the attempt, never past the hard max
@@ -537,6 +595,7 @@ class Invoker:
 
         if error is None and not scope.cancelled_caught:
             end = trio.current_time()
+            sup.latency.observe(end - start, end)
             listing = None
             if isinstance(result, _Listing):
                 listing = (result.kind, result.by_key)
@@ -559,7 +618,13 @@ class Invoker:
         if scope.cancelled_caught:
             now = trio.current_time()
             waited = now - start
-            if now >= self._drain_at:
+            if contest is not None and contest.winner not in (None, sup.name):
+                # Hedged, and another server answered first: this one was cancelled for it.
+                failure = Failure(
+                    "superseded", f"cancelled after {waited:g}s: {contest.winner} answered first", False
+                )
+                budget = Budget.CALLER
+            elif now >= self._drain_at:
                 failure = Failure(
                     "shutdown", f"abandoned after {waited:g}s: the manager is shutting down", False
                 )
@@ -575,6 +640,7 @@ class Invoker:
                 # shorter deadline that the caller chose does not.
                 budget = Budget.SERVER if now >= server_deadline else Budget.CALLER
                 if budget is Budget.SERVER:
+                    sup.latency.observe(waited, now)
                     await sup.report_outcome(conn, failure, "invocation", request_id, at=now)
             errors.append(TimeoutError(failure.message))
         else:
@@ -599,6 +665,82 @@ class Invoker:
         self._event("invoke_failure", sup.name, method, request_id, target, failure)
         return failure, sent
 
+    # -- hedging -----------------------------------------------------------------------------------
+
+    def _hedge_delay(
+        self, sup: ServerSupervisor, hedge_after: float | Literal["p95"], method: str, target: str | None
+    ) -> float | None:
+        """How long to wait for ``sup`` before hedging (``None``: no hedge: the request may not
+        be repeated, or its 95th percentile is not known yet)."""
+        if not may_repeat(method, target, sup.config, sup.tool_info(target or ""), "safe"):
+            return None
+        if hedge_after == "p95":
+            return sup.latency.percentile(0.95)
+        return float(hedge_after)
+
+    def _hedge_partner(
+        self, contest: _Contest, method: str, target: str | None, now: float
+    ) -> tuple[ServerSupervisor, Connection] | None:
+        """The next candidate, when it can take the same request at once (a ready session) and may
+        run it too; otherwise it is left to the failover that follows (``None``)."""
+        route = next(contest.routes, None)
+        if route is None:
+            return None
+        sup = self._supervisors.get(route.server)
+        if route.skip is None and route.reject is None and sup is not None:
+            conn = sup.ready_connection(now)
+            if conn is not None and self._hedge_delay(sup, 0.0, method, target) is not None:
+                return sup, conn
+        contest.routes = itertools.chain((route,), contest.routes)  # left for the failover
+        return None
+
+    async def _hedged_stage(
+        self,
+        contest: _Contest,
+        start: float,
+        sup: ServerSupervisor,
+        conn: Connection,
+        method: str,
+        target: str | None,
+        arguments: dict[str, Any] | None,
+        **common: Any,
+    ) -> InvocationResult[Any] | tuple[Failure, bool]:
+        """The attempt on ``sup``, and after ``contest.delay`` the same request on the next
+        candidate: the first answer wins, the other attempt is cancelled. Both are traced. When
+        neither succeeds, the first server's failure is the outcome."""
+        outcomes: dict[str, InvocationResult[Any] | tuple[Failure, bool]] = {}
+        refusal: list[RequestRejectedError] = []
+        first_ended = trio.Event()
+
+        async def contend(contender: ServerSupervisor, connection: Connection, begun: float) -> None:
+            try:
+                outcome = await self._invoke_stage(
+                    begun, contender, connection, method, target, arguments, contest=contest, **common
+                )
+            except RequestRejectedError as exc:
+                refusal.append(exc)
+                contest.won_by(contender.name)  # an answer too: the other attempt is not needed
+            else:
+                outcomes[contender.name] = outcome
+                if isinstance(outcome, InvocationResult):
+                    contest.won_by(contender.name)
+            finally:
+                first_ended.set()
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(contend, sup, conn, start)
+            with trio.move_on_after(contest.delay):
+                await first_ended.wait()
+            if not first_ended.is_set():
+                partner = self._hedge_partner(contest, method, target, trio.current_time())
+                if partner is not None:
+                    nursery.start_soon(contend, *partner, trio.current_time())
+        if refusal:
+            raise refusal[0]
+        if contest.winner is not None:
+            return outcomes[contest.winner]
+        return outcomes[sup.name]
+
     # -- convenience -----------------------------------------------------------------------------
 
     async def call_tool(
@@ -612,6 +754,7 @@ class Invoker:
         attempt_timeout: float | None = None,
         progress_callback: ProgressCallback | None = None,
         request_id: str | None = None,
+        hedge_after: float | Literal["p95"] | None = None,
     ) -> CallToolResult:
         """Call tool ``name`` on the first candidate that answers. See :meth:`invoke`."""
         outcome = await self.invoke(
@@ -624,6 +767,7 @@ class Invoker:
             attempt_timeout=attempt_timeout,
             progress_callback=progress_callback,
             request_id=request_id,
+            hedge_after=hedge_after,
         )
         result: CallToolResult = outcome.result
         return result
@@ -637,6 +781,7 @@ class Invoker:
         timeout: float | None = None,
         attempt_timeout: float | None = None,
         request_id: str | None = None,
+        hedge_after: float | Literal["p95"] | None = None,
     ) -> ReadResourceResult:
         """Read resource ``uri`` from the first candidate that answers. See :meth:`invoke`."""
         outcome = await self.invoke(
@@ -647,6 +792,7 @@ class Invoker:
             timeout=timeout,
             attempt_timeout=attempt_timeout,
             request_id=request_id,
+            hedge_after=hedge_after,
         )
         result: ReadResourceResult = outcome.result
         return result
@@ -661,6 +807,7 @@ class Invoker:
         timeout: float | None = None,
         attempt_timeout: float | None = None,
         request_id: str | None = None,
+        hedge_after: float | Literal["p95"] | None = None,
     ) -> GetPromptResult:
         """Get prompt ``name`` from the first candidate that answers. See :meth:`invoke`."""
         outcome = await self.invoke(
@@ -672,6 +819,7 @@ class Invoker:
             timeout=timeout,
             attempt_timeout=attempt_timeout,
             request_id=request_id,
+            hedge_after=hedge_after,
         )
         result: GetPromptResult = outcome.result
         return result
@@ -788,3 +936,23 @@ class _Listing:
     kind: str
     items: list[Any]
     by_key: Listing
+
+
+class _Contest:
+    """A hedged attempt: the cancel scopes of its contenders, and who answered first."""
+
+    __slots__ = ("delay", "routes", "scopes", "winner")
+
+    def __init__(self, routes: Iterator[Route], delay: float) -> None:
+        self.routes = routes
+        """The rest of the invocation's routes (the hedge may take the next one)."""
+        self.delay = delay
+        self.scopes: dict[str, trio.CancelScope] = {}
+        self.winner: str | None = None
+
+    def won_by(self, server: str) -> None:
+        if self.winner is None:
+            self.winner = server
+            for name, scope in self.scopes.items():
+                if name != server:
+                    scope.cancel()

@@ -23,7 +23,7 @@ from ._exceptions import (
     TrioMcpError,
     UnknownServerError,
 )
-from ._invoke import Invoker
+from ._invoke import Invoker, Routing
 from ._session import Connection
 from ._state import Freshness, ServerSnapshot, SessionInfo
 from ._supervisor import ServerSupervisor
@@ -44,6 +44,7 @@ class Manager(Invoker):
         nursery: trio.Nursery,
         *,
         rng: RandomSource | None,
+        routing: Routing = "least_loaded",
         anchor: TimeAnchor,
         connection_log_size: int,
         invocation_log_size: int,
@@ -55,6 +56,7 @@ class Manager(Invoker):
         self._connect_slots = trio.CapacityLimiter(CONNECT_CONCURRENCY)
         self._spawn_slots = trio.CapacityLimiter(SPAWN_CONCURRENCY)
         self._rng: RandomSource = rng if rng is not None else random.Random()
+        self._balanced = routing == "least_loaded"
         self.anchor = anchor
         self.stream = EventStream(
             anchor, connection_log_size=connection_log_size, invocation_log_size=invocation_log_size
@@ -299,6 +301,7 @@ async def open_manager(
     servers: Iterable[ServerConfig] | Sequence[ServerConfig] = (),
     *,
     rng: RandomSource | None = None,
+    routing: Routing = "least_loaded",
     clock_anchor: float | None = None,
     connection_log_size: int = DEFAULT_EVENT_LOG_SIZE,
     invocation_log_size: int = DEFAULT_EVENT_LOG_SIZE,
@@ -313,7 +316,12 @@ async def open_manager(
 
     Args:
         servers: the initial fleet.
-        rng: random source for backoff jitter (pass ``random.Random(seed)`` for exact tests).
+        rng: random source for backoff jitter and for choosing between equal servers (pass
+            ``random.Random(seed)`` for exact tests).
+        routing: among servers that are equally good (same status, none preferred):
+            ``"least_loaded"`` (default) tries first the less loaded of two drawn at random (calls
+            in flight times a moving average of latency); ``"ordered"`` tries them in
+            registration order.
         clock_anchor: the Unix time that the manager's start corresponds to (default: now).
         connection_log_size: how many connection events are kept.
         invocation_log_size: how many invocation events are kept.
@@ -325,6 +333,8 @@ async def open_manager(
         if not isinstance(client, ClientFeatures):
             raise ConfigError("must be a ClientFeatures", key="client")
         session_options = {**client.session_options(), **(session_options or {})}
+    if routing not in ("least_loaded", "ordered"):
+        raise ConfigError("must be 'least_loaded' or 'ordered'", key="routing")
     configs = list(servers)
     names = [c.name for c in configs]
     duplicates = sorted({n for n in names if names.count(n) > 1})
@@ -336,6 +346,7 @@ async def open_manager(
             manager = Manager(
                 nursery,
                 rng=rng,
+                routing=routing,
                 anchor=TimeAnchor(clock_anchor),
                 connection_log_size=connection_log_size,
                 invocation_log_size=invocation_log_size,

@@ -6,10 +6,11 @@ No clock, no I/O: ``now`` is an argument, and the input is the servers' publishe
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, NamedTuple
 
 from ._arguments import argument_problem
+from ._load import Load, less_loaded, two_choices
 from ._state import Listing, ServerState, ServerStatus
 
 STATUS_RANK: Mapping[ServerStatus, int] = {
@@ -77,6 +78,9 @@ def rank_candidates(
     target: str | None,
     now: float,
     arguments: Mapping[str, Any] | None = None,
+    *,
+    load: Callable[[str], Load] | None = None,
+    draw: Callable[[], float] | None = None,
 ) -> Iterator[Route]:
     """The routes of an invocation, in order (lazily: the rest of the fleet is only ranked
     once the preferred servers are exhausted).
@@ -87,6 +91,11 @@ def rank_candidates(
     A server whose known schema of the target refuses ``arguments`` is yielded with its
     ``reject`` reason instead. Unknown names in ``preferred`` are ignored (the caller checks
     them).
+
+    With ``load`` (a server's :class:`~trio_mcp._load.Load`) and ``draw`` (uniform numbers in
+    ``[0, 1)``), the servers of the best status that can take the request are not taken in
+    registration order: the less loaded of two of them drawn at random goes first, the others
+    follow in registration order.
     """
     kind = KIND_OF_METHOD.get(method) if target is not None else None
     seen: set[str] = set()
@@ -99,6 +108,9 @@ def rank_candidates(
             skip = skip_reason(state, kind, target, now)
             reject = reject_reason(state, kind, target, arguments) if skip is None else None
             yield Route(name, skip, reject, preferred=True)
+    if load is not None and draw is not None and len(states) > 1:
+        yield from _balanced(states, seen, kind, target, now, arguments, load, draw)
+        return
     # One pass in registration order, each state read once: a healthy server is yielded as soon
     # as it is read (the usual call goes no further), the others are kept for after, by status.
     later: list[tuple[int, str, ServerState]] = []
@@ -118,3 +130,38 @@ def rank_candidates(
 
 def _rank_of(entry: tuple[int, str, ServerState]) -> int:
     return entry[0]
+
+
+def _balanced(
+    states: Mapping[str, ServerState],
+    seen: set[str],
+    kind: str | None,
+    target: str | None,
+    now: float,
+    arguments: Mapping[str, Any] | None,
+    load: Callable[[str], Load],
+    draw: Callable[[], float],
+) -> Iterator[Route]:
+    ranked = [
+        (STATUS_RANK[state.status], name, state)
+        for name in list(states)
+        if name not in seen and (state := states.get(name)) is not None
+    ]
+    ranked.sort(key=_rank_of)
+    routes: list[Route] = []
+    equals: list[int] = []  # positions in routes of the best status's servers that can take it
+    best: int | None = None
+    for rank, name, state in ranked:
+        if skip_reason(state, kind, target, now) is not None:
+            continue
+        route = Route(name, None, reject_reason(state, kind, target, arguments))
+        if route.reject is None and (best is None or rank == best):
+            best = rank
+            equals.append(len(routes))
+        routes.append(route)
+    if len(equals) >= 2:
+        i, j = two_choices(len(equals), draw(), draw())
+        first, second = equals[i], equals[j]
+        chosen = first if less_loaded(load(routes[first].server), load(routes[second].server)) else second
+        routes.insert(0, routes.pop(chosen))
+    yield from routes

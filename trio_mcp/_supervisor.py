@@ -51,6 +51,7 @@ from ._exceptions import (
     TrioMcpError,
 )
 from ._failure import Failure
+from ._load import Load, LoadGauge
 from ._publish import Published
 from ._session import Connection, capability_snapshot, handshake, probe, rediscover
 from ._state import (
@@ -239,6 +240,8 @@ class ServerSupervisor:
         self._connect_slots = connect_slots
         self.limiter = trio.Semaphore(config.policy.max_concurrency)
         """The bulkhead: at most ``max_concurrency`` invocations use this server at once."""
+        self.latency = LoadGauge()
+        """The moving average of this server's call latency (see :mod:`trio_mcp._load`)."""
 
         self._state = Published(ServerState(auto=config.policy.connect_on_start))
         self._inbox_send, self._inbox = trio.open_memory_channel[_Report](math.inf)
@@ -256,6 +259,10 @@ class ServerSupervisor:
     # -----------------------------------------------------------------------------------------
     # reading state
     # -----------------------------------------------------------------------------------------
+
+    def load(self) -> Load:
+        """Calls in flight now and the latency average, for choosing between equal servers."""
+        return Load(self.policy.max_concurrency - self.limiter.value, self.latency.latency)
 
     @property
     def state(self) -> ServerState:

@@ -10,7 +10,18 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 import mcp_types as mcp
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, TypeAdapter
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    TypeAdapter,
+    ValidationError,
+    ValidatorFunctionWrapHandler,
+    WrapValidator,
+)
+from pydantic_core import PydanticCustomError
 
 from trio_mcp import ConnectionState, Freshness, ServerStatus
 from trio_mcp._entry import NAME_PATTERN, STRICT, TRANSPORT_ERROR, HttpEntry, StdioEntry, _transport_tag
@@ -20,6 +31,17 @@ MAX_REQUEST_ID_LENGTH = 128
 FailoverMode = Literal["safe", "always", "never"]
 NonEmpty = Annotated[str, Field(min_length=1)]
 Seconds = Annotated[float, Field(gt=0)]
+
+
+def _one_problem(value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
+    try:
+        return handler(value)
+    except ValidationError:
+        raise PydanticCustomError("hedge_after", "must be 'p95' or a number of seconds >= 0") from None
+
+
+HedgeAfter = Annotated[Annotated[float, Field(ge=0)] | Literal["p95"] | None, WrapValidator(_one_problem)]
+"""Said as one problem of the field, not one per member of the union."""
 Timestamp = Annotated[float, Field(description="Unix time in seconds")]
 ServerName = Annotated[str, Field(pattern=NAME_PATTERN)]
 
@@ -41,6 +63,12 @@ class InvokeOptions(BaseModel):
     )
     timeout_seconds: Seconds | None = Field(None, description="deadline of the whole invocation")
     attempt_timeout_seconds: Seconds | None = Field(None, description="deadline of each attempt")
+    hedge_after_seconds: HedgeAfter = Field(
+        None,
+        description="for a read or an idempotent call: when the first server has not answered "
+        "after this many seconds ('p95': its recent 95th percentile latency), send the same "
+        "request to the next candidate; the first answer wins, the other is cancelled",
+    )
     request_id: Annotated[str, Field(min_length=1, max_length=MAX_REQUEST_ID_LENGTH)] | None = Field(
         None, description="correlates the invocation's events (generated when absent)"
     )

@@ -419,6 +419,7 @@ async def _invoke(request: Request, method: str, target: str, req: models.Invoke
             timeout=req.timeout_seconds,
             attempt_timeout=req.attempt_timeout_seconds,
             request_id=req.request_id,
+            hedge_after=req.hedge_after_seconds,
         )
     finally:
         count.now -= 1

@@ -675,6 +675,30 @@ async def test_invoke_timeout_is_503_with_categorized_attempts(
         ]
 
 
+async def test_a_hedged_read_answers_from_the_faster_server(autojump_clock: trio.testing.MockClock) -> None:
+    async with open_fleet() as fleet:
+        fleet["a"].tool_delays["docs://readme"] = 60
+        start = trio.current_time()
+        response = await fleet.client.post(
+            f"{API}/invoke/resource",
+            json={"uri": "docs://readme", "preferred_servers": ["a", "b"], "hedge_after_seconds": 0.5},
+        )
+        assert trio.current_time() - start == pytest.approx(0.5)
+        assert response.status_code == 200
+        body = response.json()
+        assert body["server"] == "b"
+        assert [(a["server"], a["error_category"], a["sent"]) for a in body["attempts"]] == [
+            ("b", None, True),
+            ("a", "superseded", True),
+        ]
+        for bad in (-1, "p99", True):
+            response = await fleet.client.post(
+                f"{API}/invoke/resource", json={"uri": "docs://readme", "hedge_after_seconds": bad}
+            )
+            assert response.status_code == 422, bad
+            assert detail(response)["field"] == "hedge_after_seconds"
+
+
 async def test_invoke_failed_everywhere_is_503(autojump_clock: trio.testing.MockClock) -> None:
     async with open_fleet() as fleet:
         for name in ("a", "b"):

@@ -1,0 +1,211 @@
+"""Load spreading and hedged reads over replicas of one MCP server, in real time.
+
+Every replica is a real in-memory SDK server offering the same idempotent ``lookup`` tool, whose
+latency is drawn per call: usually ``base`` ms, and in ``tail`` of the calls ten times that (a
+garbage collection, a cold cache). One replica is slow (three times the base).
+
+- ``spread``: concurrent calls from ``--workers`` callers; how many each replica took, and the
+  latencies, with ``routing="ordered"`` (registration order) and ``routing="least_loaded"``
+  (the less loaded of two drawn at random, by calls in flight and a moving average of latency).
+- ``hedge``: one caller; the latency percentiles without hedging, with ``hedge_after="p95"``
+  and with a fixed ``hedge_after``, and how many extra requests the hedges cost.
+
+Both arms of each comparison run in the same process, interleaved round by round. Run::
+
+    .venv/bin/python bench/replicas.py                 # both, default sizes
+    .venv/bin/python bench/replicas.py spread --calls 2000 --workers 32
+    .venv/bin/python bench/replicas.py hedge --calls 2000 --rounds 4
+    .venv/bin/python bench/replicas.py --smoke         # seconds: CI runs this
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import statistics
+from collections import Counter
+from dataclasses import dataclass, field
+
+import trio
+from mcp.server.mcpserver import MCPServer
+
+import trio_mcp
+from trio_mcp.testing import memory_server
+
+
+@dataclass
+class Replica:
+    name: str
+    base: float
+    tail: float
+    rng: random.Random
+    calls: int = 0
+
+    def server(self) -> MCPServer:
+        server = MCPServer(self.name)
+
+        @server.tool()
+        async def lookup(key: str) -> str:
+            self.calls += 1
+            slow = self.rng.random() < self.tail
+            await trio.sleep(self.base * (10 if slow else 1))
+            return key
+
+        return server
+
+
+@dataclass
+class Run:
+    latencies: list[float] = field(default_factory=list)
+    by_server: Counter[str] = field(default_factory=Counter)
+    sent: int = 0
+
+    def percentile(self, fraction: float) -> float:
+        ordered = sorted(self.latencies)
+        return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
+
+
+def fleet(count: int, base: float, tail: float, seed: int) -> list[Replica]:
+    rng = random.Random(seed)
+    replicas = [Replica(f"r{i}", base, tail, random.Random(rng.random())) for i in range(count)]
+    replicas[0].base = base * 3  # the slow one, first in registration order
+    return replicas
+
+
+async def run_calls(
+    manager: trio_mcp.Manager,
+    replicas: list[Replica],
+    calls: int,
+    workers: int,
+    hedge_after: float | str | None,
+) -> Run:
+    run = Run()
+    before = sum(r.calls for r in replicas)
+    remaining = calls
+
+    async def worker() -> None:
+        nonlocal remaining
+        while remaining > 0:
+            remaining -= 1
+            start = trio.current_time()
+            outcome = await manager.invoke(
+                "tools/call",
+                "lookup",
+                {"key": "k"},
+                hedge_after=hedge_after,  # type: ignore[arg-type]
+            )
+            run.latencies.append(trio.current_time() - start)
+            run.by_server[outcome.server] += 1
+
+    async with trio.open_nursery() as nursery:
+        for _ in range(workers):
+            nursery.start_soon(worker)
+    run.sent = sum(r.calls for r in replicas) - before
+    return run
+
+
+def configs(replicas: list[Replica]) -> list[trio_mcp.ServerConfig]:
+    policy = trio_mcp.ServerPolicy(health_interval=3600, max_concurrency=1000)
+    return [
+        memory_server(r.server(), name=r.name, policy=policy, idempotent_tools={"lookup"}) for r in replicas
+    ]
+
+
+def ms(seconds: float) -> str:
+    return f"{seconds * 1000:7.1f}"
+
+
+async def spread(calls: int, workers: int, rounds: int, servers: int, base: float, tail: float) -> None:
+    replicas = fleet(servers, base, tail, seed=1)
+    results: dict[str, list[Run]] = {"ordered": [], "least_loaded": []}
+    async with (
+        trio_mcp.open_manager(configs(replicas), routing="ordered") as ordered,
+        trio_mcp.open_manager(configs(replicas), routing="least_loaded", rng=random.Random(2)) as balanced,
+    ):
+        for manager in (ordered, balanced):
+            for r in replicas:
+                await manager.acquire(r.name)
+        for _ in range(rounds):  # interleaved: drift on the machine hits both alike
+            for name, manager in (("ordered", ordered), ("least_loaded", balanced)):
+                results[name].append(await run_calls(manager, replicas, calls, workers, None))
+    print(f"spread: {servers} replicas (r0 slow: {base * 3000:.0f} ms, others {base * 1000:.0f} ms,")
+    print(f"        {tail:.0%} of calls 10x), {workers} callers, {calls} calls x {rounds} rounds per arm")
+    print(f"{'routing':<14}{'p50 ms':>9}{'p99 ms':>9}   share of calls per replica (range over rounds)")
+    for name, runs in results.items():
+        p50 = [r.percentile(0.5) for r in runs]
+        p99 = [r.percentile(0.99) for r in runs]
+        shares = []
+        for replica in replicas:
+            values = [r.by_server[replica.name] / calls for r in runs]
+            shares.append(f"{replica.name} {min(values):.0%}-{max(values):.0%}")
+        print(
+            f"{name:<14}{ms(statistics.median(p50)):>9}{ms(statistics.median(p99)):>9}   {', '.join(shares)}"
+        )
+    ratio = [
+        o.percentile(0.5) / b.percentile(0.5)
+        for o, b in zip(results["ordered"], results["least_loaded"], strict=True)
+    ]
+    print(f"p50 ordered / least_loaded, per round: {min(ratio):.2f}-{max(ratio):.2f}")
+
+
+async def hedge(calls: int, rounds: int, base: float, tail: float, fixed: float) -> None:
+    replicas = fleet(3, base, tail, seed=3)
+    replicas[0].base = base  # no slow replica: the tail is what hedging is for
+    arms: dict[str, float | str | None] = {
+        "no hedge": None,
+        "p95": "p95",
+        f"after {fixed * 1000:.0f} ms": fixed,
+    }
+    results: dict[str, list[Run]] = {name: [] for name in arms}
+    async with trio_mcp.open_manager(configs(replicas), rng=random.Random(4)) as manager:
+        for r in replicas:
+            await manager.acquire(r.name)
+        await run_calls(manager, replicas, 100, 1, None)  # latencies known: p95 can hedge
+        for _ in range(rounds):
+            for name, hedge_after in arms.items():
+                results[name].append(await run_calls(manager, replicas, calls, 1, hedge_after))
+    print(
+        f"hedge: 3 replicas ({base * 1000:.0f} ms, {tail:.0%} of calls 10x), one caller,"
+        f" {calls} calls x {rounds} rounds per arm"
+    )
+    print(f"{'hedge_after':<16}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}{'extra requests':>16}")
+    for name, runs in results.items():
+        extra = [r.sent / calls - 1 for r in runs]
+        print(
+            f"{name:<16}{ms(statistics.median(r.percentile(0.5) for r in runs)):>9}"
+            f"{ms(statistics.median(r.percentile(0.95) for r in runs)):>9}"
+            f"{ms(statistics.median(r.percentile(0.99) for r in runs)):>9}"
+            f"{min(extra):>9.1%}-{max(extra):.1%}"
+        )
+    base_runs = results["no hedge"]
+    for name in list(arms)[1:]:
+        ratios = [
+            b.percentile(0.99) / h.percentile(0.99) for b, h in zip(base_runs, results[name], strict=True)
+        ]
+        print(f"p99 no hedge / {name}, per round: {min(ratios):.2f}-{max(ratios):.2f}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("suite", nargs="?", choices=["spread", "hedge", "all"], default="all")
+    parser.add_argument("--calls", type=int, default=1000, help="calls per round and arm")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--workers", type=int, default=16, help="concurrent callers (spread)")
+    parser.add_argument("--servers", type=int, default=4, help="replicas (spread)")
+    parser.add_argument("--base", type=float, default=0.005, help="usual latency, seconds")
+    parser.add_argument("--tail", type=float, default=0.05, help="fraction of calls 10x slower")
+    parser.add_argument("--hedge-after", type=float, default=0.02, help="the fixed hedge delay, seconds")
+    parser.add_argument("--smoke", action="store_true", help="a few seconds (the CI's run)")
+    args = parser.parse_args()
+    if args.smoke:
+        args.calls, args.rounds = 100, 1
+    if args.suite in ("spread", "all"):
+        trio.run(spread, args.calls, args.workers, args.rounds, args.servers, args.base, args.tail)
+    if args.suite in ("hedge", "all"):
+        if args.suite == "all":
+            print()
+        trio.run(hedge, args.calls, args.rounds, args.base, args.tail, args.hedge_after)
+
+
+if __name__ == "__main__":
+    main()
