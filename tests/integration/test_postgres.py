@@ -1,21 +1,36 @@
-"""Replicas on PostgreSQL 15 (Debian's, started by ``scripts/postgres.sh``): two ``trio-mcp
-serve`` processes on one database agree on the registry and share the history; a replica that
-is killed leaves the other serving; PostgreSQL going away mid-run loses no invocation,
+"""Replicas on PostgreSQL 15 (Debian's, started by ``scripts/postgres.sh``): three ``trio-mcp
+serve`` processes on one database agree on the registry within a second and share the history; a
+replica that is killed leaves the others serving; PostgreSQL going away mid-run loses no invocation,
 registrations answer 503, and everything converges once it is back, without a restart."""
 
 from __future__ import annotations
 
 import json
+import re
+import socket
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 import trio
 from _fleet import policy
 from _postgres import PostgresServer, skip_or_fail
 from _postgres import unavailable as postgres_unavailable
-from _state import API, Records, capture, demo, metric, names, remote, serve_process, serving
+from _state import (
+    API,
+    Records,
+    ServeProcess,
+    capture,
+    demo,
+    metric,
+    names,
+    remote,
+    serve_process,
+    serving,
+)
+from _support import HttpDemoServer
 
 from trio_mcp.testing import ScriptedServer, memory_server
 
@@ -25,8 +40,11 @@ pytestmark = [
 ]
 
 PROPAGATION_LIMIT = 3.0
-"""Seconds a registry change may take to reach the other replica (it takes well under one:
-LISTEN/NOTIFY)."""
+"""Seconds a registry change may take to reach the other replicas when the test only waits for it
+(it takes well under one: LISTEN/NOTIFY)."""
+REQUIRED_PROPAGATION = 1.0
+"""Seconds within which a registration made on one replica answers invocations through another,
+and a deletion made on one is gone from another."""
 
 
 @pytest.fixture
@@ -43,7 +61,28 @@ async def _until(predicate: object, *, within: float) -> float:
     return trio.current_time() - start
 
 
-async def test_two_replicas_agree_on_the_registry_and_share_the_history(
+async def _invoke(client: httpx.AsyncClient, server: str, request_id: str | None = None) -> httpx.Response:
+    """``whoami`` on ``server`` (tried first), through ``client``'s replica."""
+    call: dict[str, object] = {"tool_name": "whoami", "preferred_servers": [server]}
+    if request_id is not None:
+        call["request_id"] = request_id
+    return await client.post(f"{API}/invoke/tool", json=call)
+
+
+def _answered_by(response: httpx.Response, server: str) -> bool:
+    return response.status_code == 200 and response.json()["result"]["content"][0]["text"] == server
+
+
+def _replicas_of(url: str, table: str, column: str, value: str) -> set[str]:
+    """The replica ids stored with the events of ``table`` whose ``column`` is ``value``."""
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        rows = conn.execute(f"SELECT DISTINCT replica FROM {table} WHERE {column} = %s", (value,)).fetchall()
+    return {row[0] for row in rows}
+
+
+async def test_three_replicas_agree_on_the_registry_and_share_the_history(
     tmp_path: Path, postgres: PostgresServer, postgres_url: str
 ) -> None:
     config = tmp_path / "fleet.json"
@@ -56,53 +95,135 @@ async def test_two_replicas_agree_on_the_registry_and_share_the_history(
         "--allow-stdio-registration",
         "--allow-private-urls",
     ]
-    async with (
-        serve_process(args, tmp_path / "a.log") as a,
-        serve_process(args, tmp_path / "b.log") as b,
-    ):
-        # Registered on A: B runs it too, without a restart.
-        assert (await a.client.post(f"{API}/servers", json=remote("remote"))).status_code == 201
+    measured: dict[str, float] = {}
+    async with trio.open_nursery() as nursery:
+        web = HttpDemoServer(nursery, "web")
+        await web.start()
+        try:
+            async with (
+                serve_process(args, tmp_path / "a.log") as a,
+                serve_process(args, tmp_path / "b.log") as b,
+                serve_process(args, tmp_path / "c.log") as c,
+            ):
+                # Registered on A: a tool of it answers through B (and C) within a second of
+                # A's 201, without a restart.
+                registered = await a.client.post(f"{API}/servers", json={"name": "web", "url": web.url})
+                assert registered.status_code == 201, registered.text
+                since = trio.current_time()
+                for replica, name in ((b, "b"), (c, "c")):
 
-        async def on_b() -> bool:
-            return (await b.client.get(f"{API}/servers/remote")).status_code == 200
+                    async def answers(replica: ServeProcess = replica) -> bool:
+                        response = await _invoke(replica.client, "web")
+                        # Until the replica runs it, the server is unknown there.
+                        assert response.status_code in (200, 404), response.text
+                        return _answered_by(response, "web")
 
-        await _until(on_b, within=PROPAGATION_LIMIT)
-        # The name is taken on B as well.
-        assert (await b.client.post(f"{API}/servers", json=remote("remote"))).status_code == 409
-        # Deleted on B: gone from A.
-        assert (await b.client.delete(f"{API}/servers/remote")).status_code == 204
+                    await _until(answers, within=PROPAGATION_LIMIT)
+                    measured[f"registered on a, invoked through {name}"] = trio.current_time() - since
+                assert measured["registered on a, invoked through b"] <= REQUIRED_PROPAGATION, measured
+                # The name is taken on B as well.
+                taken = await b.client.post(f"{API}/servers", json={"name": "web", "url": web.url})
+                assert taken.status_code == 409
+                # A server registered on B with no session reaches A and C the same way.
+                assert (await b.client.post(f"{API}/servers", json=remote("remote"))).status_code == 201
+                for replica in (a, c):
 
-        async def gone_from_a() -> bool:
-            return (await a.client.get(f"{API}/servers/remote")).status_code == 404
+                    async def listed(replica: ServeProcess = replica) -> bool:
+                        return (await replica.client.get(f"{API}/servers/remote")).status_code == 200
 
-        await _until(gone_from_a, within=PROPAGATION_LIMIT)
-        # A stdio server registered on A runs on both (each replica supervises every server);
-        # called through B, its events are in the history that A reads.
-        assert (await a.client.post(f"{API}/servers", json=demo("shared"))).status_code == 201
+                    await _until(listed, within=PROPAGATION_LIMIT)
+                # Deleted on C: gone from A within a second (and from B).
+                assert (await a.client.get(f"{API}/servers/web")).status_code == 200
+                assert (await c.client.delete(f"{API}/servers/web")).status_code == 204
+                since = trio.current_time()
 
-        async def connected_on_b() -> bool:
-            response = await b.client.get(f"{API}/servers/shared")
-            return response.status_code == 200 and bool(response.json()["adapter_session"]["active"])
+                async def gone_from_a() -> bool:
+                    return (await a.client.get(f"{API}/servers/web")).status_code == 404
 
-        await _until(connected_on_b, within=30)
-        call = {"tool_name": "whoami", "preferred_servers": ["shared"], "request_id": "through-b"}
-        answer = await b.client.post(f"{API}/invoke/tool", json=call)
-        assert answer.status_code == 200, answer.text
+                await _until(gone_from_a, within=PROPAGATION_LIMIT)
+                measured["deleted on c, gone from a"] = trio.current_time() - since
+                assert measured["deleted on c, gone from a"] <= REQUIRED_PROPAGATION, measured
 
-        async def seen_by_a() -> bool:
-            # B writes its events in batches: A reads them once B has written them.
-            response = await a.client.get(f"{API}/invocation-events", params={"request_id": "through-b"})
-            return [e["kind"] for e in response.json()["events"]][-2:] == ["invoke_start", "invoke_success"]
+                async def gone_from_b() -> bool:
+                    return (await b.client.get(f"{API}/servers/web")).status_code == 404
 
-        await _until(seen_by_a, within=5)
-        # A is killed: B keeps serving, registrations included.
-        a.proc.kill()
-        await a.proc.wait()
-        call["request_id"] = "after-a-died"
-        assert (await b.client.post(f"{API}/invoke/tool", json=call)).status_code == 200
-        assert (await b.client.post(f"{API}/servers", json=remote("later"))).status_code == 201
-        assert await names(b.client) == ["shared", "later"]
-        assert await b.stop() == 0, await b.output()
+                await _until(gone_from_b, within=PROPAGATION_LIMIT)
+                assert (await c.client.delete(f"{API}/servers/remote")).status_code == 204
+                # A stdio server registered on A runs on all three (each replica supervises every
+                # server); called through B, its events are in the history that A reads.
+                assert (await a.client.post(f"{API}/servers", json=demo("shared"))).status_code == 201
+                for replica in (a, b, c):
+
+                    async def connected(replica: ServeProcess = replica) -> bool:
+                        response = await replica.client.get(f"{API}/servers/shared")
+                        return response.status_code == 200 and bool(
+                            response.json()["adapter_session"]["active"]
+                        )
+
+                    await _until(connected, within=30)
+                assert _answered_by(await _invoke(b.client, "shared", "through-b"), "shared")
+                assert _answered_by(await _invoke(a.client, "shared", "through-a"), "shared")
+
+                async def seen_by_a() -> bool:
+                    # B writes its events in batches: A reads them once B has written them (and
+                    # the read has A write what it holds: "through-a" is stored before A dies).
+                    response = await a.client.get(
+                        f"{API}/invocation-events", params={"request_id": "through-b"}
+                    )
+                    return [e["kind"] for e in response.json()["events"]][-2:] == [
+                        "invoke_start",
+                        "invoke_success",
+                    ]
+
+                await _until(seen_by_a, within=5)
+                # A is killed: B and C keep serving, registrations included.
+                a.proc.kill()
+                await a.proc.wait()
+                assert _answered_by(await _invoke(b.client, "shared", "after-a-died"), "shared")
+                assert _answered_by(await _invoke(c.client, "shared", "after-a-died-c"), "shared")
+                assert (await b.client.post(f"{API}/servers", json=remote("later"))).status_code == 201
+                assert await names(b.client) == ["shared", "later"]
+
+                async def later_on_c() -> bool:
+                    return await names(c.client) == ["shared", "later"]
+
+                await _until(later_on_c, within=PROPAGATION_LIMIT)
+                # What A recorded before it died is in B's history: its invocation...
+                through_a = await b.client.get(f"{API}/invocation-events", params={"request_id": "through-a"})
+                assert [(e["kind"], e["server"]) for e in through_a.json()["events"]] == [
+                    ("invoke_start", "shared"),
+                    ("invoke_success", "shared"),
+                ]
+                # ...and its connection events: "web" became healthy on each of the three.
+                web_events = await b.client.get(f"{API}/events", params={"server": "web"})
+                assert web_events.status_code == 200
+                assert [e["to"] for e in web_events.json()["events"]].count("healthy") == 3
+                # (Reading the history writes what the replica holds.)
+                through_c = await c.client.get(
+                    f"{API}/invocation-events", params={"request_id": "after-a-died-c"}
+                )
+                assert [e["kind"] for e in through_c.json()["events"]] == ["invoke_start", "invoke_success"]
+                # The store keeps which replica recorded each event (the API does not say it):
+                # A's invocation carries A's replica id, another one than B's and C's.
+                replicas = {
+                    request_id: await trio.to_thread.run_sync(
+                        _replicas_of, postgres_url, "trio_mcp_invocation_events", "request_id", request_id
+                    )
+                    for request_id in ("through-a", "through-b", "after-a-died-c")
+                }
+                assert all(len(ids) == 1 for ids in replicas.values()), replicas
+                assert len(set.union(*replicas.values())) == 3, replicas
+                (replica_a,) = replicas["through-a"]
+                assert re.fullmatch(rf"{re.escape(socket.gethostname())}-[0-9a-f]{{6}}", replica_a)
+                web_replicas = await trio.to_thread.run_sync(
+                    _replicas_of, postgres_url, "trio_mcp_connection_events", "server", "web"
+                )
+                assert web_replicas == set.union(*replicas.values())
+                assert await b.stop() == 0, await b.output()
+                assert await c.stop() == 0, await c.output()
+        finally:
+            nursery.cancel_scope.cancel()
+    print(f"propagation: {', '.join(f'{k}: {v * 1000:.0f} ms' for k, v in measured.items())}")
 
     async def no_connections_left() -> bool:
         return await trio.to_thread.run_sync(postgres.sessions) == 0
