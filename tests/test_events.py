@@ -120,6 +120,7 @@ def test_event_dicts_use_the_api_names() -> None:
         "correlation_id": "c-1",
         "at": 7.0,
         "timestamp": ANCHOR + 7,
+        "replica": None,  # this process's own log (a shared history names the replica)
     }
     event = InvocationEvent(
         seq=1,

@@ -13,6 +13,7 @@ import sqlite3
 import stat
 import threading
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -294,12 +295,20 @@ async def test_events_are_filtered_newest_last_and_kept_by_count_and_age(locatio
         await store.write_events("replica-1", connection[:5], invocation)
         await store.write_events("replica-2", connection[5:], [])
         got = await store.connection_events(server="a", correlation_id=None, limit=3)
-        assert got == [connection[4], connection[6], connection[8]]  # seq 5, 7, 9: the newest 3 of a
+        # seq 5, 7, 9: the newest 3 of a, each with the replica that wrote it.
+        assert got == [
+            replace(connection[4], replica="replica-1"),
+            replace(connection[6], replica="replica-2"),
+            replace(connection[8], replica="replica-2"),
+        ]
         by_correlation = await store.connection_events(server=None, correlation_id="c0", limit=100)
         assert [e.seq for e in by_correlation] == [3, 6, 9]
         assert await store.connection_events(server=None, correlation_id=None, limit=0) == []
         calls = await store.invocation_events(server="a", method="tools/call", request_id="r1", limit=10)
-        assert calls == [invocation[0], invocation[2]]
+        assert calls == [
+            replace(invocation[0], replica="replica-1"),
+            replace(invocation[2], replica="replica-1"),
+        ]
         assert await store.has_events("b") is True
         assert await store.has_events("nobody") is False
         # The newest 4 per log stay: 6 connection and 2 invocation events go.
@@ -545,8 +554,12 @@ async def test_events_are_written_in_batches_by_one_writer(tmp_path: Path) -> No
                 await manager.call_tool("echo", {"text": str(i)})
             await writer.flush()
         history = History(store, writer)
-        assert await history.invocation_events(manager, limit=1000) == list(manager.invocation_log)
-        assert await history.connection_events(manager, limit=1000) == list(manager.connection_log)
+        assert await history.invocation_events(manager, limit=1000) == [
+            replace(e, replica="r1") for e in manager.invocation_log
+        ]
+        assert await history.connection_events(manager, limit=1000) == [
+            replace(e, replica="r1") for e in manager.connection_log
+        ]
         stats = writer.statistics()
         assert stats.written == sum(batches) == len(manager.invocation_log) + len(manager.connection_log)
         assert stats.dropped == 0
@@ -654,7 +667,7 @@ async def test_the_writer_keeps_the_retention(tmp_path: Path) -> None:
             while len(kept) != 3:
                 await trio.sleep(0.05)
                 kept = await store.invocation_events(server=None, method=None, request_id=None, limit=100)
-        assert kept == list(manager.invocation_log)[-3:]
+        assert kept == [replace(e, replica="r1") for e in list(manager.invocation_log)[-3:]]
         nursery.cancel_scope.cancel()
 
 

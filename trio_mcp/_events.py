@@ -45,6 +45,9 @@ class ConnectionEvent:
     """Trio-clock time."""
     timestamp: float
     """Unix timestamp derived from the manager's clock anchor."""
+    replica: str | None = None
+    """The process that recorded it, when read from a history that several share (``None``:
+    this process's own log)."""
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -69,6 +72,9 @@ class InvocationEvent:
     category: str | None
     at: float
     timestamp: float
+    replica: str | None = None
+    """The process that recorded it, when read from a history that several share (``None``:
+    this process's own log)."""
 
     @property
     def correlation_id(self) -> str:

@@ -176,6 +176,10 @@ class Health(BaseModel):
     model_config = _OUT
     status: Literal["ok"]
     manager: Literal["running", "stopped"]
+    replica: str | None = Field(
+        description="this process's id: the host name and six random hex digits (every event it "
+        "records carries it)"
+    )
 
 
 class Reloaded(BaseModel):
@@ -410,6 +414,9 @@ class ConnectionEvent(BaseModel):
     correlation_id: str | None
     at: float = Field(description="the manager's clock (seconds)")
     timestamp: Timestamp
+    replica: str | None = Field(
+        description="the replica (trio-mcp serve process, see /health) that recorded it"
+    )
 
 
 class ConnectionEventList(BaseModel):
@@ -439,6 +446,9 @@ class InvocationEvent(BaseModel):
     category: ErrorCategory | None
     at: float = Field(description="the manager's clock (seconds)")
     timestamp: Timestamp
+    replica: str | None = Field(
+        description="the replica (trio-mcp serve process, see /health) that recorded it"
+    )
 
 
 class Dropped(BaseModel):

@@ -98,6 +98,7 @@ class State:
         Args:
             reserved: the config file's server names, read live (a reload changes them).
         """
+        app.state.replica = self.replica
         if self.store is None or self._nursery is None or self._loaded is None:
             return
         self.writer = EventWriter(self.store, manager.stream, replica=self.replica, retention=self._retention)

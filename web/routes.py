@@ -119,7 +119,13 @@ async def _body(request: Request) -> dict[str, Any]:
 @operation(summary="Liveness (no token needed)", response=models.Health, public=True)
 async def health(request: Request) -> Response:
     manager: Manager | None = getattr(request.app.state, "manager", None)
-    return JSONResponse({"status": "ok", "manager": "running" if manager is not None else "stopped"})
+    return JSONResponse(
+        {
+            "status": "ok",
+            "manager": "running" if manager is not None else "stopped",
+            "replica": schemas.replica_of(request.app),
+        }
+    )
 
 
 @operation(
@@ -178,7 +184,12 @@ async def event_stream(request: Request) -> Response:
     last = request.headers.get("last-event-id", "").strip()
     last_event_id = int(last) if last.isdigit() else None
     return StreamingResponse(
-        events(manager, server=query.server, last_event_id=last_event_id),
+        events(
+            manager,
+            server=query.server,
+            last_event_id=last_event_id,
+            replica=schemas.replica_of(request.app),
+        ),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
@@ -377,7 +388,8 @@ async def connection_events(request: Request) -> Response:
         correlation_id=query.correlation_id,
         limit=query.limit,
     )
-    return JSONResponse({"events": [e.to_dict() for e in events]})
+    replica = schemas.replica_of(request.app)
+    return JSONResponse({"events": [schemas.event_dict(e, replica) for e in events]})
 
 
 @operation(
@@ -397,7 +409,8 @@ async def invocation_events(request: Request) -> Response:
         correlation_id=query.correlation_id,
         limit=query.limit,
     )
-    return JSONResponse({"events": [e.to_dict() for e in events]})
+    replica = schemas.replica_of(request.app)
+    return JSONResponse({"events": [schemas.event_dict(e, replica) for e in events]})
 
 
 # -- invocation ----------------------------------------------------------------------------------------

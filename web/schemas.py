@@ -31,6 +31,7 @@ from trio_mcp import (
 from trio_mcp._auth import describe_auth
 from trio_mcp._config import entry_config, refuse_unsupported
 from trio_mcp._entry import ENTRY_KEYS, NESTED_KEYS, first_problem, json_type
+from trio_mcp._events import ConnectionEvent, InvocationEvent
 
 from . import models
 from .errors import PayloadTooLargeError, ValidationFailedError
@@ -268,4 +269,18 @@ def invocation_dict(outcome: InvocationResult[Any]) -> dict[str, Any]:
 def catalog_entry_dict(entry: CatalogEntry) -> dict[str, Any]:
     data: dict[str, Any] = dump_model(entry.item)
     data["servers"] = list(entry.servers)
+    return data
+
+
+def replica_of(app: Any) -> str | None:
+    """This process's id (``None`` before the state is attached)."""
+    replica: str | None = getattr(app.state, "replica", None)
+    return replica
+
+
+def event_dict(event: ConnectionEvent | InvocationEvent, replica: str | None) -> dict[str, Any]:
+    """An event as the API shows it: one read from this process's own log says this replica."""
+    data = event.to_dict()
+    if data.get("replica") is None:
+        data["replica"] = replica
     return data

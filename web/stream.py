@@ -39,7 +39,7 @@ def frame(kind: str, seq: int | None, data: Any) -> bytes:
     return f"{head}event: {kind}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n".encode()
 
 
-def _connection(change: StateChange) -> dict[str, Any]:
+def _connection(change: StateChange, replica: str | None) -> dict[str, Any]:
     return {
         "seq": change.seq,
         "server": change.server,
@@ -50,29 +50,30 @@ def _connection(change: StateChange) -> dict[str, Any]:
         "correlation_id": change.correlation_id,
         "at": change.at,
         "timestamp": change.timestamp,
+        "replica": replica,
     }
 
 
-def _missed(manager: Manager, server: str | None, after: int) -> list[tuple[int, bytes]]:
+def _missed(manager: Manager, server: str | None, after: int, replica: str | None) -> list[tuple[int, bytes]]:
     """The logged events after ``after``, oldest first."""
     out: list[tuple[int, bytes]] = []
     for c in manager.connection_log.query(server=server):
         if c.seq > after:
-            out.append((c.seq, frame("connection", c.seq, c.to_dict())))
+            out.append((c.seq, frame("connection", c.seq, schemas.event_dict(c, replica))))
     for i in manager.invocation_log.query(server=server):
         if i.seq > after:
-            out.append((i.seq, frame("invocation", i.seq, i.to_dict())))
+            out.append((i.seq, frame("invocation", i.seq, schemas.event_dict(i, replica))))
     out.sort(key=lambda pair: pair[0])
     return out
 
 
-def _live(manager: Manager, server: str | None, event: object) -> list[bytes]:
+def _live(manager: Manager, server: str | None, event: object, replica: str | None) -> list[bytes]:
     if isinstance(event, StateChange):
         if server is not None and event.server != server:
             return []
         out = []
         if event.current.status is not event.previous.status:
-            out.append(frame("connection", event.seq, _connection(event)))
+            out.append(frame("connection", event.seq, _connection(event, replica)))
         try:
             snapshot = manager.server(event.server)
         except LookupError:  # removed since
@@ -82,11 +83,13 @@ def _live(manager: Manager, server: str | None, event: object) -> list[bytes]:
     if isinstance(event, InvocationEvent):
         if server is not None and event.server != server:
             return []
-        return [frame("invocation", event.seq, event.to_dict())]
+        return [frame("invocation", event.seq, schemas.event_dict(event, replica))]
     return []
 
 
-async def events(manager: Manager, *, server: str | None, last_event_id: int | None) -> AsyncIterator[bytes]:
+async def events(
+    manager: Manager, *, server: str | None, last_event_id: int | None, replica: str | None = None
+) -> AsyncIterator[bytes]:
     """The SSE body: missed events (after ``last_event_id``), then live ones until shutdown."""
     with manager.stream.subscribe(SUBSCRIBER_BUFFER) as subscription:
         # Subscribed before reading the logs: nothing falls between the replay and the live
@@ -94,7 +97,7 @@ async def events(manager: Manager, *, server: str | None, last_event_id: int | N
         yield b": connected\n\n"
         seen = 0
         if last_event_id is not None:
-            for seq, data in _missed(manager, server, last_event_id):
+            for seq, data in _missed(manager, server, last_event_id, replica):
                 seen = seq
                 yield data
         dropped = 0
@@ -115,5 +118,5 @@ async def events(manager: Manager, *, server: str | None, last_event_id: int | N
                 yield frame("dropped", None, {"dropped": dropped})
             if event.seq <= seen:
                 continue
-            for data in _live(manager, server, event):
+            for data in _live(manager, server, event, replica):
                 yield data

@@ -105,6 +105,15 @@ async def test_three_replicas_agree_on_the_registry_and_share_the_history(
                 serve_process(args, tmp_path / "b.log") as b,
                 serve_process(args, tmp_path / "c.log") as c,
             ):
+                # Every replica has its own id, which every event it records carries.
+                ids = {}
+                for name, replica in (("a", a), ("b", b), ("c", c)):
+                    health = (await replica.client.get("/api/v1/health")).json()
+                    assert re.fullmatch(
+                        rf"{re.escape(socket.gethostname())}-[0-9a-f]{{6}}", health["replica"]
+                    )
+                    ids[name] = health["replica"]
+                assert len(set(ids.values())) == 3
                 # Registered on A: a tool of it answers through B (and C) within a second of
                 # A's 201, without a restart.
                 registered = await a.client.post(f"{API}/servers", json={"name": "web", "url": web.url})
@@ -188,37 +197,31 @@ async def test_three_replicas_agree_on_the_registry_and_share_the_history(
                     return await names(c.client) == ["shared", "later"]
 
                 await _until(later_on_c, within=PROPAGATION_LIMIT)
-                # What A recorded before it died is in B's history: its invocation...
+                # What A recorded before it died is in B's history, with A's replica id: its
+                # invocation...
                 through_a = await b.client.get(f"{API}/invocation-events", params={"request_id": "through-a"})
-                assert [(e["kind"], e["server"]) for e in through_a.json()["events"]] == [
-                    ("invoke_start", "shared"),
-                    ("invoke_success", "shared"),
+                assert [(e["kind"], e["server"], e["replica"]) for e in through_a.json()["events"]] == [
+                    ("invoke_start", "shared", ids["a"]),
+                    ("invoke_success", "shared", ids["a"]),
                 ]
                 # ...and its connection events: "web" became healthy on each of the three.
                 web_events = await b.client.get(f"{API}/events", params={"server": "web"})
                 assert web_events.status_code == 200
-                assert [e["to"] for e in web_events.json()["events"]].count("healthy") == 3
+                healthy = [e["replica"] for e in web_events.json()["events"] if e["to"] == "healthy"]
+                assert sorted(healthy) == sorted(ids.values())
                 # (Reading the history writes what the replica holds.)
                 through_c = await c.client.get(
                     f"{API}/invocation-events", params={"request_id": "after-a-died-c"}
                 )
-                assert [e["kind"] for e in through_c.json()["events"]] == ["invoke_start", "invoke_success"]
-                # The store keeps which replica recorded each event (the API does not say it):
-                # A's invocation carries A's replica id, another one than B's and C's.
-                replicas = {
-                    request_id: await trio.to_thread.run_sync(
-                        _replicas_of, postgres_url, "trio_mcp_invocation_events", "request_id", request_id
-                    )
-                    for request_id in ("through-a", "through-b", "after-a-died-c")
-                }
-                assert all(len(ids) == 1 for ids in replicas.values()), replicas
-                assert len(set.union(*replicas.values())) == 3, replicas
-                (replica_a,) = replicas["through-a"]
-                assert re.fullmatch(rf"{re.escape(socket.gethostname())}-[0-9a-f]{{6}}", replica_a)
-                web_replicas = await trio.to_thread.run_sync(
+                assert [(e["kind"], e["replica"]) for e in through_c.json()["events"]] == [
+                    ("invoke_start", ids["c"]),
+                    ("invoke_success", ids["c"]),
+                ]
+                # The store keeps the same ids (the replica column of the history's tables).
+                stored = await trio.to_thread.run_sync(
                     _replicas_of, postgres_url, "trio_mcp_connection_events", "server", "web"
                 )
-                assert web_replicas == set.union(*replicas.values())
+                assert stored == set(ids.values())
                 assert await b.stop() == 0, await b.output()
                 assert await c.stop() == 0, await c.output()
         finally:

@@ -63,7 +63,7 @@ async def test_health_and_openapi_lists_every_route() -> None:
     async with open_fleet() as fleet:
         response = await fleet.client.get("/api/v1/health")
         assert response.status_code == 200
-        assert response.json() == {"status": "ok", "manager": "running"}
+        assert response.json() == {"status": "ok", "manager": "running", "replica": None}
 
         response = await fleet.client.get("/openapi.json")
         assert response.status_code == 200
@@ -353,7 +353,11 @@ async def test_bearer_token_guards_everything_but_liveness_and_the_description()
 async def test_no_manager_is_503() -> None:
     transport = httpx.ASGITransport(app=create_app(None))
     async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
-        assert (await client.get("/api/v1/health")).json() == {"status": "ok", "manager": "stopped"}
+        assert (await client.get("/api/v1/health")).json() == {
+            "status": "ok",
+            "manager": "stopped",
+            "replica": None,
+        }
         response = await client.get(f"{API}/servers")
         assert response.status_code == 503
         assert detail(response)["error"] == "manager_closed"

@@ -286,7 +286,8 @@ def select_connection_events(
 ) -> list[ConnectionEvent]:
     where, params = _where({"server": server, "correlation_id": correlation_id})
     rows = tx.execute(
-        f"SELECT {_CONNECTION_COLUMNS} FROM trio_mcp_connection_events{where} ORDER BY id DESC LIMIT ?",
+        f"SELECT {_CONNECTION_COLUMNS}, replica FROM trio_mcp_connection_events{where}"
+        " ORDER BY id DESC LIMIT ?",
         [*params, limit],
     )
     return [
@@ -300,8 +301,20 @@ def select_connection_events(
             correlation_id=correlation,
             at=float(at),
             timestamp=float(unix_time),
+            replica=replica,
         )
-        for seq, srv, from_status, to_status, reason, category, correlation, at, unix_time in reversed(rows)
+        for (
+            seq,
+            srv,
+            from_status,
+            to_status,
+            reason,
+            category,
+            correlation,
+            at,
+            unix_time,
+            replica,
+        ) in reversed(rows)
     ]
 
 
@@ -310,7 +323,8 @@ def select_invocation_events(
 ) -> list[InvocationEvent]:
     where, params = _where({"server": server, "method": method, "request_id": request_id})
     rows = tx.execute(
-        f"SELECT {_INVOCATION_COLUMNS} FROM trio_mcp_invocation_events{where} ORDER BY id DESC LIMIT ?",
+        f"SELECT {_INVOCATION_COLUMNS}, replica FROM trio_mcp_invocation_events{where}"
+        " ORDER BY id DESC LIMIT ?",
         [*params, limit],
     )
     return [
@@ -325,8 +339,9 @@ def select_invocation_events(
             category=category,
             at=float(at),
             timestamp=float(unix_time),
+            replica=replica,
         )
-        for seq, kind, srv, meth, rid, target, error, category, at, unix_time in reversed(rows)
+        for seq, kind, srv, meth, rid, target, error, category, at, unix_time, replica in reversed(rows)
     ]
 
 
