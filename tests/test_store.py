@@ -11,6 +11,7 @@ import logging
 import os
 import sqlite3
 import stat
+import sys
 import threading
 from collections.abc import Iterator
 from dataclasses import replace
@@ -21,7 +22,15 @@ import pytest
 import trio
 from _fleet import policy
 
-from trio_mcp import ConnectionEvent, InvocationEvent, ManagerClosedError, ServerExistsError, open_manager
+from trio_mcp import (
+    ConnectionEvent,
+    InvocationEvent,
+    ManagerClosedError,
+    ServerConfig,
+    ServerExistsError,
+    StdioTransport,
+    open_manager,
+)
 from trio_mcp.store import (
     EventWriter,
     History,
@@ -720,3 +729,38 @@ def _target(fd: trio.Path) -> str:
         return os.readlink(fd)
     except OSError:
         return ""
+
+
+async def test_a_replica_runs_only_what_its_own_rules_allow(tmp_path: Path, store_log: Records) -> None:
+    """Each replica applies its own flags to what another one stored (a stdio registration made
+    where stdio is allowed does not run where it is not)."""
+
+    async def no_stdio(config: ServerConfig) -> None:
+        if isinstance(config.transport, StdioTransport):
+            raise PermissionError("stdio servers are not allowed here")
+
+    stdio = {"name": "local", "command": sys.executable, "args": ["-c", "pass"]}
+    async with open_store(f"sqlite:///{tmp_path}/state.db") as store:
+        await store.add_registration("remote", _remote("remote"), None)
+        await store.add_registration("local", stdio, None)
+        loaded = await load_registry(store, parse_registration, None, no_stdio)
+        assert list(loaded.configs) == ["remote"]
+        assert set(loaded.stored) == {"remote", "local"}  # still stored: another replica runs it
+        async with open_manager([]) as manager:
+            registry = Registry(
+                manager,
+                store,
+                parse=parse_registration,
+                box=None,
+                reserved=set(),
+                running={},
+                stored={},
+                version=0,
+                admit=no_stdio,
+            )
+            assert await registry.sync() == SyncPlan(add=("remote", "local"))
+            assert await registry.sync() == SyncPlan(add=("local",))  # skipped again, said once
+            assert manager.names == ["remote"]
+    message = "registry: local is stored but not allowed here, skipped: stdio servers are not allowed here"
+    # Said at startup, and once while following (not at every read of the registry).
+    assert store_log.messages.count(message) == 2, store_log.messages

@@ -25,7 +25,7 @@ from trio_mcp.metrics import FleetCollector
 
 from . import routes
 from .errors import exception_handlers
-from .guard import parse_prefixes
+from .guard import Admission, parse_prefixes
 from .middleware import GuardMiddleware, RateLimit, TraceContextMiddleware
 from .routes import OPERATIONS, ApiSettings, InvocationCount
 
@@ -168,8 +168,10 @@ def create_app(
         lifespan=lifespan,
     )
     attach(app, manager)
+    allow_any_stdio = allow_stdio or stdio_commands is not None
+    app.state.admission = Admission(allow_any_stdio, stdio_commands, allow_private_urls)
     app.state.settings = ApiSettings(
-        allow_stdio=allow_stdio or stdio_commands is not None,
+        allow_stdio=allow_any_stdio,
         stdio_commands=stdio_commands,
         allow_private_urls=allow_private_urls,
         token=token,

@@ -13,10 +13,13 @@ import logging
 import shlex
 import socket
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
 import trio
+
+from trio_mcp import HttpTransport, ServerConfig, StdioTransport
 
 from .errors import ForbiddenError
 
@@ -104,3 +107,36 @@ def check_command(argv: Sequence[str], allowed: tuple[tuple[str, ...], ...] | No
         raise ForbiddenError(
             "this command is not in the API's allowlist (--allow-stdio-command)", field="command"
         )
+
+
+@dataclass(frozen=True)
+class Admission:
+    """Which servers this process agrees to run: the same rules for a registration it receives
+    and for one that another replica stored (each replica applies its own flags)."""
+
+    allow_stdio: bool = False
+    stdio_commands: tuple[tuple[str, ...], ...] | None = None
+    allow_private_urls: bool = False
+
+    @classmethod
+    def from_flags(
+        cls, *, allow_stdio: bool, allow_stdio_commands: Sequence[str], allow_private_urls: bool
+    ) -> Admission:
+        commands = parse_prefixes(allow_stdio_commands) if allow_stdio_commands else None
+        return cls(allow_stdio or commands is not None, commands, allow_private_urls)
+
+    async def check(self, config: ServerConfig, *, url: bool = True) -> None:
+        """Refuse (403) a server these rules do not allow (``url=False``: its URL was checked
+        already, in whatever spelling it was given)."""
+        transport = config.transport
+        if isinstance(transport, StdioTransport):
+            if not self.allow_stdio:
+                raise ForbiddenError(
+                    "registering a stdio server over HTTP would run a command on this host; "
+                    "start the API with --allow-stdio-command (or --allow-stdio-registration) to "
+                    "permit it",
+                    field="command",
+                )
+            check_command([transport.command, *transport.args], self.stdio_commands)
+        elif url and isinstance(transport, HttpTransport) and not self.allow_private_urls:
+            await check_url(transport.url)

@@ -24,6 +24,7 @@ from starlette.requests import Request
 from trio_mcp import ConnectionEvent, InvocationEvent, Manager, ServerConfig, ServerSnapshot
 from trio_mcp.store import (
     DEFAULT_RETENTION,
+    Admit,
     EventWriter,
     History,
     HistoryCollector,
@@ -62,8 +63,10 @@ class State:
         loaded: LoadedRegistry | None = None,
         box: SecretBox | None = None,
         retention: Retention = DEFAULT_RETENTION,
+        admit: Admit | None = None,
     ) -> None:
         self.store = store
+        self._admit = admit
         self.replica = replica_id()
         self._nursery = nursery
         self._loaded = loaded
@@ -112,6 +115,7 @@ class State:
             running=self._started,
             stored=self._loaded.stored,
             version=self._loaded.version,
+            admit=self._admit,
         )
         app.state.registry = self.registry
         app.state.history = History(self.store, self.writer)
@@ -144,8 +148,11 @@ async def open_state(
     *,
     retention: Retention = DEFAULT_RETENTION,
     environ: Mapping[str, str] | None = None,
+    admit: Admit | None = None,
 ) -> AsyncIterator[State]:
-    """Open the store at ``location`` (``None``: keep nothing) and read its registrations.
+    """Open the store at ``location`` (``None``: keep nothing) and read its registrations
+    (those that ``admit`` refuses are skipped: this process's rules, see
+    :class:`web.guard.Admission`).
 
     Leaving the block writes the events still held (at most :data:`SHUTDOWN_FLUSH_TIMEOUT`
     seconds), stops the writer and closes the store.
@@ -160,8 +167,8 @@ async def open_state(
         return
     box = SecretBox.from_environ(os.environ if environ is None else environ)
     async with open_store(location) as store, trio.open_nursery() as nursery:
-        loaded = await load_registry(store, schemas.parse_registration, box)
-        state = State(store, nursery=nursery, loaded=loaded, box=box, retention=retention)
+        loaded = await load_registry(store, schemas.parse_registration, box, admit)
+        state = State(store, nursery=nursery, loaded=loaded, box=box, retention=retention, admit=admit)
         try:
             yield state
         finally:

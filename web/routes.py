@@ -14,10 +14,10 @@ from pydantic import BaseModel
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from trio_mcp import Manager, ManagerClosedError, ServerStatus, StdioTransport
+from trio_mcp import Manager, ManagerClosedError, ServerStatus
 
 from . import guard, models, persistence, schemas
-from .errors import BusyError, ConflictError, ForbiddenError, RequestTimeoutError
+from .errors import BusyError, ConflictError, RequestTimeoutError
 
 Endpoint = Callable[[Request], Awaitable[Response]]
 
@@ -98,6 +98,11 @@ def _manager(request: Request) -> Manager:
     if manager is None:
         raise ManagerClosedError("the manager is not running")
     return manager
+
+
+def _admission(request: Request) -> guard.Admission:
+    admission: guard.Admission = request.app.state.admission
+    return admission
 
 
 def _settings(request: Request) -> ApiSettings:
@@ -262,19 +267,13 @@ async def list_servers(request: Request) -> Response:
 )
 async def register_server(request: Request) -> Response:
     manager = _manager(request)
-    settings = _settings(request)
     body = await _body(request)
-    if not settings.allow_private_urls:
+    admission = _admission(request)
+    if not admission.allow_private_urls:
+        # Before parsing: an address is refused in every spelling, valid URL or not.
         await guard.check_url(body.get("url"))
     config = schemas.parse_registration(body)
-    if isinstance(config.transport, StdioTransport):
-        if not settings.allow_stdio:
-            raise ForbiddenError(
-                "registering a stdio server over HTTP would run a command on this host; "
-                "start the API with --allow-stdio-command (or --allow-stdio-registration) to permit it",
-                field="command",
-            )
-        guard.check_command([config.transport.command, *config.transport.args], settings.stdio_commands)
+    await admission.check(config, url=False)
     snap = await persistence.add_server(request, manager, config, body)
     guard.logger.info(
         "registered %s (%s) for %s",

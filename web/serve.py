@@ -22,6 +22,7 @@ from trio_mcp.logs import attach_logging
 from trio_mcp.store import DEFAULT_RETENTION, Retention, StateLocation
 
 from .app import DEFAULT_MAX_BODY_BYTES, create_app
+from .guard import Admission
 from .persistence import open_state
 from .reload import Reloader
 
@@ -109,8 +110,15 @@ async def serve(
         trio.open_signal_receiver(signal.SIGHUP) as hangups,
     ):
         trigger = shutdown_trigger or _signal_trigger(signals)
+        # The servers this process agrees to run, stored ones included (another replica, with
+        # other flags, may have stored them): the API's own rules.
+        admission = Admission.from_flags(
+            allow_stdio=allow_stdio,
+            allow_stdio_commands=api.get("allow_stdio_commands", ()),
+            allow_private_urls=api.get("allow_private_urls", False),
+        )
         async with (
-            open_state(state, retention=event_retention) as persisted,
+            open_state(state, retention=event_retention, admit=admission.check) as persisted,
             open_manager([*servers, *persisted.initial(servers)]) as manager,
             trio.open_nursery() as nursery,
         ):

@@ -41,6 +41,7 @@ from ._location import parse_retention as parse_retention
 from ._location import parse_state as parse_state
 from ._metrics import HistoryCollector as HistoryCollector
 from ._open import open_store as open_store
+from ._registry import Admit as Admit
 from ._registry import LoadedRegistry as LoadedRegistry
 from ._registry import Registry as Registry
 from ._registry import SyncPlan as SyncPlan

@@ -10,7 +10,7 @@ changes and starts or stops servers to match it.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -36,6 +36,9 @@ logger = logging.getLogger("trio_mcp.store")
 
 ParseRegistration = Callable[[Mapping[str, Any]], "ServerConfig"]
 """Turns a registration body into a :class:`ServerConfig` (raises on a body it refuses)."""
+Admit = Callable[["ServerConfig"], Awaitable[None]]
+"""Raises when this process may not run a server (its own rules: a replica started with other
+flags may have stored it)."""
 
 CLEANUP_TIMEOUT = 10.0
 """Seconds to take back a stored registration whose server could not be started."""
@@ -77,6 +80,17 @@ def registration_config(
     return parse(body)
 
 
+async def _admitted(admit: Admit | None, config: ServerConfig) -> bool:
+    if admit is None:
+        return True
+    try:
+        await admit(config)
+    except Exception as exc:
+        logger.error("registry: %s is stored but not allowed here, skipped: %s", config.name, exc)
+        return False
+    return True
+
+
 @dataclass(frozen=True, kw_only=True)
 class LoadedRegistry:
     """The stored registrations read at startup.
@@ -92,16 +106,21 @@ class LoadedRegistry:
     stored: Mapping[str, int]
 
 
-async def load_registry(store: Store, parse: ParseRegistration, box: SecretBox | None) -> LoadedRegistry:
+async def load_registry(
+    store: Store, parse: ParseRegistration, box: SecretBox | None, admit: Admit | None = None
+) -> LoadedRegistry:
     """Read every stored registration. One that cannot be used (its secrets do not decrypt,
-    its body is refused) is logged and left out, and stays stored."""
+    its body is refused, ``admit`` refuses it) is logged and left out, and stays stored."""
     snapshot = await store.registrations()
     configs: dict[str, tuple[int, ServerConfig]] = {}
     for row in snapshot.registrations:
         try:
-            configs[row.name] = (row.revision, registration_config(row, parse, box))
+            config = registration_config(row, parse, box)
         except Exception as exc:
             logger.error("registry: the stored registration of %s cannot be used, skipped: %s", row.name, exc)
+            continue
+        if await _admitted(admit, config):
+            configs[row.name] = (row.revision, config)
     return LoadedRegistry(
         version=snapshot.version,
         configs=configs,
@@ -116,6 +135,7 @@ class Registry:
         manager: the open manager that runs the servers.
         store: where registrations are kept.
         parse: turns a stored body back into a :class:`ServerConfig`.
+        admit: raises for a server this process may not run (it is skipped and said once).
         box: encrypts secrets (``None``: registrations with secrets are refused).
         reserved: the config file's server names (read live: a reload may change it).
         running: the stored registrations the manager runs already (name: revision).
@@ -134,10 +154,12 @@ class Registry:
         running: Mapping[str, int],
         stored: Mapping[str, int],
         version: int,
+        admit: Admit | None = None,
     ) -> None:
         self._manager = manager
         self._store = store
         self._parse = parse
+        self._admit = admit
         self._box = box
         self._reserved = reserved
         self._running = dict(running)
@@ -252,6 +274,9 @@ class Registry:
         except Exception as exc:
             self._unusable[row.name] = row.revision
             logger.error("registry: the stored registration of %s cannot be used, skipped: %s", row.name, exc)
+            return
+        if not await _admitted(self._admit, config):
+            self._unusable[row.name] = row.revision
             return
         try:
             await self._manager.add_server(config)
