@@ -4,15 +4,19 @@
   (default: 1,000 servers, 100,000 invocations);
 - ``kills`` (F1): real stdio servers SIGKILLed mid-call at random phases (default: 1,000 kills);
 - ``sigterm`` (F6): SIGTERM to a real ``trio-mcp serve`` with invocations in flight over HTTP
-  (default: 500).
+  (default: 500);
+- ``http`` (F2): real streamable-HTTP servers behind fault-injecting TCP proxies (latency, black
+  hole, reset after N bytes, slow close, one-byte fragments, truncation) under a steady load
+  (default: 10 servers, 20 invocations/s for 60 s).
 
 Each prints its table (runs, faults injected, outcomes by kind, violations) and the run exits
 with status 1 if any invariant was violated. The CI runs the same suites at smaller sizes
 (``tests/chaos/``; ``--ci`` here runs those sizes). Run::
 
-    .venv/bin/python bench/chaos.py                      # all three, full size
+    .venv/bin/python bench/chaos.py                      # all four, full size
     .venv/bin/python bench/chaos.py storm --invocations 20000 --seed 7
     .venv/bin/python bench/chaos.py kills --kills 100
+    .venv/bin/python bench/chaos.py http --duration 30 --faults-per-second 3
     .venv/bin/python bench/chaos.py --ci
 """
 
@@ -29,6 +33,7 @@ import trio
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "chaos"))
 
+from _http_faults import HttpFaultConfig, run_http_faults
 from _kills import KillConfig, run_kills
 from _sigterm import SigtermConfig, run_sigterm
 from _storm import StormConfig, run
@@ -37,11 +42,13 @@ FULL = {
     "storm": StormConfig(servers=1000, invocations=100_000, workers=250, faults_per_second=10.0),
     "kills": KillConfig(kills=1000),
     "sigterm": SigtermConfig(invocations=500),
+    "http": HttpFaultConfig(servers=10, rate=20.0, duration=60.0),
 }
 CI = {
     "storm": StormConfig(servers=1000, invocations=20_000, workers=250, faults_per_second=10.0),
     "kills": KillConfig(kills=100),
     "sigterm": SigtermConfig(invocations=500),
+    "http": HttpFaultConfig(servers=10, rate=20.0, duration=15.0),
 }
 
 
@@ -73,11 +80,21 @@ def sigterm(config: SigtermConfig) -> int:
     return trio.run(main)
 
 
+def http(config: HttpFaultConfig) -> int:
+    async def main() -> int:
+        with tempfile.TemporaryDirectory(prefix="chaos-http-") as workdir:
+            report = await run_http_faults(config, Path(workdir))
+        print(report.table(), flush=True)
+        return len(report.history.violations())
+
+    return trio.run(main)
+
+
 def main() -> None:
     # The SDK's MCPServer sets the root logger to INFO on a rich handler; the client's request
     # log would bury the tables.
     logging.getLogger("httpx").setLevel(logging.WARNING)
-    parser = argparse.ArgumentParser(description="The chaos suites F1, F3 and F6 at full size.")
+    parser = argparse.ArgumentParser(description="The chaos suites F1, F2, F3 and F6 at full size.")
     parser.add_argument("--ci", action="store_true", help="run the sizes the CI runs")
     parser.add_argument("--seed", type=int, default=1)
     sub = parser.add_subparsers(dest="suite")
@@ -94,18 +111,23 @@ def main() -> None:
     p_sigterm.add_argument("--invocations", type=int)
     p_sigterm.add_argument("--servers", type=int)
     p_sigterm.add_argument("--grace", type=float)
-    for p in (p_storm, p_kills, p_sigterm):
+    p_http = sub.add_parser("http", help="F2: streamable HTTP through fault-injecting TCP proxies")
+    p_http.add_argument("--servers", type=int)
+    p_http.add_argument("--rate", type=float, help="invocations per second")
+    p_http.add_argument("--duration", type=float, help="seconds of load and faults")
+    p_http.add_argument("--faults-per-second", type=float)
+    for p in (p_storm, p_kills, p_sigterm, p_http):
         p.add_argument("--seed", type=int, default=argparse.SUPPRESS)
     args = parser.parse_args()
 
     sizes = CI if args.ci else FULL
     overrides = {k: v for k, v in vars(args).items() if v is not None and k not in ("ci", "suite")}
     violations = 0
-    for suite in [args.suite] if args.suite else ["storm", "kills", "sigterm"]:
+    for suite in [args.suite] if args.suite else ["storm", "kills", "sigterm", "http"]:
         config = sizes[suite]
         fields = {k: v for k, v in overrides.items() if hasattr(config, k)}
         config = dataclasses.replace(config, **fields)
-        runner = {"storm": storm, "kills": kills, "sigterm": sigterm}[suite]
+        runner = {"storm": storm, "kills": kills, "sigterm": sigterm, "http": http}[suite]
         violations += runner(config)  # type: ignore[operator]  # one suite, its config
         print(flush=True)
     sys.exit(1 if violations else 0)

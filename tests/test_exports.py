@@ -20,6 +20,7 @@ def test_public_api_is_all() -> None:
 def test_testing_exports() -> None:
     assert set(trio_mcp.testing.__all__) == {
         "Baseline",
+        "FaultProxy",
         "History",
         "InvariantViolationError",
         "ScriptedServer",

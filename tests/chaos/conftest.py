@@ -1,4 +1,4 @@
-"""The chaos suites (F1, F3, F6): select them with ``-m chaos``; each prints its table at the
+"""The chaos suites (F1 to F6): select them with ``-m chaos``; each prints its table at the
 end of the run."""
 
 from __future__ import annotations

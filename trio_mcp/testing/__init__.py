@@ -44,6 +44,16 @@ ledger that :class:`History` checks its invariants against::
 :class:`History` checks the invariants N1 to N6 on a recorded run (see
 :mod:`trio_mcp.testing.history`); :class:`Baseline` captures what the process holds (children,
 zombies, open files, trio tasks) to check that a run gave it all back.
+
+:class:`FaultProxy` puts faults between the manager and a real server over TCP (streamable
+HTTP): a proxy on loopback whose fault the test switches at any time (latency, black hole,
+reset after N bytes, slow close, one-byte fragments, truncation; see
+:mod:`trio_mcp.testing.proxy`)::
+
+    async with FaultProxy(server_port) as proxy:
+        transport = trio_mcp.HttpTransport(url=proxy.url("/mcp"))
+        ...
+        proxy.reset_after(40, direction="downstream")
 """
 
 from __future__ import annotations
@@ -71,9 +81,11 @@ from ._wire import WIRE_FAULTS, Wire, WireFault
 from .history import History as History
 from .history import InvariantViolationError as InvariantViolationError
 from .history import Violation as Violation
+from .proxy import FaultProxy as FaultProxy
 
 __all__ = [
     "Baseline",
+    "FaultProxy",
     "History",
     "InvariantViolationError",
     "ScriptedServer",
