@@ -7,16 +7,19 @@
   (default: 500);
 - ``http`` (F2): real streamable-HTTP servers behind fault-injecting TCP proxies (latency, black
   hole, reset after N bytes, slow close, one-byte fragments, truncation) under a steady load
-  (default: 10 servers, 20 invocations/s for 60 s).
+  (default: 10 servers, 20 invocations/s for 60 s);
+- ``restarts`` (F5): real stdio servers that crash on every start, checked for herding, lag, fork
+  rate and CPU, then healed (default: 200 servers crashing for 20 s).
 
 Each prints its table (runs, faults injected, outcomes by kind, violations) and the run exits
 with status 1 if any invariant was violated. The CI runs the same suites at smaller sizes
 (``tests/chaos/``; ``--ci`` here runs those sizes). Run::
 
-    .venv/bin/python bench/chaos.py                      # all four, full size
+    .venv/bin/python bench/chaos.py                      # all five, full size
     .venv/bin/python bench/chaos.py storm --invocations 20000 --seed 7
     .venv/bin/python bench/chaos.py kills --kills 100
     .venv/bin/python bench/chaos.py http --duration 30 --faults-per-second 3
+    .venv/bin/python bench/chaos.py restarts --servers 200
     .venv/bin/python bench/chaos.py --ci
 """
 
@@ -35,6 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "chaos
 
 from _http_faults import HttpFaultConfig, run_http_faults
 from _kills import KillConfig, run_kills
+from _restart_storm import RestartStormConfig, run_restart_storm
 from _sigterm import SigtermConfig, run_sigterm
 from _storm import StormConfig, run
 
@@ -43,12 +47,14 @@ FULL = {
     "kills": KillConfig(kills=1000),
     "sigterm": SigtermConfig(invocations=500),
     "http": HttpFaultConfig(servers=10, rate=20.0, duration=60.0),
+    "restarts": RestartStormConfig(servers=200, seconds=20.0),
 }
 CI = {
     "storm": StormConfig(servers=1000, invocations=20_000, workers=250, faults_per_second=10.0),
     "kills": KillConfig(kills=100),
     "sigterm": SigtermConfig(invocations=500),
     "http": HttpFaultConfig(servers=10, rate=20.0, duration=15.0),
+    "restarts": RestartStormConfig(servers=50, seconds=8.0),
 }
 
 
@@ -90,11 +96,24 @@ def http(config: HttpFaultConfig) -> int:
     return trio.run(main)
 
 
+def restarts(config: RestartStormConfig) -> int:
+    async def main() -> int:
+        with tempfile.TemporaryDirectory(prefix="chaos-restarts-") as workdir:
+            report = await run_restart_storm(config, Path(workdir))
+        print(report.table(), flush=True)
+        return len(report.violations)
+
+    return trio.run(main)
+
+
+RUNNERS = {"storm": storm, "kills": kills, "sigterm": sigterm, "http": http, "restarts": restarts}
+
+
 def main() -> None:
     # The SDK's MCPServer sets the root logger to INFO on a rich handler; the client's request
     # log would bury the tables.
     logging.getLogger("httpx").setLevel(logging.WARNING)
-    parser = argparse.ArgumentParser(description="The chaos suites F1, F2, F3 and F6 at full size.")
+    parser = argparse.ArgumentParser(description="The chaos suites F1, F2, F3, F5 and F6 at full size.")
     parser.add_argument("--ci", action="store_true", help="run the sizes the CI runs")
     parser.add_argument("--seed", type=int, default=1)
     sub = parser.add_subparsers(dest="suite")
@@ -116,6 +135,9 @@ def main() -> None:
     p_http.add_argument("--rate", type=float, help="invocations per second")
     p_http.add_argument("--duration", type=float, help="seconds of load and faults")
     p_http.add_argument("--faults-per-second", type=float)
+    p_restarts = sub.add_parser("restarts", help="F5: stdio servers that crash on every start")
+    p_restarts.add_argument("--servers", type=int)
+    p_restarts.add_argument("--seconds", type=float, help="how long they keep crashing")
     for p in (p_storm, p_kills, p_sigterm, p_http):
         p.add_argument("--seed", type=int, default=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -123,11 +145,13 @@ def main() -> None:
     sizes = CI if args.ci else FULL
     overrides = {k: v for k, v in vars(args).items() if v is not None and k not in ("ci", "suite")}
     violations = 0
-    for suite in [args.suite] if args.suite else ["storm", "kills", "sigterm", "http"]:
+    for suite in [args.suite] if args.suite else ["storm", "kills", "sigterm", "http", "restarts"]:
         config = sizes[suite]
         fields = {k: v for k, v in overrides.items() if hasattr(config, k)}
         config = dataclasses.replace(config, **fields)
-        runner = {"storm": storm, "kills": kills, "sigterm": sigterm, "http": http}[suite]
+        runner = {"storm": storm, "kills": kills, "sigterm": sigterm, "http": http, "restarts": restarts}[
+            suite
+        ]
         violations += runner(config)  # type: ignore[operator]  # one suite, its config
         print(flush=True)
     sys.exit(1 if violations else 0)

@@ -8,10 +8,10 @@ respawned. Checked afterwards:
 
 - **jitter**: every delay drawn lies within the policy's jitter around its base delay;
 - **no herding**: the restart times drawn are counted in 10 ms buckets, and no bucket holds
-  more than three times its expected share (plus 3, the Poisson noise of a bucket expecting
-  about one). The expected share of a bucket is what the jittered schedule predicts: each
-  backoff spreads its restart evenly over ``base * (1 - jitter)`` to ``base * (1 + jitter)``
-  after it began. A fleet that restarted together would fill one bucket with all of them;
+  more than three times its expected share by more than chance explains (see :func:`herding`).
+  The expected share of a bucket is what the jittered schedule predicts: each backoff spreads
+  its restart evenly over ``base * (1 - jitter)`` to ``base * (1 + jitter)`` after it began. A
+  fleet that restarted together would fill one bucket with all of them;
 - **on time**: a restart begins when its retry window opens: the lag (the event loop's
   scheduling, and the supervisor taking the transition) is printed, and its p99 must stay
   under :data:`MAX_LAG`;
@@ -43,7 +43,8 @@ SERVER_SCRIPT = Path(__file__).with_name("ledger_server.py")
 BUCKET = 0.010
 """Seconds per bucket of the herding check."""
 HERD_FACTOR = 3.0
-HERD_NOISE = 3.0
+HERD_SIGNIFICANCE = 0.001
+"""The chance, over the whole run, that a check of herding flags a bucket by chance alone."""
 MAX_LAG = 0.25
 """Seconds a restart may begin after its retry window opened (p99)."""
 
@@ -153,16 +154,34 @@ def expected_counts(backoffs: Sequence[Backoff], jitter: float) -> dict[int, flo
     return expected
 
 
+def poisson_tail(count: int, expected: float) -> float:
+    """P(X >= count) for X ~ Poisson(expected)."""
+    if count <= 0:
+        return 1.0
+    term = math.exp(-expected)
+    below = term
+    for k in range(1, count):
+        term *= expected / k
+        below += term
+    return max(0.0, 1.0 - below)
+
+
 def herding(
     restarts: Sequence[float], backoffs: Sequence[Backoff], jitter: float
 ) -> list[tuple[float, int, float]]:
-    """The buckets holding more than three times the restarts the schedule expects there."""
+    """The buckets holding more than three times the restarts the schedule expects there, by
+    more than chance explains: a bucket's count is Poisson around its expectation, and among
+    thousands of buckets a few hold several times theirs by chance alone, so a bucket counts
+    only when so many restarts there had a chance under :data:`HERD_SIGNIFICANCE` divided by
+    the number of buckets (a herd of a fleet is many orders of magnitude past that)."""
     expected = expected_counts(backoffs, jitter)
     observed = Counter(bucket_of(t) for t in restarts)
+    cutoff = HERD_SIGNIFICANCE / max(len(expected), 1)
     return [
         (bucket * BUCKET, count, expected.get(bucket, 0.0))
         for bucket, count in sorted(observed.items())
-        if count > HERD_FACTOR * expected.get(bucket, 0.0) + HERD_NOISE
+        if count > HERD_FACTOR * expected.get(bucket, 0.0)
+        and poisson_tail(count, expected.get(bucket, 0.0)) < cutoff
     ]
 
 

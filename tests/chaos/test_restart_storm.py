@@ -4,6 +4,7 @@ The herding check itself is tested on made-up schedules first."""
 
 from __future__ import annotations
 
+import math
 import random
 import sys
 from pathlib import Path
@@ -15,6 +16,7 @@ from _restart_storm import (
     busiest_second,
     herding,
     outside_jitter,
+    poisson_tail,
     run_restart_storm,
 )
 
@@ -44,6 +46,16 @@ def test_a_fleet_restarting_together_is_herding() -> None:
     assert len(outside_jitter(backoffs, JITTER)) == 0  # each delay alone is within the jitter
     late = [Backoff("x", 0.0, 1.3, 1.0)]
     assert outside_jitter(late, JITTER) == late
+
+
+def test_chance_alone_is_not_herding_but_a_crowd_is() -> None:
+    # One bucket among 400 expecting 1.5 each: 8 happens by chance (p about 3e-4), 3x or not.
+    backoffs = [Backoff(f"s{i}", 0.0, 2.0, 2.0) for i in range(600)]
+    crowd = [2.005] * 8
+    assert herding(crowd, backoffs, 1.0) == []
+    assert herding([2.005] * 20, backoffs, 1.0) == [(2.0, 20, pytest.approx(1.5))]
+    assert poisson_tail(0, 1.5) == 1.0
+    assert poisson_tail(1, 1.5) == pytest.approx(1 - math.exp(-1.5))
 
 
 def test_busiest_second() -> None:
