@@ -626,10 +626,11 @@ async def test_a_hanging_store_never_holds_up_an_invocation(tmp_path: Path, stor
         trio.open_nursery() as nursery,
     ):
         await manager.acquire("a")
-        gate = trio.Event()
+        gate, writing = trio.Event(), trio.Event()
         write = store.write_events
 
         async def hanging(replica: str, connection: Any, invocation: Any) -> None:
+            writing.set()
             await gate.wait()
             await write(replica, connection, invocation)
 
@@ -639,7 +640,9 @@ async def test_a_hanging_store_never_holds_up_an_invocation(tmp_path: Path, stor
         )
         await nursery.start(writer.run)
         with trio.fail_after(5):
-            # Every call ends while the store has not finished one write.
+            await manager.call_tool("echo", {"text": "first"})
+            await writing.wait()  # the writer is stuck in the store with the first batch
+            # Every call ends while the store has not finished that write.
             for i in range(20):
                 await manager.call_tool("echo", {"text": str(i)})
         assert not gate.is_set()

@@ -405,11 +405,11 @@ class KeepAliveServer:
                 )
 
 
-def post(port: int) -> object:
+def post(port: int, method: str = "ping") -> object:
     import httpx2
 
     return httpx2.Request(
-        "POST", f"http://127.0.0.1:{port}/mcp", json={"jsonrpc": "2.0", "id": "1", "method": "ping"}
+        "POST", f"http://127.0.0.1:{port}/mcp", json={"jsonrpc": "2.0", "id": "1", "method": method}
     )
 
 
@@ -431,6 +431,29 @@ async def test_a_request_on_a_keep_alive_connection_the_server_closed_is_sent_ag
             assert (first.status_code, second.status_code) == (200, 200)
             assert server.answered == [0, 1]  # the second request was answered on a new connection
             assert not link.dead.is_set()
+            await transport.aclose()
+            await pool.aclose()
+            nursery.cancel_scope.cancel()
+
+
+async def test_a_tool_call_on_a_keep_alive_connection_the_server_closed_is_not_sent_again() -> None:
+    """The same break, but a tool call: the server may have received it and run the tool
+    before the connection broke (nothing on this side tells), so it is not sent again: the
+    caller learns that it may have run."""
+    import httpx2
+
+    server = KeepAliveServer(drop_after=[1, None])
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(server.serve)
+            link = base.Link("web")
+            pool = http.HttpPool()
+            transport = http._LinkedHttpTransport(link, pool, ("http", "127.0.0.1", server.port))
+            first = await transport.handle_async_request(post(server.port))  # type: ignore[arg-type]
+            await first.aread()
+            with pytest.raises(httpx2.RemoteProtocolError):
+                await transport.handle_async_request(post(server.port, "tools/call"))  # type: ignore[arg-type]
+            assert (server.connections, server.answered) == (1, [0])
             await transport.aclose()
             await pool.aclose()
             nursery.cancel_scope.cancel()

@@ -50,6 +50,9 @@ DEFAULT_HANDSHAKE_MAX_AGE: float | None = 3600.0
 DEFAULT_FRESHNESS_WINDOW = 300.0
 DEFAULT_MAX_CONCURRENCY = 16
 DEFAULT_PROGRESS_HARD_MAX = 300.0
+DEFAULT_MAX_MESSAGE_BYTES = 8 * 1024 * 1024
+"""The largest message a server may send (8 MiB): one stdio line, one HTTP response body, one
+event of an event stream."""
 
 _NAME_RE = re.compile(NAME_PATTERN)
 
@@ -65,6 +68,11 @@ def _check_positive(
         raise ConfigError(f"must be a number, got {quote(value)}", key=key)
     if value < 0 or (value == 0 and not allow_zero):
         raise ConfigError(f"must be {'>= 0' if allow_zero else '> 0'}, got {quote(value)}", key=key)
+
+
+def _check_max_message_bytes(value: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"must be an integer >= 1 (bytes), got {quote(value)}", key="max_message_bytes")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -146,12 +154,17 @@ DEFAULT_POLICY = ServerPolicy()
 
 @dataclass(frozen=True, kw_only=True)
 class StdioTransport:
-    """Launch ``command args...`` as a subprocess and speak MCP over its stdin/stdout."""
+    """Launch ``command args...`` as a subprocess and speak MCP over its stdin/stdout.
+
+    ``max_message_bytes``: the longest line the server may write to stdout; a longer one closes
+    the connection (``protocol_error``).
+    """
 
     command: str
     args: tuple[str, ...] = ()
     env: Mapping[str, str] | None = field(default=None, repr=False)  # values may be secrets
     cwd: str | None = None
+    max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
     kind: Literal["stdio"] = field(default="stdio", init=False)
 
     def __post_init__(self) -> None:
@@ -168,6 +181,7 @@ class StdioTransport:
             object.__setattr__(self, "env", dict(self.env))
         if self.cwd is not None and not isinstance(self.cwd, str):
             raise ConfigError("must be a string", key="cwd")
+        _check_max_message_bytes(self.max_message_bytes)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -178,11 +192,16 @@ class HttpTransport:
     :class:`ClientCredentialsAuth`, :class:`PrivateKeyJwtAuth` (client credentials with a signed
     JWT) or :class:`IdentityAssertionAuth` (enterprise-managed authorization); ``None`` for none.
     It never appears in the ``repr``.
+
+    ``max_message_bytes``: the largest response body (after content decoding) and the largest
+    event of an event stream the server may send; a larger one closes the connection
+    (``protocol_error``).
     """
 
     url: str
     headers: Mapping[str, str] | None = field(default=None, repr=False)  # values may be secrets
     auth: AuthConfig | None = field(default=None, repr=False)
+    max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
     kind: Literal["http"] = field(default="http", init=False)
 
     def __post_init__(self) -> None:
@@ -204,6 +223,7 @@ class HttpTransport:
                 "or IdentityAssertionAuth",
                 key="auth",
             )
+        _check_max_message_bytes(self.max_message_bytes)
 
 
 @dataclass(frozen=True, kw_only=True, eq=False)
@@ -398,12 +418,19 @@ def entry_config(
 
 def _entry_config(name: str, entry: StdioEntry | HttpEntry, secrets: frozenset[str]) -> ServerConfig:
     transport: TransportConfig
+    bound = entry.max_message_bytes if entry.max_message_bytes is not None else DEFAULT_MAX_MESSAGE_BYTES
     if isinstance(entry, StdioEntry):
         transport = StdioTransport(
-            command=entry.command, args=tuple(entry.args), env=entry.env, cwd=entry.cwd
+            command=entry.command,
+            args=tuple(entry.args),
+            env=entry.env,
+            cwd=entry.cwd,
+            max_message_bytes=bound,
         )
     else:
-        transport = HttpTransport(url=entry.url, headers=entry.headers, auth=_auth(entry.auth))
+        transport = HttpTransport(
+            url=entry.url, headers=entry.headers, auth=_auth(entry.auth), max_message_bytes=bound
+        )
     # null means "the default", except for handshakeMaxAge, where it means "never stale".
     settings = {
         key: getattr(entry, key)

@@ -190,6 +190,12 @@ class _Entry(BaseModel):
     probe: Literal["auto", "ping", "discover", "list_tools", "none"] | None = None
     connect_on_start: bool | None = Field(None, alias="connectOnStart")
     max_concurrency: Count | None = Field(None, alias="maxConcurrency")
+    max_message_bytes: Count | None = Field(
+        None,
+        alias="maxMessageBytes",
+        description="the largest message the server may send, in bytes (default 8 MiB): "
+        "a larger one closes the connection",
+    )
     # Keys other MCP clients keep in the same file: accepted, and they mean nothing here.
     description: str | None = None
     always_allow: list[str] | None = Field(None, alias="alwaysAllow")

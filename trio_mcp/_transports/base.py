@@ -27,6 +27,72 @@ _CANCEL_NOTICE_QUEUE = 256
 _STDERR_LINES = 20
 
 
+def size_text(size: int) -> str:
+    """``size`` bytes in words: ``8 MiB``, ``1 KiB``, ``1000 bytes``."""
+    for unit, scale in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if size >= scale and size % scale == 0:
+            return f"{size // scale} {unit}"
+    return f"{size} bytes"
+
+
+def over_bound(max_bytes: int) -> str:
+    """Why a connection was closed: the server sent a message larger than ``max_bytes``."""
+    return f"message over {size_text(max_bytes)} (max_message_bytes)"
+
+
+class LineSplitter:
+    """Splits a byte stream into lines (without their newline), none longer than ``max_bytes``.
+
+    Never holds more than ``max_bytes`` of an unfinished line: :meth:`feed` returns the lines
+    completed before a line that is (or grows) over the bound, and then sets ``overflowed``
+    and takes nothing more.
+    """
+
+    __slots__ = ("_max", "_parts", "_size", "overflowed")
+
+    def __init__(self, max_bytes: int) -> None:
+        self._max = max_bytes
+        self._parts: list[bytes] = []
+        self._size = 0
+        self.overflowed = False
+
+    def feed(self, chunk: bytes) -> list[bytes]:
+        """The lines ``chunk`` completes, in order, up to the first one over the bound."""
+        if self.overflowed:
+            return []
+        pieces = chunk.split(b"\n")
+        rest = pieces.pop()
+        lines: list[bytes] = []
+        for piece in pieces:
+            if self._parts:
+                if self._size + len(piece) > self._max:
+                    return self._overflow(lines)
+                self._parts.append(piece)
+                piece = b"".join(self._parts)
+                self._parts.clear()
+                self._size = 0
+            elif len(piece) > self._max:
+                return self._overflow(lines)
+            lines.append(piece)
+        if rest:
+            if self._size + len(rest) > self._max:
+                return self._overflow(lines)
+            self._parts.append(rest)
+            self._size += len(rest)
+        return lines
+
+    @property
+    def pending(self) -> int:
+        """Bytes of the unfinished line held now."""
+        return self._size
+
+    def _overflow(self, lines: list[bytes]) -> list[bytes]:
+        self.overflowed = True
+        self._parts.clear()
+        self._size = 0
+        return lines
+
+
 class SentMarker:
     """Set by the write wrapper when a request leaves through this task's context.
 
@@ -65,7 +131,8 @@ class Link:
             _CANCEL_NOTICE_QUEUE
         )
         self.track_delivery = False
-        """Set by transports that can tell an undelivered request (streamable HTTP)."""
+        """Set by transports that can tell an undelivered request (streamable HTTP: the POST
+        found no connection; stdio: the request's line could not be written to the pipe)."""
         self.awaiting_delivery: dict[str, SentMarker] = {}
         self.discover_probe: Callable[[str], Awaitable[None]] | None = None
         """A ``server/discover`` at the given version that the transport sends by itself,
@@ -191,6 +258,11 @@ class _LinkedWriteStream(_StreamWrapper):
         if not isinstance(message, JSONRPCRequest):
             await self._inner.send(item)
             return
+        if self._link.dead.is_set():
+            # The transport already knows the peer is gone (a stdio server that exited, say):
+            # the request is not written, so it provably never reached the server.
+            await trio.lowlevel.checkpoint()
+            raise anyio.BrokenResourceError("the connection is dead")
         marker = sent_marker.get()
         if marker is not None and self._link.track_delivery:
             self._link.awaiting_delivery[str(message.id)] = marker
@@ -198,6 +270,8 @@ class _LinkedWriteStream(_StreamWrapper):
             await self._inner.send(item)
         except (anyio.BrokenResourceError, anyio.ClosedResourceError):
             # The stream was already closed: the request provably never left.
+            if marker is not None:
+                self._link.awaiting_delivery.pop(str(message.id), None)
             raise
         except BaseException:
             # A write interrupted midway may still have delivered: count it as sent.

@@ -2,20 +2,44 @@
 
 from __future__ import annotations
 
+import codecs
 import json
 import logging
+import re
 import ssl
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx2
 import trio
 
-from .._config import HttpTransport
-from .base import Link
+from .._config import DEFAULT_MAX_MESSAGE_BYTES, HttpTransport
+from .base import Link, over_bound
 
 logger = logging.getLogger("trio_mcp")
+
+REPEATABLE_METHODS = frozenset(
+    {
+        "initialize",
+        "server/discover",
+        "ping",
+        "tools/list",
+        "resources/list",
+        "resources/templates/list",
+        "prompts/list",
+        "resources/read",
+        "prompts/get",
+        "completion/complete",
+        "logging/setLevel",
+        "resources/subscribe",
+        "resources/unsubscribe",
+        "subscriptions/listen",
+    }
+)
+"""Requests that do the same whether the server receives them once or twice: the only ones sent
+again when a pooled connection breaks before their answer (see ``_LinkedHttpTransport._send``).
+A ``tools/call`` is never among them: the transport cannot know whether the tool may run twice."""
 
 LONG_POLL_METHODS = frozenset({"subscriptions/listen"})
 """Requests held open until the server has something to say: their POST failing (the server
@@ -170,15 +194,168 @@ class _ConnectionTrace:
             self.answered = True
 
     def closed_while_idle(self, exc: Exception) -> bool:
-        """Whether ``exc`` says that a pooled connection was closed before the request reached
-        the server: it had been idle in the pool, and it ended before one byte of an answer.
+        """Whether ``exc`` says that a pooled connection was closed under the request: it had
+        been idle in the pool, and it ended before one byte of an answer.
 
-        A server closes an idle keep-alive connection after its own timeout and discards what
-        arrives on it meanwhile, so such a request was never processed: it is not a failure of
-        the server but of the connection, and is sent again at once on a fresh one.
+        Most often a server closed an idle keep-alive connection after its own timeout and
+        discarded what arrived on it meanwhile. But the request may also have been received,
+        and run, before the connection broke: nothing on this side tells the two apart. So only
+        a request that may be received twice is sent again (see ``REPEATABLE_METHODS``).
         """
         disconnected = isinstance(exc, httpx2.RemoteProtocolError | httpx2.ReadError | httpx2.WriteError)
         return disconnected and not self.connected and not self.answered
+
+
+NOT_UTF8_EVENTS = "the server sent an event stream that is not UTF-8 text"
+_DECODED = frozenset({"", "identity"})
+
+
+class MessageRefusedError(httpx2.SSEError, httpx2.StreamError):
+    """A response body or event the server sent is refused (over ``max_message_bytes``, or an
+    event stream that is not UTF-8): the connection is closed as a ``protocol_error``.
+
+    An :class:`httpx2.StreamError` so that the SDK answers the request of a JSON body with an
+    error, and an :class:`httpx2.SSEError` so that it fails the request of an event stream:
+    either way that request ends at once, and the rest of the connection is not torn down
+    under its owner.
+    """
+
+
+_EVENT_END = re.compile(rb"\n[\n\r]|\r\r")
+"""Where an event of an event stream ends: a line terminator (CRLF, LF or CR) right after
+another one, i.e. an empty line. The first terminator ends in LF, or is a CR not followed by LF;
+the second starts with CR or LF, which makes the three two-byte patterns."""
+_EVENT_ENDS = (b"\n\n", b"\n\r", b"\r\r")
+
+
+class EventBound:
+    """Counts the bytes of the event of an event stream being received, across chunks.
+
+    :meth:`feed` says whether every event so far stayed within ``max_bytes`` (counting comments
+    and line terminators, so never less than what an event parser holds for it), including the
+    event that has not ended yet: an event that never ends is cut at the bound too.
+    """
+
+    __slots__ = ("_last", "_max", "_since")
+
+    def __init__(self, max_bytes: int) -> None:
+        self._max = max_bytes
+        self._since = 0
+        """Bytes since the last event ended."""
+        self._last = b""
+        """The previous chunk's last byte (an event end may straddle two chunks)."""
+
+    def feed(self, chunk: bytes) -> bool:
+        if not chunk:
+            return True
+        start = 1 if self._last + chunk[:1] in _EVENT_ENDS else 0
+        self._last = chunk[-1:]
+        since = 0 if start else self._since
+        size = len(chunk)
+        if since + size - start <= self._max:
+            # Nothing can be over the bound: only where the last event ended matters.
+            end = max(chunk.rfind(pattern) for pattern in _EVENT_ENDS)
+            self._since = size - end - 2 if end >= 0 else since + size - start
+            return True
+        position = start
+        for match in _EVENT_END.finditer(chunk, start):
+            if since + match.start() - position > self._max:
+                return False
+            since, position = 0, match.end()
+        self._since = since + size - position
+        return self._since <= self._max
+
+
+class _BoundedBody(httpx2.AsyncByteStream):
+    """A response body, refused where it goes over the bound (see :func:`bound_response`).
+
+    ``source``: the body as the pool's transport returned it, or a response whose decoded body
+    it is.
+    """
+
+    def __init__(
+        self,
+        source: httpx2.AsyncByteStream | httpx2.Response,
+        link: Link,
+        max_bytes: int,
+        *,
+        events: bool,
+        declared: int | None,
+    ) -> None:
+        self._source = source
+        self._link = link
+        self._max = max_bytes
+        self._events = events
+        self._declared = declared
+
+    def _refuse(self, reason: str) -> MessageRefusedError:
+        self._link.mark_dead("protocol_error", reason)
+        return MessageRefusedError(reason)
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        if self._declared is not None and self._declared > self._max:
+            raise self._refuse(over_bound(self._max))
+        source = self._source
+        chunks = source.aiter_bytes() if isinstance(source, httpx2.Response) else source.__aiter__()
+        try:
+            if self._events:
+                bound = EventBound(self._max)
+                text = codecs.getincrementaldecoder("utf-8")()
+                async for chunk in chunks:
+                    if not bound.feed(chunk):
+                        raise self._refuse(over_bound(self._max))
+                    try:
+                        text.decode(chunk)
+                    except UnicodeDecodeError:
+                        raise self._refuse(NOT_UTF8_EVENTS) from None
+                    yield chunk
+                try:
+                    text.decode(b"", final=True)
+                except UnicodeDecodeError:
+                    raise self._refuse(NOT_UTF8_EVENTS) from None
+            else:
+                total = 0
+                async for chunk in chunks:
+                    total += len(chunk)
+                    if total > self._max:
+                        raise self._refuse(over_bound(self._max))
+                    yield chunk
+        finally:
+            if isinstance(chunks, AsyncGenerator):
+                await chunks.aclose()
+
+    async def aclose(self) -> None:
+        await self._source.aclose()
+
+
+def bound_response(
+    response: httpx2.Response, request: httpx2.Request, link: Link, max_bytes: int
+) -> httpx2.Response:
+    """``response`` with its body bounded while it streams: a body over ``max_bytes`` (an event
+    stream: an event over it, or bytes that are not UTF-8) marks ``link`` dead
+    (``protocol_error``) and fails the read with :class:`MessageRefusedError`, having held at
+    most ``max_bytes`` of it.
+
+    The bound applies to the decoded body: a compressed body is decoded here (and handed on
+    without its ``content-encoding``), so that a small compressed body cannot expand past it.
+    """
+    events = response.headers.get("content-type", "").lower().startswith("text/event-stream")
+    encodings = {e.strip().lower() for e in response.headers.get_list("content-encoding", split_commas=True)}
+    if encodings <= _DECODED:
+        length = response.headers.get("content-length")
+        declared = int(length) if length is not None and length.isdigit() else None
+        raw = response.stream
+        assert isinstance(raw, httpx2.AsyncByteStream)
+        response.stream = _BoundedBody(raw, link, max_bytes, events=events, declared=declared)
+        return response
+    response.request = request
+    headers = httpx2.Headers(response.headers)
+    del headers["content-encoding"]
+    headers.pop("content-length", None)
+    body = _BoundedBody(response, link, max_bytes, events=events, declared=None)
+    return httpx2.Response(
+        response.status_code, headers=headers, stream=body, extensions=response.extensions, request=request
+    )
 
 
 class _LinkedHttpTransport(httpx2.AsyncBaseTransport):
@@ -191,10 +368,13 @@ class _LinkedHttpTransport(httpx2.AsyncBaseTransport):
     (the legacy event stream) is left alone: the SDK retries it by itself.
     """
 
-    def __init__(self, link: Link, pool: HttpPool, origin: Origin) -> None:
+    def __init__(
+        self, link: Link, pool: HttpPool, origin: Origin, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
+    ) -> None:
         self._link = link
         self._pool = pool
         self._origin = origin
+        self._max_message_bytes = max_message_bytes
         self._share: _Share | None = pool.lease(origin)
 
     async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
@@ -208,7 +388,8 @@ class _LinkedHttpTransport(httpx2.AsyncBaseTransport):
         else:
             transport = self._pool.transport_for(origin)
         try:
-            return await self._send(transport, request)
+            repeatable = request.method != "POST" or method is None or method in REPEATABLE_METHODS
+            response = await self._send(transport, request, repeatable=repeatable)
         except Exception as exc:
             if method in LONG_POLL_METHODS and request_id is not None:
                 # The SDK lets a failed POST take the whole connection down; a lost
@@ -224,12 +405,16 @@ class _LinkedHttpTransport(httpx2.AsyncBaseTransport):
                 failure = classify(exc)
                 link.mark_dead(failure.category, failure.message)
             raise
+        return bound_response(response, request, link, self._max_message_bytes)
 
-    async def _send(self, transport: httpx2.AsyncBaseTransport, request: httpx2.Request) -> httpx2.Response:
-        """Send ``request``, again on a fresh connection when a pooled one turns out to have
-        been closed under it by the server (see :meth:`_ConnectionTrace.closed_while_idle`).
-        A streamed body cannot be sent twice: such a request is sent once."""
-        if not isinstance(request.stream, httpx2.ByteStream):
+    async def _send(
+        self, transport: httpx2.AsyncBaseTransport, request: httpx2.Request, *, repeatable: bool
+    ) -> httpx2.Response:
+        """Send ``request``; when it is ``repeatable``, again on a fresh connection if a pooled
+        one turns out to have been closed under it (see
+        :meth:`_ConnectionTrace.closed_while_idle`). A streamed body cannot be sent twice: such
+        a request is sent once."""
+        if not repeatable or not isinstance(request.stream, httpx2.ByteStream):
             return await transport.handle_async_request(request)
         for _ in range(_STALE_RETRIES):
             trace = _ConnectionTrace()
@@ -262,11 +447,14 @@ class _DiscoverProbe:
     is a JSON-RPC result for this request, and anything else raises what the SDK would have.
     """
 
-    __slots__ = ("_client", "_sent", "_url")
+    __slots__ = ("_client", "_max_event_size", "_sent", "_url")
 
-    def __init__(self, client: httpx2.AsyncClient, url: str) -> None:
+    def __init__(
+        self, client: httpx2.AsyncClient, url: str, max_event_size: int = DEFAULT_MAX_MESSAGE_BYTES
+    ) -> None:
         self._client = client
         self._url = url
+        self._max_event_size = max_event_size
         self._sent = 0
 
     async def __call__(self, version: str) -> None:
@@ -287,7 +475,7 @@ class _DiscoverProbe:
         async with stream_within_origin(
             self._client, "POST", self._url, content=json.dumps(body).encode(), headers=headers
         ) as response:
-            answer = await _answer_of(response, request_id)
+            answer = await _answer_of(response, request_id, self._max_event_size)
         error = answer.get("error")
         if error is not None:
             raise _rpc_error(error)
@@ -311,7 +499,9 @@ def _rpc_error(error: Any) -> Exception:
     return MCPError(error["code"], str(error.get("message", "")), error.get("data"))
 
 
-async def _answer_of(response: httpx2.Response, request_id: str) -> dict[str, Any]:
+async def _answer_of(
+    response: httpx2.Response, request_id: str, max_event_size: int = DEFAULT_MAX_MESSAGE_BYTES
+) -> dict[str, Any]:
     """The JSON-RPC message answering ``request_id`` in ``response`` (a JSON body or an event
     stream), or the error the SDK's transport makes up for a response that holds none."""
     status = response.status_code
@@ -332,7 +522,7 @@ async def _answer_of(response: httpx2.Response, request_id: str) -> dict[str, An
         if body is not None:
             return body
     elif content_type.startswith("text/event-stream"):
-        async for event in httpx2.EventSource(response):
+        async for event in httpx2.EventSource(response, max_event_size=max_event_size):
             message = _json_object(event.data.encode()) if event.data else None
             if (
                 message is not None
@@ -380,10 +570,17 @@ async def _open_http(
             timeout=httpx2.Timeout(HTTP_TIMEOUT_SECONDS, read=HTTP_READ_TIMEOUT_SECONDS),
             event_hooks={"response": [on_response]},
             # Leased last: the client's exit (below) ends the lease.
-            transport=_LinkedHttpTransport(link, shared, origin),
+            transport=_LinkedHttpTransport(link, shared, origin, config.max_message_bytes),
         )
-        link.discover_probe = _DiscoverProbe(client, config.url)
-        async with client, streamable_http_client(config.url, http_client=client) as (read, write):
+        link.discover_probe = _DiscoverProbe(client, config.url, config.max_message_bytes)
+        # The SDK's own bound on one event is made the same as ours (its default is 1 MiB);
+        # ours, counting every byte of the stream, is met first and closes the connection.
+        async with (
+            client,
+            streamable_http_client(
+                config.url, http_client=client, max_sse_event_size=config.max_message_bytes
+            ) as (read, write),
+        ):
             yield read, write
     finally:
         if own_pool:

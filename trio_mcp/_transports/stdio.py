@@ -6,6 +6,7 @@ import errno
 import os
 import signal
 import subprocess
+from collections import deque
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
 from typing import Any
@@ -13,11 +14,66 @@ from typing import Any
 import anyio
 import trio
 from mcp.shared.message import SessionMessage
-from mcp_types import jsonrpc_message_adapter
+from mcp_types import JSONRPCRequest, jsonrpc_message_adapter
 
 from .._config import StdioTransport
 from .._exceptions import SessionError
-from .base import STDIO_CLOSE_GRACE, STDOUT_EOF_EXIT_WAIT, Link
+from .base import STDIO_CLOSE_GRACE, STDOUT_EOF_EXIT_WAIT, LineSplitter, Link, over_bound
+
+_READ_SIZE = 65536
+STDERR_LINE_CHARS = 500
+"""Characters kept of one line of a server's stderr (its start)."""
+_STDERR_LINE_BYTES = 4 * STDERR_LINE_CHARS
+NOT_UTF8 = "the server wrote a line that is not UTF-8 text"
+
+
+def _is_utf8(data: bytes) -> bool:
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+class StderrTail:
+    """Keeps the last lines of a server's stderr in ``tail``, each cut to its first
+    :data:`STDERR_LINE_CHARS` characters: however much the server writes, with or without
+    newlines, only the kept lines and the start of the line being written are held.
+    """
+
+    __slots__ = ("_line", "_tail")
+
+    def __init__(self, tail: deque[str]) -> None:
+        self._tail = tail
+        self._line = b""
+
+    def feed(self, chunk: bytes) -> None:
+        # Only the last ``maxlen`` lines of a chunk can be kept: split off no more than those.
+        parts = chunk.rsplit(b"\n", self._tail.maxlen or 1)
+        if len(parts) == 1:
+            self._line = self._extend(self._line, chunk)
+            return
+        first = parts[0]
+        cut = first.rfind(b"\n")
+        # The line ending where ``first`` ends began in this chunk when ``first`` holds a newline.
+        self._add(first[cut + 1 :] if cut >= 0 else self._extend(self._line, first))
+        for line in parts[1:-1]:
+            self._add(line)
+        self._line = self._extend(b"", parts[-1])
+
+    def flush(self) -> None:
+        """The server is gone: keep the line it did not finish."""
+        line, self._line = self._line, b""
+        self._add(line)
+
+    @staticmethod
+    def _extend(line: bytes, more: bytes) -> bytes:
+        room = _STDERR_LINE_BYTES - len(line)
+        return line + more[:room] if room > 0 else line
+
+    def _add(self, line: bytes) -> None:
+        if line.strip():
+            self._tail.append(line[:_STDERR_LINE_BYTES].decode("utf-8", "replace")[:STDERR_LINE_CHARS])
 
 
 def _group_alive(pgid: int) -> bool:
@@ -122,15 +178,18 @@ async def _open_stdio(config: StdioTransport, link: Link) -> AsyncIterator[tuple
     assert process.stdin is not None and process.stdout is not None and process.stderr is not None
     stdin, stdout, stderr = process.stdin, process.stdout, process.stderr
 
+    link.track_delivery = True
     read_send, read_receive = anyio.create_memory_object_stream[SessionMessage | Exception](0)
     write_send, write_receive = anyio.create_memory_object_stream[SessionMessage](0)
 
+    max_bytes = config.max_message_bytes
+
     async def read_stdout() -> None:
-        buffer = b""
+        lines = LineSplitter(max_bytes)
         async with read_send:
             try:
                 while True:
-                    chunk = await stdout.receive_some(65536)
+                    chunk = bytes(await stdout.receive_some(_READ_SIZE))  # bytes already: not copied
                     if not chunk:
                         # EOF: usually the process is exiting. Say so, rather than a bare
                         # "connection closed", when it exits promptly.
@@ -138,37 +197,51 @@ async def _open_stdio(config: StdioTransport, link: Link) -> AsyncIterator[tuple
                             code = await process.wait()
                             link.mark_dead("process_exited", f"server process exited with code {code}")
                         return
-                    buffer += chunk
-                    *lines, buffer = buffer.split(b"\n")
-                    for line in lines:
+                    # The lines before a bad one are delivered; then the connection is closed
+                    # (the end of the read stream fails every pending request).
+                    for line in lines.feed(chunk):
                         if not line.strip():
                             continue
                         item: SessionMessage | Exception
                         try:
                             item = SessionMessage(jsonrpc_message_adapter.validate_json(line, by_name=False))
                         except ValueError as exc:
+                            if not _is_utf8(line):
+                                link.mark_dead("protocol_error", NOT_UTF8)
+                                return
                             item = exc
                         await read_send.send(item)
+                    if lines.overflowed:
+                        link.mark_dead("protocol_error", over_bound(max_bytes))
+                        return
             except (anyio.BrokenResourceError, anyio.ClosedResourceError, trio.ClosedResourceError, OSError):
                 return
 
     async def read_stderr() -> None:
-        buffer = b""
+        tail = StderrTail(link.stderr_tail)
         with suppress(trio.ClosedResourceError, trio.BrokenResourceError, OSError):
-            while chunk := await stderr.receive_some(65536):
-                buffer += chunk
-                *lines, buffer = buffer.split(b"\n")
-                for line in lines:
-                    if line.strip():
-                        link.stderr_tail.append(line.decode("utf-8", "replace")[:500])
-                buffer = buffer[-4096:]
+            while chunk := await stderr.receive_some(_READ_SIZE):
+                tail.feed(bytes(chunk))
+        tail.flush()
 
     async def write_stdin() -> None:
         async with write_receive:
             try:
                 async for message in write_receive:
-                    data = message.message.model_dump_json(by_alias=True, exclude_unset=True) + "\n"
-                    await stdin.send_all(data.encode())
+                    request = message.message
+                    marker = (
+                        link.awaiting_delivery.pop(str(request.id), None)
+                        if isinstance(request, JSONRPCRequest)
+                        else None
+                    )
+                    data = request.model_dump_json(by_alias=True, exclude_unset=True) + "\n"
+                    try:
+                        await stdin.send_all(data.encode())
+                    except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+                        # Its newline was never written: the server did not get this request.
+                        if marker is not None:
+                            marker.refused = True
+                        raise
             except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
                 link.mark_dead("transport_error", "could not write to the server's stdin")
                 read_send.close()
