@@ -738,9 +738,10 @@ async def test_a_replica_runs_only_what_its_own_rules_allow(tmp_path: Path, stor
     """Each replica applies its own flags to what another one stored (a stdio registration made
     where stdio is allowed does not run where it is not)."""
 
-    async def no_stdio(config: ServerConfig) -> None:
+    async def no_stdio(config: ServerConfig) -> ServerConfig:
         if isinstance(config.transport, StdioTransport):
             raise PermissionError("stdio servers are not allowed here")
+        return config
 
     stdio = {"name": "local", "command": sys.executable, "args": ["-c", "pass"]}
     async with open_store(f"sqlite:///{tmp_path}/state.db") as store:

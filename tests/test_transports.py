@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import ast
 import json
+import re
 import signal
 import ssl
 import subprocess
 import threading
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 import pytest
 import trio
@@ -541,3 +542,68 @@ async def test_the_discover_probe_raises_what_the_sdk_would(
             with pytest.raises(MCPError) as info:
                 await probe("2026-07-28")
             assert (info.value.code, info.value.error.message) == raised
+
+
+# ---------------------------------------------------------------------------------------------
+# connections held to public addresses (SSRF at connection time)
+# ---------------------------------------------------------------------------------------------
+
+
+class RecordingBackend:
+    """Where a backend was asked to connect (it connects nowhere)."""
+
+    def __init__(self) -> None:
+        self.connected: list[tuple[str, int]] = []
+
+    async def connect_tcp(self, host: str, port: int, **_: Any) -> Any:
+        self.connected.append((host, port))
+        return object()
+
+    async def sleep(self, seconds: float) -> None:
+        await trio.sleep(seconds)
+
+
+@pytest.mark.parametrize(
+    ("host", "reason"),
+    [
+        ("127.0.0.1", "a loopback address"),
+        ("localhost", "a loopback address"),
+        ("::1", "a loopback address"),
+        ("169.254.169.254", "a link-local (where cloud metadata services live) address"),
+        ("10.1.2.3", "a private address"),
+        ("::ffff:192.168.0.1", "a private address"),
+    ],
+)
+async def test_a_public_only_connection_refuses_internal_addresses(host: str, reason: str) -> None:
+    from trio_mcp._addresses import InternalAddressError, PublicOnlyBackend
+
+    inner = RecordingBackend()
+    backend = PublicOnlyBackend(inner)  # type: ignore[arg-type]
+    with pytest.raises(InternalAddressError) as refused:
+        await backend.connect_tcp(host, 80)
+    assert str(refused.value).startswith(f"refused to connect to {host}")
+    assert reason in str(refused.value)
+    assert inner.connected == []
+
+
+async def test_a_public_only_connection_connects_to_the_address_it_checked() -> None:
+    from trio_mcp._addresses import PublicOnlyBackend
+
+    inner = RecordingBackend()
+    await PublicOnlyBackend(inner).connect_tcp("93.184.216.34", 443)  # type: ignore[arg-type]
+    assert inner.connected == [("93.184.216.34", 443)]
+
+
+async def test_every_url_a_public_only_connection_fetches_is_held_to_public_addresses() -> None:
+    """A request to another origin than the server's (a redirect, an OAuth metadata URL that
+    a server's answer named) goes through a public-only pool too."""
+    import httpx2
+
+    link = base.Link("web")
+    pool = http.HttpPool()
+    transport = http._LinkedHttpTransport(link, pool, ("http", "93.184.216.34", 80), public_only=True)
+    request = httpx2.Request("GET", "http://127.0.0.1:9/.well-known/oauth-protected-resource")
+    with pytest.raises(httpx2.ConnectError, match=re.escape("127.0.0.1: a loopback address")):
+        await transport.handle_async_request(request)
+    await transport.aclose()
+    await pool.aclose()

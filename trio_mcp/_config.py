@@ -196,12 +196,20 @@ class HttpTransport:
     ``max_message_bytes``: the largest response body (after content decoding) and the largest
     event of an event stream the server may send; a larger one closes the connection
     (``protocol_error``).
+
+    ``public_only``: connect to public addresses only. Every connection resolves the host
+    itself, is refused (``connect_error``) when it resolves to a loopback, private, link-local
+    or otherwise internal address, and connects to the address it checked, so a name that
+    resolves elsewhere later (DNS rebinding) and the URLs a server's answers name (redirects,
+    OAuth discovery) are held to the same rule. The HTTP API sets it on registrations it
+    receives unless it runs with ``--allow-private-urls``.
     """
 
     url: str
     headers: Mapping[str, str] | None = field(default=None, repr=False)  # values may be secrets
     auth: AuthConfig | None = field(default=None, repr=False)
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
+    public_only: bool = False
     kind: Literal["http"] = field(default="http", init=False)
 
     def __post_init__(self) -> None:

@@ -8,43 +8,19 @@ spelling of an address counts as that address: ``0177.0.0.1``, ``2130706433`` an
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import shlex
-import socket
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 from urllib.parse import urlsplit
 
-import trio
-
 from trio_mcp import HttpTransport, ServerConfig, StdioTransport
+from trio_mcp._addresses import addresses_of, refused_address
 
 from .errors import ForbiddenError
 
 logger = logging.getLogger("web.registry")
-
-RESOLVE_TIMEOUT = 2.0
-IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
-
-
-def refused_address(address: IPAddress) -> str | None:
-    """Why a server at ``address`` may not be registered without ``--allow-private-urls``
-    (``None``: it may)."""
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
-    if address.is_loopback:
-        return "loopback"
-    if address.is_link_local:
-        return "link-local (where cloud metadata services live)"
-    if address.is_unspecified:
-        return "unspecified"
-    if address.is_multicast:
-        return "multicast"
-    if address.is_private or address.is_reserved or not address.is_global:
-        return "private"
-    return None
 
 
 def _host(url: str) -> str | None:
@@ -52,28 +28,6 @@ def _host(url: str) -> str | None:
         return urlsplit(url).hostname
     except ValueError:
         return None
-
-
-async def addresses_of(host: str) -> list[IPAddress]:
-    """What ``host`` resolves to, as the connection would see it (empty: it does not resolve,
-    and the connection will fail anyway)."""
-    try:
-        infos: list[Any] = await trio.socket.getaddrinfo(host, None, flags=socket.AI_NUMERICHOST)
-    except socket.gaierror:
-        infos = []
-        with trio.move_on_after(RESOLVE_TIMEOUT):
-            try:
-                infos = await trio.socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)
-            except (socket.gaierror, UnicodeError):
-                infos = []
-    out: list[IPAddress] = []
-    for info in infos:
-        text = str(info[4][0]).split("%", 1)[0]  # an IPv6 zone
-        try:
-            out.append(ipaddress.ip_address(text))
-        except ValueError:
-            continue
-    return out
 
 
 async def check_url(url: Any) -> None:
@@ -125,9 +79,13 @@ class Admission:
         commands = parse_prefixes(allow_stdio_commands) if allow_stdio_commands else None
         return cls(allow_stdio or commands is not None, commands, allow_private_urls)
 
-    async def check(self, config: ServerConfig, *, url: bool = True) -> None:
-        """Refuse (403) a server these rules do not allow (``url=False``: its URL was checked
-        already, in whatever spelling it was given)."""
+    async def admit(self, config: ServerConfig, *, url: bool = True) -> ServerConfig:
+        """``config`` as this process runs it, or 403 when these rules do not allow it
+        (``url=False``: its URL was checked already, in whatever spelling it was given).
+
+        Without ``allow_private_urls`` an HTTP server is also held to public addresses at every
+        connection (:attr:`HttpTransport.public_only`): the name checked now may resolve
+        elsewhere later, and its answers may name other URLs (OAuth discovery)."""
         transport = config.transport
         if isinstance(transport, StdioTransport):
             if not self.allow_stdio:
@@ -138,5 +96,9 @@ class Admission:
                     field="command",
                 )
             check_command([transport.command, *transport.args], self.stdio_commands)
-        elif url and isinstance(transport, HttpTransport) and not self.allow_private_urls:
-            await check_url(transport.url)
+        elif isinstance(transport, HttpTransport) and not self.allow_private_urls:
+            if url:
+                await check_url(transport.url)
+            if not transport.public_only:
+                config = replace(config, transport=replace(transport, public_only=True))
+        return config

@@ -273,7 +273,7 @@ async def register_server(request: Request) -> Response:
         # Before parsing: an address is refused in every spelling, valid URL or not.
         await guard.check_url(body.get("url"))
     config = schemas.parse_registration(body)
-    await admission.check(config, url=False)
+    config = await admission.admit(config, url=False)
     snap = await persistence.add_server(request, manager, config, body)
     guard.logger.info(
         "registered %s (%s) for %s",

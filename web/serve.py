@@ -118,7 +118,7 @@ async def serve(
             allow_private_urls=api.get("allow_private_urls", False),
         )
         async with (
-            open_state(state, retention=event_retention, admit=admission.check) as persisted,
+            open_state(state, retention=event_retention, admit=admission.admit) as persisted,
             open_manager([*servers, *persisted.initial(servers)]) as manager,
             trio.open_nursery() as nursery,
         ):

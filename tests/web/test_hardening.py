@@ -241,3 +241,81 @@ def test_listening_on_every_address_needs_a_token(
     assert "refusing to listen on 0.0.0.0 without --token" in capsys.readouterr().err
     assert main(["serve", "--rate-limit", "fast"]) == 2
     assert "--rate-limit" in capsys.readouterr().err
+
+
+class RebindingResolver(trio.abc.HostnameResolver):
+    """``rebind.test`` resolves to a public address the first time it is asked, and to
+    127.0.0.1 from then on (DNS rebinding); every other name as the system resolves it."""
+
+    def __init__(self) -> None:
+        self.asked = 0
+
+    async def getaddrinfo(
+        self,
+        host: bytes | None,
+        port: bytes | str | int | None,
+        family: int = 0,
+        type: int = 0,
+        proto: int = 0,
+        flags: int = 0,
+    ) -> list[tuple[Any, ...]]:
+        name = host.decode() if isinstance(host, bytes) else host
+        if name == "rebind.test":
+            self.asked += 1
+            address = "93.184.216.34" if self.asked == 1 else "127.0.0.1"
+            return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (address, port or 0))]
+        return await trio.to_thread.run_sync(socket.getaddrinfo, host, port, family, type, proto, flags)
+
+    async def getnameinfo(self, sockaddr: tuple[Any, ...], flags: int) -> tuple[str, str]:
+        return await trio.to_thread.run_sync(socket.getnameinfo, sockaddr, flags)
+
+
+@asynccontextmanager
+async def local_mcp_server() -> AsyncIterator[int]:
+    """A real streamable-HTTP MCP server on 127.0.0.1 (its port)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    config = Config()
+    config.bind = [f"127.0.0.1:{port}"]
+    config.accesslog = config.errorlog = None
+    async with trio.open_nursery() as nursery:
+        app = build_server("local").streamable_http_app(host="127.0.0.1")
+        await nursery.start(functools.partial(hypercorn_serve, app, config))
+        yield port
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_name_that_rebinds_to_an_internal_address_is_refused_at_connection() -> None:
+    """Checked when registered (a public address then), the name is checked again at every
+    connection, where it resolves to 127.0.0.1: the connection is refused, and nothing is
+    asked of the server behind it. With --allow-private-urls the same server is reachable."""
+    resolver = RebindingResolver()
+    trio.socket.set_custom_hostname_resolver(resolver)
+    try:
+        with trio.fail_after(30):
+            async with local_mcp_server() as port, api() as client:
+                body = {"name": "rebound", "url": f"http://rebind.test:{port}/mcp"}
+                assert (await client.post(f"{API}/servers", json=body)).status_code == 201
+                response = await client.post(f"{API}/servers/rebound/connect")
+                server = (await client.get(f"{API}/servers/rebound")).json()
+                assert server["status"] != "healthy", response.text
+                assert server["last_error_category"] == "connect_error", (response.text, server)
+                assert "rebind.test (127.0.0.1): a loopback address" in server["last_error"]
+                invoked = await client.post(
+                    f"{API}/invoke/tool",
+                    json={"tool_name": "whoami", "preferred_servers": ["rebound"], "failover": "never"},
+                )
+                assert invoked.status_code == 503
+                (attempt,) = invoked.json()["detail"]["attempts"]
+                assert attempt["sent"] is False  # refused before a byte went out (window closed now)
+                assert resolver.asked >= 2
+            async with local_mcp_server() as port, api(allow_private_urls=True) as client:
+                body = {"name": "local", "url": f"http://127.0.0.1:{port}/mcp"}
+                assert (await client.post(f"{API}/servers", json=body)).status_code == 201
+                invoked = await client.post(
+                    f"{API}/invoke/tool", json={"tool_name": "whoami", "preferred_servers": ["local"]}
+                )
+                assert invoked.status_code == 200, invoked.text
+    finally:
+        trio.socket.set_custom_hostname_resolver(None)

@@ -11,9 +11,11 @@ from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import httpcore2
 import httpx2
 import trio
 
+from .._addresses import PublicOnlyBackend
 from .._config import DEFAULT_MAX_MESSAGE_BYTES, HttpTransport
 from .base import Link, over_bound
 
@@ -116,10 +118,10 @@ class HttpPool:
 
     def __init__(self, *, share: int = HTTP_POOL_SHARE) -> None:
         self._share = share
-        self._pools: dict[Origin, list[_Share]] = {}
+        self._pools: dict[tuple[Origin, bool], list[_Share]] = {}
         self._verified_context: ssl.SSLContext | None = None
 
-    def _new_transport(self, scheme: str) -> httpx2.AsyncBaseTransport:
+    def _new_transport(self, scheme: str, public_only: bool = False) -> httpx2.AsyncBaseTransport:
         if scheme == "https":
             if self._verified_context is None:
                 self._verified_context = httpx2.create_ssl_context()
@@ -129,16 +131,28 @@ class HttpPool:
         # No connection limit: every connection holds long-lived streams, and the share bounds
         # the pool's size.
         limits = httpx2.Limits(max_connections=None, max_keepalive_connections=None)
-        return httpx2.AsyncHTTPTransport(verify=context, limits=limits)
+        transport = httpx2.AsyncHTTPTransport(verify=context, limits=limits)
+        if public_only:
+            # The same pool, connecting through a backend that checks every address it
+            # connects to (httpx2's transport takes no backend of its own).
+            transport._pool = httpcore2.AsyncConnectionPool(
+                ssl_context=context,
+                max_connections=limits.max_connections,
+                max_keepalive_connections=limits.max_keepalive_connections,
+                keepalive_expiry=limits.keepalive_expiry,
+                network_backend=PublicOnlyBackend(),
+            )
+        return transport
 
-    def lease(self, origin: Origin) -> _Share:
-        """A pool for one more connection to ``origin``: the first with room, or a new one."""
-        shares = self._pools.setdefault(origin, [])
+    def lease(self, origin: Origin, *, public_only: bool = False) -> _Share:
+        """A pool for one more connection to ``origin``: the first with room, or a new one.
+        Connections that must stay public (``public_only``) get pools of their own."""
+        shares = self._pools.setdefault((origin, public_only), [])
         for share in shares:
             if share.leases < self._share:
                 break
         else:
-            share = _Share(self._new_transport(origin[0]))
+            share = _Share(self._new_transport(origin[0], public_only))
             shares.append(share)
         share.leases += 1
         return share
@@ -146,11 +160,12 @@ class HttpPool:
     def release(self, share: _Share) -> None:
         share.leases -= 1
 
-    def transport_for(self, origin: Origin) -> httpx2.AsyncBaseTransport:
+    def transport_for(self, origin: Origin, *, public_only: bool = False) -> httpx2.AsyncBaseTransport:
         """A pool for a request to ``origin`` outside any lease (a redirect to another origin)."""
-        shares = self._pools.get(origin)
+        key = (origin, public_only)
+        shares = self._pools.get(key)
         if not shares:
-            shares = self._pools[origin] = [_Share(self._new_transport(origin[0]))]
+            shares = self._pools[key] = [_Share(self._new_transport(origin[0], public_only))]
         return shares[0].transport
 
     def statistics(self) -> dict[str, int]:
@@ -369,13 +384,20 @@ class _LinkedHttpTransport(httpx2.AsyncBaseTransport):
     """
 
     def __init__(
-        self, link: Link, pool: HttpPool, origin: Origin, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
+        self,
+        link: Link,
+        pool: HttpPool,
+        origin: Origin,
+        max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+        *,
+        public_only: bool = False,
     ) -> None:
         self._link = link
         self._pool = pool
         self._origin = origin
         self._max_message_bytes = max_message_bytes
-        self._share: _Share | None = pool.lease(origin)
+        self._public_only = public_only
+        self._share: _Share | None = pool.lease(origin, public_only=public_only)
 
     async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
         link = self._link
@@ -386,7 +408,7 @@ class _LinkedHttpTransport(httpx2.AsyncBaseTransport):
         if share is not None and origin == self._origin:
             transport = share.transport
         else:
-            transport = self._pool.transport_for(origin)
+            transport = self._pool.transport_for(origin, public_only=self._public_only)
         try:
             repeatable = request.method != "POST" or method is None or method in REPEATABLE_METHODS
             response = await self._send(transport, request, repeatable=repeatable)
@@ -570,7 +592,9 @@ async def _open_http(
             timeout=httpx2.Timeout(HTTP_TIMEOUT_SECONDS, read=HTTP_READ_TIMEOUT_SECONDS),
             event_hooks={"response": [on_response]},
             # Leased last: the client's exit (below) ends the lease.
-            transport=_LinkedHttpTransport(link, shared, origin, config.max_message_bytes),
+            transport=_LinkedHttpTransport(
+                link, shared, origin, config.max_message_bytes, public_only=config.public_only
+            ),
         )
         link.discover_probe = _DiscoverProbe(client, config.url, config.max_message_bytes)
         # The SDK's own bound on one event is made the same as ours (its default is 1 MiB);

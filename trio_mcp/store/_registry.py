@@ -36,9 +36,9 @@ logger = logging.getLogger("trio_mcp.store")
 
 ParseRegistration = Callable[[Mapping[str, Any]], "ServerConfig"]
 """Turns a registration body into a :class:`ServerConfig` (raises on a body it refuses)."""
-Admit = Callable[["ServerConfig"], Awaitable[None]]
-"""Raises when this process may not run a server (its own rules: a replica started with other
-flags may have stored it)."""
+Admit = Callable[["ServerConfig"], Awaitable["ServerConfig"]]
+"""The server as this process runs it, or raises when it may not run it (its own rules: a
+replica started with other flags may have stored it)."""
 
 CLEANUP_TIMEOUT = 10.0
 """Seconds to take back a stored registration whose server could not be started."""
@@ -80,15 +80,14 @@ def registration_config(
     return parse(body)
 
 
-async def _admitted(admit: Admit | None, config: ServerConfig) -> bool:
+async def _admitted(admit: Admit | None, config: ServerConfig) -> ServerConfig | None:
     if admit is None:
-        return True
+        return config
     try:
-        await admit(config)
+        return await admit(config)
     except Exception as exc:
         logger.error("registry: %s is stored but not allowed here, skipped: %s", config.name, exc)
-        return False
-    return True
+        return None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -119,8 +118,9 @@ async def load_registry(
         except Exception as exc:
             logger.error("registry: the stored registration of %s cannot be used, skipped: %s", row.name, exc)
             continue
-        if await _admitted(admit, config):
-            configs[row.name] = (row.revision, config)
+        admitted = await _admitted(admit, config)
+        if admitted is not None:
+            configs[row.name] = (row.revision, admitted)
     return LoadedRegistry(
         version=snapshot.version,
         configs=configs,
@@ -275,11 +275,12 @@ class Registry:
             self._unusable[row.name] = row.revision
             logger.error("registry: the stored registration of %s cannot be used, skipped: %s", row.name, exc)
             return
-        if not await _admitted(self._admit, config):
+        admitted = await _admitted(self._admit, config)
+        if admitted is None:
             self._unusable[row.name] = row.revision
             return
         try:
-            await self._manager.add_server(config)
+            await self._manager.add_server(admitted)
         except ServerExistsError:
             self._unusable[row.name] = row.revision
             logger.warning("registry: %s is stored but a server of that name runs here: skipped", row.name)
