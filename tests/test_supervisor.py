@@ -498,3 +498,35 @@ async def test_closing_never_raises_what_a_transport_said_while_torn_down(
         for server in servers:
             await manager.wait_for(server.name, is_status(ServerStatus.HEALTHY))
     assert [manager.server(s.name).connection for s in servers] == [ConnectionState.CLOSED] * 3
+
+
+@pytest.mark.parametrize("spread", [0.5, 0.0])
+async def test_first_probes_are_spread_over_the_end_of_the_interval(
+    autojump_clock: trio.testing.MockClock, spread: float
+) -> None:
+    """Ten servers that connect together probe at ten moments in the last half of the interval,
+    not all at once (probe_spread=0: exactly one interval after connecting)."""
+    servers = [ScriptedServer(f"s{i}") for i in range(10)]
+    configs = [memory_server(s, policy=policy(health_interval=10.0, probe_spread=spread)) for s in servers]
+    async with trio_mcp.open_manager(configs, rng=random.Random(3)) as manager:
+        for server in servers:
+            await manager.acquire(server.name)
+        connected = trio.current_time()
+        probed = []
+        for server in servers:
+            snap = await manager.wait_for(
+                server.name, lambda s: s.last_checked_at is not None and s.last_checked_at > connected
+            )
+            assert snap.last_checked_at is not None
+            probed.append(snap.last_checked_at - connected)
+    if spread:
+        assert all(10.0 * (1 - spread) <= t <= 10.0 for t in probed), probed
+        assert len({round(t, 6) for t in probed}) == 10
+    else:
+        assert probed == [pytest.approx(10.0)] * 10
+
+
+@pytest.mark.parametrize("bad", [-0.1, 1.0, True, "half"])
+def test_probe_spread_is_checked(bad: object) -> None:
+    with pytest.raises(trio_mcp.ConfigError, match="probe_spread"):
+        trio_mcp.ServerPolicy(probe_spread=bad)  # type: ignore[arg-type]

@@ -50,6 +50,7 @@ DEFAULT_HANDSHAKE_MAX_AGE: float | None = 3600.0
 DEFAULT_FRESHNESS_WINDOW = 300.0
 DEFAULT_MAX_CONCURRENCY = 16
 DEFAULT_PROGRESS_HARD_MAX = 300.0
+DEFAULT_PROBE_SPREAD = 0.5
 DEFAULT_MAX_MESSAGE_BYTES = 8 * 1024 * 1024
 """The largest message a server may send (8 MiB): one stdio line, one HTTP response body, one
 event of an event stream."""
@@ -97,6 +98,11 @@ class ServerPolicy:
         max_concurrency: how many invocations may use this server at once (bulkhead).
         progress_hard_max: progress notifications extend an attempt's deadline, never past
             this many seconds after the attempt started.
+        probe_spread: a connection's first probe comes between
+            ``(1 - probe_spread) * health_interval`` and ``health_interval`` after it opened, at
+            a point set by the server's name and the session's number, so servers that
+            connected together (a fleet starting) do not probe together from then on
+            (``0``: exactly at ``health_interval``).
     """
 
     handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT
@@ -112,8 +118,15 @@ class ServerPolicy:
     connect_on_start: bool = True
     max_concurrency: int = DEFAULT_MAX_CONCURRENCY
     progress_hard_max: float = DEFAULT_PROGRESS_HARD_MAX
+    probe_spread: float = DEFAULT_PROBE_SPREAD
 
     def __post_init__(self) -> None:
+        if (
+            isinstance(self.probe_spread, bool)
+            or not isinstance(self.probe_spread, int | float)
+            or not 0 <= self.probe_spread < 1
+        ):
+            raise ConfigError(f"must be in [0, 1), got {quote(self.probe_spread)}", key="probe_spread")
         for key in (
             "handshake_timeout",
             "probe_timeout",
@@ -322,6 +335,7 @@ def _expand(value: Any, key: str, environ: Mapping[str, str], found: set[str]) -
 
 _VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _POLICY_FIELDS = (
+    "probe_spread",
     "handshake_timeout",
     "probe_timeout",
     "call_timeout",

@@ -190,6 +190,12 @@ class _Entry(BaseModel):
     probe: Literal["auto", "ping", "discover", "list_tools", "none"] | None = None
     connect_on_start: bool | None = Field(None, alias="connectOnStart")
     max_concurrency: Count | None = Field(None, alias="maxConcurrency")
+    probe_spread: Annotated[float, Field(ge=0, lt=1)] | None = Field(
+        None,
+        alias="probeSpread",
+        description="the first probe comes between (1 - probeSpread) and 1 health intervals after "
+        "connecting (default 0.5; 0: exactly one)",
+    )
     max_message_bytes: Count | None = Field(
         None,
         alias="maxMessageBytes",

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import math
+import zlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
@@ -883,7 +884,15 @@ class ServerSupervisor:
     async def _probe_periodically(self, conn: Connection) -> None:
         interval = self.policy.health_interval
         checked_at = trio.current_time()
-        next_at = checked_at + interval
+        # The first probe at a point of the interval's end set by the server's name and the
+        # session's number: servers that connected together (a fleet starting) do not probe
+        # together from then on, and a seeded run probes at the same times when replayed.
+        spread = self.policy.probe_spread
+        if spread:
+            fraction = zlib.crc32(f"{self.name}:{conn.session_id}".encode()) / 2**32
+            next_at = checked_at + interval * (1.0 - spread * fraction)
+        else:
+            next_at = checked_at + interval
         while True:
             await trio.sleep_until(next_at)
             next_at = max(next_at + interval, trio.current_time())

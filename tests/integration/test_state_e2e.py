@@ -1,6 +1,7 @@
-"""``trio-mcp serve`` processes on a SQLite state file: a restarted process has its registered
-servers back (and callable) and the history of the one before; ``kill -9`` in the middle of
-200 registrations loses none that was answered 201 and keeps none that was refused."""
+"""``trio-mcp serve`` processes on a state store, a SQLite file and a PostgreSQL database: a
+restarted process has its registered servers back (and callable) and the history of the one
+before; ``kill -9`` in the middle of 200 registrations loses none that was answered 201 and
+keeps none that was refused."""
 
 from __future__ import annotations
 
@@ -19,10 +20,19 @@ pytestmark = [
 ]
 
 
-def _args(tmp_path: Path, *extra: str) -> list[str]:
+@pytest.fixture(params=["sqlite", "postgresql"])
+def state(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Where the processes keep their state: a SQLite file, or a new PostgreSQL database."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path}/state.db"
+    url: str = request.getfixturevalue("postgres_url")
+    return url
+
+
+def _args(tmp_path: Path, state: str, *extra: str) -> list[str]:
     config = tmp_path / "fleet.json"
     config.write_text(json.dumps({"mcpServers": {}}))
-    return ["--config", str(config), "--state", f"sqlite:///{tmp_path}/state.db", *extra]
+    return ["--config", str(config), "--state", state, *extra]
 
 
 async def _call(client: httpx.AsyncClient, server: str, request_id: str) -> httpx.Response:
@@ -35,8 +45,8 @@ async def _call(client: httpx.AsyncClient, server: str, request_id: str) -> http
     return await client.post(f"{API}/invoke/tool", json=body)
 
 
-async def test_a_restarted_serve_has_its_servers_back_and_their_history(tmp_path: Path) -> None:
-    args = _args(tmp_path, "--allow-stdio-registration")
+async def test_a_restarted_serve_has_its_servers_back_and_their_history(tmp_path: Path, state: str) -> None:
+    args = _args(tmp_path, state, "--allow-stdio-registration")
     async with serve_process(args, tmp_path / "first.log") as first:
         assert (await first.client.post(f"{API}/servers", json=demo("extra"))).status_code == 201
         assert (await first.client.post(f"{API}/servers/extra/connect")).status_code == 200
@@ -57,8 +67,10 @@ async def test_a_restarted_serve_has_its_servers_back_and_their_history(tmp_path
         assert await second.stop() == 0, await second.output()
 
 
-async def test_kill_9_during_a_storm_of_registrations_loses_no_acknowledged_one(tmp_path: Path) -> None:
-    args = _args(tmp_path, "--allow-private-urls")
+async def test_kill_9_during_a_storm_of_registrations_loses_no_acknowledged_one(
+    tmp_path: Path, state: str
+) -> None:
+    args = _args(tmp_path, state, "--allow-private-urls")
     outcomes: dict[str, str] = {}
     fifty = trio.Event()
     async with serve_process(args, tmp_path / "first.log", connected=False) as first:
