@@ -16,6 +16,8 @@ import signal
 import ssl
 import subprocess
 import threading
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, cast
 
@@ -414,27 +416,36 @@ def post(port: int, method: str = "ping") -> object:
     )
 
 
-async def test_a_request_on_a_keep_alive_connection_the_server_closed_is_sent_again() -> None:
-    """The server closed the idle pooled connection as the request went out on it: the request
-    never reached the server, so it is sent again at once on a fresh connection, and the
-    connection is not reported dead."""
-    server = KeepAliveServer(drop_after=[1, None])
+@asynccontextmanager
+async def keep_alive_transport(
+    drop_after: list[int | None],
+) -> AsyncIterator[tuple[KeepAliveServer, base.Link, Any]]:
+    """A :class:`KeepAliveServer` and a connection's transport to it, both closed afterwards."""
+    server = KeepAliveServer(drop_after=drop_after)
     with trio.fail_after(10):
         async with trio.open_nursery() as nursery:
             await nursery.start(server.serve)
             link = base.Link("web")
             pool = http.HttpPool()
             transport = http._LinkedHttpTransport(link, pool, ("http", "127.0.0.1", server.port))
-            first = await transport.handle_async_request(post(server.port))  # type: ignore[arg-type]
-            await first.aread()
-            second = await transport.handle_async_request(post(server.port))  # type: ignore[arg-type]
-            await second.aread()
-            assert (first.status_code, second.status_code) == (200, 200)
-            assert server.answered == [0, 1]  # the second request was answered on a new connection
-            assert not link.dead.is_set()
+            yield server, link, transport
             await transport.aclose()
             await pool.aclose()
             nursery.cancel_scope.cancel()
+
+
+async def test_a_request_on_a_keep_alive_connection_the_server_closed_is_sent_again() -> None:
+    """The server closed the idle pooled connection as the request went out on it: the request
+    never reached the server, so it is sent again at once on a fresh connection, and the
+    connection is not reported dead."""
+    async with keep_alive_transport([1, None]) as (server, link, transport):
+        first = await transport.handle_async_request(post(server.port))  # type: ignore[arg-type]
+        await first.aread()
+        second = await transport.handle_async_request(post(server.port))  # type: ignore[arg-type]
+        await second.aread()
+        assert (first.status_code, second.status_code) == (200, 200)
+        assert server.answered == [0, 1]  # the second request was answered on a new connection
+        assert not link.dead.is_set()
 
 
 async def test_a_tool_call_on_a_keep_alive_connection_the_server_closed_is_not_sent_again() -> None:
@@ -443,41 +454,23 @@ async def test_a_tool_call_on_a_keep_alive_connection_the_server_closed_is_not_s
     caller learns that it may have run."""
     import httpx2
 
-    server = KeepAliveServer(drop_after=[1, None])
-    with trio.fail_after(10):
-        async with trio.open_nursery() as nursery:
-            await nursery.start(server.serve)
-            link = base.Link("web")
-            pool = http.HttpPool()
-            transport = http._LinkedHttpTransport(link, pool, ("http", "127.0.0.1", server.port))
-            first = await transport.handle_async_request(post(server.port))  # type: ignore[arg-type]
-            await first.aread()
-            with pytest.raises(httpx2.RemoteProtocolError):
-                await transport.handle_async_request(post(server.port, "tools/call"))  # type: ignore[arg-type]
-            assert (server.connections, server.answered) == (1, [0])
-            await transport.aclose()
-            await pool.aclose()
-            nursery.cancel_scope.cancel()
+    async with keep_alive_transport([1, None]) as (server, _, transport):
+        first = await transport.handle_async_request(post(server.port))  # type: ignore[arg-type]
+        await first.aread()
+        with pytest.raises(httpx2.RemoteProtocolError):
+            await transport.handle_async_request(post(server.port, "tools/call"))  # type: ignore[arg-type]
+        assert (server.connections, server.answered) == (1, [0])
 
 
 async def test_a_request_dropped_on_a_fresh_connection_is_not_sent_again() -> None:
     """A fresh connection dropped without an answer may have run the request: no retry."""
     import httpx2
 
-    server = KeepAliveServer(drop_after=[0, None])
-    with trio.fail_after(10):
-        async with trio.open_nursery() as nursery:
-            await nursery.start(server.serve)
-            link = base.Link("web")
-            pool = http.HttpPool()
-            transport = http._LinkedHttpTransport(link, pool, ("http", "127.0.0.1", server.port))
-            with pytest.raises(httpx2.RemoteProtocolError):
-                await transport.handle_async_request(post(server.port))  # type: ignore[arg-type]
-            assert (server.connections, server.answered) == (1, [])
-            assert link.dead.is_set()
-            await transport.aclose()
-            await pool.aclose()
-            nursery.cancel_scope.cancel()
+    async with keep_alive_transport([0, None]) as (server, link, transport):
+        with pytest.raises(httpx2.RemoteProtocolError):
+            await transport.handle_async_request(post(server.port))  # type: ignore[arg-type]
+        assert (server.connections, server.answered) == (1, [])
+        assert link.dead.is_set()
 
 
 # ---------------------------------------------------------------------------------------------

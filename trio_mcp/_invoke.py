@@ -311,44 +311,30 @@ class Invoker:
                     now = trio.current_time()
                 if conn is None:
                     continue
-                delay = None
+                contest = None
                 if hedge_after is not None and not forced and failover != "never":
                     delay = self._hedge_delay(sup, hedge_after, method, target)
-                try:
-                    if delay is None:
-                        outcome = await self._invoke_stage(
-                            now,
-                            sup,
-                            conn,
-                            method,
-                            target,
-                            arguments,
-                            request_id=request_id,
-                            overall_deadline=deadline,
-                            attempt_timeout=attempt_timeout,
-                            progress_callback=progress_callback,
-                            attempts=attempts,
-                            errors=errors,
-                            trace=span,
-                        )
-                    else:
+                    if delay is not None:
                         contest = _Contest(routes, delay)
-                        outcome = await self._hedged_stage(
-                            contest,
-                            now,
-                            sup,
-                            conn,
-                            method,
-                            target,
-                            arguments,
-                            request_id=request_id,
-                            overall_deadline=deadline,
-                            attempt_timeout=attempt_timeout,
-                            progress_callback=progress_callback,
-                            attempts=attempts,
-                            errors=errors,
-                            trace=span,
-                        )
+                stage = self._invoke_stage if contest is None else self._hedged_stage
+                try:
+                    outcome = await stage(
+                        now,
+                        sup,
+                        conn,
+                        method,
+                        target,
+                        arguments,
+                        request_id=request_id,
+                        overall_deadline=deadline,
+                        attempt_timeout=attempt_timeout,
+                        progress_callback=progress_callback,
+                        attempts=attempts,
+                        errors=errors,
+                        trace=span,
+                        contest=contest,
+                    )
+                    if contest is not None:
                         routes = contest.routes
                 except RequestRejectedError:
                     self._finished(method, target, request_id, start, attempts, "rejected", name)
@@ -696,18 +682,20 @@ class Invoker:
 
     async def _hedged_stage(
         self,
-        contest: _Contest,
         start: float,
         sup: ServerSupervisor,
         conn: Connection,
         method: str,
         target: str | None,
         arguments: dict[str, Any] | None,
+        *,
+        contest: _Contest | None,
         **common: Any,
     ) -> InvocationResult[Any] | tuple[Failure, bool]:
         """The attempt on ``sup``, and after ``contest.delay`` the same request on the next
         candidate: the first answer wins, the other attempt is cancelled. Both are traced. When
         neither succeeds, the first server's failure is the outcome."""
+        assert contest is not None
         outcomes: dict[str, InvocationResult[Any] | tuple[Failure, bool]] = {}
         refusal: list[RequestRejectedError] = []
         first_ended = trio.Event()

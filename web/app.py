@@ -25,7 +25,7 @@ from trio_mcp.metrics import FleetCollector
 
 from . import routes
 from .errors import exception_handlers
-from .guard import Admission, parse_prefixes
+from .guard import Admission
 from .middleware import GuardMiddleware, RateLimit, TraceContextMiddleware
 from .routes import OPERATIONS, ApiSettings, InvocationCount
 
@@ -149,7 +149,6 @@ def create_app(
     if not (isinstance(body_timeout, int | float) and body_timeout > 0):
         raise ValueError("body_timeout must be a positive number of seconds")
     limit = RateLimit.parse(rate_limit) if rate_limit is not None else None
-    stdio_commands = parse_prefixes(allow_stdio_commands) if allow_stdio_commands else None
     app = Starlette(
         routes=ROUTES,
         middleware=[
@@ -168,12 +167,12 @@ def create_app(
         lifespan=lifespan,
     )
     attach(app, manager)
-    allow_any_stdio = allow_stdio or stdio_commands is not None
-    app.state.admission = Admission(allow_any_stdio, stdio_commands, allow_private_urls)
     app.state.settings = ApiSettings(
-        allow_stdio=allow_any_stdio,
-        stdio_commands=stdio_commands,
-        allow_private_urls=allow_private_urls,
+        admission=Admission.from_flags(
+            allow_stdio=allow_stdio,
+            allow_stdio_commands=allow_stdio_commands,
+            allow_private_urls=allow_private_urls,
+        ),
         token=token,
         max_body_bytes=max_body_bytes,
         body_timeout=float(body_timeout),

@@ -74,10 +74,8 @@ def operation(**description: Any) -> Callable[[Endpoint], Endpoint]:
 class ApiSettings:
     """What :func:`web.app.create_app` was told; kept on ``app.state.settings``."""
 
-    allow_stdio: bool = False
-    stdio_commands: tuple[tuple[str, ...], ...] | None = None
-    """When set, stdio registrations must start with one of these argv prefixes."""
-    allow_private_urls: bool = False
+    admission: guard.Admission = field(default_factory=guard.Admission)
+    """Which servers a registration may describe (stdio, commands, internal addresses)."""
     token: str | None = None
     max_body_bytes: int = 1_000_000
     body_timeout: float = 10.0
@@ -98,11 +96,6 @@ def _manager(request: Request) -> Manager:
     if manager is None:
         raise ManagerClosedError("the manager is not running")
     return manager
-
-
-def _admission(request: Request) -> guard.Admission:
-    admission: guard.Admission = request.app.state.admission
-    return admission
 
 
 def _settings(request: Request) -> ApiSettings:
@@ -268,7 +261,7 @@ async def list_servers(request: Request) -> Response:
 async def register_server(request: Request) -> Response:
     manager = _manager(request)
     body = await _body(request)
-    admission = _admission(request)
+    admission = _settings(request).admission
     if not admission.allow_private_urls:
         # Before parsing: an address is refused in every spelling, valid URL or not.
         await guard.check_url(body.get("url"))
