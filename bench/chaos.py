@@ -17,6 +17,7 @@ with status 1 if any invariant was violated. The CI runs the same suites at smal
 
     .venv/bin/python bench/chaos.py                      # all five, full size
     .venv/bin/python bench/chaos.py storm --invocations 20000 --seed 7
+    .venv/bin/python bench/chaos.py storm --processes 1    # one process (default: 2 parts)
     .venv/bin/python bench/chaos.py kills --kills 100
     .venv/bin/python bench/chaos.py http --duration 30 --faults-per-second 3
     .venv/bin/python bench/chaos.py restarts --servers 200
@@ -28,6 +29,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
+import os
 import sys
 import tempfile
 from pathlib import Path
@@ -40,7 +42,7 @@ from _http_faults import HttpFaultConfig, run_http_faults
 from _kills import KillConfig, run_kills
 from _restart_storm import RestartStormConfig, run_restart_storm
 from _sigterm import SigtermConfig, run_sigterm
-from _storm import StormConfig, run
+from _storm import StormConfig, parts_table, run, run_in_processes
 
 FULL = {
     "storm": StormConfig(servers=1000, invocations=100_000, workers=250, faults_per_second=10.0),
@@ -58,7 +60,11 @@ CI = {
 }
 
 
-def storm(config: StormConfig) -> int:
+def storm(config: StormConfig, processes: int = 1) -> int:
+    if processes > 1:
+        summaries, real_seconds = run_in_processes(config, processes)
+        print(parts_table(config, summaries, real_seconds), flush=True)
+        return sum(len(summary.violations) for summary in summaries)
     report = run(config)
     print(report.table(), flush=True)
     return len(report.history.violations())
@@ -122,6 +128,12 @@ def main() -> None:
     p_storm.add_argument("--invocations", type=int)
     p_storm.add_argument("--workers", type=int)
     p_storm.add_argument("--faults-per-second", type=float)
+    p_storm.add_argument(
+        "--processes",
+        type=int,
+        help="split the storm over this many processes, each the whole fleet with its share of the"
+        " workers (default: 2 at full size on a machine with 2 cores or more, else 1)",
+    )
     p_kills = sub.add_parser("kills", help="F1: stdio servers killed mid-call")
     p_kills.add_argument("--kills", type=int)
     p_kills.add_argument("--servers", type=int)
@@ -143,7 +155,12 @@ def main() -> None:
     args = parser.parse_args()
 
     sizes = CI if args.ci else FULL
-    overrides = {k: v for k, v in vars(args).items() if v is not None and k not in ("ci", "suite")}
+    overrides = {
+        k: v for k, v in vars(args).items() if v is not None and k not in ("ci", "suite", "processes")
+    }
+    processes = getattr(args, "processes", None)
+    if processes is None:
+        processes = 1 if args.ci else min(2, os.cpu_count() or 1)
     violations = 0
     for suite in [args.suite] if args.suite else ["storm", "kills", "sigterm", "http", "restarts"]:
         config = sizes[suite]
@@ -152,7 +169,10 @@ def main() -> None:
         runner = {"storm": storm, "kills": kills, "sigterm": sigterm, "http": http, "restarts": restarts}[
             suite
         ]
-        violations += runner(config)  # type: ignore[operator]  # one suite, its config
+        if suite == "storm":
+            violations += storm(config, processes)  # type: ignore[arg-type]
+        else:
+            violations += runner(config)  # type: ignore[operator]  # one suite, its config
         print(flush=True)
     sys.exit(1 if violations else 0)
 

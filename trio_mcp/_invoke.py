@@ -399,7 +399,10 @@ class Invoker:
             else:
                 last = attempts[-1]
                 used = [a.server for a in attempts if a.stage is not Stage.SELECT]
-                ranked = self._routes(method, target, preferred, trio.current_time(), arguments)
+                # Which servers could have taken it (in plain order: no load, no random draw).
+                ranked = rank_candidates(
+                    _StatesView(self._supervisors), preferred, method, target, trio.current_time(), arguments
+                )
                 usable = (r.server for r in ranked if r.skip is None and r.reject is None)
                 could = list(dict.fromkeys([*used, *usable]))
                 plural = "s" if len(could) != 1 else ""

@@ -98,6 +98,7 @@ def rank_candidates(
     follow in registration order.
     """
     kind = KIND_OF_METHOD.get(method) if target is not None else None
+    refusal = _rejecter(kind, target, arguments)
     seen: set[str] = set()
     for name in preferred:
         if name in seen:
@@ -106,10 +107,10 @@ def rank_candidates(
         state = states.get(name)
         if state is not None:
             skip = skip_reason(state, kind, target, now)
-            reject = reject_reason(state, kind, target, arguments) if skip is None else None
+            reject = refusal(state) if skip is None else None
             yield Route(name, skip, reject, preferred=True)
     if load is not None and draw is not None and len(states) > 1:
-        yield from _balanced(states, seen, kind, target, now, arguments, load, draw)
+        yield from _balanced(states, seen, kind, target, now, refusal, load, draw)
         return
     # One pass in registration order, each state read once: a healthy server is yielded as soon
     # as it is read (the usual call goes no further), the others are kept for after, by status.
@@ -121,11 +122,40 @@ def rank_candidates(
         if rank:
             later.append((rank, name, state))
         elif skip_reason(state, kind, target, now) is None:
-            yield Route(name, None, reject_reason(state, kind, target, arguments))
+            yield Route(name, None, refusal(state))
     later.sort(key=_rank_of)  # stable: registration order within a status
     for _, name, state in later:
         if skip_reason(state, kind, target, now) is None:
-            yield Route(name, None, reject_reason(state, kind, target, arguments))
+            yield Route(name, None, refusal(state))
+
+
+def _accepted(state: ServerState) -> str | None:
+    return None
+
+
+def _rejecter(
+    kind: str | None, target: str | None, arguments: Mapping[str, Any] | None
+) -> Callable[[ServerState], str | None]:
+    """:func:`reject_reason` for one request, asked of many servers: servers that describe the
+    target with the same schema share its compiled check, which is asked once."""
+    if kind not in ("tools", "prompts") or target is None:
+        return _accepted
+    verdicts: dict[Callable[[Mapping[str, Any] | None], str | None], str | None] = {}
+
+    def reject(state: ServerState) -> str | None:
+        known = state.catalog.of(kind)
+        if not isinstance(known, Listing):
+            return reject_reason(state, kind, target, arguments)
+        check = known.checks.get(target)
+        if check is None:
+            return None
+        try:
+            return verdicts[check]
+        except KeyError:
+            verdict = verdicts[check] = check(arguments)
+            return verdict
+
+    return reject
 
 
 def _rank_of(entry: tuple[int, str, ServerState]) -> int:
@@ -138,7 +168,7 @@ def _balanced(
     kind: str | None,
     target: str | None,
     now: float,
-    arguments: Mapping[str, Any] | None,
+    refusal: Callable[[ServerState], str | None],
     load: Callable[[str], Load],
     draw: Callable[[], float],
 ) -> Iterator[Route]:
@@ -154,7 +184,7 @@ def _balanced(
     for rank, name, state in ranked:
         if skip_reason(state, kind, target, now) is not None:
             continue
-        route = Route(name, None, reject_reason(state, kind, target, arguments))
+        route = Route(name, None, refusal(state))
         if route.reject is None and (best is None or rank == best):
             best = rank
             equals.append(len(routes))

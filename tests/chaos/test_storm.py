@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 import trio.testing
-from _storm import FAULT_KINDS, StormConfig, run, run_storm
+from _storm import FAULT_KINDS, StormConfig, run, run_in_processes, run_storm, split
 
 pytestmark = pytest.mark.chaos
 
@@ -33,3 +33,26 @@ def test_a_seed_replays_the_same_storm() -> None:
     assert first.history.outcomes() == second.history.outcomes()
     assert first.categories == second.categories
     assert first.virtual_seconds == second.virtual_seconds
+
+
+def test_a_storm_splits_into_parts_that_each_hold_the_whole_fleet() -> None:
+    config = StormConfig(servers=1000, invocations=100_001, workers=250, seed=3)
+    parts = split(config, 2)
+    assert [(p.servers, p.workers, p.invocations, p.part) for p in parts] == [
+        (1000, 125, 50_001, 0),
+        (1000, 125, 50_000, 1),
+    ]
+    assert split(config, 1) == [config]
+    with pytest.raises(ValueError, match="between 1 and the number of workers"):
+        split(config, 0)
+
+
+def test_a_storm_over_two_processes_keeps_every_invariant_in_each() -> None:
+    config = StormConfig(servers=40, invocations=800, workers=20, faults_per_second=10.0, seed=5)
+    summaries, _ = run_in_processes(config, 2)
+    assert [s.part for s in summaries] == [0, 1]
+    for summary in summaries:
+        assert summary.violations == []
+        assert sum(summary.outcomes.values()) == summary.invocations == 400
+    # Each part plans from its own seed: the parts are two different storms.
+    assert summaries[0].faults != summaries[1].faults
