@@ -1,48 +1,203 @@
 """Invocation overhead: ``manager.call_tool`` versus a raw SDK ``ClientSession.call_tool``.
 
-Both talk to the same in-memory SDK server in one process; the figure printed is the ratio of
-their median latencies. Run: ``.venv/bin/python bench/invoke_overhead.py [calls] [--metrics]``
-(``--metrics``: with a Prometheus ``FleetCollector`` attached to the manager; ``--state URL``:
-with the event history written to that store, e.g. ``sqlite:///tmp/bench.db``).
+Both paths call ``echo`` on the same SDK server (``bench/_echo_server.py``), in interleaved
+rounds so that drift on the machine hits both alike; the figure printed is the ratio of their
+median latencies. Run: ``.venv/bin/python bench/invoke_overhead.py [calls] [options]``.
+
+``--transport`` picks how the server is reached (``all``: each in turn):
+
+- ``memory`` (the default): the server runs in this process; the raw session and the manager's
+  ``MemoryTransport`` each talk to it over in-memory streams.
+- ``stdio``: the server is a subprocess speaking over stdin/stdout (started with
+  ``sys.executable``). The raw session uses the SDK's ``stdio_client`` and the manager a
+  ``StdioTransport`` for the same command; stdio is one client per process, so each path has
+  a server process of its own.
+- ``http``: one server subprocess serves streamable HTTP on a free port; the raw session uses
+  the SDK's ``streamable_http_client`` (its default HTTP client) and the manager an
+  ``HttpTransport``, both to that one process.
+
+``--concurrency 16,64`` also measures throughput: C trio tasks share the calls of a round and
+each calls in a loop until none is left, through one shared raw ``ClientSession`` (the SDK
+multiplexes requests) and through the manager (its ``max_concurrency`` raised so that it does
+not throttle); the ratio printed is calls/s through the manager over calls/s through the raw
+session (higher is better). ``--repeat R`` runs everything R times and ends with the range
+(min-max) of each ratio. ``--metrics`` attaches a Prometheus ``FleetCollector`` to the manager;
+``--state URL`` writes its event history to that store, e.g. ``sqlite:///tmp/bench.db``.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import signal
 import statistics
+import subprocess
+import sys
 import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import trio
+from _echo_server import build_server
 from mcp.client.session import ClientSession
-from mcp.server.mcpserver import MCPServer
 from mcp.shared.memory import create_client_server_memory_streams
 
 import trio_mcp
 from trio_mcp.testing import memory_server
 
+TRANSPORTS = ("memory", "stdio", "http")
+ECHO_SERVER = str(Path(__file__).resolve().with_name("_echo_server.py"))
+ARGS = {"text": "hello"}
+WARMUP_CALLS = 200
+LATENCY_ROUNDS = 10
+THROUGHPUT_ROUNDS = 5
+SERVER_START_TIMEOUT = 30.0
+SERVER_STOP_TIMEOUT = 10.0
 
-async def time_calls(call: object, n: int) -> list[float]:
+Call = Callable[[], Awaitable[object]]
+
+
+@dataclass(frozen=True)
+class Paths:
+    """The two ways to make one call: the raw SDK session and the manager."""
+
+    raw: Call
+    managed: Call
+
+
+@dataclass(frozen=True)
+class Throughput:
+    """``calls`` calls per path made by ``callers`` concurrent tasks, in seconds per path."""
+
+    callers: int
+    calls: int
+    raw_seconds: float
+    managed_seconds: float
+
+    @property
+    def ratio(self) -> float:
+        """Calls per second through the manager over calls per second through the raw session."""
+        return self.raw_seconds / self.managed_seconds
+
+
+@dataclass
+class Run:
+    """One transport's measurements in one repetition."""
+
+    transport: str
+    raw: list[float] = field(default_factory=list)
+    managed: list[float] = field(default_factory=list)
+    throughputs: list[Throughput] = field(default_factory=list)
+
+    @property
+    def ratio(self) -> float:
+        return statistics.median(self.managed) / statistics.median(self.raw)
+
+
+# ---------------------------------------------------------------------------------------------
+# timing
+# ---------------------------------------------------------------------------------------------
+
+
+async def time_calls(call: Call, n: int) -> list[float]:
     samples = []
     for _ in range(n):
         start = time.perf_counter()
-        await call()  # type: ignore[operator]
+        await call()
         samples.append(time.perf_counter() - start)
     return samples
 
 
-async def main(n: int, metrics: bool, state: str | None = None) -> None:
-    server = MCPServer("bench")
+async def time_concurrent(call: Call, callers: int, calls: int) -> float:
+    """Seconds ``callers`` tasks take to make ``calls`` calls between them."""
+    remaining = calls
 
-    @server.tool()
-    async def echo(text: str) -> str:
-        return text
+    async def caller() -> None:
+        nonlocal remaining
+        while remaining > 0:
+            remaining -= 1
+            await call()
 
+    start = time.perf_counter()
+    async with trio.open_nursery() as nursery:
+        for _ in range(callers):
+            nursery.start_soon(caller)
+    return time.perf_counter() - start
+
+
+async def measure(paths: Paths, run: Run, n: int, concurrency: Sequence[int]) -> None:
+    await time_calls(paths.raw, WARMUP_CALLS)  # warm up both paths
+    await time_calls(paths.managed, WARMUP_CALLS)
+    # Interleave rounds so drift on the machine hits both paths alike.
+    for _ in range(LATENCY_ROUNDS):
+        run.raw += await time_calls(paths.raw, n // LATENCY_ROUNDS)
+        run.managed += await time_calls(paths.managed, n // LATENCY_ROUNDS)
+    for callers in concurrency:
+        per_round = max(n // THROUGHPUT_ROUNDS, callers)
+        await time_concurrent(paths.raw, callers, 4 * callers)  # warm up at this concurrency
+        await time_concurrent(paths.managed, callers, 4 * callers)
+        raw_seconds = managed_seconds = 0.0
+        for i in range(THROUGHPUT_ROUNDS):
+            # Alternate which path goes first, as well as interleaving them.
+            if i % 2 == 0:
+                raw_seconds += await time_concurrent(paths.raw, callers, per_round)
+                managed_seconds += await time_concurrent(paths.managed, callers, per_round)
+            else:
+                managed_seconds += await time_concurrent(paths.managed, callers, per_round)
+                raw_seconds += await time_concurrent(paths.raw, callers, per_round)
+        run.throughputs.append(
+            Throughput(callers, per_round * THROUGHPUT_ROUNDS, raw_seconds, managed_seconds)
+        )
+
+
+# ---------------------------------------------------------------------------------------------
+# the two paths, per transport
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Options:
+    metrics: bool
+    state: str | None
+    policy: trio_mcp.ServerPolicy
+
+
+@contextlib.asynccontextmanager
+async def open_manager(config: trio_mcp.ServerConfig, options: Options) -> AsyncIterator[trio_mcp.Manager]:
+    """A manager with the one server ``config``, connected, with the options' extras attached."""
+    async with contextlib.AsyncExitStack() as stack:
+        manager = await stack.enter_async_context(trio_mcp.open_manager([config]))
+        await manager.acquire(config.name)
+        if options.state is not None:
+            from trio_mcp.store import EventWriter, open_store
+
+            store = await stack.enter_async_context(open_store(options.state))
+            nursery = await stack.enter_async_context(trio.open_nursery())
+            stack.callback(nursery.cancel_scope.cancel)
+            writer = EventWriter(store, manager.stream, replica="bench", retention=None)
+            await nursery.start(writer.run)
+        if options.metrics:
+            from prometheus_client import CollectorRegistry
+
+            from trio_mcp.metrics import FleetCollector
+
+            CollectorRegistry().register(FleetCollector(manager))
+        yield manager
+
+
+def paths_of(session: ClientSession, manager: trio_mcp.Manager) -> Paths:
+    return Paths(
+        raw=lambda: session.call_tool("echo", ARGS),
+        managed=lambda: manager.call_tool("echo", ARGS),
+    )
+
+
+@contextlib.asynccontextmanager
+async def memory_paths(options: Options) -> AsyncIterator[Paths]:
+    server = build_server()
     lowlevel = server._lowlevel_server
-    args = {"text": "hello"}
-
-    stack = contextlib.AsyncExitStack()
-    async with stack, create_client_server_memory_streams() as (client_streams, server_streams):
+    async with create_client_server_memory_streams() as (client_streams, server_streams):
         async with trio.open_nursery() as nursery:
             nursery.start_soon(
                 lambda: lowlevel.run(
@@ -51,50 +206,203 @@ async def main(n: int, metrics: bool, state: str | None = None) -> None:
             )
             async with ClientSession(*client_streams) as session:
                 await session.discover()
-                policy = trio_mcp.ServerPolicy(health_interval=3600)
-                async with trio_mcp.open_manager(
-                    [memory_server(server, name="bench", policy=policy)]
-                ) as manager:
-                    await manager.acquire("bench")
-                    if state is not None:
-                        from trio_mcp.store import EventWriter, open_store
-
-                        store = await stack.enter_async_context(open_store(state))
-                        writer = EventWriter(store, manager.stream, replica="bench", retention=None)
-                        await nursery.start(writer.run)
-                    if metrics:
-                        from prometheus_client import CollectorRegistry
-
-                        from trio_mcp.metrics import FleetCollector
-
-                        CollectorRegistry().register(FleetCollector(manager))
-                    raw_call = lambda: session.call_tool("echo", args)  # noqa: E731
-                    managed_call = lambda: manager.call_tool("echo", args)  # noqa: E731
-                    await time_calls(raw_call, 200)  # warm up both paths
-                    await time_calls(managed_call, 200)
-                    raw: list[float] = []
-                    managed: list[float] = []
-                    # Interleave rounds so drift on the machine hits both paths alike.
-                    for _ in range(10):
-                        raw += await time_calls(raw_call, n // 10)
-                        managed += await time_calls(managed_call, n // 10)
+                config = memory_server(server, name="bench", policy=options.policy)
+                async with open_manager(config, options) as manager:
+                    yield paths_of(session, manager)
             await client_streams[1].aclose()
             nursery.cancel_scope.cancel()
 
-    raw_median = statistics.median(raw)
-    managed_median = statistics.median(managed)
-    extras = [" (metrics collector attached)"] if metrics else []
-    extras += [f" (event history written to {state})"] if state else []
-    print(f"calls per path:            {len(raw)}{''.join(extras)}")
+
+@contextlib.asynccontextmanager
+async def stdio_paths(options: Options) -> AsyncIterator[Paths]:
+    from mcp.client.stdio import StdioServerParameters, stdio_client
+
+    params = StdioServerParameters(command=sys.executable, args=[ECHO_SERVER])
+    transport = trio_mcp.StdioTransport(command=sys.executable, args=(ECHO_SERVER,))
+    config = trio_mcp.ServerConfig(name="bench", transport=transport, policy=options.policy)
+    async with stdio_client(params) as streams, ClientSession(*streams) as session:
+        await session.discover()
+        async with open_manager(config, options) as manager:
+            yield paths_of(session, manager)
+
+
+@contextlib.asynccontextmanager
+async def http_server() -> AsyncIterator[str]:
+    """Run the echo server over streamable HTTP in a subprocess; yields its URL."""
+    process = await trio.lowlevel.open_process(
+        [sys.executable, ECHO_SERVER, "--http", "0"], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE
+    )
+    try:
+        assert process.stdout is not None
+        output = b""
+        with trio.fail_after(SERVER_START_TIMEOUT):
+            while not output.endswith(b"\n"):
+                chunk = await process.stdout.receive_some()
+                if not chunk:
+                    raise SystemExit(f"the echo server exited before it listened: {output!r}")
+                output += chunk
+        yield output.decode().strip()
+    finally:
+        with trio.CancelScope(shield=True):
+            process.terminate()
+            with trio.move_on_after(SERVER_STOP_TIMEOUT):
+                await process.wait()
+            if process.returncode is None:
+                process.kill()
+                await process.wait()
+            assert process.stdout is not None
+            await process.stdout.aclose()
+
+
+@contextlib.asynccontextmanager
+async def http_paths(options: Options) -> AsyncIterator[Paths]:
+    from mcp.client.streamable_http import streamable_http_client
+
+    async with http_server() as url:
+        transport = trio_mcp.HttpTransport(url=url)
+        config = trio_mcp.ServerConfig(name="bench", transport=transport, policy=options.policy)
+        async with streamable_http_client(url) as streams, ClientSession(*streams) as session:
+            await session.discover()
+            async with open_manager(config, options) as manager:
+                yield paths_of(session, manager)
+
+
+OPENERS: dict[str, Callable[[Options], contextlib.AbstractAsyncContextManager[Paths]]] = {
+    "memory": memory_paths,
+    "stdio": stdio_paths,
+    "http": http_paths,
+}
+
+
+# ---------------------------------------------------------------------------------------------
+# report
+# ---------------------------------------------------------------------------------------------
+
+
+def print_run(run: Run, extras: str) -> None:
+    raw_median = statistics.median(run.raw)
+    managed_median = statistics.median(run.managed)
+    print(f"calls per path:            {len(run.raw)}{extras}")
     print(f"raw ClientSession.call_tool median: {raw_median * 1e6:8.1f} us")
     print(f"manager.call_tool median:           {managed_median * 1e6:8.1f} us")
-    print(f"ratio (manager / raw):              {managed_median / raw_median:8.3f}")
+    print(f"ratio (manager / raw):              {run.ratio:8.3f}")
+    for t in run.throughputs:
+        print(f"{t.callers} concurrent callers, calls per path: {t.calls}")
+        print(f"raw ClientSession.call_tool:        {t.calls / t.raw_seconds:8.0f} calls/s")
+        print(f"manager.call_tool:                  {t.calls / t.managed_seconds:8.0f} calls/s")
+        print(f"throughput (manager / raw):         {t.ratio:8.3f}")
+
+
+def print_ranges(runs: list[Run], repeat: int) -> None:
+    def span(values: list[float]) -> str:
+        return f"{min(values):.3f}-{max(values):.3f}"
+
+    print(f"== ranges over {repeat} runs (min-max) ==")
+    for transport in TRANSPORTS:
+        mine = [r for r in runs if r.transport == transport]
+        if not mine:
+            continue
+        print(f"{transport:<7} latency ratio (manager / raw):    {span([r.ratio for r in mine])}")
+        for i, t in enumerate(mine[0].throughputs):
+            ratios = [r.throughputs[i].ratio for r in mine]
+            label = f"throughput C={t.callers} (manager / raw):"
+            print(f"{transport:<7} {label:<33} {span(ratios)}")
+
+
+async def measure_all(
+    n: int,
+    metrics: bool,
+    state: str | None,
+    transports: Sequence[str],
+    concurrency: Sequence[int],
+    repeat: int,
+) -> None:
+    max_concurrency = max([trio_mcp.ServerPolicy().max_concurrency, *concurrency])
+    policy = trio_mcp.ServerPolicy(health_interval=3600, max_concurrency=max_concurrency)
+    options = Options(metrics=metrics, state=state, policy=policy)
+    extras = " (metrics collector attached)" if metrics else ""
+    extras += f" (event history written to {state})" if state else ""
+    # The plain run (one in-memory latency measurement) prints exactly its four lines.
+    headed = list(transports) != ["memory"] or bool(concurrency) or repeat > 1
+    runs: list[Run] = []
+    for i in range(repeat):
+        for transport in transports:
+            run = Run(transport)
+            async with OPENERS[transport](options) as paths:
+                await measure(paths, run, n, concurrency)
+            runs.append(run)
+            if headed:
+                print(f"== {transport}" + (f", run {i + 1} of {repeat}" if repeat > 1 else "") + " ==")
+            print_run(run, extras)
+            sys.stdout.flush()  # a long run shows each transport's figures as they come
+    if repeat > 1:
+        print_ranges(runs, repeat)
+
+
+async def main(
+    n: int,
+    metrics: bool,
+    state: str | None = None,
+    transports: Sequence[str] = ("memory",),
+    concurrency: Sequence[int] = (),
+    repeat: int = 1,
+) -> None:
+    # SIGTERM or SIGHUP cancels the run like Ctrl-C does, so the server processes are stopped.
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGHUP) as signals:
+        received: list[int] = []
+
+        async def stop_on_signal(scope: trio.CancelScope) -> None:
+            async for signum in signals:
+                received.append(signum)
+                scope.cancel()
+                return
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(stop_on_signal, nursery.cancel_scope)
+            await measure_all(n, metrics, state, transports, concurrency, repeat)
+            nursery.cancel_scope.cancel()
+    if received:
+        sys.exit(128 + received[0])
+
+
+def parse_concurrency(text: str) -> list[int]:
+    try:
+        values = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected integers separated by commas, got {text!r}") from None
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"expected integers >= 1, got {text!r}")
+    return values
+
+
+def positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}")
+    return value
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("calls", nargs="?", type=int, default=20000, help="calls per path (default 20000)")
+    parser.add_argument(
+        "--transport",
+        choices=[*TRANSPORTS, "all"],
+        default="memory",
+        help="how the server is reached (default memory; all: memory, stdio and http in turn)",
+    )
+    parser.add_argument(
+        "--concurrency",
+        type=parse_concurrency,
+        default=[],
+        metavar="C[,C...]",
+        help="also measure throughput with C concurrent callers (e.g. 16,64)",
+    )
+    parser.add_argument("--repeat", type=positive, default=1, metavar="R", help="run everything R times")
     parser.add_argument("--metrics", action="store_true", help="attach a Prometheus FleetCollector")
     parser.add_argument("--state", metavar="URL", help="write the event history to this store")
     args = parser.parse_args()
-    trio.run(main, args.calls, args.metrics, args.state)
+    transports = TRANSPORTS if args.transport == "all" else (args.transport,)
+    trio.run(main, args.calls, args.metrics, args.state, transports, args.concurrency, args.repeat)
