@@ -148,6 +148,97 @@ def test_a_server_that_refuses_the_arguments_is_never_the_one_chosen() -> None:
     ]
 
 
+def _random_fleet(rng: random.Random) -> dict[str, ServerState]:
+    """Servers of every status (some unreachable with their window open or shut), catalogs
+    unknown, without the target, or with one of two schemas for it."""
+    from mcp_types import Tool
+
+    from trio_mcp._arguments import compile_check
+    from trio_mcp._state import Listing
+
+    strict = Tool(
+        name="echo",
+        input_schema={"type": "object", "properties": {"text": {"type": "string"}}, "required": ["text"]},
+    )
+    loose = Tool(name="echo", input_schema={"type": "object"})
+    other = Tool(name="other", input_schema={"type": "object"})
+    catalogs = [
+        Catalog(),
+        Catalog(tools=Listing({"other": other})),
+        Catalog(tools=Listing({"echo": strict}, {"echo": compile_check("tools", strict)})),  # type: ignore[dict-item]
+        Catalog(tools=Listing({"echo": loose}, {"echo": compile_check("tools", loose)})),  # type: ignore[dict-item]
+    ]
+    fleet = {}
+    for i in range(rng.randrange(2, 9)):
+        status = rng.choice([H, H, H, R, D, ServerStatus.UNKNOWN, ServerStatus.UNREACHABLE])
+        retry_at = rng.choice([None, 0.5, 2.0]) if status is ServerStatus.UNREACHABLE else None
+        fleet[f"s{i}"] = ServerState(status=status, retry_at=retry_at, catalog=rng.choice(catalogs))
+    return fleet
+
+
+@pytest.mark.parametrize("seed", range(300))
+def test_equals_known_ahead_give_the_same_routes_as_ranking_the_whole_fleet(seed: int) -> None:
+    from trio_mcp._routing import equals_of
+
+    rng = random.Random(seed)
+    fleet = _random_fleet(rng)
+    loads = {name: Load(rng.randrange(3), rng.choice([None, 0.1, 0.2])) for name in fleet}
+    arguments = rng.choice([{"text": "hi"}, {"text": 1}, {}, None])
+    values = [rng.random() for _ in range(2)]
+
+    def routes(equals: object) -> list[tuple[str, str | None]]:
+        found = rank_candidates(
+            fleet,
+            (),
+            "tools/call",
+            "echo",
+            1.0,
+            arguments,
+            load=loads.__getitem__,
+            draw=draws(*values),
+            equals=equals,  # type: ignore[arg-type]
+        )
+        return [(r.server, r.reject) for r in found]
+
+    assert routes(equals_of(fleet, "tools", "echo")) == routes(None)
+
+
+def test_equals_are_the_best_status_servers_that_offer_the_target() -> None:
+    from trio_mcp._routing import Equals, equals_of
+
+    fleet = {"deg": ServerState(status=D), "h1": healthy(), "rec": ServerState(status=R), "h2": healthy()}
+    assert equals_of(fleet, "tools", "echo") == Equals(("h1", "h2"), None)
+    # A fleet whose best servers are unreachable: whether one can be tried depends on the time.
+    down = {
+        "u1": ServerState(status=ServerStatus.UNREACHABLE),
+        "u2": ServerState(status=ServerStatus.UNREACHABLE),
+    }
+    assert equals_of(down, "tools", "echo") is None
+    # Two schemas of the target: which servers refuse depends on the arguments.
+    mixed = {name: healthy(state.catalog) for name, state in _random_fleet(random.Random(0)).items()}
+    mixed["strict"] = healthy(_catalog_of("strict"))
+    mixed["loose"] = healthy(_catalog_of("loose"))
+    assert equals_of(mixed, "tools", "echo") is None
+    same = {"a": healthy(_catalog_of("loose")), "b": healthy(), "c": healthy(_catalog_of("loose"))}
+    found = equals_of(same, "tools", "echo")
+    assert found is not None and found.names == ("a", "b", "c") and found.check is not None
+    assert found.check({"text": 1}) is None
+
+
+def _catalog_of(schema: str) -> Catalog:
+    from mcp_types import Tool
+
+    from trio_mcp._arguments import compile_check
+    from trio_mcp._state import Listing
+
+    shapes = {
+        "strict": {"type": "object", "properties": {"text": {"type": "string"}}, "required": ["text"]},
+        "loose": {"type": "object"},
+    }
+    tool = Tool(name="echo", input_schema=shapes[schema])
+    return Catalog(tools=Listing({"echo": tool}, {"echo": compile_check("tools", tool)}))  # type: ignore[dict-item]
+
+
 def test_without_load_or_draw_the_order_is_registration_order() -> None:
     fleet = {name: healthy() for name in "abc"}
     assert [r.server for r in rank_candidates(fleet, (), "tools/call", "echo", 0.0)] == ["a", "b", "c"]
@@ -213,3 +304,34 @@ async def test_an_unknown_routing_is_refused() -> None:
     with pytest.raises(trio_mcp.ConfigError, match="routing"):
         async with trio_mcp.open_manager([], routing="random"):  # type: ignore[arg-type]
             pass  # pragma: no cover
+
+
+async def test_the_choice_follows_a_server_that_leaves_and_rejoins_the_best_status(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    servers = [ScriptedServer(f"s{i}") for i in range(3)]
+    async with trio_mcp.open_manager(fleet_of(*servers), rng=random.Random(3)) as manager:
+        for server in servers:
+            await manager.acquire(server.name)
+
+        async def first_tried(calls: int) -> Counter[str]:
+            outcomes = [await manager.invoke("tools/call", "echo", {"text": "x"}) for _ in range(calls)]
+            return Counter(outcome.attempts[0].server for outcome in outcomes)
+
+        assert set(await first_tried(30)) == {"s0", "s1", "s2"}
+        servers[1].fail_tool("echo", "internal error")  # its next call degrades it
+        while manager.server("s1").status is ServerStatus.HEALTHY:
+            await manager.invoke("tools/call", "echo", {"text": "x"}, preferred=["s1"], failover="always")
+        # Degraded: no longer among the equals, whatever was chosen among them before.
+        assert "s1" not in await first_tried(30)
+        servers[1].heal()
+        await manager.health_check("s1")
+        await manager.wait_for("s1", lambda snap: snap.status is ServerStatus.HEALTHY)
+        assert "s1" in await first_tried(30)
+        # A server added later is among them too, and one removed is not.
+        await manager.remove_server("s0")
+        late = ScriptedServer("late")
+        await manager.add_server(fleet_of(late)[0])
+        await manager.acquire("late")
+        chosen = await first_tried(30)
+        assert "s0" not in chosen and "late" in chosen, chosen

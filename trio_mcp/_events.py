@@ -225,6 +225,10 @@ class EventStream:
         self.invocation_log: EventLog[InvocationEvent] = EventLog(invocation_log_size)
         self._subscribers: list[_Subscriber] = []
         self._listeners: list[Callable[[StreamEvent], None]] = []
+        self.routing_version = 0
+        """Counts the state changes that can change where an invocation goes (a status, a
+        catalog or a retry window): what is derived from the states for routing is good while
+        it stays the same."""
 
     def new_correlation_id(self) -> str:
         """A fresh id joining the events one operation caused (unique per manager)."""
@@ -243,6 +247,12 @@ class EventStream:
     ) -> None:
         seq = next(self._seq)
         timestamp = self._anchor.at(at)
+        if (
+            current.status is not previous.status
+            or current.catalog is not previous.catalog
+            or current.retry_at != previous.retry_at
+        ):
+            self.routing_version += 1
         if current.status is not previous.status:
             self.connection_log.append(
                 ConnectionEvent(

@@ -46,7 +46,7 @@ from ._exceptions import (
 )
 from ._failover import FAILOVER_MODES, FailoverMode, may_repeat
 from ._load import Load
-from ._routing import KIND_OF_METHOD, Route, rank_candidates
+from ._routing import KIND_OF_METHOD, Equals, Route, equals_of, rank_candidates
 from ._session import Connection
 from ._state import Listing
 from ._tracing import InvocationSpan, NoInvocationSpan, invocation_span
@@ -63,6 +63,8 @@ ProgressCallback = Callable[[float, float | None, str | None], Awaitable[None]]
 
 
 _LIST_KINDS = {"tools/list": "tools", "resources/list": "resources", "prompts/list": "prompts"}
+_EQUALS_KEPT = 1024
+"""At most this many targets' equals are kept (callers may name any target)."""
 
 
 class Invoker:
@@ -76,6 +78,8 @@ class Invoker:
     _balanced: bool
     _drain_at: float = math.inf
     _active_scopes: set[trio.CancelScope]
+    _equals: dict[tuple[str | None, str], Equals | None]
+    _equals_version: int = -1
 
     def drain(self, grace: float) -> None:
         """Start shutting down: invocations in flight get ``grace`` more seconds, then end with
@@ -137,8 +141,12 @@ class Invoker:
         now: float,
         arguments: Mapping[str, Any] | None = None,
     ) -> Iterator[Route]:
+        states = _StatesView(self._supervisors)
+        equals = None
+        if self._balanced and not preferred and target is not None and len(self._supervisors) > 1:
+            equals = self._equals_of(states, KIND_OF_METHOD.get(method), target)
         return rank_candidates(
-            _StatesView(self._supervisors),
+            states,
             preferred,
             method,
             target,
@@ -146,7 +154,25 @@ class Invoker:
             arguments,
             load=self._load_of if self._balanced else None,
             draw=self._draw,
+            equals=equals,
         )
+
+    def _equals_of(self, states: _StatesView, kind: str | None, target: str) -> Equals | None:
+        """:func:`equals_of`, kept until a status, catalog or retry window changes (or the
+        fleet does): a call then does not rank the whole fleet to choose among its equals."""
+        version = self.stream.routing_version
+        if version != self._equals_version or len(self._equals) >= _EQUALS_KEPT:
+            self._equals.clear()
+            self._equals_version = version
+        key = (kind, target)
+        try:
+            return self._equals[key]
+        except KeyError:
+            equals = self._equals[key] = equals_of(states, kind, target)
+            return equals
+
+    def _fleet_changed(self) -> None:
+        self._equals.clear()
 
     def _load_of(self, name: str) -> Load:
         return self._supervisors[name].load()

@@ -68,6 +68,7 @@ class Manager(Invoker):
         self._supervisors: dict[str, ServerSupervisor] = {}
         self._closed = False
         self._active_scopes: set[trio.CancelScope] = set()
+        self._equals = {}
 
     # -- registry ----------------------------------------------------------------------------
 
@@ -123,6 +124,7 @@ class Manager(Invoker):
             connect_slots=slots,
         )
         self._supervisors[config.name] = sup
+        self._fleet_changed()
         return sup
 
     async def _start_fleet(self, configs: Sequence[ServerConfig]) -> None:
@@ -140,6 +142,7 @@ class Manager(Invoker):
         """Stop supervising ``name``: its session (and process) is closed before this returns."""
         sup = self.supervisor(name)
         del self._supervisors[name]
+        self._fleet_changed()
         await sup.aclose()
 
     # -- state -------------------------------------------------------------------------------

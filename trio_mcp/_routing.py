@@ -81,6 +81,7 @@ def rank_candidates(
     *,
     load: Callable[[str], Load] | None = None,
     draw: Callable[[], float] | None = None,
+    equals: Equals | None = None,
 ) -> Iterator[Route]:
     """The routes of an invocation, in order (lazily: the rest of the fleet is only ranked
     once the preferred servers are exhausted).
@@ -96,6 +97,10 @@ def rank_candidates(
     ``[0, 1)``), the servers of the best status that can take the request are not taken in
     registration order: the less loaded of two of them drawn at random goes first, the others
     follow in registration order.
+
+    ``equals`` (:func:`equals_of` the same ``states``, kind and target) lets a balanced choice
+    without preferred servers be made without ranking the whole fleet: the rest is ranked only
+    if the caller asks for more than the first route. The routes are the same either way.
     """
     kind = KIND_OF_METHOD.get(method) if target is not None else None
     refusal = _rejecter(kind, target, arguments)
@@ -110,6 +115,11 @@ def rank_candidates(
             reject = refusal(state) if skip is None else None
             yield Route(name, skip, reject, preferred=True)
     if load is not None and draw is not None and len(states) > 1:
+        if equals is not None and not preferred and equals.names:
+            verdict = equals.check(arguments) if equals.check is not None else None
+            if verdict is None:  # none of them refuses: the choice is among them all
+                yield from _chosen_first(equals.names, states, kind, target, now, refusal, load, draw)
+                return
         yield from _balanced(states, seen, kind, target, now, refusal, load, draw)
         return
     # One pass in registration order, each state read once: a healthy server is yielded as soon
@@ -172,6 +182,48 @@ def _balanced(
     load: Callable[[str], Load],
     draw: Callable[[], float],
 ) -> Iterator[Route]:
+    routes, equals = _ranked(states, seen, kind, target, now, refusal)
+    if len(equals) >= 2:
+        i, j = two_choices(len(equals), draw(), draw())
+        first, second = equals[i], equals[j]
+        chosen = first if less_loaded(load(routes[first].server), load(routes[second].server)) else second
+        routes.insert(0, routes.pop(chosen))
+    yield from routes
+
+
+def _chosen_first(
+    names: Sequence[str],
+    states: Mapping[str, ServerState],
+    kind: str | None,
+    target: str | None,
+    now: float,
+    refusal: Callable[[ServerState], str | None],
+    load: Callable[[str], Load],
+    draw: Callable[[], float],
+) -> Iterator[Route]:
+    """:func:`_balanced` when its equals are known to be ``names``: the same draws, the same
+    choice, and the fleet ranked only once a second route is asked for."""
+    chosen = names[0]
+    if len(names) >= 2:
+        i, j = two_choices(len(names), draw(), draw())
+        chosen = names[i] if less_loaded(load(names[i]), load(names[j])) else names[j]
+    yield Route(chosen)
+    routes, _ = _ranked(states, set(), kind, target, now, refusal)
+    for route in routes:
+        if route.server != chosen:
+            yield route
+
+
+def _ranked(
+    states: Mapping[str, ServerState],
+    seen: set[str],
+    kind: str | None,
+    target: str | None,
+    now: float,
+    refusal: Callable[[ServerState], str | None],
+) -> tuple[list[Route], list[int]]:
+    """The routes by status (registration order within one), and the positions among them of
+    the best status's servers that can take the request and do not refuse its arguments."""
     ranked = [
         (STATUS_RANK[state.status], name, state)
         for name in list(states)
@@ -189,9 +241,58 @@ def _balanced(
             best = rank
             equals.append(len(routes))
         routes.append(route)
-    if len(equals) >= 2:
-        i, j = two_choices(len(equals), draw(), draw())
-        first, second = equals[i], equals[j]
-        chosen = first if less_loaded(load(routes[first].server), load(routes[second].server)) else second
-        routes.insert(0, routes.pop(chosen))
-    yield from routes
+    return routes, equals
+
+
+Check = Callable[[Mapping[str, Any] | None], str | None]
+
+
+class Equals(NamedTuple):
+    """The servers a balanced choice is made among, for one kind and target, while the fleet's
+    statuses and catalogs stay as they were (see :func:`equals_of`)."""
+
+    names: tuple[str, ...]
+    """The best status's servers that can take the target, in registration order."""
+    check: Check | None
+    """The one argument check of those that describe the target (``None``: none does); the
+    others refuse nothing."""
+
+
+def equals_of(states: Mapping[str, ServerState], kind: str | None, target: str | None) -> Equals | None:
+    """The servers of the best status that offer ``target`` (or whose catalog is not known),
+    when the choice among them does not depend on the time nor on the arguments beyond one
+    shared check; ``None`` when it does (the balanced pass then ranks the whole fleet): their
+    best status is unreachable (a retry window opens with time), or they describe the target
+    with different schemas.
+
+    Depends only on each state's status and catalog.
+    """
+    best: int | None = None
+    names: list[str] = []
+    checks: set[Check] = set()
+    checked_kind = kind in ("tools", "prompts")
+    for name in list(states):
+        state = states.get(name)
+        if state is None:
+            continue
+        rank = STATUS_RANK[state.status]
+        if best is not None and rank > best:
+            continue
+        known = state.catalog.of(kind) if kind is not None and target is not None else None
+        if known is not None and target not in known:
+            continue
+        if best is None or rank < best:
+            best, names, checks = rank, [], set()
+        names.append(name)
+        if not checked_kind or target is None or known is None:
+            continue  # nothing known refuses any arguments
+        if not isinstance(known, Listing):
+            return None
+        check = known.checks.get(target)
+        if check is not None:
+            checks.add(check)
+    if best is None or best == STATUS_RANK[ServerStatus.UNREACHABLE]:
+        return None
+    if len(checks) > 1:
+        return None
+    return Equals(tuple(names), next(iter(checks), None))
