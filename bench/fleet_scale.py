@@ -19,6 +19,11 @@ Run::
 
     .venv/bin/python bench/fleet_scale.py --servers 10,100,300,1000 --seconds 10
     .venv/bin/python bench/fleet_scale.py --smoke          # N=10 for 2 s: checks it still works
+
+``--chart PATH`` also draws the three figures against N as a PNG (matplotlib: ``pip install -e
+'.[bench]'``); no chart is drawn without it::
+
+    .venv/bin/python bench/fleet_scale.py --servers 10,100,300 --seconds 5 --chart docs/bench/fleet_scale.png
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import _charts
 import trio
 
 import trio_mcp
@@ -260,6 +266,13 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--smoke", action="store_true", help="N=10 for 2 s (a quick check)")
     parser.add_argument("--json", action="store_true", help="also print each result as a JSON line")
+    parser.add_argument(
+        "--chart",
+        type=Path,
+        metavar="PATH",
+        help="also write a PNG chart of the table to PATH, e.g. docs/bench/fleet_scale.png "
+        "(needs matplotlib: pip install -e '.[bench]'; no chart unless given)",
+    )
     # Internal: run one manager process.
     parser.add_argument("--child", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--url", help=argparse.SUPPRESS)
@@ -320,6 +333,8 @@ def main(argv: list[str] | None = None) -> None:
             backend.kill()
             backend.wait()
     print_table(rows, args.interval)
+    if args.chart is not None and _charts.available():
+        _charts.fleet_scale(args.chart, rows=rows, interval=args.interval)
     if args.smoke:
         row = rows[0]
         if row["healthy_after"] is None or row["probes_per_second"] <= 0:

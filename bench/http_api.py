@@ -36,6 +36,11 @@ fastmcp==4.2.3``). Run::
     .venv/bin/python bench/http_api.py --bench-venv /tmp/fastmcp-venv   # FastMCP from elsewhere
     .venv/bin/python bench/http_api.py --smoke                  # one 2 s run, 16 connections
 
+``--chart PATH`` also draws requests/s and the ratios as a PNG (matplotlib: ``pip install -e
+'.[bench]'``); no chart is drawn without it::
+
+    .venv/bin/python bench/http_api.py --runs 1 --duration 5 --chart docs/bench/http_api.png
+
 wrk must be installed (Debian/Ubuntu: ``apt-get install -y wrk``); without it the script exits 2.
 """
 
@@ -60,6 +65,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import _charts
 
 REPO = Path(__file__).resolve().parent.parent
 BENCH_VENV = REPO / ".bench-venv"
@@ -510,6 +517,18 @@ def _range(values: Sequence[float], spec: str) -> str:
     return f"{low:{spec}}-{high:{spec}}"
 
 
+COMPARISONS = [("backend", "backend alone", 0.8), ("fastmcp", "FastMCP proxy", 2.0)]
+"""(target key, label, the least requests/s ratio trio-mcp serve / that target aimed at)."""
+
+
+def paired_ratios(samples: dict[tuple[str, int], list[Sample]], other: str, connections: int) -> list[float]:
+    """trio-mcp serve's requests/s over ``other``'s, run by run, at ``connections`` connections."""
+    return [
+        s.rps / o.rps if o.rps else float("nan")
+        for s, o in zip(samples[("trio-mcp", connections)], samples[(other, connections)], strict=True)
+    ]
+
+
 def print_results(
     targets: list[Target], connection_counts: list[int], samples: dict[tuple[str, int], list[Sample]]
 ) -> None:
@@ -539,22 +558,41 @@ def print_results(
     )
     print()
     keys = {t.key for t in targets}
-    comparisons = [("backend", "backend alone", 0.8), ("fastmcp", "FastMCP proxy", 2.0)]
-    for other, label, goal in comparisons:
+    for other, label, goal in COMPARISONS:
         if other not in keys:
             print(f"trio-mcp serve / {label}: not measured")
             continue
         parts = []
         for connections in connection_counts:
-            ratios = [
-                s.rps / o.rps if o.rps else float("nan")
-                for s, o in zip(
-                    samples[("trio-mcp", connections)], samples[(other, connections)], strict=True
-                )
-            ]
+            ratios = paired_ratios(samples, other, connections)
             verdict = "ok" if all(r >= goal for r in ratios) else "below"
             parts.append(f"{connections} conns {_range(ratios, '.2f')} ({verdict})")
         print(f"trio-mcp serve / {label}, req/s per run: {'; '.join(parts)}   target >= {goal:g}")
+
+
+def write_chart(
+    path: Path,
+    targets: list[Target],
+    connection_counts: list[int],
+    samples: dict[tuple[str, int], list[Sample]],
+    duration: float,
+) -> None:
+    """Requests/s per target and trio-mcp serve's ratios as a PNG at ``path`` (if matplotlib is there)."""
+    if not _charts.available():
+        return
+    keys = {t.key for t in targets}
+    _charts.http_api(
+        path,
+        connection_counts=connection_counts,
+        rps={t.label: {c: [s.rps for s in samples[(t.key, c)]] for c in connection_counts} for t in targets},
+        ratios={
+            label: {c: paired_ratios(samples, other, c) for c in connection_counts}
+            for other, label, _ in COMPARISONS
+            if other in keys
+        },
+        goals={label: goal for other, label, goal in COMPARISONS if other in keys},
+        duration=duration,
+    )
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -576,6 +614,13 @@ def main(argv: list[str] | None = None) -> None:
         help=f"the virtual environment FastMCP runs from (default: {BENCH_VENV.relative_to(REPO)})",
     )
     parser.add_argument("--smoke", action="store_true", help="one 2 s run at 16 connections (a quick check)")
+    parser.add_argument(
+        "--chart",
+        type=Path,
+        metavar="PATH",
+        help="also write a PNG chart of the results to PATH, e.g. docs/bench/http_api.png "
+        "(needs matplotlib: pip install -e '.[bench]'; no chart unless given)",
+    )
     # Internal: the FastMCP proxy process, run by .bench-venv's Python.
     parser.add_argument("--fastmcp-proxy", metavar="URL", help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
@@ -654,6 +699,8 @@ def main(argv: list[str] | None = None) -> None:
         finally:
             processes.stop_all()
     print_results(targets, connection_counts, samples)
+    if args.chart is not None:
+        write_chart(args.chart, targets, connection_counts, samples, duration)
     if args.smoke:
         bad = [k for k, runs_of in samples.items() if any(s.requests == 0 or s.errors for s in runs_of)]
         if bad:

@@ -23,6 +23,11 @@ not throttle); the ratio printed is calls/s through the manager over calls/s thr
 session (higher is better). ``--repeat R`` runs everything R times and ends with the range
 (min-max) of each ratio. ``--metrics`` attaches a Prometheus ``FleetCollector`` to the manager;
 ``--state URL`` writes its event history to that store, e.g. ``sqlite:///tmp/bench.db``.
+``--chart PATH`` also draws the ratios as a PNG (matplotlib: ``pip install -e '.[bench]'``);
+no chart is drawn without it. The README's chart::
+
+    .venv/bin/python bench/invoke_overhead.py 3000 --transport all --concurrency 16,64 \
+        --chart docs/bench/invoke_overhead.png
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import _charts
 import trio
 from _echo_server import build_server
 from mcp.client.session import ClientSession
@@ -309,6 +315,27 @@ def print_ranges(runs: list[Run], repeat: int) -> None:
             print(f"{transport:<7} {label:<33} {span(ratios)}")
 
 
+def write_chart(path: Path, runs: list[Run], n: int) -> None:
+    """The latency and throughput ratios of ``runs`` as a PNG at ``path`` (if matplotlib is there)."""
+    if not _charts.available():
+        return
+    latency: dict[str, list[float]] = {}
+    medians: dict[str, tuple[float, float]] = {}
+    throughput: dict[str, dict[int, list[float]]] = {}
+    for run in runs:
+        latency.setdefault(run.transport, []).append(run.ratio)
+        medians[run.transport] = (statistics.median(run.raw) * 1e6, statistics.median(run.managed) * 1e6)
+        for t in run.throughputs:
+            throughput.setdefault(run.transport, {}).setdefault(t.callers, []).append(t.ratio)
+    _charts.invoke_overhead(
+        path,
+        calls=len(runs[0].raw) if runs else n,
+        latency_ratios=latency,
+        medians_us=medians,
+        throughput_ratios=throughput,
+    )
+
+
 async def measure_all(
     n: int,
     metrics: bool,
@@ -316,6 +343,7 @@ async def measure_all(
     transports: Sequence[str],
     concurrency: Sequence[int],
     repeat: int,
+    chart: Path | None = None,
 ) -> None:
     max_concurrency = max([trio_mcp.ServerPolicy().max_concurrency, *concurrency])
     policy = trio_mcp.ServerPolicy(health_interval=3600, max_concurrency=max_concurrency)
@@ -337,6 +365,8 @@ async def measure_all(
             sys.stdout.flush()  # a long run shows each transport's figures as they come
     if repeat > 1:
         print_ranges(runs, repeat)
+    if chart is not None:
+        write_chart(chart, runs, n)
 
 
 async def main(
@@ -346,6 +376,7 @@ async def main(
     transports: Sequence[str] = ("memory",),
     concurrency: Sequence[int] = (),
     repeat: int = 1,
+    chart: Path | None = None,
 ) -> None:
     # SIGTERM or SIGHUP cancels the run like Ctrl-C does, so the server processes are stopped.
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGHUP) as signals:
@@ -359,7 +390,7 @@ async def main(
 
         async with trio.open_nursery() as nursery:
             nursery.start_soon(stop_on_signal, nursery.cancel_scope)
-            await measure_all(n, metrics, state, transports, concurrency, repeat)
+            await measure_all(n, metrics, state, transports, concurrency, repeat, chart)
             nursery.cancel_scope.cancel()
     if received:
         sys.exit(128 + received[0])
@@ -403,6 +434,15 @@ if __name__ == "__main__":
     parser.add_argument("--repeat", type=positive, default=1, metavar="R", help="run everything R times")
     parser.add_argument("--metrics", action="store_true", help="attach a Prometheus FleetCollector")
     parser.add_argument("--state", metavar="URL", help="write the event history to this store")
+    parser.add_argument(
+        "--chart",
+        type=Path,
+        metavar="PATH",
+        help="also write a PNG chart of the ratios to PATH, e.g. docs/bench/invoke_overhead.png "
+        "(needs matplotlib: pip install -e '.[bench]'; no chart unless given)",
+    )
     args = parser.parse_args()
     transports = TRANSPORTS if args.transport == "all" else (args.transport,)
-    trio.run(main, args.calls, args.metrics, args.state, transports, args.concurrency, args.repeat)
+    trio.run(
+        main, args.calls, args.metrics, args.state, transports, args.concurrency, args.repeat, args.chart
+    )

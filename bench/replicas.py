@@ -16,6 +16,11 @@ Both arms of each comparison run in the same process, interleaved round by round
     .venv/bin/python bench/replicas.py spread --calls 2000 --workers 32
     .venv/bin/python bench/replicas.py hedge --calls 2000 --rounds 4
     .venv/bin/python bench/replicas.py --smoke         # seconds: CI runs this
+
+``--chart PATH`` also draws the latencies, the throughput ratio of the routings and the hedging
+arms as a PNG (matplotlib: ``pip install -e '.[bench]'``); no chart is drawn without it::
+
+    .venv/bin/python bench/replicas.py --chart docs/bench/replicas.png
 """
 
 from __future__ import annotations
@@ -25,7 +30,10 @@ import random
 import statistics
 from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
+import _charts
 import trio
 from mcp.server.mcpserver import MCPServer
 
@@ -59,6 +67,8 @@ class Run:
     latencies: list[float] = field(default_factory=list)
     by_server: Counter[str] = field(default_factory=Counter)
     sent: int = 0
+    seconds: float = 0.0
+    """Wall time of the round: ``calls / seconds`` is its throughput."""
 
     def percentile(self, fraction: float) -> float:
         ordered = sorted(self.latencies)
@@ -82,6 +92,7 @@ async def run_calls(
     run = Run()
     before = sum(r.calls for r in replicas)
     remaining = calls
+    started = trio.current_time()
 
     async def worker() -> None:
         nonlocal remaining
@@ -100,6 +111,7 @@ async def run_calls(
     async with trio.open_nursery() as nursery:
         for _ in range(workers):
             nursery.start_soon(worker)
+    run.seconds = trio.current_time() - started
     run.sent = sum(r.calls for r in replicas) - before
     return run
 
@@ -115,7 +127,10 @@ def ms(seconds: float) -> str:
     return f"{seconds * 1000:7.1f}"
 
 
-async def spread(calls: int, workers: int, rounds: int, servers: int, base: float, tail: float) -> None:
+async def spread(
+    calls: int, workers: int, rounds: int, servers: int, base: float, tail: float
+) -> dict[str, Any]:
+    """Runs and prints the ``spread`` comparison; returns its figures for the chart."""
     replicas = fleet(servers, base, tail, seed=1)
     results: dict[str, list[Run]] = {"ordered": [], "least_loaded": []}
     async with (
@@ -146,9 +161,22 @@ async def spread(calls: int, workers: int, rounds: int, servers: int, base: floa
         for o, b in zip(results["ordered"], results["least_loaded"], strict=True)
     ]
     print(f"p50 ordered / least_loaded, per round: {min(ratio):.2f}-{max(ratio):.2f}")
+    throughput = [
+        o.seconds / b.seconds for o, b in zip(results["ordered"], results["least_loaded"], strict=True)
+    ]
+    print(f"calls/s least_loaded / ordered, per round: {min(throughput):.2f}-{max(throughput):.2f}")
+    return {
+        "p50_ms": {name: [r.percentile(0.5) * 1000 for r in runs] for name, runs in results.items()},
+        "p99_ms": {name: [r.percentile(0.99) * 1000 for r in runs] for name, runs in results.items()},
+        "calls_per_s": {name: [calls / r.seconds for r in runs] for name, runs in results.items()},
+        "throughput_ratio": throughput,
+        "workers": workers,
+        "caption": f"{servers} replicas, r0 slow; {workers} callers, {calls} calls x {rounds} rounds",
+    }
 
 
-async def hedge(calls: int, rounds: int, base: float, tail: float, fixed: float) -> None:
+async def hedge(calls: int, rounds: int, base: float, tail: float, fixed: float) -> dict[str, Any]:
+    """Runs and prints the ``hedge`` comparison; returns its figures for the chart."""
     replicas = fleet(3, base, tail, seed=3)
     replicas[0].base = base  # no slow replica: the tail is what hedging is for
     arms: dict[str, float | str | None] = {
@@ -183,6 +211,14 @@ async def hedge(calls: int, rounds: int, base: float, tail: float, fixed: float)
             b.percentile(0.99) / h.percentile(0.99) for b, h in zip(base_runs, results[name], strict=True)
         ]
         print(f"p99 no hedge / {name}, per round: {min(ratios):.2f}-{max(ratios):.2f}")
+    return {
+        "percentiles_ms": {
+            name: {f"p{round(q * 100)}": [r.percentile(q) * 1000 for r in runs] for q in (0.5, 0.95, 0.99)}
+            for name, runs in results.items()
+        },
+        "extra": {name: [r.sent / calls - 1 for r in runs] for name, runs in results.items()},
+        "caption": f"3 replicas, one caller, {calls} calls x {rounds} rounds",
+    }
 
 
 def main() -> None:
@@ -196,15 +232,27 @@ def main() -> None:
     parser.add_argument("--tail", type=float, default=0.05, help="fraction of calls 10x slower")
     parser.add_argument("--hedge-after", type=float, default=0.02, help="the fixed hedge delay, seconds")
     parser.add_argument("--smoke", action="store_true", help="a few seconds (the CI's run)")
+    parser.add_argument(
+        "--chart",
+        type=Path,
+        metavar="PATH",
+        help="also write a PNG chart of the results to PATH, e.g. docs/bench/replicas.png "
+        "(needs matplotlib: pip install -e '.[bench]'; no chart unless given)",
+    )
     args = parser.parse_args()
     if args.smoke:
         args.calls, args.rounds = 100, 1
+    spread_figures = hedge_figures = None
     if args.suite in ("spread", "all"):
-        trio.run(spread, args.calls, args.workers, args.rounds, args.servers, args.base, args.tail)
+        spread_figures = trio.run(
+            spread, args.calls, args.workers, args.rounds, args.servers, args.base, args.tail
+        )
     if args.suite in ("hedge", "all"):
         if args.suite == "all":
             print()
-        trio.run(hedge, args.calls, args.rounds, args.base, args.tail, args.hedge_after)
+        hedge_figures = trio.run(hedge, args.calls, args.rounds, args.base, args.tail, args.hedge_after)
+    if args.chart is not None and _charts.available():
+        _charts.replicas(args.chart, spread=spread_figures, hedge=hedge_figures)
 
 
 if __name__ == "__main__":
