@@ -35,6 +35,7 @@ fastmcp==4.2.3``). Run::
     .venv/bin/python bench/http_api.py --no-fastmcp             # without the proxy (no .bench-venv)
     .venv/bin/python bench/http_api.py --bench-venv /tmp/fastmcp-venv   # FastMCP from elsewhere
     .venv/bin/python bench/http_api.py --smoke                  # one 2 s run, 16 connections
+    .venv/bin/python bench/http_api.py --workers 2              # hypercorn --workers 2 web.app:app
 
 ``--chart PATH`` also draws requests/s and the ratios as a PNG (matplotlib: ``pip install -e
 '.[bench]'``); no chart is drawn without it::
@@ -431,17 +432,6 @@ def ensure_bench_venv(venv: Path) -> str:
 # ---------------------------------------------------------------------------------------------
 
 
-def serve_supports_workers() -> bool:
-    done = subprocess.run(
-        [sys.executable, "-m", "trio_mcp._cli", "serve", "--help"],
-        capture_output=True,
-        text=True,
-        check=False,
-        cwd=REPO,
-    )
-    return "--workers" in done.stdout
-
-
 def start_targets(
     processes: Processes,
     *,
@@ -472,9 +462,20 @@ def start_targets(
         "--log-format=json",
         "--log-level=warning",
     ]
-    if workers > 1:
-        command.append(f"--workers={workers}")
     env = {k: v for k, v in os.environ.items() if k not in ("TRIO_MCP_TOKEN", "TRIO_MCP_STATE")}
+    if workers > 1:
+        # The same application under hypercorn's own multi-process server: each worker process
+        # opens a manager on the fleet file (web.app:app reads it from $TRIO_MCP_CONFIG).
+        command = [
+            sys.executable,
+            "-m",
+            "hypercorn",
+            "--worker-class=trio",
+            f"--workers={workers}",
+            f"--bind=127.0.0.1:{serve_port}",
+            "web.app:app",
+        ]
+        env["TRIO_MCP_CONFIG"] = str(fleet)
 
     wait_listening(backend, port)
     serve = processes.start("trio-mcp serve", command, env=env)
@@ -603,7 +604,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=1, help="wrk threads (the load shares the machine)")
     parser.add_argument("--warmup", type=int, default=2, help="seconds of load per target before measuring")
     parser.add_argument(
-        "--workers", type=int, default=1, help="hypercorn workers of trio-mcp serve (if the CLI supports it)"
+        "--workers",
+        type=int,
+        default=1,
+        help="N > 1: the API served by `hypercorn --worker-class trio --workers N web.app:app` (N"
+        " processes, each its own manager of the same fleet) in place of `trio-mcp serve`",
     )
     parser.add_argument("--no-fastmcp", action="store_true", help="leave the FastMCP proxy out")
     parser.add_argument(
@@ -635,13 +640,6 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(2)
     if args.workers < 1:
         parser.error("--workers must be >= 1")
-    if args.workers > 1 and not serve_supports_workers():
-        print(
-            f"--workers {args.workers}: not supported: `trio-mcp serve` has no --workers option "
-            "(see `trio-mcp serve --help`); it serves from one process.",
-            file=sys.stderr,
-        )
-        raise SystemExit(2)
 
     fastmcp_version: str | None = None
     if args.smoke:
@@ -676,8 +674,9 @@ def main(argv: list[str] | None = None) -> None:
             print(f"  backend alone:  MCPServer echo under hypercorn (trio), pid {backend.proc.pid}")
             serve = targets[1].process.proc.pid
             print(
-                f"  trio-mcp serve: pid {serve}, {args.workers} worker(s), "
-                f"maxConcurrency {max(connection_counts)}, MCP {PROTOCOL_VERSION} to the backend"
+                f"  trio-mcp serve: pid {serve}, "
+                + ("1 process, " if args.workers == 1 else f"hypercorn web.app:app, {args.workers} workers, ")
+                + f"maxConcurrency {max(connection_counts)}, MCP {PROTOCOL_VERSION} to the backend"
             )
             if fastmcp_version is not None:
                 print(
