@@ -27,6 +27,8 @@ class Published(Generic[T]):
     A predicate that raises is treated as not matching; it must be a plain function of the value.
     """
 
+    __slots__ = ("_value", "_waiters")
+
     def __init__(self, value: T) -> None:
         self._value = value
         self._waiters: list[_Waiter[T]] = []

@@ -114,6 +114,20 @@ class Connection:
         session_id: a number that is new for every connection of a server.
     """
 
+    __slots__ = (
+        "_dropped",
+        "after_drop",
+        "capabilities",
+        "drop_reason",
+        "handshaken_at",
+        "link",
+        "opened_at",
+        "server",
+        "session",
+        "session_id",
+        "used_at",
+    )
+
     def __init__(
         self, *, server: str, session: ClientSession, session_id: int, link: Link, opened_at: float
     ) -> None:

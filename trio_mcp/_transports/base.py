@@ -121,6 +121,19 @@ sent_marker: contextvars.ContextVar[SentMarker | None] = contextvars.ContextVar(
 class Link:
     """What one connection's transport knows about the peer, shared with its supervisor."""
 
+    __slots__ = (
+        "_notice_receive",
+        "_notice_send",
+        "awaiting_delivery",
+        "dead",
+        "discover_probe",
+        "exit_reason",
+        "http_status",
+        "server",
+        "stderr_tail",
+        "track_delivery",
+    )
+
     def __init__(self, server: str) -> None:
         self.server = server
         self.dead = trio.Event()
@@ -173,6 +186,7 @@ class Link:
 class _StreamWrapper:
     """Shared plumbing of the stream wrappers: closing and the async context manager."""
 
+    __slots__ = ()
     _inner: Any
 
     async def aclose(self) -> None:
@@ -190,6 +204,8 @@ class _StreamWrapper:
 class _ReadStreamWrapper(_StreamWrapper):
     """A wrapped read stream: iteration ends where ``receive`` reaches the end of the stream."""
 
+    __slots__ = ()
+
     async def receive(self) -> Any:
         raise NotImplementedError
 
@@ -205,6 +221,8 @@ class _ReadStreamWrapper(_StreamWrapper):
 
 class _LinkedReadStream(_ReadStreamWrapper):
     """Wraps the SDK read stream: its end means the peer is gone."""
+
+    __slots__ = ("_inner", "_link")
 
     def __init__(self, inner: Any, link: Link) -> None:
         self._inner = inner
@@ -244,6 +262,8 @@ class _LinkedReadStream(_ReadStreamWrapper):
 
 class _LinkedWriteStream(_StreamWrapper):
     """Wraps the SDK write stream: marks requests as sent and diverts cancel notices."""
+
+    __slots__ = ("_inner", "_link")
 
     def __init__(self, inner: Any, link: Link) -> None:
         self._inner = inner
