@@ -25,6 +25,8 @@ class ErrorCategory(enum.StrEnum):
     - ``unavailable``: the server's retry window was closed; nothing was attempted.
     - ``shutdown``: the manager was shutting down (:meth:`Manager.drain`) and abandoned the attempt.
     - ``superseded``: a hedged attempt that another server answered first; it was cancelled.
+    - ``cancelled``: the caller cancelled the invocation (a cancel scope of its own) during the
+      attempt, which says nothing about the server.
     """
 
     TIMEOUT = "timeout"
@@ -41,6 +43,7 @@ class ErrorCategory(enum.StrEnum):
     UNAVAILABLE = "unavailable"
     SHUTDOWN = "shutdown"
     SUPERSEDED = "superseded"
+    CANCELLED = "cancelled"
 
     def __str__(self) -> str:
         return self.value
