@@ -184,11 +184,15 @@ def _balanced(
 ) -> Iterator[Route]:
     routes, equals = _ranked(states, seen, kind, target, now, refusal)
     if len(equals) >= 2:
-        i, j = two_choices(len(equals), draw(), draw())
-        first, second = equals[i], equals[j]
-        chosen = first if less_loaded(load(routes[first].server), load(routes[second].server)) else second
+        chosen = equals[_pick([routes[position].server for position in equals], load, draw)]
         routes.insert(0, routes.pop(chosen))
     yield from routes
+
+
+def _pick(names: Sequence[str], load: Callable[[str], Load], draw: Callable[[], float]) -> int:
+    """The position in ``names`` (two or more) of the less loaded of two drawn at random."""
+    i, j = two_choices(len(names), draw(), draw())
+    return i if less_loaded(load(names[i]), load(names[j])) else j
 
 
 def _chosen_first(
@@ -203,10 +207,7 @@ def _chosen_first(
 ) -> Iterator[Route]:
     """:func:`_balanced` when its equals are known to be ``names``: the same draws, the same
     choice, and the fleet ranked only once a second route is asked for."""
-    chosen = names[0]
-    if len(names) >= 2:
-        i, j = two_choices(len(names), draw(), draw())
-        chosen = names[i] if less_loaded(load(names[i]), load(names[j])) else names[j]
+    chosen = names[_pick(names, load, draw)] if len(names) >= 2 else names[0]
     yield Route(chosen)
     routes, _ = _ranked(states, set(), kind, target, now, refusal)
     for route in routes:
