@@ -34,7 +34,6 @@ import json
 import os
 import resource
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -44,11 +43,11 @@ from typing import Any
 
 import _charts
 import trio
+from _procs import cpu_seconds_of, free_port, listening
 
 import trio_mcp
 
 PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
 def rss_bytes() -> int:
@@ -57,23 +56,9 @@ def rss_bytes() -> int:
         return int(f.read().split()[1]) * PAGE_SIZE
 
 
-def cpu_seconds_of(pid: int) -> float:
-    """User + system CPU seconds process ``pid`` has used (from ``/proc/PID/stat``)."""
-    stat = Path(f"/proc/{pid}/stat").read_text()
-    fields = stat[stat.rfind(")") + 2 :].split()
-    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
-
-
 def own_cpu_seconds() -> float:
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 # ---------------------------------------------------------------------------------------------
@@ -184,16 +169,12 @@ async def measure(
 
 
 def wait_listening(port: int, proc: subprocess.Popen[bytes], within: float = 30.0) -> None:
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
+    def check_alive() -> None:
         if proc.poll() is not None:
             raise SystemExit(f"the backend exited with code {proc.returncode}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise SystemExit(f"the backend did not listen on port {port} within {within:g}s")
+
+    if not listening(port, check_alive, within):
+        raise SystemExit(f"the backend did not listen on port {port} within {within:g}s")
 
 
 def run_child(

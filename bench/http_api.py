@@ -54,7 +54,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -68,6 +67,7 @@ from pathlib import Path
 from typing import Any
 
 import _charts
+from _procs import CLOCK_TICKS, cpu_seconds_of, free_port, listening, stat_fields
 
 REPO = Path(__file__).resolve().parent.parent
 BENCH_VENV = REPO / ".bench-venv"
@@ -76,7 +76,6 @@ PROTOCOL_VERSION = "2026-07-28"
 API_PATH = "/api/v1/mcp/invoke/tool"
 MCP_PATH = "/mcp"
 TEXT = "hello"
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 API_BODY = {"tool_name": "echo", "arguments": {"text": TEXT}}
 MCP_BODY = {
@@ -144,32 +143,19 @@ def serve_fastmcp_proxy(backend_url: str, port: int) -> None:
 # ---------------------------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def _stat_fields(pid: int) -> list[str]:
-    stat = Path(f"/proc/{pid}/stat").read_text()
-    return stat[stat.rfind(")") + 2 :].split()
-
-
 def tree_cpu_seconds(pid: int) -> float:
     """User + system CPU seconds of process ``pid`` and its live descendants."""
     children: dict[int, list[int]] = {}
     for entry in os.listdir("/proc"):
         if entry.isdigit():
             with contextlib.suppress(OSError, IndexError):
-                children.setdefault(int(_stat_fields(int(entry))[1]), []).append(int(entry))
+                children.setdefault(int(stat_fields(int(entry))[1]), []).append(int(entry))
     total = 0.0
     todo = [pid]
     while todo:
         current = todo.pop()
         with contextlib.suppress(OSError, IndexError):
-            fields = _stat_fields(current)
-            total += (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+            total += cpu_seconds_of(current)
         todo.extend(children.get(current, ()))
     return total
 
@@ -230,14 +216,8 @@ class Processes:
 
 
 def wait_listening(process: Process, port: int, within: float = 60.0) -> None:
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        process.check_alive()
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return
-        except OSError:
-            time.sleep(0.05)
+    if listening(port, process.check_alive, within):
+        return
     raise SystemExit(f"{process.name} did not listen on port {port} within {within:g}s:\n{process.tail()}")
 
 
