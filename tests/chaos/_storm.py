@@ -28,7 +28,7 @@ import trio
 
 import trio_mcp
 from trio_mcp.testing import Baseline, History, ScriptedServer, memory_server
-from trio_mcp.testing.history import server_info_name
+from trio_mcp.testing.history import format_table, server_info_name
 
 FAULT_KINDS = (
     "hang",
@@ -483,7 +483,4 @@ def parts_table(config: StormConfig, summaries: list[PartSummary], real_seconds:
         f"{config.invocations} invocations by {config.workers} workers, in {len(summaries)} processes "
         f"(each the whole fleet with its share of the workers, its own seed)"
     )
-    width = max(len(k) for k, _ in rows)
-    lines = [title, *(f"  {k.ljust(width)}  {v}" for k, v in rows)]
-    lines.extend(f"    {v}" for v in violations[:10])
-    return "\n".join(lines)
+    return format_table(title, rows, violations)

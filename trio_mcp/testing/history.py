@@ -57,7 +57,7 @@ import itertools
 import logging
 import math
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
@@ -81,7 +81,14 @@ if TYPE_CHECKING:
     from .._events import StreamEvent
     from .._manager import Manager
 
-__all__ = ["History", "InvariantViolationError", "OutcomeKind", "Violation", "server_info_name"]
+__all__ = [
+    "History",
+    "InvariantViolationError",
+    "OutcomeKind",
+    "Violation",
+    "format_table",
+    "server_info_name",
+]
 
 OutcomeKind = Literal["ok", "fail", "info"]
 """``ok``: answered; ``fail``: provably ran nowhere; ``info``: outcome unknown."""
@@ -551,10 +558,7 @@ class History:
         by_invariant = Counter(v.invariant for v in violations)
         detail = ", ".join(f"{k} {v}" for k, v in sorted(by_invariant.items()))
         rows.append(("violations", f"{len(violations)}" + (f"  ({detail})" if detail else "")))
-        width = max(len(k) for k, _ in rows)
-        lines = [title, *(f"  {k.ljust(width)}  {v}" for k, v in rows)]
-        lines.extend(f"    {v}" for v in violations[:10])
-        return "\n".join(lines)
+        return format_table(title, rows, violations)
 
     def _check(self, record: _Invocation) -> Iterator[Violation]:
         rid = record.id
@@ -643,3 +647,12 @@ def server_info_name(result: Any) -> str | None:
         if isinstance(info, Mapping) and isinstance(info.get("name"), str):
             return str(info["name"])
     return None
+
+
+def format_table(title: str, rows: Sequence[tuple[str, str]], violations: Sequence[object] = ()) -> str:
+    """The layout of :meth:`History.table`: ``title``, one aligned line per row, then the first
+    ten ``violations`` (for a table of several histories summed, say)."""
+    width = max(len(k) for k, _ in rows)
+    lines = [title, *(f"  {k.ljust(width)}  {v}" for k, v in rows)]
+    lines.extend(f"    {v}" for v in violations[:10])
+    return "\n".join(lines)
