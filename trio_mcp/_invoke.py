@@ -429,7 +429,7 @@ class Invoker:
                             request_id=request_id,
                             attempts=attempts,
                         )
-                outcome_kind = Outcome.UNKNOWN if any(a.sent for a in attempts) else Outcome.FAILED
+                outcome_kind = _outcome_of(attempts)
                 if not attempts:
                     closed = [n for n, sup in self._supervisors.items() if not sup.should_retry()]
                     message = f"{method} {target or ''}: no candidate server".replace("  ", " ")
@@ -478,15 +478,13 @@ class Invoker:
             except BaseException:
                 # Cancelled by the caller (or ended by anything else): the end is published all
                 # the same, so that every invocation that began also ends on the stream.
-                sent = any(a.sent for a in attempts)
-                ending = (Outcome.UNKNOWN if sent else Outcome.FAILED).value
                 self._finished(
                     method,
                     target,
                     request_id,
                     start,
                     attempts,
-                    ending,
+                    _outcome_of(attempts).value,
                     attempts[-1].server if attempts else None,
                 )
                 raise
@@ -955,6 +953,11 @@ class Invoker:
             if entry.key == key:
                 return list(entry.servers)
         return []
+
+
+def _outcome_of(attempts: Sequence[Attempt]) -> Outcome:
+    """What is known of an invocation that got no answer: it may have run if any attempt sent it."""
+    return Outcome.UNKNOWN if any(a.sent for a in attempts) else Outcome.FAILED
 
 
 async def _send(
