@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import logging
 import os
 import sys
@@ -166,13 +167,14 @@ def main() -> None:
         config = sizes[suite]
         fields = {k: v for k, v in overrides.items() if hasattr(config, k)}
         config = dataclasses.replace(config, **fields)
-        runner = {"storm": storm, "kills": kills, "sigterm": sigterm, "http": http, "restarts": restarts}[
-            suite
-        ]
-        if suite == "storm":
-            violations += storm(config, processes)  # type: ignore[arg-type]
-        else:
-            violations += runner(config)  # type: ignore[operator]  # one suite, its config
+        runner = {
+            "storm": functools.partial(storm, processes=processes),
+            "kills": kills,
+            "sigterm": sigterm,
+            "http": http,
+            "restarts": restarts,
+        }[suite]
+        violations += runner(config)  # type: ignore[operator]  # one suite, its config
         print(flush=True)
     sys.exit(1 if violations else 0)
 
