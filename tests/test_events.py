@@ -183,6 +183,38 @@ async def test_stream_numbers_every_event_and_logs_only_status_changes(
     assert [e.request_id for e in stream.invocation_log] == ["req-1"]
 
 
+async def test_the_invocation_log_reads_the_same_whether_or_not_anyone_listens(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # Unheard events are kept as their fields and built when read: what a reader gets must be
+    # what a listener got, timestamps and bounds included.
+    quiet, heard = new_stream(log_size=3), new_stream(log_size=3)
+    delivered: list[InvocationEvent] = []
+    heard.invocation_log.add_listener(delivered.append)
+    for i, kind in enumerate(["invoke_start", "invoke_failure", "invoke_start", "invoke_success"]):
+        await trio.sleep(1.5)
+        for stream in (quiet, heard):
+            stream.invocation(
+                kind,
+                "a",
+                "tools/call",
+                f"req-{i // 2}",
+                "echo",
+                error=f"e{i}",
+                category=None,
+                at=trio.current_time(),
+            )
+    assert list(quiet.invocation_log) == list(heard.invocation_log) == delivered[-3:]
+    assert [e.timestamp for e in quiet.invocation_log] == [ANCHOR + 3.0, ANCHOR + 4.5, ANCHOR + 6.0]
+    assert (len(quiet.invocation_log), quiet.invocation_log.recorded, quiet.invocation_log.dropped) == (
+        3,
+        4,
+        1,
+    )
+    assert quiet.invocation_log.query(request_id="req-1") == delivered[2:]
+    assert quiet.invocation_log.query(kind="invoke_failure", limit=1) == [delivered[1]]
+
+
 async def test_correlation_ids_are_unique_per_stream() -> None:
     stream, other = new_stream(), new_stream()
     first, second = stream.new_correlation_id(), stream.new_correlation_id()

@@ -9,6 +9,7 @@ import math
 import random
 from collections import Counter
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 import trio
@@ -169,7 +170,7 @@ def _random_fleet(rng: random.Random) -> dict[str, ServerState]:
         Catalog(tools=Listing({"echo": loose}, {"echo": compile_check("tools", loose)})),  # type: ignore[dict-item]
     ]
     fleet = {}
-    for i in range(rng.randrange(2, 9)):
+    for i in range(rng.randrange(1, 9)):
         status = rng.choice([H, H, H, R, D, ServerStatus.UNKNOWN, ServerStatus.UNREACHABLE])
         retry_at = rng.choice([None, 0.5, 2.0]) if status is ServerStatus.UNREACHABLE else None
         fleet[f"s{i}"] = ServerState(status=status, retry_at=retry_at, catalog=rng.choice(catalogs))
@@ -178,29 +179,43 @@ def _random_fleet(rng: random.Random) -> dict[str, ServerState]:
 
 @pytest.mark.parametrize("seed", range(300))
 def test_equals_known_ahead_give_the_same_routes_as_ranking_the_whole_fleet(seed: int) -> None:
-    from trio_mcp._routing import equals_of
+    from trio_mcp._routing import equals_of, first_choice, routes_after
 
     rng = random.Random(seed)
     fleet = _random_fleet(rng)
     loads = {name: Load(rng.randrange(3), rng.choice([None, 0.1, 0.2])) for name in fleet}
     arguments = rng.choice([{"text": "hi"}, {"text": 1}, {}, None])
     values = [rng.random() for _ in range(2)]
+    equals = equals_of(fleet, "tools", "echo")
 
-    def routes(equals: object) -> list[tuple[str, str | None]]:
-        found = rank_candidates(
-            fleet,
-            (),
-            "tools/call",
-            "echo",
-            1.0,
-            arguments,
-            load=loads.__getitem__,
-            draw=draws(*values),
-            equals=equals,  # type: ignore[arg-type]
-        )
-        return [(r.server, r.reject) for r in found]
+    for balanced in (True, False):  # least-loaded among equals, and registration order
+        load = loads.__getitem__ if balanced else None
 
-    assert routes(equals_of(fleet, "tools", "echo")) == routes(None)
+        def routes(
+            given: object, load: Any = load, balanced: bool = balanced
+        ) -> list[tuple[str, str | None]]:
+            found = rank_candidates(
+                fleet,
+                (),
+                "tools/call",
+                "echo",
+                1.0,
+                arguments,
+                load=load,
+                draw=draws(*values) if balanced else None,
+                equals=given,  # type: ignore[arg-type]
+            )
+            return [(r.server, r.reject) for r in found]
+
+        whole = routes(None)
+        assert routes(equals) == whole
+        # The invoker's own way: the first choice, then the rest only when asked for.
+        first = None
+        if equals is not None:
+            first = first_choice(equals, arguments, load, draws(*values) if balanced else None)
+        if first is not None:
+            after = routes_after(first, fleet, "tools/call", "echo", 1.0, arguments)
+            assert [(first, None)] + [(r.server, r.reject) for r in after] == whole
 
 
 def test_equals_are_the_best_status_servers_that_offer_the_target() -> None:

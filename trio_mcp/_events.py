@@ -143,15 +143,22 @@ StreamEvent = StateChange | InvocationEvent | InvocationFinished
 class EventLog(Generic[E]):
     """A bounded log: the newest ``maxlen`` events are kept.
 
+    With ``build``, the log may also keep an event as the tuple of fields ``build`` makes it
+    from, when nobody listens (an invocation's steps are logged on every call and read far
+    less often): it is built when it is read.
+
     ``recorded`` counts every event ever appended; ``dropped`` those pushed out.
     """
 
-    def __init__(self, maxlen: int = DEFAULT_EVENT_LOG_SIZE) -> None:
+    def __init__(
+        self, maxlen: int = DEFAULT_EVENT_LOG_SIZE, *, build: Callable[[tuple[Any, ...]], E] | None = None
+    ) -> None:
         if maxlen < 1:
             raise ValueError("maxlen must be >= 1")
-        self._events: deque[E] = deque(maxlen=maxlen)
+        self._events: deque[E | tuple[Any, ...]] = deque(maxlen=maxlen)
         self.recorded = 0
         self._listeners: list[Callable[[E], None]] = []
+        self._build: Callable[[tuple[Any, ...]], E] | None = build
 
     @property
     def maxlen(self) -> int:
@@ -168,6 +175,12 @@ class EventLog(Generic[E]):
         if self._listeners:
             _call_listeners(self._listeners, event)
 
+    def _read(self, entry: E | tuple[Any, ...]) -> E:
+        if isinstance(entry, tuple):
+            assert self._build is not None
+            return self._build(entry)
+        return entry
+
     def add_listener(self, listener: Callable[[E], None]) -> Callable[[], None]:
         """Call ``listener`` synchronously for every new event; returns a function that removes it.
 
@@ -181,7 +194,7 @@ class EventLog(Generic[E]):
         return len(self._events)
 
     def __iter__(self) -> Iterator[E]:
-        return iter(self._events)
+        return map(self._read, list(self._events))
 
     def query(self, *, limit: int | None = None, **filters: str | None) -> list[E]:
         """Events matching every non-``None`` filter (attribute == value), oldest first,
@@ -189,7 +202,7 @@ class EventLog(Generic[E]):
         if limit is not None and limit < 0:
             raise ValueError("limit must be >= 0")
         active = {k: v for k, v in filters.items() if v is not None}
-        matched = [e for e in self._events if all(getattr(e, k) == v for k, v in active.items())]
+        matched = [e for e in self if all(getattr(e, k) == v for k, v in active.items())]
         if limit is not None:
             matched = matched[-limit:] if limit else []
         return matched
@@ -222,7 +235,9 @@ class EventStream:
         self._ids = itertools.count(1)
         self._id_prefix = uuid.uuid4().hex[:8]
         self.connection_log: EventLog[ConnectionEvent] = EventLog(connection_log_size)
-        self.invocation_log: EventLog[InvocationEvent] = EventLog(invocation_log_size)
+        self.invocation_log: EventLog[InvocationEvent] = EventLog(
+            invocation_log_size, build=self._invocation_event
+        )
         self._subscribers: list[_Subscriber] = []
         self._listeners: list[Callable[[StreamEvent], None]] = []
         self.routing_version = 0
@@ -294,8 +309,22 @@ class EventStream:
         category: str | None,
         at: float,
     ) -> None:
-        event = InvocationEvent(
-            seq=next(self._seq),
+        fields = (next(self._seq), kind, server, method, request_id, target, error, category, at)
+        log = self.invocation_log
+        if not (self._subscribers or self._listeners or log._listeners):
+            # Nobody wants the event now: it is built when the log is read.
+            log._events.append(fields)
+            log.recorded += 1
+            return
+        event = self._invocation_event(fields)
+        log.append(event)
+        if self._subscribers or self._listeners:
+            self._deliver(event)
+
+    def _invocation_event(self, fields: tuple[Any, ...]) -> InvocationEvent:
+        seq, kind, server, method, request_id, target, error, category, at = fields
+        return InvocationEvent(
+            seq=seq,
             kind=kind,
             server=server,
             method=method,
@@ -306,9 +335,6 @@ class EventStream:
             at=at,
             timestamp=self._anchor.at(at),
         )
-        self.invocation_log.append(event)
-        if self._subscribers or self._listeners:
-            self._deliver(event)
 
     def invocation_finished(
         self,

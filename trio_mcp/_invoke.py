@@ -46,7 +46,15 @@ from ._exceptions import (
 )
 from ._failover import FAILOVER_MODES, FailoverMode, may_repeat
 from ._load import Load
-from ._routing import KIND_OF_METHOD, Equals, Route, equals_of, rank_candidates
+from ._routing import (
+    KIND_OF_METHOD,
+    Equals,
+    Route,
+    equals_of,
+    first_choice,
+    rank_candidates,
+    routes_after,
+)
 from ._session import Connection
 from ._state import Listing
 from ._tracing import InvocationSpan, NoInvocationSpan, invocation_span
@@ -141,21 +149,52 @@ class Invoker:
         now: float,
         arguments: Mapping[str, Any] | None = None,
     ) -> Iterator[Route]:
-        states = _StatesView(self._supervisors)
-        equals = None
-        if self._balanced and not preferred and target is not None and len(self._supervisors) > 1:
-            equals = self._equals_of(states, KIND_OF_METHOD.get(method), target)
-        return rank_candidates(
-            states,
-            preferred,
-            method,
-            target,
-            now,
-            arguments,
-            load=self._load_of if self._balanced else None,
-            draw=self._draw,
-            equals=equals,
-        )
+        """Every route of an invocation, in order (lazily)."""
+        first = None if preferred else self._first_choice(method, target, arguments)
+        if first is not None:
+            return itertools.chain((Route(first),), self._routes_after(first, method, target, now, arguments))
+        return self._ranked(method, target, preferred, now, arguments)
+
+    def _first_choice(
+        self, method: str, target: str | None, arguments: Mapping[str, Any] | None
+    ) -> str | None:
+        """The first route of an invocation without preferred servers when what is kept of the
+        fleet decides it (:func:`first_choice`): the usual call is routed without ranking the
+        fleet."""
+        if target is None:
+            return None
+        equals = self._equals_of(_StatesView(self._supervisors), KIND_OF_METHOD.get(method), target)
+        if equals is None:
+            return None
+        if self._balanced:
+            return first_choice(equals, arguments, self._load_of, self._draw)
+        return first_choice(equals, arguments)
+
+    def _routes_after(
+        self, first: str, method: str, target: str | None, now: float, arguments: Mapping[str, Any] | None
+    ) -> Iterator[Route]:
+        return routes_after(first, _StatesView(self._supervisors), method, target, now, arguments)
+
+    def _ranked(
+        self,
+        method: str,
+        target: str | None,
+        preferred: Sequence[str],
+        now: float,
+        arguments: Mapping[str, Any] | None,
+    ) -> Iterator[Route]:
+        if self._balanced:
+            return rank_candidates(
+                _StatesView(self._supervisors),
+                preferred,
+                method,
+                target,
+                now,
+                arguments,
+                load=self._load_of,
+                draw=self._draw,
+            )
+        return rank_candidates(_StatesView(self._supervisors), preferred, method, target, now, arguments)
 
     def _equals_of(self, states: _StatesView, kind: str | None, target: str) -> Equals | None:
         """:func:`equals_of`, kept until a status, catalog or retry window changes (or the
@@ -267,7 +306,8 @@ class Invoker:
             UnknownServerError: a preferred server is not registered.
             ManagerClosedError: the manager is closed or shutting down.
         """
-        self._check_accepting()
+        if self._closed or self._drain_at != math.inf:
+            self._check_accepting()
         if failover not in FAILOVER_MODES:
             raise ValueError(f"failover must be 'safe', 'always' or 'never', got {failover!r}")
         if hedge_after is not None and hedge_after != "p95":
@@ -288,10 +328,12 @@ class Invoker:
                 errors: list[BaseException] = []
                 retried_expired: set[str] = set()
 
-                preferred = self._check_preferred(preferred)
-                routes = self._routes(method, target, preferred, start, arguments)
-                if failover == "never":
-                    routes = itertools.islice(routes, 1)  # exactly one server is ever tried
+                if preferred:
+                    preferred = self._check_preferred(preferred)
+                # The first server is chosen from what is kept of the fleet when that decides it;
+                # the fleet is ranked only if another server is needed.
+                first = None if preferred else self._first_choice(method, target, arguments)
+                routes: Iterator[Route] | None = None
                 retry_now: str | None = None
                 rejected: tuple[str, str] | None = None  # (server, why) the first schema that refused
                 touched = False  # whether any server was asked anything
@@ -301,7 +343,18 @@ class Invoker:
                     forced = retry_now is not None
                     if retry_now is not None:
                         name, retry_now = retry_now, None
+                    elif first is not None and routes is None:
+                        name = first
+                        routes = (
+                            iter(())  # exactly one server is ever tried
+                            if failover == "never"
+                            else self._routes_after(first, method, target, start, arguments)
+                        )
                     else:
+                        if routes is None:
+                            routes = self._ranked(method, target, preferred, start, arguments)
+                            if failover == "never":
+                                routes = itertools.islice(routes, 1)  # exactly one server is ever tried
                         route = next(routes, None)
                         if route is None:
                             break
@@ -345,7 +398,7 @@ class Invoker:
                     if conn is None:
                         continue
                     contest = None
-                    if hedge_after is not None and not forced and failover != "never":
+                    if hedge_after is not None and routes is not None and not forced and failover != "never":
                         delay = self._hedge_delay(sup, hedge_after, method, target)
                         if delay is not None:
                             contest = _Contest(routes, delay)
@@ -622,7 +675,7 @@ class Invoker:
         acquired = False
         self._active_scopes.add(scope)
         try:
-            with scope, span.current():
+            with span.covering(scope):
                 try:
                     # Uncontended: no extra schedule point. Waiting counts against the deadline.
                     limiter.acquire_nowait()
@@ -665,12 +718,11 @@ class Invoker:
 
         if error is None and not scope.cancelled_caught:
             end = trio.current_time()
-            sup.latency.observe(end - start, end)
             listing = None
             if isinstance(result, _Listing):
                 listing = (result.kind, result.by_key)
                 result = result.items
-            if listing is not None or not sup.note_success(conn, end):
+            if not sup.note_success(conn, start, end) or listing is not None:
                 await sup.report_outcome(conn, None, "invocation", request_id, at=end, listing=listing)
             note = None
             if method == "tools/call" and isinstance(result, CallToolResult) and result.is_error:

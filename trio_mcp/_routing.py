@@ -98,9 +98,10 @@ def rank_candidates(
     registration order: the less loaded of two of them drawn at random goes first, the others
     follow in registration order.
 
-    ``equals`` (:func:`equals_of` the same ``states``, kind and target) lets a balanced choice
-    without preferred servers be made without ranking the whole fleet: the rest is ranked only
-    if the caller asks for more than the first route. The routes are the same either way.
+    ``equals`` (:func:`equals_of` the same ``states``, kind and target) lets the first route of
+    an invocation without preferred servers be found without ranking the whole fleet (see
+    :func:`first_choice`): the rest is ranked only if the caller asks for more than the first
+    route. The routes are the same either way.
     """
     kind = KIND_OF_METHOD.get(method) if target is not None else None
     refusal = _rejecter(kind, target, arguments)
@@ -114,12 +115,13 @@ def rank_candidates(
             skip = skip_reason(state, kind, target, now)
             reject = refusal(state) if skip is None else None
             yield Route(name, skip, reject, preferred=True)
+    if equals is not None and not preferred:
+        chosen = first_choice(equals, arguments, load, draw)
+        if chosen is not None:
+            yield Route(chosen)
+            yield from _ranked_after(chosen, states, kind, target, now, refusal)
+            return
     if load is not None and draw is not None and len(states) > 1:
-        if equals is not None and not preferred and equals.names:
-            verdict = equals.check(arguments) if equals.check is not None else None
-            if verdict is None:  # none of them refuses: the choice is among them all
-                yield from _chosen_first(equals.names, states, kind, target, now, refusal, load, draw)
-                return
         yield from _balanced(states, seen, kind, target, now, refusal, load, draw)
         return
     # One pass in registration order, each state read once: a healthy server is yielded as soon
@@ -195,20 +197,47 @@ def _pick(names: Sequence[str], load: Callable[[str], Load], draw: Callable[[], 
     return i if less_loaded(load(names[i]), load(names[j])) else j
 
 
-def _chosen_first(
-    names: Sequence[str],
+def first_choice(
+    equals: Equals,
+    arguments: Mapping[str, Any] | None,
+    load: Callable[[str], Load] | None = None,
+    draw: Callable[[], float] | None = None,
+) -> str | None:
+    """The first route of an invocation without preferred servers, when ``equals`` decide it:
+    none of them refuses ``arguments``, so it is the first of them (with ``load`` and ``draw``:
+    the less loaded of two drawn at random, as the balanced pass draws them). ``None`` when
+    they do not decide it (there are none, or they refuse the arguments): the fleet is ranked.
+    """
+    names = equals.names
+    if not names or (equals.check is not None and equals.check(arguments) is not None):
+        return None
+    if load is None or draw is None or len(names) < 2:
+        return names[0]
+    return names[_pick(names, load, draw)]
+
+
+def routes_after(
+    chosen: str,
+    states: Mapping[str, ServerState],
+    method: str,
+    target: str | None,
+    now: float,
+    arguments: Mapping[str, Any] | None = None,
+) -> Iterator[Route]:
+    """The routes that follow ``chosen`` (the :func:`first_choice`) when no server is
+    preferred: the fleet by status, in registration order within one, without ``chosen``."""
+    kind = KIND_OF_METHOD.get(method) if target is not None else None
+    yield from _ranked_after(chosen, states, kind, target, now, _rejecter(kind, target, arguments))
+
+
+def _ranked_after(
+    chosen: str,
     states: Mapping[str, ServerState],
     kind: str | None,
     target: str | None,
     now: float,
     refusal: Callable[[ServerState], str | None],
-    load: Callable[[str], Load],
-    draw: Callable[[], float],
 ) -> Iterator[Route]:
-    """:func:`_balanced` when its equals are known to be ``names``: the same draws, the same
-    choice, and the fleet ranked only once a second route is asked for."""
-    chosen = names[_pick(names, load, draw)] if len(names) >= 2 else names[0]
-    yield Route(chosen)
     routes, _ = _ranked(states, set(), kind, target, now, refusal)
     for route in routes:
         if route.server != chosen:

@@ -245,6 +245,8 @@ class ServerSupervisor:
         """The moving average of this server's call latency (see :mod:`trio_mcp._load`)."""
 
         self._state = Published(ServerState(auto=config.policy.connect_on_start))
+        self._fresh_until = math.inf
+        """When the published state's handshake goes stale (kept with each publication)."""
         self._inbox_send, self._inbox = trio.open_memory_channel[_Report](math.inf)
         # The writer's own bookkeeping (written by the writer only).
         self._live: Connection | None = None
@@ -350,10 +352,12 @@ class ServerSupervisor:
         self._send(report)
         await report.done.wait()
 
-    def note_success(self, conn: Connection, at: float) -> bool:
-        """A call on ``conn`` succeeded at ``at``. When that changes nothing but the
-        connection's usage stamp (a healthy server, nothing pending), stamp it and return
-        ``True``; otherwise return ``False``: the caller must :meth:`report_outcome`."""
+    def note_success(self, conn: Connection, start: float, end: float) -> bool:
+        """A call on ``conn`` that started at ``start`` succeeded at ``end``: its latency goes
+        into the load gauge. When that changes nothing but the connection's usage stamp (a
+        healthy server, nothing pending), stamp it and return ``True``; otherwise return
+        ``False``: the caller must :meth:`report_outcome`."""
+        self.latency.observe(end - start, end)
         state = self._state.value
         if (
             conn is self._live
@@ -361,7 +365,8 @@ class ServerSupervisor:
             and not state.consecutive_failures
             and state.retry_at is None
         ):
-            conn.stamp(at)
+            if end > conn.used_at:
+                conn.used_at = end
             return True
         return False
 
@@ -412,6 +417,8 @@ class ServerSupervisor:
         if new == replace(old, version=new.version):
             return  # nothing a reader could see has changed
         self._state.set(new)
+        expires = handshake_expires_at(new, self.policy.handshake_max_age)
+        self._fresh_until = math.inf if expires is None else expires
         self._stream.state_changed(
             self.name,
             old,
@@ -456,10 +463,7 @@ class ServerSupervisor:
     def _usable_now(self, now: float) -> Connection | None:
         """The live connection if its handshake is fresh."""
         conn = self._live
-        if conn is None or not conn.alive:
-            return None
-        expires = handshake_expires_at(self._state.value, self.policy.handshake_max_age)
-        if expires is not None and now >= expires:
+        if conn is None or now >= self._fresh_until or not conn.alive:
             return None
         return conn
 

@@ -11,14 +11,18 @@ caller's current span, e.g. the HTTP request's remote parent, is the invocation'
 from __future__ import annotations
 
 import os
-from contextlib import AbstractContextManager, nullcontext
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from opentelemetry import trace
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
 from ._attempt import Attempt, InvocationResult
+
+if TYPE_CHECKING:
+    import trio
 
 _tracer = trace.get_tracer("trio_mcp")
 _TARGET_ATTRIBUTE = {
@@ -136,6 +140,12 @@ class AttemptSpan:
     def current(self) -> AbstractContextManager[Any]:
         return trace.use_span(self._span, end_on_exit=False, record_exception=False)
 
+    @contextmanager
+    def covering(self, scope: trio.CancelScope) -> Iterator[trio.CancelScope]:
+        """``scope`` entered, with this span current inside it."""
+        with scope, self.current():
+            yield scope
+
     def end(self, attempt: Attempt | None) -> None:
         if attempt is not None:
             self._span.set_attributes(
@@ -156,6 +166,9 @@ _NOT_CURRENT: AbstractContextManager[None] = nullcontext()
 class _NoAttemptSpan:
     def current(self) -> AbstractContextManager[Any]:
         return _NOT_CURRENT
+
+    def covering(self, scope: trio.CancelScope) -> AbstractContextManager[trio.CancelScope]:
+        return scope
 
     def end(self, attempt: Attempt | None) -> None:
         return None
