@@ -57,7 +57,7 @@ from ._routing import (
 )
 from ._session import Connection
 from ._state import Listing
-from ._tracing import InvocationSpan, NoInvocationSpan, invocation_span
+from ._tracing import NO_ATTEMPT_SPAN, NO_INVOCATION_SPAN, InvocationSpan, NoInvocationSpan, invocation_span
 from ._transports import SentMarker, sent_marker
 
 if TYPE_CHECKING:
@@ -72,6 +72,7 @@ ProgressCallback = Callable[[float, float | None, str | None], Awaitable[None]]
 
 _LIST_KINDS = {"tools/list": "tools", "resources/list": "resources", "prompts/list": "prompts"}
 _EQUALS_KEPT = 1024
+_NOT_KEPT: Any = object()
 """At most this many targets' equals are kept (callers may name any target)."""
 
 
@@ -163,7 +164,12 @@ class Invoker:
         fleet."""
         if target is None:
             return None
-        equals = self._equals_of(_StatesView(self._supervisors), KIND_OF_METHOD.get(method), target)
+        if self.stream.routing_version == self._equals_version:
+            equals = self._equals.get((KIND_OF_METHOD.get(method), target), _NOT_KEPT)
+        else:
+            equals = _NOT_KEPT
+        if equals is _NOT_KEPT:
+            equals = self._equals_of(_StatesView(self._supervisors), KIND_OF_METHOD.get(method), target)
         if equals is None:
             return None
         if self._balanced:
@@ -433,8 +439,17 @@ class Invoker:
                             if isinstance(answer, CallToolResult) and answer.is_error
                             else "success"
                         )
-                        self._finished(method, target, request_id, start, outcome.attempts, ending, name)
-                        span.succeeded(outcome)
+                        self.stream.invocation_finished(
+                            method,
+                            target,
+                            request_id,
+                            outcome=ending,
+                            server=name,
+                            attempts=outcome.attempts,
+                            started_at=start,
+                        )
+                        if span is not NO_INVOCATION_SPAN:
+                            span.succeeded(outcome)
                         return outcome
                     failure, sent = outcome
                     now = trio.current_time()
@@ -663,7 +678,8 @@ class Invoker:
                 await progress_callback(progress, total, message)
 
         marker = SentMarker()
-        span = trace.attempt(sup.name, "invoke", method, target)
+        traced = trace is not NO_INVOCATION_SPAN
+        span = trace.attempt(sup.name, "invoke", method, target) if traced else NO_ATTEMPT_SPAN
         stream = self.stream
         stream.invocation(
             "invoke_start", sup.name, method, request_id, target, error=None, category=None, at=start
@@ -675,7 +691,7 @@ class Invoker:
         acquired = False
         self._active_scopes.add(scope)
         try:
-            with span.covering(scope):
+            with span.covering(scope) if traced else scope:
                 try:
                     # Uncontended: no extra schedule point. Waiting counts against the deadline.
                     limiter.acquire_nowait()
@@ -730,8 +746,20 @@ class Invoker:
             stream.invocation(
                 "invoke_success", sup.name, method, request_id, target, error=note, category=None, at=end
             )
-            attempts.append(self._attempt(sup.name, Stage.INVOKE, start, None, sent=True, end=end))
-            span.end(attempts[-1])
+            attempt = Attempt(
+                server=sup.name,
+                stage=Stage.INVOKE,
+                success=True,
+                error=None,
+                category=None,
+                sent=True,
+                started_at=start,
+                started_timestamp=self.anchor.at(start),
+                duration=end - start,
+            )
+            attempts.append(attempt)
+            if traced:
+                span.end(attempt)
             return InvocationResult(
                 server=sup.name, method=method, request_id=request_id, result=result, attempts=()
             )

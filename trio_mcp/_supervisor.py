@@ -948,7 +948,10 @@ class ServerSupervisor:
 
     def ready_connection(self, now: float | None = None) -> Connection | None:
         """The live connection if its handshake is fresh (usable without waiting), else ``None``."""
-        return self._usable_now(trio.current_time() if now is None else now)
+        conn = self._live  # (what _usable_now says, asked on every call: one step less)
+        if conn is None or (trio.current_time() if now is None else now) >= self._fresh_until:
+            return None
+        return conn if conn.alive else None
 
     async def acquire(
         self,

@@ -112,17 +112,17 @@ class NoInvocationSpan:
         return None
 
     def attempt(self, server: str, stage: str, method: str, target: str | None) -> _NoAttemptSpan:
-        return _NO_ATTEMPT_SPAN
+        return NO_ATTEMPT_SPAN
 
     def succeeded(self, result: InvocationResult[Any]) -> None:
         return None
 
 
-_NO_INVOCATION_SPAN = NoInvocationSpan()
+NO_INVOCATION_SPAN = NoInvocationSpan()
 
 
 def invocation_span(method: str, target: str | None, request_id: str) -> InvocationSpan | NoInvocationSpan:
-    return InvocationSpan(method, target, request_id) if tracing() else _NO_INVOCATION_SPAN
+    return InvocationSpan(method, target, request_id) if tracing() else NO_INVOCATION_SPAN
 
 
 class AttemptSpan:
@@ -174,4 +174,4 @@ class _NoAttemptSpan:
         return None
 
 
-_NO_ATTEMPT_SPAN = _NoAttemptSpan()
+NO_ATTEMPT_SPAN = _NoAttemptSpan()
