@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Hashable, Mapping
 from typing import Any
 
 import jsonschema
@@ -94,11 +94,16 @@ def _compile_schema(schema: dict[str, Any]) -> Check | None:
     # verdict on one shape of arguments (names and types) holds for every value of that
     # shape: ask the validator once per shape (it is the slow part of a call's path). Only
     # the verdict is kept: the reason for a refusal names the value, so it is built anew.
-    verdicts: dict[tuple[tuple[str, type, bool], ...], bool] = {}
+    verdicts: dict[Hashable, bool] = {}
 
     def check(arguments: Mapping[str, Any] | None) -> str | None:
         args = arguments if arguments is not None else {}
-        key = _shape_of(args, optional)
+        kinds = tuple(map(type, args.values()))
+        # The usual arguments (strings, integers, booleans) are told apart by their names and
+        # types alone; the others by their shape (floats, nulls) or not at all.
+        key: Hashable | None = (
+            (tuple(args), kinds) if _PLAIN_TYPES.issuperset(kinds) else _shape_of(args, optional)
+        )
         if key is None:
             return problem(args)
         fits = verdicts.get(key)
@@ -140,6 +145,7 @@ def _without_null_optionals(args: Mapping[str, Any], optional: frozenset[str]) -
 
 
 _MAX_SHAPES = 64
+_PLAIN_TYPES = frozenset({str, int, bool})
 _PRIMITIVE_TYPES = frozenset({"string", "integer", "number", "boolean", "null"})
 _ANNOTATIONS = frozenset({"title", "description", "default", "examples", "$comment"})
 _OBJECT_KEYWORDS = frozenset({"type", "properties", "required", "additionalProperties", "$schema"})
