@@ -7,11 +7,15 @@ port and writes the bound URL as the first line of stdout, once the socket liste
 
     python bench/_echo_server.py
     python bench/_echo_server.py --http 0
+
+``--cpu N`` runs it on CPU ``N`` only (``invoke_overhead.py --pin`` keeps the servers off the
+CPU its callers run on).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 import trio
@@ -41,7 +45,10 @@ async def _serve_http(server: MCPServer, port: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--http", type=int, metavar="PORT", help="serve streamable HTTP on PORT (0: any)")
+    parser.add_argument("--cpu", type=int, metavar="N", help="run on CPU N only")
     args = parser.parse_args()
+    if args.cpu is not None:
+        os.sched_setaffinity(0, {args.cpu})
     server = build_server()
     try:
         if args.http is not None:

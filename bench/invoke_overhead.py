@@ -23,8 +23,10 @@ not throttle); the ratio printed is calls/s through the manager over calls/s thr
 session (higher is better). ``--repeat R`` runs everything R times and ends with the range
 (min-max) of each ratio. ``--metrics`` attaches a Prometheus ``FleetCollector`` to the manager;
 ``--state URL`` writes its event history to that store, e.g. ``sqlite:///tmp/bench.db``.
-``--chart PATH`` also draws the ratios as a PNG (matplotlib: ``pip install -e '.[bench]'``);
-no chart is drawn without it. The README's chart::
+``--pin`` runs this process on the first CPU and the server processes on the second, so that
+callers and servers never share a core and the scheduler does not move them between runs (the
+stdio and HTTP figures are then steadier). ``--chart PATH`` also draws the ratios as a PNG
+(matplotlib: ``pip install -e '.[bench]'``); no chart is drawn without it. The README's chart::
 
     .venv/bin/python bench/invoke_overhead.py 3000 --transport all --concurrency 16,64 \
         --chart docs/bench/invoke_overhead.png
@@ -34,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import signal
 import statistics
 import subprocess
@@ -167,6 +170,8 @@ class Options:
     metrics: bool
     state: str | None
     policy: trio_mcp.ServerPolicy
+    server_args: tuple[str, ...] = ()
+    """Extra arguments for the echo server processes (``--cpu N`` with ``--pin``)."""
 
 
 @contextlib.asynccontextmanager
@@ -223,8 +228,8 @@ async def memory_paths(options: Options) -> AsyncIterator[Paths]:
 async def stdio_paths(options: Options) -> AsyncIterator[Paths]:
     from mcp.client.stdio import StdioServerParameters, stdio_client
 
-    params = StdioServerParameters(command=sys.executable, args=[ECHO_SERVER])
-    transport = trio_mcp.StdioTransport(command=sys.executable, args=(ECHO_SERVER,))
+    params = StdioServerParameters(command=sys.executable, args=[ECHO_SERVER, *options.server_args])
+    transport = trio_mcp.StdioTransport(command=sys.executable, args=(ECHO_SERVER, *options.server_args))
     config = trio_mcp.ServerConfig(name="bench", transport=transport, policy=options.policy)
     async with stdio_client(params) as streams, ClientSession(*streams) as session:
         await session.discover()
@@ -233,10 +238,12 @@ async def stdio_paths(options: Options) -> AsyncIterator[Paths]:
 
 
 @contextlib.asynccontextmanager
-async def http_server() -> AsyncIterator[str]:
+async def http_server(server_args: Sequence[str] = ()) -> AsyncIterator[str]:
     """Run the echo server over streamable HTTP in a subprocess; yields its URL."""
     process = await trio.lowlevel.open_process(
-        [sys.executable, ECHO_SERVER, "--http", "0"], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE
+        [sys.executable, ECHO_SERVER, "--http", "0", *server_args],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
     )
     try:
         assert process.stdout is not None
@@ -264,7 +271,7 @@ async def http_server() -> AsyncIterator[str]:
 async def http_paths(options: Options) -> AsyncIterator[Paths]:
     from mcp.client.streamable_http import streamable_http_client
 
-    async with http_server() as url:
+    async with http_server(options.server_args) as url:
         transport = trio_mcp.HttpTransport(url=url)
         config = trio_mcp.ServerConfig(name="bench", transport=transport, policy=options.policy)
         async with streamable_http_client(url) as streams, ClientSession(*streams) as session:
@@ -344,10 +351,11 @@ async def measure_all(
     concurrency: Sequence[int],
     repeat: int,
     chart: Path | None = None,
+    server_args: Sequence[str] = (),
 ) -> None:
     max_concurrency = max([trio_mcp.ServerPolicy().max_concurrency, *concurrency])
     policy = trio_mcp.ServerPolicy(health_interval=3600, max_concurrency=max_concurrency)
-    options = Options(metrics=metrics, state=state, policy=policy)
+    options = Options(metrics=metrics, state=state, policy=policy, server_args=tuple(server_args))
     extras = " (metrics collector attached)" if metrics else ""
     extras += f" (event history written to {state})" if state else ""
     # The plain run (one in-memory latency measurement) prints exactly its four lines.
@@ -377,6 +385,7 @@ async def main(
     concurrency: Sequence[int] = (),
     repeat: int = 1,
     chart: Path | None = None,
+    server_args: Sequence[str] = (),
 ) -> None:
     # SIGTERM or SIGHUP cancels the run like Ctrl-C does, so the server processes are stopped.
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGHUP) as signals:
@@ -390,7 +399,7 @@ async def main(
 
         async with trio.open_nursery() as nursery:
             nursery.start_soon(stop_on_signal, nursery.cancel_scope)
-            await measure_all(n, metrics, state, transports, concurrency, repeat, chart)
+            await measure_all(n, metrics, state, transports, concurrency, repeat, chart, server_args)
             nursery.cancel_scope.cancel()
     if received:
         sys.exit(128 + received[0])
@@ -432,6 +441,9 @@ if __name__ == "__main__":
         help="also measure throughput with C concurrent callers (e.g. 16,64)",
     )
     parser.add_argument("--repeat", type=positive, default=1, metavar="R", help="run everything R times")
+    parser.add_argument(
+        "--pin", action="store_true", help="run this process on the first CPU and the servers on the second"
+    )
     parser.add_argument("--metrics", action="store_true", help="attach a Prometheus FleetCollector")
     parser.add_argument("--state", metavar="URL", help="write the event history to this store")
     parser.add_argument(
@@ -443,6 +455,21 @@ if __name__ == "__main__":
     )
     args = parser.parse_args()
     transports = TRANSPORTS if args.transport == "all" else (args.transport,)
+    server_args: tuple[str, ...] = ()
+    if args.pin:
+        cpus = sorted(os.sched_getaffinity(0))
+        if len(cpus) < 2:
+            parser.error("--pin needs two CPUs")
+        os.sched_setaffinity(0, {cpus[0]})
+        server_args = ("--cpu", str(cpus[1]))
     trio.run(
-        main, args.calls, args.metrics, args.state, transports, args.concurrency, args.repeat, args.chart
+        main,
+        args.calls,
+        args.metrics,
+        args.state,
+        transports,
+        args.concurrency,
+        args.repeat,
+        args.chart,
+        server_args,
     )
