@@ -212,6 +212,32 @@ class _Refresh(_Report):
 class ServerSupervisor:
     """Owns one server's state and connection. Start it with ``await nursery.start(sup.run)``."""
 
+    __slots__ = (
+        "_anchor",
+        "_attempt_correlation",
+        "_cancel_scope",
+        "_closed",
+        "_connect_slots",
+        "_connect_tickets",
+        "_finished",
+        "_fresh_until",
+        "_http_pool",
+        "_inbox",
+        "_inbox_send",
+        "_live",
+        "_rehandshake_tickets",
+        "_requests_handled",
+        "_rng",
+        "_session_options",
+        "_state",
+        "_stream",
+        "config",
+        "latency",
+        "limiter",
+        "name",
+        "policy",
+    )
+
     def __init__(
         self,
         config: ServerConfig,
