@@ -326,236 +326,223 @@ class Invoker:
                 ):
                     raise ValueError(f"{name} must be a positive number of seconds")
         request_id = request_id or self.stream.new_correlation_id()
-        with invocation_span(method, target, request_id) as span:
-            start = trio.current_time()
-            overall_deadline = min(start + timeout if timeout is not None else math.inf, self._drain_at)
-            attempts: list[Attempt] = []
-            try:
-                errors: list[BaseException] = []
-                retried_expired: set[str] = set()
+        span = invocation_span(method, target, request_id)
+        start = trio.current_time()
+        overall_deadline = min(start + timeout if timeout is not None else math.inf, self._drain_at)
+        attempts: list[Attempt] = []
+        try:
+            errors: list[BaseException] = []
+            retried_expired: set[str] = set()
 
-                if preferred:
-                    preferred = self._check_preferred(preferred)
-                # The first server is chosen from what is kept of the fleet when that decides it;
-                # the fleet is ranked only if another server is needed.
-                first = None if preferred else self._first_choice(method, target, arguments)
-                routes: Iterator[Route] | None = None
-                retry_now: str | None = None
-                rejected: tuple[str, str] | None = None  # (server, why) the first schema that refused
-                touched = False  # whether any server was asked anything
-                held_back: str | None = None  # where a request that may have run was not repeated from
-                now = start  # the clock is read once per attempt
-                while True:
-                    forced = retry_now is not None
-                    if retry_now is not None:
-                        name, retry_now = retry_now, None
-                    elif first is not None and routes is None:
-                        name = first
-                        routes = (
-                            iter(())  # exactly one server is ever tried
-                            if failover == "never"
-                            else self._routes_after(first, method, target, start, arguments)
-                        )
-                    else:
-                        if routes is None:
-                            routes = self._ranked(method, target, preferred, start, arguments)
-                            if failover == "never":
-                                routes = itertools.islice(routes, 1)  # exactly one server is ever tried
-                        route = next(routes, None)
-                        if route is None:
-                            break
-                        name = route.server
-                        if route.reject is not None:
-                            # The server's own schema refuses these arguments: nothing is sent to it.
-                            rejected = rejected or (name, route.reject)
-                            if route.preferred:
-                                failure = Failure(
-                                    "invalid_request", f"arguments refused: {route.reject}", False
-                                )
-                                attempts.append(
-                                    self._attempt(name, Stage.SELECT, now, failure, sent=False, end=now)
-                                )
-                            continue
-                        if route.skip is not None:
-                            # A preferred server passed over: the trace says so.
-                            failure = Failure("unavailable", f"skipped: {route.skip}", False)
+            if preferred:
+                preferred = self._check_preferred(preferred)
+            # The first server is chosen from what is kept of the fleet when that decides it;
+            # the fleet is ranked only if another server is needed.
+            first = None if preferred else self._first_choice(method, target, arguments)
+            routes: Iterator[Route] | None = None
+            retry_now: str | None = None
+            rejected: tuple[str, str] | None = None  # (server, why) the first schema that refused
+            touched = False  # whether any server was asked anything
+            held_back: str | None = None  # where a request that may have run was not repeated from
+            now = start  # the clock is read once per attempt
+            while True:
+                forced = retry_now is not None
+                if retry_now is not None:
+                    name, retry_now = retry_now, None
+                elif first is not None and routes is None:
+                    name = first
+                    routes = (
+                        iter(())  # exactly one server is ever tried
+                        if failover == "never"
+                        else self._routes_after(first, method, target, start, arguments)
+                    )
+                else:
+                    if routes is None:
+                        routes = self._ranked(method, target, preferred, start, arguments)
+                        if failover == "never":
+                            routes = itertools.islice(routes, 1)  # exactly one server is ever tried
+                    route = next(routes, None)
+                    if route is None:
+                        break
+                    name = route.server
+                    if route.reject is not None:
+                        # The server's own schema refuses these arguments: nothing is sent to it.
+                        rejected = rejected or (name, route.reject)
+                        if route.preferred:
+                            failure = Failure("invalid_request", f"arguments refused: {route.reject}", False)
                             attempts.append(
                                 self._attempt(name, Stage.SELECT, now, failure, sent=False, end=now)
                             )
-                            self._event(
-                                "handshake_failure", name, method, request_id, target, failure, now=now
-                            )
-                            continue
-                    # A drain that started after this invocation did also ends it: no new attempt.
-                    deadline = min(overall_deadline, self._drain_at)
-                    if now >= deadline:
-                        break
-                    sup = self._supervisors.get(name)
-                    if sup is None:
                         continue
-                    touched = True
-                    # Fast path: a live session with a fresh handshake is used as is.
-                    conn = None if forced else sup.ready_connection(now)
-                    if conn is None:
-                        conn = await self._handshake_stage(
-                            sup, method, target, request_id, deadline, attempts, errors, span, force=forced
-                        )
-                        now = trio.current_time()
-                    if conn is None:
+                    if route.skip is not None:
+                        # A preferred server passed over: the trace says so.
+                        failure = Failure("unavailable", f"skipped: {route.skip}", False)
+                        attempts.append(self._attempt(name, Stage.SELECT, now, failure, sent=False, end=now))
+                        self._event("handshake_failure", name, method, request_id, target, failure, now=now)
                         continue
-                    contest = None
-                    if hedge_after is not None and routes is not None and not forced and failover != "never":
-                        delay = self._hedge_delay(sup, hedge_after, method, target)
-                        if delay is not None:
-                            contest = _Contest(routes, delay)
-                    stage = self._invoke_stage if contest is None else self._hedged_stage
-                    try:
-                        outcome = await stage(
-                            now,
-                            sup,
-                            conn,
-                            method,
-                            target,
-                            arguments,
-                            request_id=request_id,
-                            overall_deadline=deadline,
-                            attempt_timeout=attempt_timeout,
-                            progress_callback=progress_callback,
-                            attempts=attempts,
-                            errors=errors,
-                            trace=span,
-                            contest=contest,
-                        )
-                        if contest is not None:
-                            routes = contest.routes
-                    except RequestRejectedError:
-                        self._finished(method, target, request_id, start, attempts, "rejected", name)
-                        raise
-                    if isinstance(outcome, InvocationResult):
-                        outcome.attempts = tuple(attempts)
-                        answer = outcome.result
-                        ending = (
-                            "tool_error"
-                            if isinstance(answer, CallToolResult) and answer.is_error
-                            else "success"
-                        )
-                        self.stream.invocation_finished(
-                            method,
-                            target,
-                            request_id,
-                            outcome=ending,
-                            server=name,
-                            attempts=outcome.attempts,
-                            started_at=start,
-                        )
-                        if span is not NO_INVOCATION_SPAN:
-                            span.succeeded(outcome)
-                        return outcome
-                    failure, sent = outcome
-                    now = trio.current_time()
-                    if failure.category == "session_expired" and name not in retried_expired:
-                        # The server restarted and forgot our session: nothing ran. Re-handshake, retry once.
-                        retried_expired.add(name)
-                        retry_now = name
-                        continue
-                    if now >= self._drain_at:
-                        break
-                    if sent and not may_repeat(
-                        method, target, sup.config, sup.tool_info(target or ""), failover
-                    ):
-                        held_back = name
-                        break
-
-                if rejected is not None and not touched:
-                    server, why = rejected
-                    self._event(
-                        "invoke_failure",
-                        server,
-                        method,
-                        request_id,
-                        target,
-                        Failure("invalid_request", why, False),
+                # A drain that started after this invocation did also ends it: no new attempt.
+                deadline = min(overall_deadline, self._drain_at)
+                if now >= deadline:
+                    break
+                sup = self._supervisors.get(name)
+                if sup is None:
+                    continue
+                touched = True
+                # Fast path: a live session with a fresh handshake is used as is.
+                conn = None if forced else sup.ready_connection(now)
+                if conn is None:
+                    conn = await self._handshake_stage(
+                        sup, method, target, request_id, deadline, attempts, errors, span, force=forced
                     )
-                    self._finished(method, target, request_id, start, attempts, "rejected", server)
-                    raise RequestRejectedError(
-                        f"{target}: {why} (its schema of {target!r}; nothing was sent)",
-                        server=server,
+                    now = trio.current_time()
+                if conn is None:
+                    continue
+                contest = None
+                if hedge_after is not None and routes is not None and not forced and failover != "never":
+                    delay = self._hedge_delay(sup, hedge_after, method, target)
+                    if delay is not None:
+                        contest = _Contest(routes, delay)
+                stage = self._invoke_stage if contest is None else self._hedged_stage
+                try:
+                    outcome = await stage(
+                        now,
+                        sup,
+                        conn,
+                        method,
+                        target,
+                        arguments,
+                        request_id=request_id,
+                        overall_deadline=deadline,
+                        attempt_timeout=attempt_timeout,
+                        progress_callback=progress_callback,
+                        attempts=attempts,
+                        errors=errors,
+                        trace=span,
+                        contest=contest,
+                    )
+                    if contest is not None:
+                        routes = contest.routes
+                except RequestRejectedError:
+                    self._finished(method, target, request_id, start, attempts, "rejected", name)
+                    raise
+                if isinstance(outcome, InvocationResult):
+                    outcome.attempts = tuple(attempts)
+                    answer = outcome.result
+                    ending = (
+                        "tool_error" if isinstance(answer, CallToolResult) and answer.is_error else "success"
+                    )
+                    self.stream.invocation_finished(
+                        method,
+                        target,
+                        request_id,
+                        outcome=ending,
+                        server=name,
+                        attempts=outcome.attempts,
+                        started_at=start,
+                    )
+                    span.succeeded(outcome)
+                    return outcome
+                failure, sent = outcome
+                now = trio.current_time()
+                if failure.category == "session_expired" and name not in retried_expired:
+                    # The server restarted and forgot our session: nothing ran. Re-handshake, retry once.
+                    retried_expired.add(name)
+                    retry_now = name
+                    continue
+                if now >= self._drain_at:
+                    break
+                if sent and not may_repeat(method, target, sup.config, sup.tool_info(target or ""), failover):
+                    held_back = name
+                    break
+
+            if rejected is not None and not touched:
+                server, why = rejected
+                self._event(
+                    "invoke_failure",
+                    server,
+                    method,
+                    request_id,
+                    target,
+                    Failure("invalid_request", why, False),
+                )
+                self._finished(method, target, request_id, start, attempts, "rejected", server)
+                raise RequestRejectedError(
+                    f"{target}: {why} (its schema of {target!r}; nothing was sent)",
+                    server=server,
+                    method=method,
+                    request_id=request_id,
+                    attempts=attempts,
+                )
+            if not touched and target is not None and (kind := KIND_OF_METHOD.get(method)) is not None:
+                offered = {name: sup.catalog.of(kind) for name, sup in self._supervisors.items()}
+                if offered and all(known is not None and target not in known for known in offered.values()):
+                    self._finished(method, target, request_id, start, attempts, "not_offered", None)
+                    raise NotOfferedError(
                         method=method,
+                        target=target,
+                        servers=list(offered),
                         request_id=request_id,
                         attempts=attempts,
                     )
-                if not touched and target is not None and (kind := KIND_OF_METHOD.get(method)) is not None:
-                    offered = {name: sup.catalog.of(kind) for name, sup in self._supervisors.items()}
-                    if offered and all(
-                        known is not None and target not in known for known in offered.values()
-                    ):
-                        self._finished(method, target, request_id, start, attempts, "not_offered", None)
-                        raise NotOfferedError(
-                            method=method,
-                            target=target,
-                            servers=list(offered),
-                            request_id=request_id,
-                            attempts=attempts,
-                        )
-                outcome_kind = _outcome_of(attempts)
-                if not attempts:
-                    closed = [n for n, sup in self._supervisors.items() if not sup.should_retry()]
-                    message = f"{method} {target or ''}: no candidate server".replace("  ", " ")
-                    if closed:
-                        message += f" (retry window closed: {', '.join(closed)})"
-                else:
-                    last = attempts[-1]
-                    used = [a.server for a in attempts if a.stage is not Stage.SELECT]
-                    # Which servers could have taken it (in plain order: no load, no random draw).
-                    ranked = rank_candidates(
-                        _StatesView(self._supervisors),
-                        preferred,
-                        method,
-                        target,
-                        trio.current_time(),
-                        arguments,
-                    )
-                    usable = (r.server for r in ranked if r.skip is None and r.reject is None)
-                    could = list(dict.fromkeys([*used, *usable]))
-                    plural = "s" if len(could) != 1 else ""
-                    tried = len(dict.fromkeys(used))
-                    message = (
-                        f"{method} {target or ''}: tried {tried} of {len(could)} server{plural}"
-                        f" (last: {last.server}: {last.error})"
-                    )
-                    rest = [n for n in could if n not in used]
-                    if rest and held_back is not None:
-                        message += (
-                            f"; not repeated on {rest[0]} because the attempt on {held_back} may have run"
-                        )
-                    elif rest and failover == "never":
-                        message += f"; not tried on {rest[0]}: failover='never'"
-                if outcome_kind is Outcome.UNKNOWN:
-                    message += "; outcome unknown: it may have executed"
-                last_server = attempts[-1].server if attempts else None
-                self._finished(method, target, request_id, start, attempts, outcome_kind.value, last_server)
-                raise InvocationFailedError(
-                    message, method=method, outcome=outcome_kind, attempts=attempts, request_id=request_id
-                ) from (
-                    BaseExceptionGroup("attempts", [e for e in errors if isinstance(e, Exception)])
-                    if errors
-                    else None
-                )
-            except (RequestRejectedError, NotOfferedError, InvocationFailedError, UnknownServerError):
-                raise  # each is raised once its end was published, or before anything began
-            except BaseException:
-                # Cancelled by the caller (or ended by anything else): the end is published all
-                # the same, so that every invocation that began also ends on the stream.
-                self._finished(
+            outcome_kind = _outcome_of(attempts)
+            if not attempts:
+                closed = [n for n, sup in self._supervisors.items() if not sup.should_retry()]
+                message = f"{method} {target or ''}: no candidate server".replace("  ", " ")
+                if closed:
+                    message += f" (retry window closed: {', '.join(closed)})"
+            else:
+                last = attempts[-1]
+                used = [a.server for a in attempts if a.stage is not Stage.SELECT]
+                # Which servers could have taken it (in plain order: no load, no random draw).
+                ranked = rank_candidates(
+                    _StatesView(self._supervisors),
+                    preferred,
                     method,
                     target,
-                    request_id,
-                    start,
-                    attempts,
-                    _outcome_of(attempts).value,
-                    attempts[-1].server if attempts else None,
+                    trio.current_time(),
+                    arguments,
                 )
-                raise
+                usable = (r.server for r in ranked if r.skip is None and r.reject is None)
+                could = list(dict.fromkeys([*used, *usable]))
+                plural = "s" if len(could) != 1 else ""
+                tried = len(dict.fromkeys(used))
+                message = (
+                    f"{method} {target or ''}: tried {tried} of {len(could)} server{plural}"
+                    f" (last: {last.server}: {last.error})"
+                )
+                rest = [n for n in could if n not in used]
+                if rest and held_back is not None:
+                    message += f"; not repeated on {rest[0]} because the attempt on {held_back} may have run"
+                elif rest and failover == "never":
+                    message += f"; not tried on {rest[0]}: failover='never'"
+            if outcome_kind is Outcome.UNKNOWN:
+                message += "; outcome unknown: it may have executed"
+            last_server = attempts[-1].server if attempts else None
+            self._finished(method, target, request_id, start, attempts, outcome_kind.value, last_server)
+            raise InvocationFailedError(
+                message, method=method, outcome=outcome_kind, attempts=attempts, request_id=request_id
+            ) from (
+                BaseExceptionGroup("attempts", [e for e in errors if isinstance(e, Exception)])
+                if errors
+                else None
+            )
+        except (RequestRejectedError, NotOfferedError, InvocationFailedError, UnknownServerError) as exc:
+            span.failed(exc)
+            raise  # each is raised once its end was published, or before anything began
+        except BaseException as exc:
+            # Cancelled by the caller (or ended by anything else): the end is published all
+            # the same, so that every invocation that began also ends on the stream.
+            self._finished(
+                method,
+                target,
+                request_id,
+                start,
+                attempts,
+                _outcome_of(attempts).value,
+                attempts[-1].server if attempts else None,
+            )
+            span.failed(exc)
+            raise
 
     async def _handshake_stage(
         self,

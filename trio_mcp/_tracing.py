@@ -13,11 +13,11 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
-from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from opentelemetry import trace
-from opentelemetry.trace import Span, SpanKind, Status, StatusCode
+from opentelemetry.context import Context
+from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from ._attempt import Attempt, InvocationResult
 
@@ -58,63 +58,53 @@ def _target_attributes(method: str, target: str | None) -> dict[str, str]:
 
 
 class InvocationSpan:
-    """``with invocation_span(...) as span:`` around an invocation; ``span.succeeded(result)``
-    before returning it. An exception leaving the block ends the span with its outcome."""
+    """An invocation's span, started by :func:`invocation_span` (a child of the caller's current
+    span) and ended by ``succeeded(result)`` or ``failed(exc)``; its attempts' spans are its
+    children. It is never made current itself: a call without tracing then costs no context
+    manager at all."""
 
     def __init__(self, method: str, target: str | None, request_id: str) -> None:
-        self._manager = _tracer.start_as_current_span(
+        self._span = _tracer.start_span(
             f"trio_mcp {method}{f' {target}' if target else ''}",
             kind=SpanKind.CLIENT,
             attributes={**_target_attributes(method, target), "trio_mcp.request_id": request_id},
-            record_exception=False,
-            set_status_on_exception=False,
         )
-        self._span: Span | None = None
-
-    def __enter__(self) -> InvocationSpan:
-        self._span = self._manager.__enter__()
-        return self
-
-    def __exit__(
-        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        if exc is not None and self._span is not None:
-            attempts: tuple[Attempt, ...] | list[Attempt] = getattr(exc, "attempts", ())
-            self._span.set_attributes(
-                {
-                    "trio_mcp.outcome": str(getattr(exc, "outcome", None) or type(exc).__name__),
-                    "trio_mcp.attempts": len(attempts),
-                }
-            )
-            self._span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
-        self._manager.__exit__(kind, exc, tb)
+        self._context = trace.set_span_in_context(self._span)
 
     def attempt(self, server: str, stage: str, method: str, target: str | None) -> AttemptSpan:
         """A child span for one stage on one server."""
-        return AttemptSpan(server, stage, method, target)
+        return AttemptSpan(server, stage, method, target, self._context)
 
     def succeeded(self, result: InvocationResult[Any]) -> None:
-        if self._span is not None:
-            self._span.set_attributes(
-                {
-                    "trio_mcp.outcome": "success",
-                    "trio_mcp.server": result.server,
-                    "trio_mcp.attempts": len(result.attempts),
-                }
-            )
+        self._span.set_attributes(
+            {
+                "trio_mcp.outcome": "success",
+                "trio_mcp.server": result.server,
+                "trio_mcp.attempts": len(result.attempts),
+            }
+        )
+        self._span.end()
+
+    def failed(self, exc: BaseException) -> None:
+        attempts: tuple[Attempt, ...] | list[Attempt] = getattr(exc, "attempts", ())
+        self._span.set_attributes(
+            {
+                "trio_mcp.outcome": str(getattr(exc, "outcome", None) or type(exc).__name__),
+                "trio_mcp.attempts": len(attempts),
+            }
+        )
+        self._span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
+        self._span.end()
 
 
 class NoInvocationSpan:
-    def __enter__(self) -> NoInvocationSpan:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        return None
-
     def attempt(self, server: str, stage: str, method: str, target: str | None) -> _NoAttemptSpan:
         return NO_ATTEMPT_SPAN
 
     def succeeded(self, result: InvocationResult[Any]) -> None:
+        return None
+
+    def failed(self, exc: BaseException) -> None:
         return None
 
 
@@ -129,13 +119,15 @@ class AttemptSpan:
     """One stage on one server: current while it sends (``with span.current():``), ended with
     the attempt it produced (``span.end(attempt)``)."""
 
-    def __init__(self, server: str, stage: str, method: str, target: str | None) -> None:
+    def __init__(
+        self, server: str, stage: str, method: str, target: str | None, parent: Context | None = None
+    ) -> None:
         attributes = {
             "trio_mcp.server": server,
             "trio_mcp.stage": stage,
             **_target_attributes(method, target),
         }
-        self._span = _tracer.start_span(f"trio_mcp {stage} {server}", attributes=attributes)
+        self._span = _tracer.start_span(f"trio_mcp {stage} {server}", context=parent, attributes=attributes)
 
     def current(self) -> AbstractContextManager[Any]:
         return trace.use_span(self._span, end_on_exit=False, record_exception=False)
