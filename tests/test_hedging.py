@@ -159,3 +159,28 @@ async def test_hedge_after_is_checked(autojump_clock: trio.testing.MockClock) ->
         for bad in (-1, float("nan"), "p99"):
             with pytest.raises(ValueError, match="hedge_after"):
                 await manager.invoke("tools/call", "lookup", {"key": "k"}, hedge_after=bad)  # type: ignore[arg-type]
+
+
+async def test_a_server_whose_slow_answers_are_hedged_away_is_still_seen_as_slow(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # A hedge cancels the slow attempt, so its answer is never timed; that it had not answered
+    # after the hedge delay is what the routing learns (the least loaded of two goes first).
+    a, b = ScriptedServer("a"), ScriptedServer("b")
+    async with trio_mcp.open_manager(fleet(a, b)) as manager:
+        await ready(manager, a, b)
+        for server in ("a", "b"):  # both measured: instant answers
+            await manager.invoke("tools/call", "lookup", {"key": "k"}, preferred=[server])
+        a.delay_tool("lookup", 5)
+        outcome = await manager.invoke(
+            "tools/call", "lookup", {"key": "k"}, preferred=["a", "b"], hedge_after=0.5
+        )
+        assert trace(outcome.attempts) == [("b", "ok", True), ("a", "superseded", True)]
+        # From now on the fleet's calls go to b first: a took at least 0.5 s, b answers at once.
+        servers = [
+            (await manager.invoke("tools/call", "lookup", {"key": "k"}, hedge_after=0.5)).server
+            for _ in range(10)
+        ]
+        assert servers == ["b"] * 10
+        assert a.executions("lookup") == 2  # the measuring call and the one hedged away
+        assert manager.server("a").status is ServerStatus.HEALTHY  # slow is not unhealthy

@@ -53,6 +53,16 @@ def test_the_gauge_keeps_the_average_and_its_time() -> None:
     assert gauge.updated_at == 1.0 + LATENCY_DECAY
 
 
+def test_an_unanswered_attempt_only_ever_raises_the_average() -> None:
+    gauge = LoadGauge()
+    gauge.observe_unanswered(0.5, 1.0)  # nothing known: at least 0.5 s
+    assert (gauge.latency, gauge.updated_at, list(gauge.recent or ())) == (0.5, 1.0, [0.5])
+    gauge.observe_unanswered(0.2, 2.0)  # a lower bound under the average says nothing
+    assert (gauge.latency, gauge.updated_at, list(gauge.recent or ())) == (0.5, 1.0, [0.5])
+    gauge.observe_unanswered(0.8, 3.0)  # above it: a peak, taken at once
+    assert (gauge.latency, gauge.updated_at, list(gauge.recent or ())) == (0.8, 3.0, [0.5, 0.8])
+
+
 @pytest.mark.parametrize(
     ("a", "b", "a_first"),
     [

@@ -761,6 +761,7 @@ class Invoker:
                     "superseded", f"cancelled after {waited:g}s: {contest.winner} answered first", False
                 )
                 budget = Budget.CALLER
+                sup.latency.observe_unanswered(waited, now)  # not a health signal; a slow one
             elif now >= self._drain_at:
                 failure = Failure(
                     "shutdown", f"abandoned after {waited:g}s: the manager is shutting down", False

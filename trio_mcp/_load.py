@@ -57,6 +57,14 @@ class LoadGauge:
             self.recent = deque(maxlen=RECENT_SAMPLES)
         self.recent.append(duration)
 
+    def observe_unanswered(self, waited: float, now: float) -> None:
+        """An attempt was given up after ``waited`` seconds without an answer (another server
+        answered a hedged read first): its latency was at least that. It raises the average
+        when above it (a server whose slow calls are always hedged away is still seen as slow),
+        and never lowers it (a lower bound says nothing of a faster answer)."""
+        if self.latency is None or waited > self.latency:
+            self.observe(waited, now)
+
     def percentile(self, fraction: float) -> float | None:
         """The ``fraction`` quantile of the recent latencies (``None``: too few of them)."""
         return percentile(self.recent or (), fraction)
