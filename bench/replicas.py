@@ -9,12 +9,18 @@ garbage collection, a cold cache). One replica is slow (three times the base).
   (the less loaded of two drawn at random, by calls in flight and a moving average of latency).
 - ``hedge``: one caller; the latency percentiles without hedging, with ``hedge_after="p95"``
   and with a fixed ``hedge_after``, and how many extra requests the hedges cost.
+- ``scale``: replicas whose backend is the bottleneck (each serves ``--capacity`` calls at a
+  time, ``base`` each): the calls/s of three replicas against one, under ``--workers``
+  callers; then the p99 of a fleet whose first replica answers 10 % of its calls after 1 s,
+  against the p99 of its two fast replicas alone (without hedging, and with a fixed
+  ``hedge_after``).
 
 Both arms of each comparison run in the same process, interleaved round by round. Run::
 
     .venv/bin/python bench/replicas.py                 # both, default sizes
     .venv/bin/python bench/replicas.py spread --calls 2000 --workers 32
     .venv/bin/python bench/replicas.py hedge --calls 2000 --rounds 4
+    .venv/bin/python bench/replicas.py scale --calls 1000 --rounds 3
     .venv/bin/python bench/replicas.py --smoke         # seconds: CI runs this
 
 ``--chart PATH`` also draws the latencies, the throughput ratio of the routings and the hedging
@@ -26,6 +32,7 @@ arms as a PNG (matplotlib: ``pip install -e '.[bench]'``); no chart is drawn wit
 from __future__ import annotations
 
 import argparse
+import gc
 import random
 import statistics
 from collections import Counter
@@ -48,15 +55,26 @@ class Replica:
     tail: float
     rng: random.Random
     calls: int = 0
+    slow: float | None = None
+    """How long a call in the tail takes (``None``: ten times ``base``)."""
+    capacity: int | None = None
+    """How many calls the replica serves at a time (``None``: any number): the others wait."""
 
     def server(self) -> MCPServer:
         server = MCPServer(self.name)
+        gate = trio.Semaphore(self.capacity) if self.capacity is not None else None
 
         @server.tool()
         async def lookup(key: str) -> str:
             self.calls += 1
-            slow = self.rng.random() < self.tail
-            await trio.sleep(self.base * (10 if slow else 1))
+            delay = self.base
+            if self.rng.random() < self.tail:
+                delay = self.slow if self.slow is not None else self.base * 10
+            if gate is None:
+                await trio.sleep(delay)
+            else:
+                async with gate:
+                    await trio.sleep(delay)
             return key
 
         return server
@@ -221,9 +239,110 @@ async def hedge(calls: int, rounds: int, base: float, tail: float, fixed: float)
     }
 
 
+def _freeze_heap() -> None:
+    """Leave what was allocated so far out of every later garbage collection: a full collection
+    scans the whole heap (the SDK's, pydantic's and these managers' objects), which stopped every
+    caller for about 80 ms every other round here, in every arm alike, and would have set their
+    p99 instead of the replicas."""
+    gc.collect()
+    gc.freeze()
+
+
+async def scale(
+    calls: int, workers: int, rounds: int, base: float, capacity: int, fixed: float
+) -> dict[str, Any]:
+    """Runs and prints the ``scale`` comparisons; returns their figures."""
+    rng = random.Random(5)
+
+    def replica(name: str, tail: float = 0.0, slow: float | None = None, limit: int | None = None) -> Replica:
+        return Replica(name, base, tail, random.Random(rng.random()), slow=slow, capacity=limit)
+
+    # Throughput: the same replica once and three times, each serving `capacity` calls at a time.
+    one = [replica("r0", limit=capacity)]
+    three = [replica(f"r{i}", limit=capacity) for i in range(3)]
+    runs: dict[str, list[Run]] = {"1 replica": [], "3 replicas": []}
+    async with (
+        trio_mcp.open_manager(configs(one), rng=random.Random(6)) as single,
+        trio_mcp.open_manager(configs(three), rng=random.Random(7)) as triple,
+    ):
+        for manager, replicas in ((single, one), (triple, three)):
+            for r in replicas:
+                await manager.acquire(r.name)
+        _freeze_heap()
+        for _ in range(rounds):  # interleaved: drift on the machine hits both alike
+            runs["1 replica"].append(await run_calls(single, one, calls, workers, None))
+            runs["3 replicas"].append(await run_calls(triple, three, calls, workers, None))
+    print(
+        f"scale: replicas serving {capacity} call(s) at a time ({base * 1000:.0f} ms each),"
+        f" {workers} callers, {calls} calls x {rounds} rounds per arm"
+    )
+    print(f"{'fleet':<14}{'calls/s':>9}{'p50 ms':>9}{'p99 ms':>9}   share of calls per replica (range)")
+    for name, arm in runs.items():
+        fleet_replicas = one if name == "1 replica" else three
+        shares = []
+        for r in fleet_replicas:
+            values = [run.by_server[r.name] / calls for run in arm]
+            shares.append(f"{r.name} {min(values):.0%}-{max(values):.0%}")
+        print(
+            f"{name:<14}{statistics.median(calls / r.seconds for r in arm):>9.0f}"
+            f"{ms(statistics.median(r.percentile(0.5) for r in arm)):>9}"
+            f"{ms(statistics.median(r.percentile(0.99) for r in arm)):>9}   {', '.join(shares)}"
+        )
+    scaling = [o.seconds / t.seconds for o, t in zip(runs["1 replica"], runs["3 replicas"], strict=True)]
+    print(f"calls/s 3 replicas / 1 replica, per round: {min(scaling):.2f}-{max(scaling):.2f} (target >= 2.5)")
+
+    # The tail: r0 answers 10 % of its calls after 1 s; the two fast replicas alone are the reference.
+    fast = [replica("r1"), replica("r2")]
+    with_slow = [replica("r0", tail=0.10, slow=1.0), replica("r1"), replica("r2")]
+    hedged = f"slow, {fixed * 1000:.0f} ms hedge"
+    # A manager per arm: what one arm's calls teach the routing (r0 is slow) helps no other arm.
+    async with (
+        trio_mcp.open_manager(configs(fast), rng=random.Random(8)) as fast_manager,
+        trio_mcp.open_manager(configs(with_slow), rng=random.Random(9)) as slow_manager,
+        trio_mcp.open_manager(configs(with_slow), rng=random.Random(10)) as hedged_manager,
+    ):
+        arms: dict[str, tuple[trio_mcp.Manager, list[Replica], float | None]] = {
+            "fast 2 only": (fast_manager, fast, None),
+            "with slow r0": (slow_manager, with_slow, None),
+            hedged: (hedged_manager, with_slow, fixed),
+        }
+        for manager, replicas, _ in arms.values():
+            for r in replicas:
+                await manager.acquire(r.name)
+        _freeze_heap()
+        tails: dict[str, list[Run]] = {name: [] for name in arms}
+        for _ in range(rounds):
+            for name, (manager, replicas, hedge_after) in arms.items():
+                tails[name].append(await run_calls(manager, replicas, calls, workers, hedge_after))
+    print(
+        f"tail: r0 answers 10 % of its calls after 1 s, r1 and r2 in {base * 1000:.0f} ms;"
+        f" {workers} callers, {calls} calls x {rounds} rounds per arm"
+    )
+    print(f"{'arm':<22}{'p50 ms':>9}{'p99 ms':>9}{'r0 share':>10}{'extra requests':>16}")
+    for name, arm in tails.items():
+        share = [r.by_server["r0"] / calls for r in arm]
+        extra = [r.sent / calls - 1 for r in arm]
+        print(
+            f"{name:<22}{ms(statistics.median(r.percentile(0.5) for r in arm)):>9}"
+            f"{ms(statistics.median(r.percentile(0.99) for r in arm)):>9}"
+            f"{min(share):>5.0%}-{max(share):.0%}{min(extra):>9.1%}-{max(extra):.1%}"
+        )
+    reference = tails["fast 2 only"]
+    for name in list(arms)[1:]:
+        ratios = [
+            r.percentile(0.99) / f.percentile(0.99) for f, r in zip(reference, tails[name], strict=True)
+        ]
+        print(f"p99 {name} / fast 2 only, per round: {min(ratios):.2f}-{max(ratios):.2f} (target <= 2)")
+    return {
+        "scaling": scaling,
+        "calls_per_s": {name: [calls / r.seconds for r in arm] for name, arm in runs.items()},
+        "p99_ms": {name: [r.percentile(0.99) * 1000 for r in arm] for name, arm in tails.items()},
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("suite", nargs="?", choices=["spread", "hedge", "all"], default="all")
+    parser.add_argument("suite", nargs="?", choices=["spread", "hedge", "scale", "all"], default="all")
     parser.add_argument("--calls", type=int, default=1000, help="calls per round and arm")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--workers", type=int, default=16, help="concurrent callers (spread)")
@@ -231,6 +350,7 @@ def main() -> None:
     parser.add_argument("--base", type=float, default=0.005, help="usual latency, seconds")
     parser.add_argument("--tail", type=float, default=0.05, help="fraction of calls 10x slower")
     parser.add_argument("--hedge-after", type=float, default=0.02, help="the fixed hedge delay, seconds")
+    parser.add_argument("--capacity", type=int, default=1, help="calls a replica serves at a time (scale)")
     parser.add_argument("--smoke", action="store_true", help="a few seconds (the CI's run)")
     parser.add_argument(
         "--chart",
@@ -251,6 +371,10 @@ def main() -> None:
         if args.suite == "all":
             print()
         hedge_figures = trio.run(hedge, args.calls, args.rounds, args.base, args.tail, args.hedge_after)
+    if args.suite in ("scale", "all"):
+        if args.suite == "all":
+            print()
+        trio.run(scale, args.calls, args.workers, args.rounds, args.base, args.capacity, args.hedge_after)
     if args.chart is not None and _charts.available():
         _charts.replicas(args.chart, spread=spread_figures, hedge=hedge_figures)
 
