@@ -300,11 +300,13 @@ async def scale(
         trio_mcp.open_manager(configs(fast), rng=random.Random(8)) as fast_manager,
         trio_mcp.open_manager(configs(with_slow), rng=random.Random(9)) as slow_manager,
         trio_mcp.open_manager(configs(with_slow), rng=random.Random(10)) as hedged_manager,
+        trio_mcp.open_manager(configs(with_slow), rng=random.Random(11)) as p95_manager,
     ):
-        arms: dict[str, tuple[trio_mcp.Manager, list[Replica], float | None]] = {
+        arms: dict[str, tuple[trio_mcp.Manager, list[Replica], float | str | None]] = {
             "fast 2 only": (fast_manager, fast, None),
             "with slow r0": (slow_manager, with_slow, None),
             hedged: (hedged_manager, with_slow, fixed),
+            "slow, p95 hedge": (p95_manager, with_slow, "p95"),
         }
         for manager, replicas, _ in arms.values():
             for r in replicas:
