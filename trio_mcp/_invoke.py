@@ -432,13 +432,7 @@ class Invoker:
                         "tool_error" if isinstance(answer, CallToolResult) and answer.is_error else "success"
                     )
                     self.stream.invocation_finished(
-                        method,
-                        target,
-                        request_id,
-                        outcome=ending,
-                        server=name,
-                        attempts=outcome.attempts,
-                        started_at=start,
+                        method, target, request_id, ending, name, outcome.attempts, start
                     )
                     span.succeeded(outcome)
                     return outcome
@@ -668,9 +662,7 @@ class Invoker:
         traced = trace is not NO_INVOCATION_SPAN
         span = trace.attempt(sup.name, "invoke", method, target) if traced else NO_ATTEMPT_SPAN
         stream = self.stream
-        stream.invocation(
-            "invoke_start", sup.name, method, request_id, target, error=None, category=None, at=start
-        )
+        stream.invocation("invoke_start", sup.name, method, request_id, target, None, None, start)
         result: Any = None
         error: BaseException | None = None
         token = sent_marker.set(marker)
@@ -730,9 +722,7 @@ class Invoker:
             note = None
             if method == "tools/call" and isinstance(result, CallToolResult) and result.is_error:
                 note = "tool returned isError"
-            stream.invocation(
-                "invoke_success", sup.name, method, request_id, target, error=note, category=None, at=end
-            )
+            stream.invocation("invoke_success", sup.name, method, request_id, target, note, None, end)
             attempt = Attempt(
                 server=sup.name,
                 stage=Stage.INVOKE,
