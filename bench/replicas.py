@@ -145,6 +145,26 @@ def ms(seconds: float) -> str:
     return f"{seconds * 1000:7.1f}"
 
 
+def percentiles(runs: list[Run], *fractions: float) -> str:
+    """The median over rounds of each percentile, in ms, in columns of nine."""
+    return "".join(f"{ms(statistics.median(r.percentile(q) for r in runs)):>9}" for q in fractions)
+
+
+def shares(runs: list[Run], replicas: list[Replica], calls: int) -> str:
+    """Each replica's share of the calls, as its range over rounds."""
+    cells = []
+    for replica in replicas:
+        values = [r.by_server[replica.name] / calls for r in runs]
+        cells.append(f"{replica.name} {min(values):.0%}-{max(values):.0%}")
+    return ", ".join(cells)
+
+
+def p99_ratios(over: list[Run], under: list[Run]) -> str:
+    """The range over rounds of ``over``'s p99 divided by ``under``'s."""
+    ratios = [o.percentile(0.99) / u.percentile(0.99) for o, u in zip(over, under, strict=True)]
+    return f"{min(ratios):.2f}-{max(ratios):.2f}"
+
+
 async def spread(
     calls: int, workers: int, rounds: int, servers: int, base: float, tail: float
 ) -> dict[str, Any]:
@@ -165,15 +185,7 @@ async def spread(
     print(f"        {tail:.0%} of calls 10x), {workers} callers, {calls} calls x {rounds} rounds per arm")
     print(f"{'routing':<14}{'p50 ms':>9}{'p99 ms':>9}   share of calls per replica (range over rounds)")
     for name, runs in results.items():
-        p50 = [r.percentile(0.5) for r in runs]
-        p99 = [r.percentile(0.99) for r in runs]
-        shares = []
-        for replica in replicas:
-            values = [r.by_server[replica.name] / calls for r in runs]
-            shares.append(f"{replica.name} {min(values):.0%}-{max(values):.0%}")
-        print(
-            f"{name:<14}{ms(statistics.median(p50)):>9}{ms(statistics.median(p99)):>9}   {', '.join(shares)}"
-        )
+        print(f"{name:<14}{percentiles(runs, 0.5, 0.99)}   {shares(runs, replicas, calls)}")
     ratio = [
         o.percentile(0.5) / b.percentile(0.5)
         for o, b in zip(results["ordered"], results["least_loaded"], strict=True)
@@ -217,18 +229,9 @@ async def hedge(calls: int, rounds: int, base: float, tail: float, fixed: float)
     print(f"{'hedge_after':<16}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}{'extra requests':>16}")
     for name, runs in results.items():
         extra = [r.sent / calls - 1 for r in runs]
-        print(
-            f"{name:<16}{ms(statistics.median(r.percentile(0.5) for r in runs)):>9}"
-            f"{ms(statistics.median(r.percentile(0.95) for r in runs)):>9}"
-            f"{ms(statistics.median(r.percentile(0.99) for r in runs)):>9}"
-            f"{min(extra):>9.1%}-{max(extra):.1%}"
-        )
-    base_runs = results["no hedge"]
+        print(f"{name:<16}{percentiles(runs, 0.5, 0.95, 0.99)}{min(extra):>9.1%}-{max(extra):.1%}")
     for name in list(arms)[1:]:
-        ratios = [
-            b.percentile(0.99) / h.percentile(0.99) for b, h in zip(base_runs, results[name], strict=True)
-        ]
-        print(f"p99 no hedge / {name}, per round: {min(ratios):.2f}-{max(ratios):.2f}")
+        print(f"p99 no hedge / {name}, per round: {p99_ratios(results['no hedge'], results[name])}")
     return {
         "percentiles_ms": {
             name: {f"p{round(q * 100)}": [r.percentile(q) * 1000 for r in runs] for q in (0.5, 0.95, 0.99)}
@@ -278,15 +281,9 @@ async def scale(
     )
     print(f"{'fleet':<14}{'calls/s':>9}{'p50 ms':>9}{'p99 ms':>9}   share of calls per replica (range)")
     for name, arm in runs.items():
-        fleet_replicas = one if name == "1 replica" else three
-        shares = []
-        for r in fleet_replicas:
-            values = [run.by_server[r.name] / calls for run in arm]
-            shares.append(f"{r.name} {min(values):.0%}-{max(values):.0%}")
         print(
             f"{name:<14}{statistics.median(calls / r.seconds for r in arm):>9.0f}"
-            f"{ms(statistics.median(r.percentile(0.5) for r in arm)):>9}"
-            f"{ms(statistics.median(r.percentile(0.99) for r in arm)):>9}   {', '.join(shares)}"
+            f"{percentiles(arm, 0.5, 0.99)}   {shares(arm, one if name == '1 replica' else three, calls)}"
         )
     scaling = [o.seconds / t.seconds for o, t in zip(runs["1 replica"], runs["3 replicas"], strict=True)]
     print(f"calls/s 3 replicas / 1 replica, per round: {min(scaling):.2f}-{max(scaling):.2f} (target >= 2.5)")
@@ -325,16 +322,12 @@ async def scale(
         share = [r.by_server["r0"] / calls for r in arm]
         extra = [r.sent / calls - 1 for r in arm]
         print(
-            f"{name:<22}{ms(statistics.median(r.percentile(0.5) for r in arm)):>9}"
-            f"{ms(statistics.median(r.percentile(0.99) for r in arm)):>9}"
+            f"{name:<22}{percentiles(arm, 0.5, 0.99)}"
             f"{min(share):>5.0%}-{max(share):.0%}{min(extra):>9.1%}-{max(extra):.1%}"
         )
-    reference = tails["fast 2 only"]
     for name in list(arms)[1:]:
-        ratios = [
-            r.percentile(0.99) / f.percentile(0.99) for f, r in zip(reference, tails[name], strict=True)
-        ]
-        print(f"p99 {name} / fast 2 only, per round: {min(ratios):.2f}-{max(ratios):.2f} (target <= 2)")
+        ratios = p99_ratios(tails[name], tails["fast 2 only"])
+        print(f"p99 {name} / fast 2 only, per round: {ratios} (target <= 2)")
     return {
         "scaling": scaling,
         "calls_per_s": {name: [calls / r.seconds for r in arm] for name, arm in runs.items()},

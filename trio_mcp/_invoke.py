@@ -723,17 +723,7 @@ class Invoker:
             if method == "tools/call" and isinstance(result, CallToolResult) and result.is_error:
                 note = "tool returned isError"
             stream.invocation("invoke_success", sup.name, method, request_id, target, note, None, end)
-            attempt = Attempt(
-                server=sup.name,
-                stage=Stage.INVOKE,
-                success=True,
-                error=None,
-                category=None,
-                sent=True,
-                started_at=start,
-                started_timestamp=self.anchor.at(start),
-                duration=end - start,
-            )
+            attempt = self._attempt(sup.name, Stage.INVOKE, start, None, sent=True, end=end)
             attempts.append(attempt)
             if traced:
                 span.end(attempt)
