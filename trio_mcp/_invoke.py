@@ -72,7 +72,6 @@ ProgressCallback = Callable[[float, float | None, str | None], Awaitable[None]]
 
 _LIST_KINDS = {"tools/list": "tools", "resources/list": "resources", "prompts/list": "prompts"}
 _EQUALS_KEPT = 1024
-_NOT_KEPT: Any = object()
 """At most this many targets' equals are kept (callers may name any target)."""
 
 
@@ -164,12 +163,7 @@ class Invoker:
         fleet."""
         if target is None:
             return None
-        if self.stream.routing_version == self._equals_version:
-            equals = self._equals.get((KIND_OF_METHOD.get(method), target), _NOT_KEPT)
-        else:
-            equals = _NOT_KEPT
-        if equals is _NOT_KEPT:
-            equals = self._equals_of(_StatesView(self._supervisors), KIND_OF_METHOD.get(method), target)
+        equals = self._equals_of(KIND_OF_METHOD.get(method), target)
         if equals is None:
             return None
         if self._balanced:
@@ -202,7 +196,7 @@ class Invoker:
             )
         return rank_candidates(_StatesView(self._supervisors), preferred, method, target, now, arguments)
 
-    def _equals_of(self, states: _StatesView, kind: str | None, target: str) -> Equals | None:
+    def _equals_of(self, kind: str | None, target: str) -> Equals | None:
         """:func:`equals_of`, kept until a status, catalog or retry window changes (or the
         fleet does): a call then does not rank the whole fleet to choose among its equals."""
         version = self.stream.routing_version
@@ -213,7 +207,7 @@ class Invoker:
         try:
             return self._equals[key]
         except KeyError:
-            equals = self._equals[key] = equals_of(states, kind, target)
+            equals = self._equals[key] = equals_of(_StatesView(self._supervisors), kind, target)
             return equals
 
     def _fleet_changed(self) -> None:
