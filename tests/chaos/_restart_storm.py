@@ -236,7 +236,12 @@ async def run_restart_storm(config: RestartStormConfig, workdir: Path) -> Restar
         retry_at = event.current.retry_at
         if after is trio_mcp.ConnectionState.BACKOFF and before is not after and retry_at is not None:
             base = config.backoff.base_delay(max(event.current.retry_count - 1, 0))
-            backoffs.append(Backoff(event.server, event.at, retry_at - event.at, base))
+            # The delay drawn runs from the failure (last_checked_at), which the supervisor may
+            # publish a little later on a busy machine: measured from the publication, a draw
+            # near the jitter's lower bound would look shorter than it was.
+            failed_at = event.current.last_checked_at
+            began = failed_at if failed_at is not None else event.at
+            backoffs.append(Backoff(event.server, began, retry_at - began, base))
             window_opens[event.server] = retry_at
         elif before is trio_mcp.ConnectionState.BACKOFF and after is trio_mcp.ConnectionState.CONNECTING:
             restarts.append((event.server, event.at))
