@@ -166,9 +166,7 @@ class Invoker:
         equals = self._equals_of(KIND_OF_METHOD.get(method), target)
         if equals is None:
             return None
-        if self._balanced:
-            return first_choice(equals, arguments, self._load_of, self._draw)
-        return first_choice(equals, arguments)
+        return first_choice(equals, arguments, *self._balance())
 
     def _routes_after(
         self, first: str, method: str, target: str | None, now: float, arguments: Mapping[str, Any] | None
@@ -183,18 +181,14 @@ class Invoker:
         now: float,
         arguments: Mapping[str, Any] | None,
     ) -> Iterator[Route]:
-        if self._balanced:
-            return rank_candidates(
-                _StatesView(self._supervisors),
-                preferred,
-                method,
-                target,
-                now,
-                arguments,
-                load=self._load_of,
-                draw=self._draw,
-            )
-        return rank_candidates(_StatesView(self._supervisors), preferred, method, target, now, arguments)
+        load, draw = self._balance()
+        states = _StatesView(self._supervisors)
+        return rank_candidates(states, preferred, method, target, now, arguments, load=load, draw=draw)
+
+    def _balance(self) -> tuple[Callable[[str], Load] | None, Callable[[], float] | None]:
+        """What a choice among equals is made with: the servers' loads and random draws
+        (``None``, ``None``: registration order)."""
+        return (self._load_of, self._draw) if self._balanced else (None, None)
 
     def _equals_of(self, kind: str | None, target: str) -> Equals | None:
         """:func:`equals_of`, kept until a status, catalog or retry window changes (or the
@@ -425,9 +419,7 @@ class Invoker:
                     ending = (
                         "tool_error" if isinstance(answer, CallToolResult) and answer.is_error else "success"
                     )
-                    self.stream.invocation_finished(
-                        method, target, request_id, ending, name, outcome.attempts, start
-                    )
+                    self._finished(method, target, request_id, start, outcome.attempts, ending, name)
                     span.succeeded(outcome)
                     return outcome
                 failure, sent = outcome

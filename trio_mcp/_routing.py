@@ -81,7 +81,6 @@ def rank_candidates(
     *,
     load: Callable[[str], Load] | None = None,
     draw: Callable[[], float] | None = None,
-    equals: Equals | None = None,
 ) -> Iterator[Route]:
     """The routes of an invocation, in order (lazily: the rest of the fleet is only ranked
     once the preferred servers are exhausted).
@@ -98,10 +97,8 @@ def rank_candidates(
     registration order: the less loaded of two of them drawn at random goes first, the others
     follow in registration order.
 
-    ``equals`` (:func:`equals_of` the same ``states``, kind and target) lets the first route of
-    an invocation without preferred servers be found without ranking the whole fleet (see
-    :func:`first_choice`): the rest is ranked only if the caller asks for more than the first
-    route. The routes are the same either way.
+    Without preferred servers, :func:`first_choice` over :func:`equals_of` followed by
+    :func:`routes_after` gives the same routes without ranking the whole fleet first.
     """
     kind = KIND_OF_METHOD.get(method) if target is not None else None
     refusal = _rejecter(kind, target, arguments)
@@ -115,12 +112,6 @@ def rank_candidates(
             skip = skip_reason(state, kind, target, now)
             reject = refusal(state) if skip is None else None
             yield Route(name, skip, reject, preferred=True)
-    if equals is not None and not preferred:
-        chosen = first_choice(equals, arguments, load, draw)
-        if chosen is not None:
-            yield Route(chosen)
-            yield from _ranked_after(chosen, states, kind, target, now, refusal)
-            return
     if load is not None and draw is not None and len(states) > 1:
         yield from _balanced(states, seen, kind, target, now, refusal, load, draw)
         return
@@ -227,21 +218,8 @@ def routes_after(
     """The routes that follow ``chosen`` (the :func:`first_choice`) when no server is
     preferred: the fleet by status, in registration order within one, without ``chosen``."""
     kind = KIND_OF_METHOD.get(method) if target is not None else None
-    yield from _ranked_after(chosen, states, kind, target, now, _rejecter(kind, target, arguments))
-
-
-def _ranked_after(
-    chosen: str,
-    states: Mapping[str, ServerState],
-    kind: str | None,
-    target: str | None,
-    now: float,
-    refusal: Callable[[ServerState], str | None],
-) -> Iterator[Route]:
-    routes, _ = _ranked(states, set(), kind, target, now, refusal)
-    for route in routes:
-        if route.server != chosen:
-            yield route
+    routes, _ = _ranked(states, {chosen}, kind, target, now, _rejecter(kind, target, arguments))
+    yield from routes
 
 
 def _ranked(

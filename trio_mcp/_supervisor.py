@@ -391,8 +391,7 @@ class ServerSupervisor:
             and not state.consecutive_failures
             and state.retry_at is None
         ):
-            if end > conn.used_at:
-                conn.used_at = end
+            conn.stamp(end)
             return True
         return False
 
@@ -485,13 +484,6 @@ class ServerSupervisor:
             conn.drop(reason, then=then)
             if conn is self._live:
                 self._publish(on_dropping(self._state.value), f"session dropped: {reason}")
-
-    def _usable_now(self, now: float) -> Connection | None:
-        """The live connection if its handshake is fresh."""
-        conn = self._live
-        if conn is None or now >= self._fresh_until or not conn.alive:
-            return None
-        return conn
 
     def _resolve_connect_tickets(self, conn: Connection | None, failure: Failure | None) -> None:
         tickets, self._connect_tickets = self._connect_tickets, []
@@ -599,7 +591,7 @@ class ServerSupervisor:
         """Someone needs a usable session: decide how they get one."""
         live = self._live
         if live is not None and live.alive and live.drop_reason is None:
-            if self._usable_now(now) is not None and not ticket.fresh:
+            if self.ready_connection(now) is not None and not ticket.fresh:
                 ticket.resolve(live)
                 return
             # Alive, but its handshake is stale.
@@ -974,7 +966,7 @@ class ServerSupervisor:
 
     def ready_connection(self, now: float | None = None) -> Connection | None:
         """The live connection if its handshake is fresh (usable without waiting), else ``None``."""
-        conn = self._live  # (what _usable_now says, asked on every call: one step less)
+        conn = self._live
         if conn is None or (trio.current_time() if now is None else now) >= self._fresh_until:
             return None
         return conn if conn.alive else None
@@ -1001,7 +993,7 @@ class ServerSupervisor:
         if self._closed:
             raise ManagerClosedError(f"the supervisor of {self.name!r} is closed")
         now = trio.current_time()
-        ready = self._usable_now(now)
+        ready = self.ready_connection(now)
         if ready is not None:
             return ready
         if not force and self.connection is None and not self._state.value.window_open(now):
