@@ -57,7 +57,7 @@ from ._routing import (
 )
 from ._session import Connection
 from ._state import Listing
-from ._tracing import NO_ATTEMPT_SPAN, NO_INVOCATION_SPAN, InvocationSpan, NoInvocationSpan, invocation_span
+from ._tracing import NO_ATTEMPT_SPAN, NO_INVOCATION_SPAN, InvocationSpan, NoInvocationSpan, tracing
 from ._transports import SentMarker, sent_marker
 
 if TYPE_CHECKING:
@@ -152,7 +152,10 @@ class Invoker:
         """Every route of an invocation, in order (lazily)."""
         first = None if preferred else self._first_choice(method, target, arguments)
         if first is not None:
-            return itertools.chain((Route(first),), self._routes_after(first, method, target, now, arguments))
+            states = _StatesView(self._supervisors)
+            return itertools.chain(
+                (Route(first),), routes_after(first, states, method, target, now, arguments)
+            )
         return self._ranked(method, target, preferred, now, arguments)
 
     def _first_choice(
@@ -166,12 +169,29 @@ class Invoker:
         equals = self._equals_of(KIND_OF_METHOD.get(method), target)
         if equals is None:
             return None
-        return first_choice(equals, arguments, *self._balance())
+        if self._balanced:
+            return first_choice(equals, arguments, self._load_of, self._draw)
+        return first_choice(equals, arguments)
 
-    def _routes_after(
-        self, first: str, method: str, target: str | None, now: float, arguments: Mapping[str, Any] | None
+    def _routes_from(
+        self,
+        first: str | None,
+        method: str,
+        target: str | None,
+        preferred: Sequence[str],
+        now: float,
+        arguments: Mapping[str, Any] | None,
+        failover: FailoverMode,
     ) -> Iterator[Route]:
-        return routes_after(first, _StatesView(self._supervisors), method, target, now, arguments)
+        """The routes of an invocation after its first choice (``first``, when it was chosen
+        from the kept equals), or all of them (``first is None``); with ``failover="never"``,
+        only the one server that is ever tried."""
+        if first is not None:
+            if failover == "never":
+                return iter(())
+            return routes_after(first, _StatesView(self._supervisors), method, target, now, arguments)
+        routes = self._ranked(method, target, preferred, now, arguments)
+        return itertools.islice(routes, 1) if failover == "never" else routes
 
     def _ranked(
         self,
@@ -194,15 +214,18 @@ class Invoker:
         """:func:`equals_of`, kept until a status, catalog or retry window changes (or the
         fleet does): a call then does not rank the whole fleet to choose among its equals."""
         version = self.stream.routing_version
-        if version != self._equals_version or len(self._equals) >= _EQUALS_KEPT:
+        key = (kind, target)
+        if version == self._equals_version:
+            try:
+                return self._equals[key]
+            except KeyError:
+                if len(self._equals) >= _EQUALS_KEPT:
+                    self._equals.clear()
+        else:
             self._equals.clear()
             self._equals_version = version
-        key = (kind, target)
-        try:
-            return self._equals[key]
-        except KeyError:
-            equals = self._equals[key] = equals_of(_StatesView(self._supervisors), kind, target)
-            return equals
+        equals = self._equals[key] = equals_of(_StatesView(self._supervisors), kind, target)
+        return equals
 
     def _fleet_changed(self) -> None:
         self._equals.clear()
@@ -314,7 +337,7 @@ class Invoker:
                 ):
                     raise ValueError(f"{name} must be a positive number of seconds")
         request_id = request_id or self.stream.new_correlation_id()
-        span = invocation_span(method, target, request_id)
+        span = InvocationSpan(method, target, request_id) if tracing() else NO_INVOCATION_SPAN
         start = trio.current_time()
         overall_deadline = min(start + timeout if timeout is not None else math.inf, self._drain_at)
         attempts: list[Attempt] = []
@@ -327,7 +350,8 @@ class Invoker:
             # The first server is chosen from what is kept of the fleet when that decides it;
             # the fleet is ranked only if another server is needed.
             first = None if preferred else self._first_choice(method, target, arguments)
-            routes: Iterator[Route] | None = None
+            routes: Iterator[Route] | None = None  # built when a second server is needed
+            first_taken = False
             retry_now: str | None = None
             rejected: tuple[str, str] | None = None  # (server, why) the first schema that refused
             touched = False  # whether any server was asked anything
@@ -337,18 +361,14 @@ class Invoker:
                 forced = retry_now is not None
                 if retry_now is not None:
                     name, retry_now = retry_now, None
-                elif first is not None and routes is None:
+                elif first is not None and not first_taken:
                     name = first
-                    routes = (
-                        iter(())  # exactly one server is ever tried
-                        if failover == "never"
-                        else self._routes_after(first, method, target, start, arguments)
-                    )
+                    first_taken = True
                 else:
                     if routes is None:
-                        routes = self._ranked(method, target, preferred, start, arguments)
-                        if failover == "never":
-                            routes = itertools.islice(routes, 1)  # exactly one server is ever tried
+                        routes = self._routes_from(
+                            first, method, target, preferred, start, arguments, failover
+                        )
                     route = next(routes, None)
                     if route is None:
                         break
@@ -386,9 +406,13 @@ class Invoker:
                 if conn is None:
                     continue
                 contest = None
-                if hedge_after is not None and routes is not None and not forced and failover != "never":
+                if hedge_after is not None and not forced and failover != "never":
                     delay = self._hedge_delay(sup, hedge_after, method, target)
                     if delay is not None:
+                        if routes is None:
+                            routes = self._routes_from(
+                                first, method, target, preferred, start, arguments, failover
+                            )
                         contest = _Contest(routes, delay)
                 stage = self._invoke_stage if contest is None else self._hedged_stage
                 try:
@@ -419,8 +443,11 @@ class Invoker:
                     ending = (
                         "tool_error" if isinstance(answer, CallToolResult) and answer.is_error else "success"
                     )
-                    self._finished(method, target, request_id, start, outcome.attempts, ending, name)
-                    span.succeeded(outcome)
+                    self.stream.invocation_finished(
+                        method, target, request_id, ending, name, outcome.attempts, start
+                    )
+                    if span is not NO_INVOCATION_SPAN:
+                        span.succeeded(outcome)
                     return outcome
                 failure, sent = outcome
                 now = trio.current_time()

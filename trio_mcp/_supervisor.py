@@ -225,6 +225,7 @@ class ServerSupervisor:
         "_inbox",
         "_inbox_send",
         "_live",
+        "_quiet",
         "_rehandshake_tickets",
         "_requests_handled",
         "_rng",
@@ -273,6 +274,9 @@ class ServerSupervisor:
         self._state = Published(ServerState(auto=config.policy.connect_on_start))
         self._fresh_until = math.inf
         """When the published state's handshake goes stale (kept with each publication)."""
+        self._quiet = False
+        """Whether the published state is healthy with nothing pending (kept with each
+        publication): a success then changes nothing but the connection's stamp."""
         self._inbox_send, self._inbox = trio.open_memory_channel[_Report](math.inf)
         # The writer's own bookkeeping (written by the writer only).
         self._live: Connection | None = None
@@ -384,13 +388,7 @@ class ServerSupervisor:
         healthy server, nothing pending), stamp it and return ``True``; otherwise return
         ``False``: the caller must :meth:`report_outcome`."""
         self.latency.observe(end - start, end)
-        state = self._state.value
-        if (
-            conn is self._live
-            and state.status is ServerStatus.HEALTHY
-            and not state.consecutive_failures
-            and state.retry_at is None
-        ):
+        if self._quiet and conn is self._live:
             conn.stamp(end)
             return True
         return False
@@ -444,6 +442,9 @@ class ServerSupervisor:
         self._state.set(new)
         expires = handshake_expires_at(new, self.policy.handshake_max_age)
         self._fresh_until = math.inf if expires is None else expires
+        self._quiet = (
+            new.status is ServerStatus.HEALTHY and not new.consecutive_failures and new.retry_at is None
+        )
         self._stream.state_changed(
             self.name,
             old,

@@ -58,7 +58,7 @@ def _target_attributes(method: str, target: str | None) -> dict[str, str]:
 
 
 class InvocationSpan:
-    """An invocation's span, started by :func:`invocation_span` (a child of the caller's current
+    """An invocation's span, started when :func:`tracing` (a child of the caller's current
     span) and ended by ``succeeded(result)`` or ``failed(exc)``; its attempts' spans are its
     children. It is never made current itself: a call without tracing then costs no context
     manager at all."""
@@ -109,10 +109,6 @@ class NoInvocationSpan:
 
 
 NO_INVOCATION_SPAN = NoInvocationSpan()
-
-
-def invocation_span(method: str, target: str | None, request_id: str) -> InvocationSpan | NoInvocationSpan:
-    return InvocationSpan(method, target, request_id) if tracing() else NO_INVOCATION_SPAN
 
 
 class AttemptSpan:
