@@ -27,7 +27,7 @@ from integration._support import pid_alive, read_pidfile, wait_gone
 
 import trio_mcp
 import trio_mcp._transports as transports
-from trio_mcp._transports import base, http, memory, stdio
+from trio_mcp._transports import base, http, http_probe, memory, stdio
 
 PACKAGE_DIR = Path(transports.__file__).parent
 SUBMODULES = ("base", "stdio", "http", "memory")
@@ -75,11 +75,13 @@ def _sibling_imports(module: str) -> set[str]:
 
 
 def test_no_import_cycles_inside_the_package() -> None:
-    """``base`` imports no sibling; each transport imports only ``base``; ``__init__`` imports
-    them all and nothing imports ``__init__``."""
+    """``base`` imports no sibling; each transport imports only ``base`` (and ``http`` its
+    probe, which imports only ``base``); ``__init__`` imports them all and nothing imports
+    ``__init__``."""
     assert _sibling_imports("base") == set()
-    for module in ("stdio", "http", "memory"):
+    for module in ("stdio", "memory", "http_probe"):
         assert _sibling_imports(module) == {"base"}, module
+    assert _sibling_imports("http") == {"base", "http_probe"}
     assert _sibling_imports("__init__") == set(SUBMODULES)
 
 
@@ -528,7 +530,7 @@ async def test_the_discover_probe_raises_what_the_sdk_would(
 
     transport = httpx2.MockTransport(_probe_answer(status, content_type, body))  # type: ignore[arg-type]
     async with httpx2.AsyncClient(transport=transport) as client:
-        probe = http._DiscoverProbe(client, "http://mcp.test/mcp")
+        probe = http_probe.DiscoverProbe(client, "http://mcp.test/mcp")
         if raised is None:
             await probe("2026-07-28")
         else:

@@ -18,6 +18,7 @@ import trio
 from .._addresses import PublicOnlyBackend
 from .._config import DEFAULT_MAX_MESSAGE_BYTES, HttpTransport
 from .base import Link, over_bound
+from .http_probe import NOT_UTF8_EVENTS, DiscoverProbe, MessageRefusedError, PlainDiscoverProbe, ProbeSockets
 
 logger = logging.getLogger("trio_mcp")
 
@@ -120,6 +121,7 @@ class HttpPool:
         self._share = share
         self._pools: dict[tuple[Origin, bool], list[_Share]] = {}
         self._verified_context: ssl.SSLContext | None = None
+        self._probe_sockets: dict[tuple[str, int], ProbeSockets] = {}
 
     def _new_transport(self, scheme: str, public_only: bool = False) -> httpx2.AsyncBaseTransport:
         if scheme == "https":
@@ -168,6 +170,13 @@ class HttpPool:
             shares = self._pools[key] = [_Share(self._new_transport(origin[0], public_only))]
         return shares[0].transport
 
+    def probe_sockets(self, host: str, port: int) -> ProbeSockets:
+        """The keep-alive sockets the probes of plain-HTTP servers at ``host:port`` share."""
+        sockets = self._probe_sockets.get((host, port))
+        if sockets is None:
+            sockets = self._probe_sockets[host, port] = ProbeSockets(host, port)
+        return sockets
+
     def statistics(self) -> dict[str, int]:
         """Pools and leased connections now."""
         pools = [share for shares in self._pools.values() for share in shares]
@@ -177,6 +186,9 @@ class HttpPool:
         """Close every pool (and its sockets). Shielded, as it runs while the manager closes,
         and bounded: a TLS peer that stops reading cannot hold the close up."""
         pools, self._pools = self._pools, {}
+        probe_sockets, self._probe_sockets = self._probe_sockets, {}
+        for sockets in probe_sockets.values():
+            sockets.close()
         with trio.CancelScope(shield=True, deadline=trio.current_time() + HTTP_CLOSE_TIMEOUT_SECONDS):
             for shares in pools.values():
                 for share in shares:
@@ -221,19 +233,7 @@ class _ConnectionTrace:
         return disconnected and not self.connected and not self.answered
 
 
-NOT_UTF8_EVENTS = "the server sent an event stream that is not UTF-8 text"
 _DECODED = frozenset({"", "identity"})
-
-
-class MessageRefusedError(httpx2.SSEError, httpx2.StreamError):
-    """A response body or event the server sent is refused (over ``max_message_bytes``, or an
-    event stream that is not UTF-8): the connection is closed as a ``protocol_error``.
-
-    An :class:`httpx2.StreamError` so that the SDK answers the request of a JSON body with an
-    error, and an :class:`httpx2.SSEError` so that it fails the request of an event stream:
-    either way that request ends at once, and the rest of the connection is not torn down
-    under its owner.
-    """
 
 
 _EVENT_END = re.compile(rb"\n[\n\r]|\r\r")
@@ -460,111 +460,6 @@ class _LinkedHttpTransport(httpx2.AsyncBaseTransport):
         await trio.lowlevel.checkpoint()
 
 
-class _DiscoverProbe:
-    """A health probe of a 2026-07-28 connection: ``server/discover`` as one POST through the
-    connection's own client (its headers, auth and leased pool), outside the SDK session.
-
-    Such a connection has no session state that a probe could check, so what the SDK adds to a
-    request (a task per POST, response streams, a result model) buys a probe nothing: success
-    is a JSON-RPC result for this request, and anything else raises what the SDK would have.
-    """
-
-    __slots__ = ("_client", "_max_event_size", "_sent", "_url")
-
-    def __init__(
-        self, client: httpx2.AsyncClient, url: str, max_event_size: int = DEFAULT_MAX_MESSAGE_BYTES
-    ) -> None:
-        self._client = client
-        self._url = url
-        self._max_event_size = max_event_size
-        self._sent = 0
-
-    async def __call__(self, version: str) -> None:
-        from mcp.shared._httpx_utils import stream_within_origin
-        from mcp.shared.inbound import MCP_METHOD_HEADER, MCP_PROTOCOL_VERSION_HEADER
-        from mcp_types import CLIENT_CAPABILITIES_META_KEY, PROTOCOL_VERSION_META_KEY
-
-        self._sent += 1
-        request_id = f"trio-mcp-probe-{self._sent}"
-        meta = {PROTOCOL_VERSION_META_KEY: version, CLIENT_CAPABILITIES_META_KEY: {}}
-        body = {"jsonrpc": "2.0", "id": request_id, "method": "server/discover", "params": {"_meta": meta}}
-        headers = {
-            "accept": "application/json, text/event-stream",
-            "content-type": "application/json",
-            MCP_PROTOCOL_VERSION_HEADER: version,
-            MCP_METHOD_HEADER: "server/discover",
-        }
-        async with stream_within_origin(
-            self._client, "POST", self._url, content=json.dumps(body).encode(), headers=headers
-        ) as response:
-            answer = await _answer_of(response, request_id, self._max_event_size)
-        error = answer.get("error")
-        if error is not None:
-            raise _rpc_error(error)
-        if not isinstance(answer.get("result"), dict):
-            raise _rpc_error(
-                {"code": _INVALID_REQUEST, "message": "server/discover answered without a result"}
-            )
-
-
-_INTERNAL_ERROR = -32603
-_INVALID_REQUEST = -32600
-_METHOD_NOT_FOUND = -32601
-_CONNECTION_CLOSED = -32000
-
-
-def _rpc_error(error: Any) -> Exception:
-    from mcp.shared.exceptions import MCPError
-
-    if not isinstance(error, dict) or not isinstance(error.get("code"), int):
-        return MCPError(_INVALID_REQUEST, f"not a JSON-RPC error: {str(error)[:200]}")
-    return MCPError(error["code"], str(error.get("message", "")), error.get("data"))
-
-
-async def _answer_of(
-    response: httpx2.Response, request_id: str, max_event_size: int = DEFAULT_MAX_MESSAGE_BYTES
-) -> dict[str, Any]:
-    """The JSON-RPC message answering ``request_id`` in ``response`` (a JSON body or an event
-    stream), or the error the SDK's transport makes up for a response that holds none."""
-    status = response.status_code
-    content_type = response.headers.get("content-type", "").lower()
-    if status >= 400:
-        if content_type.startswith("application/json"):
-            body = _json_object(await response.aread())
-            if body is not None and "error" in body:
-                return body
-        if status == 404:
-            return {"error": {"code": _METHOD_NOT_FOUND, "message": "Not Found"}}
-        return {"error": {"code": _INTERNAL_ERROR, "message": "Server returned an error response"}}
-    if status != 200:
-        said = f"server answered server/discover with HTTP {status}"
-        return {"error": {"code": _INVALID_REQUEST, "message": said}}
-    if content_type.startswith("application/json"):
-        body = _json_object(await response.aread())
-        if body is not None:
-            return body
-    elif content_type.startswith("text/event-stream"):
-        async for event in httpx2.EventSource(response, max_event_size=max_event_size):
-            message = _json_object(event.data.encode()) if event.data else None
-            if (
-                message is not None
-                and message.get("id") == request_id
-                and ("result" in message or "error" in message)
-            ):
-                return message
-        return {"error": {"code": _CONNECTION_CLOSED, "message": "SSE stream ended without a response"}}
-    said = f"Unexpected content type: {content_type}"
-    return {"error": {"code": _INVALID_REQUEST, "message": said}}
-
-
-def _json_object(data: bytes) -> dict[str, Any] | None:
-    try:
-        value = json.loads(data)
-    except ValueError:
-        return None
-    return value if isinstance(value, dict) else None
-
-
 @asynccontextmanager
 async def _open_http(
     config: HttpTransport, link: Link, pool: HttpPool | None = None
@@ -596,7 +491,16 @@ async def _open_http(
                 link, shared, origin, config.max_message_bytes, public_only=config.public_only
             ),
         )
-        link.discover_probe = _DiscoverProbe(client, config.url, config.max_message_bytes)
+        url = httpx2.URL(config.url)
+        if url.scheme == "http" and auth is None and not config.public_only:
+            # Probes are most of what an idle fleet costs: they skip httpx2 where nothing
+            # (TLS, an auth flow, address checks) needs it.
+            sockets = shared.probe_sockets(url.host, url.port or 80)
+            link.discover_probe = PlainDiscoverProbe(
+                sockets, url, client.headers, link, config.max_message_bytes
+            )
+        else:
+            link.discover_probe = DiscoverProbe(client, config.url, config.max_message_bytes)
         # The SDK's own bound on one event is made the same as ours (its default is 1 MiB);
         # ours, counting every byte of the stream, is met first and closes the connection.
         async with (

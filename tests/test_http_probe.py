@@ -1,0 +1,316 @@
+"""The health probe of a plain-HTTP 2026-07-28 connection: h11 over shared keep-alive sockets
+(real sockets, real clock; the server side is a scripted HTTP/1.1 server, so that every answer
+a server could give, and every way it could drop a connection, can be given on purpose)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import h11
+import httpx2
+import pytest
+import trio
+from mcp.shared.exceptions import MCPError
+
+import trio_mcp
+from trio_mcp._transports import base, http, http_probe
+
+Answer = tuple[int, str | None, str]
+"""status, content type (``None``: no header), body (``ID`` is replaced by the request's id)."""
+
+RESULT = '{"jsonrpc": "2.0", "id": "ID", "result": {"supportedVersions": ["2026-07-28"]}}'
+ERROR = '{"jsonrpc": "2.0", "id": "ID", "error": {"code": -32603, "message": "overloaded"}}'
+OK: Answer = (200, "application/json", RESULT)
+
+
+@dataclass
+class ScriptedHttpServer:
+    """An HTTP/1.1 server (h11) whose answers are scripted: ``answer(connection, request)``
+    gives the answer, or ``None`` to read the request and close the connection without a byte
+    of answer. Records every request it read, per connection."""
+
+    answer: Callable[[int, dict[str, Any]], Answer | None] = lambda connection, request: OK
+    port: int = 0
+    requests: list[tuple[int, dict[str, Any], dict[str, str]]] = field(default_factory=list)
+    connections: int = 0
+    closed: int = 0
+    """Connections that ended (either side closed them)."""
+    _ended: trio.Event = field(default_factory=trio.Event)
+
+    async def wait_closed(self, count: int) -> None:
+        """Wait until ``count`` connections have ended."""
+        with trio.fail_after(5):
+            while self.closed < count:
+                await self._ended.wait()
+                self._ended = trio.Event()
+
+    def _end(self) -> None:
+        self.closed += 1
+        self._ended.set()
+
+    async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+        self.port = listeners[0].socket.getsockname()[1]
+        task_status.started()
+        await trio.serve_listeners(self._handle, listeners)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/mcp"
+
+    async def _handle(self, stream: trio.SocketStream) -> None:
+        index = self.connections
+        self.connections += 1
+        conn = h11.Connection(h11.SERVER)
+        try:
+            async with stream:
+                while True:
+                    request: h11.Request | None = None
+                    body = b""
+                    while True:
+                        event = conn.next_event()
+                        if event is h11.NEED_DATA:
+                            data = await stream.receive_some()
+                            if not data:
+                                return
+                            conn.receive_data(data)
+                        elif isinstance(event, h11.Request):
+                            request = event
+                        elif isinstance(event, h11.Data):
+                            body += event.data
+                        elif isinstance(event, h11.EndOfMessage):
+                            break
+                    assert request is not None
+                    sent = json.loads(body)
+                    headers = {k.decode(): v.decode() for k, v in request.headers}
+                    self.requests.append((index, sent, headers))
+                    answer = self.answer(index, sent)
+                    if answer is None:
+                        return  # read, and dropped without an answer
+                    status, content_type, text = answer
+                    payload = text.replace("ID", sent["id"]).encode()
+                    response_headers = [("content-length", str(len(payload)))]
+                    if content_type is not None:
+                        response_headers.append(("content-type", content_type))
+                    await stream.send_all(
+                        conn.send(h11.Response(status_code=status, headers=response_headers))
+                        + conn.send(h11.Data(data=payload))
+                        + conn.send(h11.EndOfMessage())
+                    )
+                    conn.start_next_cycle()
+        finally:
+            self._end()
+
+
+@asynccontextmanager
+async def probing(
+    server: ScriptedHttpServer, *, headers: dict[str, str] | None = None, max_bytes: int = 1 << 20
+) -> AsyncIterator[tuple[http_probe.PlainDiscoverProbe, http.HttpPool, base.Link]]:
+    """``server`` running, and a plain probe of it through a pool, closed afterwards."""
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(server.serve)
+            pool = http.HttpPool()
+            link = base.Link("web")
+            url = httpx2.URL(server.url)
+            sockets = pool.probe_sockets("127.0.0.1", server.port)
+            probe = http_probe.PlainDiscoverProbe(sockets, url, headers or {}, link, max_bytes)
+            try:
+                yield probe, pool, link
+            finally:
+                await pool.aclose()
+                nursery.cancel_scope.cancel()
+
+
+@pytest.mark.parametrize(
+    ("answer", "raised"),
+    [
+        (OK, None),
+        ((200, "application/json; charset=utf-8", RESULT), None),
+        ((200, "text/event-stream", f"event: message\ndata: {RESULT}\n\n"), None),
+        ((200, "text/event-stream", f"event: message\ndata: {ERROR}\n\n"), (-32603, "overloaded")),
+        ((200, "text/event-stream", ""), (-32000, "SSE stream ended without a response")),
+        (
+            (200, "application/json", '{"jsonrpc": "2.0", "id": "ID"}'),
+            (-32600, "server/discover answered without a result"),
+        ),
+        ((200, "text/plain", "hello"), (-32600, "Unexpected content type: text/plain")),
+        ((202, None, ""), (-32600, "server answered server/discover with HTTP 202")),
+        ((400, "application/json", ERROR), (-32603, "overloaded")),
+        ((404, None, ""), (-32601, "Not Found")),
+        ((503, "text/html", "<h1>down</h1>"), (-32603, "Server returned an error response")),
+    ],
+)
+async def test_the_plain_probe_raises_what_the_sdk_would(
+    answer: Answer, raised: tuple[int, str] | None
+) -> None:
+    """Each answer a server can give ends the plain probe as it ends the probe through httpx2
+    (and the SDK's transport): a result is a healthy server, anything else the same MCPError."""
+    async with probing(ScriptedHttpServer(answer=lambda connection, request: answer)) as (probe, _, link):
+        if raised is None:
+            await probe("2026-07-28")
+        else:
+            with pytest.raises(MCPError) as info:
+                await probe("2026-07-28")
+            assert (info.value.code, info.value.error.message) == raised
+        assert link.http_status == (answer[0] if answer[0] >= 400 else None)
+        assert not link.dead.is_set()
+
+
+async def test_the_plain_probe_sends_server_discover_with_the_connection_headers() -> None:
+    """The POST carries what the SDK's would (method and version headers, the discover request
+    with its _meta) and the connection's own headers, without letting them replace ours."""
+    server = ScriptedHttpServer()
+    configured = {"authorization": "Bearer t0ken", "X-Team": "blue", "Accept": "text/html"}
+    async with probing(server, headers=configured) as (probe, _, _):
+        await probe("2026-07-28")
+        await probe("2026-07-28")
+    (_, first, headers), (_, second, _) = server.requests
+    assert first["method"] == "server/discover"
+    assert first["params"]["_meta"]["io.modelcontextprotocol/protocolVersion"] == "2026-07-28"
+    assert first["id"] != second["id"]
+    assert headers["mcp-method"] == "server/discover"
+    assert headers["mcp-protocol-version"] == "2026-07-28"
+    assert headers["accept"] == "application/json, text/event-stream"
+    assert headers["host"] == f"127.0.0.1:{server.port}"
+    assert (headers["authorization"], headers["x-team"]) == ("Bearer t0ken", "blue")
+
+
+async def test_probes_of_one_origin_take_turns_on_one_keep_alive_socket() -> None:
+    """Probe after probe reuses one socket: one connection for the lot, kept idle between."""
+    server = ScriptedHttpServer()
+    async with probing(server) as (probe, pool, _):
+        other = http_probe.PlainDiscoverProbe(
+            pool.probe_sockets("127.0.0.1", server.port), httpx2.URL(server.url), {}, base.Link("other")
+        )
+        for _ in range(3):
+            await probe("2026-07-28")
+            await other("2026-07-28")
+        assert server.connections == 1
+        assert pool.probe_sockets("127.0.0.1", server.port).idle == 1
+    await server.wait_closed(1)  # closed with the pool
+
+
+async def test_a_keep_alive_socket_the_server_closed_is_replaced_without_a_failure() -> None:
+    """The server closed the idle socket as the probe went out on it (its keep-alive timeout):
+    the request was not taken, so it goes out again on a new socket, and the probe succeeds
+    without marking the connection."""
+    server = ScriptedHttpServer(answer=lambda connection, request: OK if len(server.requests) != 2 else None)
+    async with probing(server) as (probe, _, link):
+        await probe("2026-07-28")
+        await probe("2026-07-28")
+        assert [connection for connection, _, _ in server.requests] == [0, 0, 1]
+        assert not link.dead.is_set()
+
+
+async def test_a_fresh_socket_dropped_without_an_answer_fails_the_probe() -> None:
+    """A new socket dropped with no answer is the server's failure: no second try; the
+    connection is marked as its transport would (a transport error)."""
+    server = ScriptedHttpServer(answer=lambda connection, request: None)
+    async with probing(server) as (probe, pool, link):
+        with pytest.raises(httpx2.TransportError):
+            await probe("2026-07-28")
+        assert server.connections == 1
+        assert link.exit_reason is not None and link.exit_reason[0] == "transport_error"
+        assert pool.probe_sockets("127.0.0.1", server.port).idle == 0
+
+
+async def test_a_refused_connection_fails_the_probe_as_a_connect_error() -> None:
+    from trio_mcp._errors import classify
+
+    with trio.fail_after(5):
+        listener = (await trio.open_tcp_listeners(0, host="127.0.0.1"))[0]
+        port = listener.socket.getsockname()[1]
+        await listener.aclose()  # nothing listens there now
+        pool = http.HttpPool()
+        link = base.Link("web")
+        url = httpx2.URL(f"http://127.0.0.1:{port}/mcp")
+        probe = http_probe.PlainDiscoverProbe(pool.probe_sockets("127.0.0.1", port), url, {}, link)
+        with pytest.raises(httpx2.ConnectError) as info:
+            await probe("2026-07-28")
+        await pool.aclose()
+    assert classify(info.value).category == "connect_error"
+    assert link.exit_reason is not None and link.exit_reason[0] == "connect_error"
+
+
+async def test_an_answer_over_the_message_bound_is_refused_and_its_socket_closed() -> None:
+    big = '{"jsonrpc": "2.0", "id": "ID", "result": {"pad": "' + "x" * 4096 + '"}}'
+    server = ScriptedHttpServer(answer=lambda connection, request: (200, "application/json", big))
+    async with probing(server, max_bytes=1024) as (probe, pool, link):
+        with pytest.raises(http_probe.MessageRefusedError, match=r"message over 1 KiB \(max_message_bytes\)"):
+            await probe("2026-07-28")
+        assert link.exit_reason == ("protocol_error", "message over 1 KiB (max_message_bytes)")
+        assert pool.probe_sockets("127.0.0.1", server.port).idle == 0
+        await server.wait_closed(1)
+
+
+async def test_a_probe_cancelled_while_waiting_closes_its_socket() -> None:
+    """The probe's deadline passes while the server says nothing: the socket (in an unknown
+    state) is closed at once (the server reads its end), not kept for the next probe, and the
+    connection is not marked."""
+
+    class SilentServer(ScriptedHttpServer):
+        async def _handle(self, stream: trio.SocketStream) -> None:
+            self.connections += 1
+            async with stream:
+                await stream.receive_some()  # the request, never answered
+                while await stream.receive_some():
+                    pass
+            self._end()  # the client closed its socket
+
+    server = SilentServer()
+    async with probing(server) as (probe, pool, link):
+        with trio.move_on_after(0.2) as scope:
+            await probe("2026-07-28")
+        assert scope.cancelled_caught
+        await server.wait_closed(1)
+        assert pool.probe_sockets("127.0.0.1", server.port).idle == 0
+        assert not link.dead.is_set()
+
+
+async def test_idle_sockets_older_than_the_keep_alive_bound_are_closed_not_used() -> None:
+    """A server closes idle keep-alive connections after its own timeout: a socket idle for
+    longer than :data:`PROBE_SOCKET_IDLE_SECONDS` is closed rather than tried, and at most
+    :data:`PROBE_SOCKETS_IDLE` are kept."""
+    sockets = http_probe.ProbeSockets("127.0.0.1", 1)
+    pairs = [trio.socket.socketpair() for _ in range(http_probe.PROBE_SOCKETS_IDLE + 2)]
+    kept = [http_probe._ProbeSocket(trio.SocketStream(a)) for a, _ in pairs]
+    for sock in kept:
+        sockets.give_back(sock, 100.0)
+    assert sockets.idle == http_probe.PROBE_SOCKETS_IDLE
+    assert [sock.stream.socket.fileno() for sock in kept[-2:]] == [-1, -1]  # type: ignore[attr-defined]
+    fresh = sockets.take(100.0 + http_probe.PROBE_SOCKET_IDLE_SECONDS - 0.5)
+    assert fresh is kept[http_probe.PROBE_SOCKETS_IDLE - 1]
+    assert sockets.take(100.0 + http_probe.PROBE_SOCKET_IDLE_SECONDS) is None
+    assert sockets.idle == 0
+    assert all(sock.stream.socket.fileno() == -1 for sock in kept if sock is not fresh)  # type: ignore[attr-defined]
+    fresh.stream.socket.close()  # type: ignore[attr-defined]
+    for _, b in pairs:
+        b.close()
+
+
+async def test_a_plain_http_server_is_probed_without_httpx_and_others_through_it() -> None:
+    """A plain ``http://`` server without an auth flow gets the plain probe; a server that
+    needs httpx2 (TLS, an auth flow, address checks) keeps the probe through its client."""
+    from trio_mcp._transports import Link, open_transport
+
+    url = "http://127.0.0.1:9/mcp"
+    configs = [
+        trio_mcp.HttpTransport(url=url),
+        trio_mcp.HttpTransport(url="https://127.0.0.1:9/mcp"),
+        trio_mcp.HttpTransport(url=url, auth=trio_mcp.BearerAuth(token="t0ken")),
+        trio_mcp.HttpTransport(url=url, public_only=True),
+    ]
+    pool = http.HttpPool()
+    kinds = []
+    with trio.fail_after(5):
+        for config in configs:
+            link = Link("web")
+            async with open_transport(config, link, http_pool=pool):  # nothing is sent yet
+                kinds.append(type(link.discover_probe))
+        await pool.aclose()
+    assert kinds == [http_probe.PlainDiscoverProbe] + [http_probe.DiscoverProbe] * 3

@@ -1,0 +1,367 @@
+"""The health probe of a 2026-07-28 streamable-HTTP connection: ``server/discover`` as one POST.
+
+Such a connection has no session state that a probe could check, so what the SDK adds to a
+request (a task per POST, response streams, a result model) buys a probe nothing: success is a
+JSON-RPC result for this request, and anything else raises what the SDK would have.
+
+Two ways to send it:
+
+- :class:`DiscoverProbe`: through the connection's own ``httpx2`` client (its headers, auth and
+  leased pool). Every connection can use it.
+- :class:`PlainDiscoverProbe`: for a plain ``http://`` server without an auth flow, h11 over a
+  trio socket from a small set of keep-alive sockets per origin (:class:`ProbeSockets`). A probe
+  is most of what an idle fleet costs, and this costs a fraction of a pass through ``httpx2``
+  and ``httpcore2``. It raises the same errors and marks the connection the same way.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+import h11
+import httpx2
+import trio
+
+from .._config import DEFAULT_MAX_MESSAGE_BYTES
+from .base import Link, over_bound
+
+NOT_UTF8_EVENTS = "the server sent an event stream that is not UTF-8 text"
+
+
+class MessageRefusedError(httpx2.SSEError, httpx2.StreamError):
+    """A response body or event the server sent is refused (over ``max_message_bytes``, or an
+    event stream that is not UTF-8): the connection is closed as a ``protocol_error``.
+
+    An :class:`httpx2.StreamError` so that the SDK answers the request of a JSON body with an
+    error, and an :class:`httpx2.SSEError` so that it fails the request of an event stream:
+    either way that request ends at once, and the rest of the connection is not torn down
+    under its owner.
+    """
+
+
+_INTERNAL_ERROR = -32603
+_INVALID_REQUEST = -32600
+_METHOD_NOT_FOUND = -32601
+_CONNECTION_CLOSED = -32000
+
+PROBE_SOCKETS_IDLE = 8
+"""How many idle probe sockets one origin keeps (probes spread over the interval seldom
+overlap, so a few serve a whole fleet)."""
+PROBE_SOCKET_IDLE_SECONDS = 4.0
+"""An idle probe socket older than this is closed, not used: servers close idle keep-alive
+connections after their own timeout (5 s is common), and a probe should not meet that."""
+
+
+def _discover_body(request_id: str, version: str) -> bytes:
+    from mcp_types import CLIENT_CAPABILITIES_META_KEY, PROTOCOL_VERSION_META_KEY
+
+    meta = {PROTOCOL_VERSION_META_KEY: version, CLIENT_CAPABILITIES_META_KEY: {}}
+    body = {"jsonrpc": "2.0", "id": request_id, "method": "server/discover", "params": {"_meta": meta}}
+    return json.dumps(body).encode()
+
+
+def _discover_headers(version: str) -> dict[str, str]:
+    from mcp.shared.inbound import MCP_METHOD_HEADER, MCP_PROTOCOL_VERSION_HEADER
+
+    return {
+        "accept": "application/json, text/event-stream",
+        "content-type": "application/json",
+        MCP_PROTOCOL_VERSION_HEADER: version,
+        MCP_METHOD_HEADER: "server/discover",
+    }
+
+
+def _check_answer(answer: dict[str, Any]) -> None:
+    error = answer.get("error")
+    if error is not None:
+        raise _rpc_error(error)
+    if not isinstance(answer.get("result"), dict):
+        raise _rpc_error({"code": _INVALID_REQUEST, "message": "server/discover answered without a result"})
+
+
+class DiscoverProbe:
+    """``server/discover`` as one POST through the connection's own ``httpx2`` client."""
+
+    __slots__ = ("_client", "_max_event_size", "_sent", "_url")
+
+    def __init__(
+        self, client: httpx2.AsyncClient, url: str, max_event_size: int = DEFAULT_MAX_MESSAGE_BYTES
+    ) -> None:
+        self._client = client
+        self._url = url
+        self._max_event_size = max_event_size
+        self._sent = 0
+
+    async def __call__(self, version: str) -> None:
+        from mcp.shared._httpx_utils import stream_within_origin
+
+        self._sent += 1
+        request_id = f"trio-mcp-probe-{self._sent}"
+        async with stream_within_origin(
+            self._client,
+            "POST",
+            self._url,
+            content=_discover_body(request_id, version),
+            headers=_discover_headers(version),
+        ) as response:
+            answer = await _answer_of(response, request_id, self._max_event_size)
+        _check_answer(answer)
+
+
+class _ProbeSocket:
+    __slots__ = ("h11", "idle_since", "stream")
+
+    def __init__(self, stream: trio.abc.Stream) -> None:
+        self.stream = stream
+        self.h11 = h11.Connection(h11.CLIENT)
+        self.idle_since = 0.0
+
+
+class ProbeSockets:
+    """The idle keep-alive sockets that probes of one plain-HTTP origin take turns on.
+
+    A probe takes one (or connects), and gives it back after a complete answer that leaves it
+    reusable; any other end closes it. Owned by the manager's :class:`~.http.HttpPool`, which
+    closes the idle ones with itself (the busy ones are closed by their probes, which end first).
+    """
+
+    __slots__ = ("_idle", "host", "port")
+
+    def __init__(self, host: str, port: int) -> None:
+        self.host = host
+        self.port = port
+        self._idle: list[_ProbeSocket] = []
+
+    def take(self, now: float) -> _ProbeSocket | None:
+        """The most recently used idle socket that is not too old (older ones are dropped)."""
+        while self._idle:
+            sock = self._idle.pop()
+            if now - sock.idle_since < PROBE_SOCKET_IDLE_SECONDS:
+                return sock
+            _close_now(sock)
+        return None
+
+    async def connect(self) -> _ProbeSocket:
+        try:
+            stream = await trio.open_tcp_stream(self.host, self.port)
+        except OSError as exc:
+            raise httpx2.ConnectError(str(exc)) from exc
+        return _ProbeSocket(stream)
+
+    def give_back(self, sock: _ProbeSocket, now: float) -> None:
+        if len(self._idle) >= PROBE_SOCKETS_IDLE:
+            _close_now(sock)
+            return
+        sock.idle_since = now
+        self._idle.append(sock)
+
+    @property
+    def idle(self) -> int:
+        return len(self._idle)
+
+    def close(self) -> None:
+        idle, self._idle = self._idle, []
+        for sock in idle:
+            _close_now(sock)
+
+
+def _close_now(sock: _ProbeSocket) -> None:
+    """Close a plain TCP socket at once (nothing to flush: it is idle or abandoned)."""
+    stream = sock.stream
+    if isinstance(stream, trio.SocketStream):
+        stream.socket.close()
+
+
+class _Stale(Exception):
+    """A reused socket was closed before one byte of the answer: the request was not taken."""
+
+
+class PlainDiscoverProbe:
+    """``server/discover`` as one POST over h11, on a socket of ``sockets``.
+
+    The same answer checks as :class:`DiscoverProbe` (the answer becomes an ``httpx2.Response``
+    read by the same code), the same errors (``httpx2`` transport errors), and the same marks on
+    ``link``: an HTTP error status is recorded, and a POST that cannot be delivered marks the
+    connection dead with its category, as the connection's own transport does.
+    """
+
+    __slots__ = ("_headers", "_link", "_max", "_sent", "_sockets", "_target", "_url")
+
+    def __init__(
+        self,
+        sockets: ProbeSockets,
+        url: httpx2.URL,
+        headers: Mapping[str, str],
+        link: Link,
+        max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+    ) -> None:
+        self._sockets = sockets
+        self._url = url
+        self._target = url.raw_path
+        host = url.host if url.port is None else f"{url.host}:{url.port}"
+        own = {"host", "connection", "accept-encoding", "content-length", *_discover_headers("").keys()}
+        self._headers = [("host", host), *((k, v) for k, v in headers.items() if k.lower() not in own)]
+        self._link = link
+        self._max = max_bytes
+        self._sent = 0
+
+    async def __call__(self, version: str) -> None:
+        self._sent += 1
+        request_id = f"trio-mcp-probe-{self._sent}"
+        body = _discover_body(request_id, version)
+        headers = [
+            *self._headers,
+            *_discover_headers(version).items(),
+            ("content-length", str(len(body))),
+        ]
+        request = h11.Request(method="POST", target=self._target, headers=headers)
+        try:
+            status, response_headers, content = await self._exchange(request, body)
+        except Exception as exc:
+            from .._errors import classify
+
+            failure = classify(exc)
+            self._link.mark_dead(failure.category, failure.message)
+            raise
+        if status >= 400:
+            self._link.http_status = status
+        request_made = httpx2.Request("POST", self._url)
+        response = httpx2.Response(status, headers=response_headers, content=content, request=request_made)
+        _check_answer(await _answer_of(response, request_id, self._max))
+
+    async def _exchange(
+        self, request: h11.Request, body: bytes
+    ) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+        """Send the request on an idle socket, again on the next (or a new one) while a reused
+        one turns out closed under it; the answer's status, headers and body."""
+        sockets = self._sockets
+        while True:
+            sock = sockets.take(trio.current_time())
+            reused = sock is not None
+            if sock is None:
+                sock = await sockets.connect()
+            try:
+                answer = await self._exchange_on(sock, request, body, reused=reused)
+            except _Stale:
+                _close_now(sock)
+                continue
+            except BaseException:
+                _close_now(sock)
+                raise
+            if sock.h11.our_state is h11.DONE and sock.h11.their_state is h11.DONE:
+                sock.h11.start_next_cycle()
+                sockets.give_back(sock, trio.current_time())
+            else:
+                _close_now(sock)
+            return answer
+
+    async def _exchange_on(
+        self, sock: _ProbeSocket, request: h11.Request, body: bytes, *, reused: bool
+    ) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+        conn = sock.h11
+        data = b"".join(
+            conn.send(event) or b"" for event in (request, h11.Data(data=body), h11.EndOfMessage())
+        )
+        answered = False
+        try:
+            await sock.stream.send_all(data)
+            status = 0
+            headers: list[tuple[bytes, bytes]] = []
+            chunks: list[bytes] = []
+            size = 0
+            while True:
+                event = conn.next_event()
+                if event is h11.NEED_DATA:
+                    received = bytes(await sock.stream.receive_some(65536))
+                    answered = answered or bool(received)
+                    conn.receive_data(received)
+                elif isinstance(event, h11.Response):
+                    status, headers = event.status_code, list(event.headers)
+                    length = _content_length(headers)
+                    if length is not None and length > self._max:
+                        raise self._refused()
+                elif isinstance(event, h11.Data):
+                    size += len(event.data)
+                    if size > self._max:
+                        raise self._refused()
+                    chunks.append(bytes(event.data))
+                elif isinstance(event, h11.EndOfMessage):
+                    return status, headers, b"".join(chunks)
+                elif isinstance(event, h11.ConnectionClosed):
+                    raise h11.RemoteProtocolError("the server closed the connection without an answer")
+        except (OSError, trio.BrokenResourceError, trio.ClosedResourceError, h11.RemoteProtocolError) as exc:
+            if reused and not answered:
+                # Most often the server closed this idle connection after its own timeout and
+                # dropped what arrived on it; server/discover may be sent again in any case.
+                raise _Stale from exc
+            if isinstance(exc, h11.RemoteProtocolError):
+                raise httpx2.RemoteProtocolError(str(exc)) from exc
+            raise (httpx2.ReadError if answered else httpx2.WriteError)(
+                str(exc) or type(exc).__name__
+            ) from exc
+
+    def _refused(self) -> MessageRefusedError:
+        reason = over_bound(self._max)
+        self._link.mark_dead("protocol_error", reason)
+        return MessageRefusedError(reason)
+
+
+def _content_length(headers: list[tuple[bytes, bytes]]) -> int | None:
+    for name, value in headers:
+        if name == b"content-length":
+            return int(value)  # h11 has checked that it is a number
+    return None
+
+
+def _rpc_error(error: Any) -> Exception:
+    from mcp.shared.exceptions import MCPError
+
+    if not isinstance(error, dict) or not isinstance(error.get("code"), int):
+        return MCPError(_INVALID_REQUEST, f"not a JSON-RPC error: {str(error)[:200]}")
+    return MCPError(error["code"], str(error.get("message", "")), error.get("data"))
+
+
+async def _answer_of(
+    response: httpx2.Response, request_id: str, max_event_size: int = DEFAULT_MAX_MESSAGE_BYTES
+) -> dict[str, Any]:
+    """The JSON-RPC message answering ``request_id`` in ``response`` (a JSON body or an event
+    stream), or the error the SDK's transport makes up for a response that holds none."""
+    status = response.status_code
+    content_type = response.headers.get("content-type", "").lower()
+    if status >= 400:
+        if content_type.startswith("application/json"):
+            body = _json_object(await response.aread())
+            if body is not None and "error" in body:
+                return body
+        if status == 404:
+            return {"error": {"code": _METHOD_NOT_FOUND, "message": "Not Found"}}
+        return {"error": {"code": _INTERNAL_ERROR, "message": "Server returned an error response"}}
+    if status != 200:
+        said = f"server answered server/discover with HTTP {status}"
+        return {"error": {"code": _INVALID_REQUEST, "message": said}}
+    if content_type.startswith("application/json"):
+        body = _json_object(await response.aread())
+        if body is not None:
+            return body
+    elif content_type.startswith("text/event-stream"):
+        async for event in httpx2.EventSource(response, max_event_size=max_event_size):
+            message = _json_object(event.data.encode()) if event.data else None
+            if (
+                message is not None
+                and message.get("id") == request_id
+                and ("result" in message or "error" in message)
+            ):
+                return message
+        return {"error": {"code": _CONNECTION_CLOSED, "message": "SSE stream ended without a response"}}
+    said = f"Unexpected content type: {content_type}"
+    return {"error": {"code": _INVALID_REQUEST, "message": said}}
+
+
+def _json_object(data: bytes) -> dict[str, Any] | None:
+    try:
+        value = json.loads(data)
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
