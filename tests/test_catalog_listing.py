@@ -79,3 +79,79 @@ async def test_a_failed_listing_leaves_the_catalog_unknown_until_it_succeeds(
         assert paged.cursors == [None, "page-2"]
         assert manager.candidates("tools/call", "nope") == []
         assert manager.candidates("tools/call", "shout") == ["paged"]
+
+
+# ---------------------------------------------------------------------------------------------
+# replicas describe their tools alike: one copy for all of them
+# ---------------------------------------------------------------------------------------------
+
+
+def replica(name: str, *, shout_schema: str = "text") -> trio_mcp.ServerConfig:
+    """An SDK server with ``echo(text)`` and ``shout(<shout_schema>)``."""
+    server = MCPServer("replica")
+
+    @server.tool()
+    async def echo(text: str) -> str:
+        return text
+
+    if shout_schema == "text":
+
+        @server.tool()
+        async def shout(text: str) -> str:
+            return text.upper()
+    else:
+
+        @server.tool()
+        async def shout(words: list[str]) -> str:  # same name, another schema
+            return " ".join(words).upper()
+
+    return trio_mcp.ServerConfig(
+        name=name, transport=trio_mcp.MemoryTransport(server=server), policy=policy()
+    )
+
+
+def tools_of(manager: trio_mcp.Manager, name: str) -> Any:
+    tools = manager._supervisors[name].state.catalog.tools
+    assert tools is not None
+    return tools
+
+
+async def test_replicas_hold_one_copy_of_the_tools_they_describe_alike(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Three replicas list the same tools: each tool is held once for all of them (the same
+    object), while a tool one server describes differently stays its own; and what is shared
+    still routes and checks per server."""
+    configs = [replica("a"), replica("b"), replica("c", shout_schema="words")]
+    async with trio_mcp.open_manager(configs) as manager:
+        for name in ("a", "b", "c"):
+            await manager.wait_for(name, lambda s: s.session.active)
+        a, b, c = (tools_of(manager, name) for name in ("a", "b", "c"))
+        assert a["echo"] is b["echo"] is c["echo"]
+        assert a["shout"] is b["shout"]
+        assert c["shout"] is not a["shout"] and c["shout"] != a["shout"]
+        assert len(manager._shared_items) == 3  # echo, and shout twice
+        # Arguments shaped for c's shout go to c only, the others' to a or b.
+        assert (await manager.invoke("tools/call", "shout", {"words": ["hi"]})).server == "c"
+        assert (await manager.invoke("tools/call", "shout", {"text": "hi"})).server in ("a", "b")
+
+
+def test_shared_items_are_compared_whole_and_held_weakly() -> None:
+    import gc
+
+    from mcp_types import Tool
+
+    from trio_mcp._catalog import SharedItems, listing
+
+    shared = SharedItems()
+    schema = {"type": "object", "properties": {"text": {"type": "string"}}}
+    first = listing("tools", [Tool(name="echo", input_schema=schema)], shared)
+    same = listing("tools", [Tool(name="echo", input_schema=dict(schema))], shared)
+    described = listing("tools", [Tool(name="echo", input_schema=schema, description="Echo.")], shared)
+    assert same["echo"] is first["echo"]
+    assert described["echo"] is not first["echo"]
+    assert len(shared) == 2
+    del first, same, described
+    gc.collect()
+    assert len(shared) == 0  # nothing holds them: the table forgets them
+    assert shared._held == {}

@@ -126,39 +126,69 @@ async def probing(
                 nursery.cancel_scope.cancel()
 
 
-@pytest.mark.parametrize(
-    ("answer", "raised"),
-    [
-        (OK, None),
-        ((200, "application/json; charset=utf-8", RESULT), None),
-        ((200, "text/event-stream", f"event: message\ndata: {RESULT}\n\n"), None),
-        ((200, "text/event-stream", f"event: message\ndata: {ERROR}\n\n"), (-32603, "overloaded")),
-        ((200, "text/event-stream", ""), (-32000, "SSE stream ended without a response")),
-        (
-            (200, "application/json", '{"jsonrpc": "2.0", "id": "ID"}'),
-            (-32600, "server/discover answered without a result"),
-        ),
-        ((200, "text/plain", "hello"), (-32600, "Unexpected content type: text/plain")),
-        ((202, None, ""), (-32600, "server answered server/discover with HTTP 202")),
-        ((400, "application/json", ERROR), (-32603, "overloaded")),
-        ((404, None, ""), (-32601, "Not Found")),
-        ((503, "text/html", "<h1>down</h1>"), (-32603, "Server returned an error response")),
-    ],
-)
-async def test_the_plain_probe_raises_what_the_sdk_would(
-    answer: Answer, raised: tuple[int, str] | None
-) -> None:
-    """Each answer a server can give ends the plain probe as it ends the probe through httpx2
-    (and the SDK's transport): a result is a healthy server, anything else the same MCPError."""
-    async with probing(ScriptedHttpServer(answer=lambda connection, request: answer)) as (probe, _, link):
-        if raised is None:
-            await probe("2026-07-28")
-        else:
-            with pytest.raises(MCPError) as info:
+ANSWERS = [
+    (OK, None),
+    ((200, "application/json; charset=utf-8", RESULT), None),
+    ((200, "text/event-stream", f"event: message\ndata: {RESULT}\n\n"), None),
+    ((200, "text/event-stream", f"event: message\ndata: {ERROR}\n\n"), (-32603, "overloaded")),
+    ((200, "text/event-stream", ""), (-32000, "SSE stream ended without a response")),
+    (
+        (200, "application/json", '{"jsonrpc": "2.0", "id": "ID"}'),
+        (-32600, "server/discover answered without a result"),
+    ),
+    ((200, "text/plain", "hello"), (-32600, "Unexpected content type: text/plain")),
+    ((202, None, ""), (-32600, "server answered server/discover with HTTP 202")),
+    ((400, "application/json", ERROR), (-32603, "overloaded")),
+    ((404, None, ""), (-32601, "Not Found")),
+    ((503, "text/html", "<h1>down</h1>"), (-32603, "Server returned an error response")),
+]
+
+
+async def probe_answered(answer: Answer, *, plain: bool) -> None:
+    """One probe of a server that gives ``answer``: the plain probe over a socket, or the probe
+    through an ``httpx2`` client (an in-process handler)."""
+    if plain:
+        error: MCPError | None = None
+        async with probing(ScriptedHttpServer(answer=lambda connection, request: answer)) as (probe, _, link):
+            try:
                 await probe("2026-07-28")
-            assert (info.value.code, info.value.error.message) == raised
-        assert link.http_status == (answer[0] if answer[0] >= 400 else None)
-        assert not link.dead.is_set()
+            except MCPError as exc:
+                error = exc  # raised below, not through the server's nursery
+            assert link.http_status == (answer[0] if answer[0] >= 400 else None)
+            assert not link.dead.is_set()
+        if error is not None:
+            raise error
+        return
+
+    def handler(request: httpx2.Request) -> httpx2.Response:
+        sent = json.loads(request.content)
+        assert (sent["method"], request.headers["mcp-method"]) == ("server/discover", "server/discover")
+        assert request.headers["mcp-protocol-version"] == "2026-07-28"
+        assert sent["params"]["_meta"]["io.modelcontextprotocol/protocolVersion"] == "2026-07-28"
+        status, content_type, body = answer
+        headers = {"content-type": content_type} if content_type else {}
+        return httpx2.Response(status, headers=headers, content=body.replace("ID", sent["id"]).encode())
+
+    async with httpx2.AsyncClient(transport=httpx2.MockTransport(handler)) as client:  # type: ignore[arg-type]
+        await http_probe.DiscoverProbe(client, "http://mcp.test/mcp")("2026-07-28")
+
+
+@pytest.mark.parametrize("plain", [True, False], ids=["plain", "httpx2"])
+@pytest.mark.parametrize(("answer", "raised"), ANSWERS)
+async def test_a_probe_raises_what_the_sdk_would(
+    answer: Answer, raised: tuple[int, str] | None, plain: bool
+) -> None:
+    """One POST, no SDK session: success is a JSON-RPC result for this request (a JSON body or an
+    event stream); anything else raises the ``MCPError`` the SDK's transport would make of it,
+    so a failed probe is classified as before. The plain probe and the probe through httpx2
+    end alike, and the plain one records an HTTP error status on the connection as its client
+    would."""
+    if raised is None:
+        await probe_answered(answer, plain=plain)
+    else:
+        with pytest.raises(MCPError) as info:
+            await probe_answered(answer, plain=plain)
+        assert (info.value.code, info.value.error.message) == raised
 
 
 async def test_the_plain_probe_sends_server_discover_with_the_connection_headers() -> None:

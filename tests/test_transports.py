@@ -10,7 +10,6 @@ in-process handler, and script a raw HTTP/1.1 server to close pooled keep-alive 
 from __future__ import annotations
 
 import ast
-import json
 import re
 import signal
 import ssl
@@ -27,7 +26,7 @@ from integration._support import pid_alive, read_pidfile, wait_gone
 
 import trio_mcp
 import trio_mcp._transports as transports
-from trio_mcp._transports import base, http, http_probe, memory, stdio
+from trio_mcp._transports import base, http, memory, stdio
 
 PACKAGE_DIR = Path(transports.__file__).parent
 SUBMODULES = ("base", "stdio", "http", "memory")
@@ -473,70 +472,6 @@ async def test_a_request_dropped_on_a_fresh_connection_is_not_sent_again() -> No
             await transport.handle_async_request(post(server.port))  # type: ignore[arg-type]
         assert (server.connections, server.answered) == (1, [])
         assert link.dead.is_set()
-
-
-# ---------------------------------------------------------------------------------------------
-# the discover probe of a 2026-07-28 HTTP connection (an in-process HTTP handler, no socket)
-# ---------------------------------------------------------------------------------------------
-
-
-def _probe_answer(status: int, content_type: str | None, body: str) -> object:
-    import httpx2
-
-    def handler(request: httpx2.Request) -> httpx2.Response:
-        sent = json.loads(request.content)
-        assert (sent["method"], request.headers["mcp-method"]) == ("server/discover", "server/discover")
-        assert request.headers["mcp-protocol-version"] == "2026-07-28"
-        assert sent["params"]["_meta"]["io.modelcontextprotocol/protocolVersion"] == "2026-07-28"
-        headers = {"content-type": content_type} if content_type else {}
-        return httpx2.Response(status, headers=headers, content=body.replace("ID", sent["id"]).encode())
-
-    return handler
-
-
-RESULT = '{"jsonrpc": "2.0", "id": "ID", "result": {"supportedVersions": ["2026-07-28"]}}'
-ERROR = '{"jsonrpc": "2.0", "id": "ID", "error": {"code": -32603, "message": "overloaded"}}'
-
-
-@pytest.mark.parametrize(
-    ("status", "content_type", "body", "raised"),
-    [
-        (200, "application/json", RESULT, None),
-        (200, "text/event-stream", f"event: message\ndata: {RESULT}\n\n", None),
-        (200, "application/json", ERROR, (-32603, "overloaded")),
-        (200, "text/event-stream", f"event: message\ndata: {ERROR}\n\n", (-32603, "overloaded")),
-        (200, "text/event-stream", "", (-32000, "SSE stream ended without a response")),
-        (
-            200,
-            "application/json",
-            '{"jsonrpc": "2.0", "id": "ID"}',
-            (-32600, "server/discover answered without a result"),
-        ),
-        (200, "text/plain", "hello", (-32600, "Unexpected content type: text/plain")),
-        (202, None, "", (-32600, "server answered server/discover with HTTP 202")),
-        (400, "application/json", ERROR, (-32603, "overloaded")),
-        (404, None, "", (-32601, "Not Found")),
-        (503, "text/html", "<h1>down</h1>", (-32603, "Server returned an error response")),
-    ],
-)
-async def test_the_discover_probe_raises_what_the_sdk_would(
-    status: int, content_type: str | None, body: str, raised: tuple[int, str] | None
-) -> None:
-    """One POST, no SDK session: success is a JSON-RPC result for this request (a JSON body or
-    an event stream); anything else raises the ``MCPError`` the SDK's transport would make of it,
-    so a failed probe is classified as before."""
-    import httpx2
-    from mcp.shared.exceptions import MCPError
-
-    transport = httpx2.MockTransport(_probe_answer(status, content_type, body))  # type: ignore[arg-type]
-    async with httpx2.AsyncClient(transport=transport) as client:
-        probe = http_probe.DiscoverProbe(client, "http://mcp.test/mcp")
-        if raised is None:
-            await probe("2026-07-28")
-        else:
-            with pytest.raises(MCPError) as info:
-                await probe("2026-07-28")
-            assert (info.value.code, info.value.error.message) == raised
 
 
 # ---------------------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import weakref
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -43,9 +44,66 @@ def key_of(kind: str, item: Any) -> str:
     return str(item.uri) if kind == "resources" else str(item.name)
 
 
-def listing(kind: str, items: Sequence[Any]) -> Listing:
-    """``items`` of ``kind`` by key, each with its compiled argument check."""
-    by_key = {key_of(kind, item): item for item in items}
+class SharedItems:
+    """Catalog items that several servers of one manager describe alike (replicas of one
+    server, most often), held once: a fleet of replicas holds one copy of their tools'
+    descriptions and schemas, not one per server.
+
+    Items are compared whole (``==``: every field, schemas included), so an item is only ever
+    shared with an equal one. Held weakly: an item goes when no catalog holds it any more.
+    """
+
+    __slots__ = ("__weakref__", "_held")
+
+    def __init__(self) -> None:
+        self._held: dict[tuple[str, str], list[weakref.ref[Any]]] = {}
+
+    def share(self, kind: str, key: str, item: Any) -> Any:
+        """The item held for ``kind`` and ``key`` that equals ``item``, or ``item`` itself
+        (now held)."""
+        refs = self._held.setdefault((kind, key), [])
+        for ref in refs:
+            known = ref()
+            if known is not None and known == item:
+                return known
+        refs.append(weakref.ref(item, _Forget(weakref.ref(self), (kind, key))))
+        return item
+
+    def _forget(self, slot: tuple[str, str], ref: weakref.ref[Any]) -> None:
+        refs = self._held.get(slot)
+        if refs is not None:
+            if ref in refs:
+                refs.remove(ref)
+            if not refs:
+                del self._held[slot]
+
+    def __len__(self) -> int:
+        """How many distinct items are held."""
+        return sum(len(refs) for refs in self._held.values())
+
+
+class _Forget:
+    """A held item went: its reference leaves the table (if the table is still there)."""
+
+    __slots__ = ("_owner", "_slot")
+
+    def __init__(self, owner: weakref.ref[SharedItems], slot: tuple[str, str]) -> None:
+        self._owner = owner
+        self._slot = slot
+
+    def __call__(self, ref: weakref.ref[Any]) -> None:
+        owner = self._owner()
+        if owner is not None:
+            owner._forget(self._slot, ref)
+
+
+def listing(kind: str, items: Sequence[Any], shared: SharedItems | None = None) -> Listing:
+    """``items`` of ``kind`` by key, each with its compiled argument check (with ``shared``:
+    each item equal to one another server described is that server's)."""
+    if shared is None:
+        by_key = {key_of(kind, item): item for item in items}
+    else:
+        by_key = {(key := key_of(kind, item)): shared.share(kind, key, item) for item in items}
     checks = {key: check for key, item in by_key.items() if (check := compile_check(kind, item)) is not None}
     return Listing(by_key, checks)
 
@@ -85,7 +143,9 @@ def advertised_kinds(session: ClientSession) -> list[str]:
     return [kind for kind in CATALOG_KINDS if getattr(caps, kind, None) is not None]
 
 
-async def fetch_catalog(session: ClientSession, kinds: Sequence[str], timeout: float) -> Catalog:
+async def fetch_catalog(
+    session: ClientSession, kinds: Sequence[str], timeout: float, shared: SharedItems | None = None
+) -> Catalog:
     """List ``kinds`` on ``session``, best effort: a kind that fails (or takes longer than
     ``timeout`` altogether) stays unknown, and is listed again on the next listing."""
     catalog = Catalog()
@@ -96,7 +156,7 @@ async def fetch_catalog(session: ClientSession, kinds: Sequence[str], timeout: f
             except Exception as exc:
                 logger.debug("listing %s failed: %s", kind, exc)
                 continue
-            catalog = catalog.with_kind(kind, listing(kind, items))
+            catalog = catalog.with_kind(kind, listing(kind, items, shared))
     return catalog
 
 

@@ -31,7 +31,7 @@ from mcp_types import (
 from . import _input_required as input_required
 from ._attempt import Attempt, Budget, InvocationResult, Outcome, Stage
 from ._backoff import RandomSource
-from ._catalog import CatalogEntry, list_kind, listing, merge
+from ._catalog import CatalogEntry, SharedItems, list_kind, listing, merge
 from ._errors import Failure, classify
 from ._events import EventStream
 from ._exceptions import (
@@ -701,7 +701,7 @@ class Invoker:
                             conn.session, target, arguments, on_progress, first=result
                         )
                 else:
-                    result = await _send(conn, method, target, arguments, on_progress)
+                    result = await _send(conn, method, target, arguments, on_progress, sup.shared_items)
         except Exception as exc:
             error = exc
         except trio.Cancelled:
@@ -1027,6 +1027,7 @@ async def _send(
     target: str | None,
     arguments: dict[str, Any] | None,
     on_progress: ProgressCallback,
+    shared: SharedItems | None = None,
 ) -> Any:
     session = conn.session
     if method == "tools/call":
@@ -1041,7 +1042,7 @@ async def _send(
     kind = _LIST_KINDS.get(method)
     if kind is not None:
         items = await list_kind(session, kind)
-        return _Listing(kind, items, listing(kind, items))
+        return _Listing(kind, items, listing(kind, items, shared))
     raise ValueError(f"unsupported method {method!r}")
 
 

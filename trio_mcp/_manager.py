@@ -12,6 +12,7 @@ from typing import Any
 import trio
 
 from ._backoff import RandomSource
+from ._catalog import SharedItems
 from ._client import ClientFeatures
 from ._clock import TimeAnchor
 from ._config import HttpTransport, ServerConfig, StdioTransport
@@ -53,6 +54,7 @@ class Manager(Invoker):
     ) -> None:
         self._nursery = nursery
         self._http_pool = http_pool
+        self._shared_items = SharedItems()
         self._connect_slots = trio.CapacityLimiter(CONNECT_CONCURRENCY)
         self._spawn_slots = trio.CapacityLimiter(SPAWN_CONCURRENCY)
         self._rng: RandomSource = rng if rng is not None else random.Random()
@@ -122,6 +124,7 @@ class Manager(Invoker):
             session_options=self._session_options,
             http_pool=self._http_pool,
             connect_slots=slots,
+            shared_items=self._shared_items,
         )
         self._supervisors[config.name] = sup
         self._fleet_changed()

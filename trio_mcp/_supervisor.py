@@ -37,7 +37,7 @@ from mcp_types import (
 )
 
 from ._backoff import RandomSource
-from ._catalog import advertised_kinds, fetch_catalog, list_kind, listing
+from ._catalog import SharedItems, advertised_kinds, fetch_catalog, list_kind, listing
 from ._client import session_servers
 from ._clock import TimeAnchor
 from ._config import ServerConfig
@@ -237,6 +237,7 @@ class ServerSupervisor:
         "limiter",
         "name",
         "policy",
+        "shared_items",
     )
 
     def __init__(
@@ -249,11 +250,14 @@ class ServerSupervisor:
         session_options: dict[str, Any] | None = None,
         http_pool: HttpPool | None = None,
         connect_slots: trio.CapacityLimiter | None = None,
+        shared_items: SharedItems | None = None,
     ) -> None:
         """The supervisor of ``config``; it does nothing until started.
 
         Args:
             http_pool: keep-alive pools shared with the manager's other HTTP servers.
+            shared_items: catalog items held once for the manager's servers that describe
+                them alike.
             connect_slots: held from opening the transport until the handshake is done, so a
                 fleet connects with bounded concurrency (no thundering herd).
         """
@@ -266,6 +270,7 @@ class ServerSupervisor:
         self._session_options = session_options or {}
         self._http_pool = http_pool
         self._connect_slots = connect_slots
+        self.shared_items = shared_items if shared_items is not None else SharedItems()
         self.limiter = trio.Semaphore(config.policy.max_concurrency)
         """The bulkhead: at most ``max_concurrency`` invocations use this server at once."""
         self.latency = LoadGauge()
@@ -742,7 +747,7 @@ class ServerSupervisor:
                     # What the server offers, so routing and argument checks are right from
                     # the first call (best effort: what cannot be listed stays unknown).
                     catalog = await fetch_catalog(
-                        session, advertised_kinds(session), self.policy.handshake_timeout
+                        session, advertised_kinds(session), self.policy.handshake_timeout, self.shared_items
                     )
                     if holding:
                         holding = False
@@ -876,7 +881,9 @@ class ServerSupervisor:
                     logger.debug("%s: listing %s failed: %s", self.name, kind, exc)
                     await trio.sleep(self.policy.health_interval)
                     break
-                await self._send_and_wait(_CatalogListed(conn=conn, kind=kind, items=listing(kind, items)))
+                await self._send_and_wait(
+                    _CatalogListed(conn=conn, kind=kind, items=listing(kind, items, self.shared_items))
+                )
 
     async def _rehandshake_on_demand(self, conn: Connection) -> None:
         """Re-run ``server/discover`` on the live (2026-07-28) session whenever it is demanded."""
