@@ -34,6 +34,7 @@ class ScriptedHttpServer:
     of answer. Records every request it read, per connection."""
 
     answer: Callable[[int, dict[str, Any]], Answer | None] = lambda connection, request: OK
+    host: str = "127.0.0.1"
     port: int = 0
     requests: list[tuple[int, dict[str, Any], dict[str, str]]] = field(default_factory=list)
     connections: int = 0
@@ -53,14 +54,15 @@ class ScriptedHttpServer:
         self._ended.set()
 
     async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+        listeners = await trio.open_tcp_listeners(0, host=self.host)
         self.port = listeners[0].socket.getsockname()[1]
         task_status.started()
         await trio.serve_listeners(self._handle, listeners)
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/mcp"
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}/mcp"
 
     async def _handle(self, stream: trio.SocketStream) -> None:
         index = self.connections
@@ -117,7 +119,7 @@ async def probing(
             pool = http.HttpPool()
             link = base.Link("web")
             url = httpx2.URL(server.url)
-            sockets = pool.probe_sockets("127.0.0.1", server.port)
+            sockets = pool.probe_sockets(server.host, server.port)
             probe = http_probe.PlainDiscoverProbe(sockets, url, headers or {}, link, max_bytes)
             try:
                 yield probe, pool, link
@@ -208,6 +210,21 @@ async def test_the_plain_probe_sends_server_discover_with_the_connection_headers
     assert headers["accept"] == "application/json, text/event-stream"
     assert headers["host"] == f"127.0.0.1:{server.port}"
     assert (headers["authorization"], headers["x-team"]) == ("Bearer t0ken", "blue")
+
+
+async def test_an_ipv6_server_is_named_in_brackets() -> None:
+    import socket
+
+    try:
+        with socket.socket(socket.AF_INET6) as probe_socket:
+            probe_socket.bind(("::1", 0))
+    except OSError:
+        pytest.skip("no IPv6 loopback on this machine")
+    server = ScriptedHttpServer(host="::1")
+    async with probing(server) as (probe, _, _):
+        await probe("2026-07-28")
+    [(_, _, headers)] = server.requests
+    assert headers["host"] == f"[::1]:{server.port}"
 
 
 async def test_probes_of_one_origin_take_turns_on_one_keep_alive_socket() -> None:
@@ -334,6 +351,7 @@ async def test_a_plain_http_server_is_probed_without_httpx_and_others_through_it
         trio_mcp.HttpTransport(url="https://127.0.0.1:9/mcp"),
         trio_mcp.HttpTransport(url=url, auth=trio_mcp.BearerAuth(token="t0ken")),
         trio_mcp.HttpTransport(url=url, public_only=True),
+        trio_mcp.HttpTransport(url="http://user:secret@127.0.0.1:9/mcp"),
     ]
     pool = http.HttpPool()
     kinds = []
@@ -343,4 +361,4 @@ async def test_a_plain_http_server_is_probed_without_httpx_and_others_through_it
             async with open_transport(config, link, http_pool=pool):  # nothing is sent yet
                 kinds.append(type(link.discover_probe))
         await pool.aclose()
-    assert kinds == [http_probe.PlainDiscoverProbe] + [http_probe.DiscoverProbe] * 3
+    assert kinds == [http_probe.PlainDiscoverProbe] + [http_probe.DiscoverProbe] * 4

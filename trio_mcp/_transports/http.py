@@ -492,9 +492,9 @@ async def _open_http(
             ),
         )
         url = httpx2.URL(config.url)
-        if url.scheme == "http" and auth is None and not config.public_only:
+        if url.scheme == "http" and auth is None and not url.userinfo and not config.public_only:
             # Probes are most of what an idle fleet costs: they skip httpx2 where nothing
-            # (TLS, an auth flow, address checks) needs it.
+            # (TLS, an auth flow or credentials in the URL, address checks) needs it.
             sockets = shared.probe_sockets(url.host, url.port or 80)
             link.discover_probe = PlainDiscoverProbe(
                 sockets, url, client.headers, link, config.max_message_bytes

@@ -200,7 +200,7 @@ class PlainDiscoverProbe:
         self._sockets = sockets
         self._url = url
         self._target = url.raw_path
-        host = url.host if url.port is None else f"{url.host}:{url.port}"
+        host = url.netloc.decode("ascii")  # an IPv6 address in brackets, the port if given
         own = {"host", "connection", "accept-encoding", "content-length", *_discover_headers("").keys()}
         self._headers = [("host", host), *((k, v) for k, v in headers.items() if k.lower() not in own)]
         self._link = link
