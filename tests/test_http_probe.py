@@ -319,23 +319,46 @@ async def test_a_probe_cancelled_while_waiting_closes_its_socket() -> None:
         assert not link.dead.is_set()
 
 
+def closed(sock: Any) -> bool:
+    return bool(sock.stream.socket.fileno() == -1)
+
+
 async def test_idle_sockets_older_than_the_keep_alive_bound_are_closed_not_used() -> None:
     """A server closes idle keep-alive connections after its own timeout: a socket idle for
-    longer than :data:`PROBE_SOCKET_IDLE_SECONDS` is closed rather than tried, and at most
+    longer than :data:`PROBE_SOCKET_IDLE_SECONDS` is closed rather than tried (and does not
+    linger behind fresher ones), the most recently used is taken first, and at most
     :data:`PROBE_SOCKETS_IDLE` are kept."""
+    expiry, most = http_probe.PROBE_SOCKET_IDLE_SECONDS, http_probe.PROBE_SOCKETS_IDLE
     sockets = http_probe.ProbeSockets("127.0.0.1", 1)
-    pairs = [trio.socket.socketpair() for _ in range(http_probe.PROBE_SOCKETS_IDLE + 2)]
-    kept = [http_probe._ProbeSocket(trio.SocketStream(a)) for a, _ in pairs]
-    for sock in kept:
+    pairs = [trio.socket.socketpair() for _ in range(most + 3)]
+    made = [http_probe._ProbeSocket(trio.SocketStream(a)) for a, _ in pairs]
+    for sock in made[:-1]:
         sockets.give_back(sock, 100.0)
-    assert sockets.idle == http_probe.PROBE_SOCKETS_IDLE
-    assert [sock.stream.socket.fileno() for sock in kept[-2:]] == [-1, -1]  # type: ignore[attr-defined]
-    fresh = sockets.take(100.0 + http_probe.PROBE_SOCKET_IDLE_SECONDS - 0.5)
-    assert fresh is kept[http_probe.PROBE_SOCKETS_IDLE - 1]
-    assert sockets.take(100.0 + http_probe.PROBE_SOCKET_IDLE_SECONDS) is None
-    assert sockets.idle == 0
-    assert all(sock.stream.socket.fileno() == -1 for sock in kept if sock is not fresh)  # type: ignore[attr-defined]
-    fresh.stream.socket.close()  # type: ignore[attr-defined]
+    assert sockets.idle == most
+    assert [closed(sock) for sock in made[most:-1]] == [True, True]  # over the bound
+    # Given back later: the ones idle since 100.0 are too old by now, and closed.
+    sockets.give_back(made[-1], 100.0 + expiry)
+    assert sockets.idle == 1
+    assert all(closed(sock) for sock in made[:-1])
+    assert sockets.take(100.0 + 2 * expiry - 0.5) is made[-1]
+    sockets.give_back(made[-1], 100.0 + 2 * expiry)
+    assert sockets.take(100.0 + 3 * expiry) is None
+    assert closed(made[-1]) and sockets.idle == 0
+    for _, b in pairs:
+        b.close()
+
+
+async def test_the_most_recently_used_idle_socket_is_taken_first() -> None:
+    sockets = http_probe.ProbeSockets("127.0.0.1", 1)
+    pairs = [trio.socket.socketpair() for _ in range(2)]
+    older, newer = (http_probe._ProbeSocket(trio.SocketStream(a)) for a, _ in pairs)
+    sockets.give_back(older, 100.0)
+    sockets.give_back(newer, 101.0)
+    assert sockets.take(102.0) is newer
+    assert sockets.take(102.0) is older
+    assert sockets.take(102.0) is None
+    for sock in (older, newer):
+        sock.stream.socket.close()  # type: ignore[attr-defined]
     for _, b in pairs:
         b.close()
 

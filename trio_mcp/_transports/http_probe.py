@@ -17,6 +17,7 @@ Two ways to send it:
 from __future__ import annotations
 
 import json
+from collections import deque
 from collections.abc import Mapping
 from typing import Any
 
@@ -46,9 +47,10 @@ _INVALID_REQUEST = -32600
 _METHOD_NOT_FOUND = -32601
 _CONNECTION_CLOSED = -32000
 
-PROBE_SOCKETS_IDLE = 8
-"""How many idle probe sockets one origin keeps (probes spread over the interval seldom
-overlap, so a few serve a whole fleet)."""
+PROBE_SOCKETS_IDLE = 32
+"""How many idle probe sockets one origin keeps at most. Probes spread over the interval seldom
+overlap, so a few serve a whole fleet; the bound is for bursts (a fleet starting, a slow
+server), so that they do not open and close a socket per probe."""
 PROBE_SOCKET_IDLE_SECONDS = 4.0
 """An idle probe socket older than this is closed, not used: servers close idle keep-alive
 connections after their own timeout (5 s is common), and a probe should not meet that."""
@@ -132,16 +134,18 @@ class ProbeSockets:
     def __init__(self, host: str, port: int) -> None:
         self.host = host
         self.port = port
-        self._idle: list[_ProbeSocket] = []
+        self._idle: deque[_ProbeSocket] = deque()
+        """Oldest first: each was given back after the one before it."""
 
     def take(self, now: float) -> _ProbeSocket | None:
-        """The most recently used idle socket that is not too old (older ones are dropped)."""
-        while self._idle:
-            sock = self._idle.pop()
-            if now - sock.idle_since < PROBE_SOCKET_IDLE_SECONDS:
-                return sock
-            _close_now(sock)
-        return None
+        """The most recently used idle socket (the ones idle for too long are closed)."""
+        self._expire(now)
+        return self._idle.pop() if self._idle else None
+
+    def _expire(self, now: float) -> None:
+        idle = self._idle
+        while idle and now - idle[0].idle_since >= PROBE_SOCKET_IDLE_SECONDS:
+            _close_now(idle.popleft())
 
     async def connect(self) -> _ProbeSocket:
         try:
@@ -151,6 +155,7 @@ class ProbeSockets:
         return _ProbeSocket(stream)
 
     def give_back(self, sock: _ProbeSocket, now: float) -> None:
+        self._expire(now)
         if len(self._idle) >= PROBE_SOCKETS_IDLE:
             _close_now(sock)
             return
@@ -162,7 +167,7 @@ class ProbeSockets:
         return len(self._idle)
 
     def close(self) -> None:
-        idle, self._idle = self._idle, []
+        idle, self._idle = self._idle, deque()
         for sock in idle:
             _close_now(sock)
 
