@@ -95,14 +95,19 @@ class ScriptedHttpServer:
                         return  # read, and dropped without an answer
                     status, content_type, text = answer
                     payload = text.replace("ID", sent["id"]).encode()
-                    response_headers = [("content-length", str(len(payload)))]
+                    # An event stream goes chunked, in two chunks, as a streaming server sends it.
+                    events = content_type == "text/event-stream"
+                    response_headers = [] if events else [("content-length", str(len(payload)))]
                     if content_type is not None:
                         response_headers.append(("content-type", content_type))
+                    half = len(payload) // 2 if events else len(payload)
                     await stream.send_all(
                         conn.send(h11.Response(status_code=status, headers=response_headers))
-                        + conn.send(h11.Data(data=payload))
-                        + conn.send(h11.EndOfMessage())
                     )
+                    for part in (payload[:half], payload[half:]):
+                        if part:
+                            await stream.send_all(conn.send(h11.Data(data=part)))
+                    await stream.send_all(conn.send(h11.EndOfMessage()))
                     conn.start_next_cycle()
         finally:
             self._end()
