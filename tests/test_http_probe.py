@@ -35,6 +35,9 @@ class ScriptedHttpServer:
 
     answer: Callable[[int, dict[str, Any]], Answer | None] = lambda connection, request: OK
     host: str = "127.0.0.1"
+    hold_open: bool = False
+    """Keep an answer's body open after it (an event stream that stays open): read until the
+    client closes the connection."""
     port: int = 0
     requests: list[tuple[int, dict[str, Any], dict[str, str]]] = field(default_factory=list)
     connections: int = 0
@@ -107,6 +110,10 @@ class ScriptedHttpServer:
                     for part in (payload[:half], payload[half:]):
                         if part:
                             await stream.send_all(conn.send(h11.Data(data=part)))
+                    if self.hold_open:
+                        while await stream.receive_some():
+                            pass
+                        return
                     await stream.send_all(conn.send(h11.EndOfMessage()))
                     conn.start_next_cycle()
         finally:
@@ -215,6 +222,19 @@ async def test_the_plain_probe_sends_server_discover_with_the_connection_headers
     assert headers["accept"] == "application/json, text/event-stream"
     assert headers["host"] == f"127.0.0.1:{server.port}"
     assert (headers["authorization"], headers["x-team"]) == ("Bearer t0ken", "blue")
+
+
+async def test_an_event_stream_left_open_after_the_answer_ends_the_probe_at_the_answer() -> None:
+    """The answer came as an event, and the server keeps the stream open: the probe succeeds at
+    once (not at its deadline), and its socket, mid-answer, is closed rather than reused."""
+    events = (200, "text/event-stream", f"event: message\ndata: {RESULT}\n\n")
+    server = ScriptedHttpServer(answer=lambda connection, request: events, hold_open=True)
+    async with probing(server) as (probe, pool, link):
+        with trio.fail_after(2):
+            await probe("2026-07-28")
+        await server.wait_closed(1)
+        assert pool.probe_sockets("127.0.0.1", server.port).idle == 0
+        assert not link.dead.is_set()
 
 
 async def test_an_ipv6_server_is_named_in_brackets() -> None:

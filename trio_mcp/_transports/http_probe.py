@@ -223,7 +223,7 @@ class PlainDiscoverProbe:
         ]
         request = h11.Request(method="POST", target=self._target, headers=headers)
         try:
-            status, response_headers, content = await self._exchange(request, body)
+            status, response_headers, content = await self._exchange(request, body, request_id)
         except Exception as exc:
             from .._errors import classify
 
@@ -237,7 +237,7 @@ class PlainDiscoverProbe:
         _check_answer(await _answer_of(response, request_id, self._max))
 
     async def _exchange(
-        self, request: h11.Request, body: bytes
+        self, request: h11.Request, body: bytes, request_id: str
     ) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
         """Send the request on an idle socket, again on the next (or a new one) while a reused
         one turns out closed under it; the answer's status, headers and body."""
@@ -248,7 +248,7 @@ class PlainDiscoverProbe:
             if sock is None:
                 sock = await sockets.connect()
             try:
-                answer = await self._exchange_on(sock, request, body, reused=reused)
+                answer = await self._exchange_on(sock, request, body, request_id, reused=reused)
             except _Stale:
                 _close_now(sock)
                 continue
@@ -263,8 +263,11 @@ class PlainDiscoverProbe:
             return answer
 
     async def _exchange_on(
-        self, sock: _ProbeSocket, request: h11.Request, body: bytes, *, reused: bool
+        self, sock: _ProbeSocket, request: h11.Request, body: bytes, request_id: str, *, reused: bool
     ) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+        """The answer's status, headers and body: the whole body, or of an event stream, what
+        arrived up to the event that answers (the stream may stay open after it; the socket is
+        then closed, not reused)."""
         conn = sock.h11
         data = b"".join(
             conn.send(event) or b"" for event in (request, h11.Data(data=body), h11.EndOfMessage())
@@ -276,6 +279,7 @@ class PlainDiscoverProbe:
             headers: list[tuple[bytes, bytes]] = []
             chunks: list[bytes] = []
             size = 0
+            events = False
             while True:
                 event = conn.next_event()
                 if event is h11.NEED_DATA:
@@ -284,6 +288,8 @@ class PlainDiscoverProbe:
                     conn.receive_data(received)
                 elif isinstance(event, h11.Response):
                     status, headers = event.status_code, list(event.headers)
+                    content_type = _header(headers, b"content-type").lower()
+                    events = status == 200 and content_type.startswith(b"text/event-stream")
                     length = _content_length(headers)
                     if length is not None and length > self._max:
                         raise self._refused()
@@ -292,6 +298,11 @@ class PlainDiscoverProbe:
                     if size > self._max:
                         raise self._refused()
                     chunks.append(bytes(event.data))
+                    if events and _event_answers(b"".join(chunks), request_id):
+                        # The stream's end, when it came with the answer, leaves the socket
+                        # reusable; if it did not (yet), the socket is closed.
+                        conn.next_event()
+                        return status, headers, b"".join(chunks)
                 elif isinstance(event, h11.EndOfMessage):
                     return status, headers, b"".join(chunks)
                 elif isinstance(event, h11.ConnectionClosed):
@@ -313,11 +324,30 @@ class PlainDiscoverProbe:
         return MessageRefusedError(reason)
 
 
+def _header(headers: list[tuple[bytes, bytes]], name: bytes) -> bytes:
+    """The first value of header ``name`` (h11 gives names in lower case), or ``b""``."""
+    return next((value for key, value in headers if key == name), b"")
+
+
 def _content_length(headers: list[tuple[bytes, bytes]]) -> int | None:
-    for name, value in headers:
-        if name == b"content-length":
-            return int(value)  # h11 has checked that it is a number
-    return None
+    length = _header(headers, b"content-length")
+    return int(length) if length else None  # h11 has checked that it is a number
+
+
+def _event_answers(body: bytes, request_id: str) -> bool:
+    """Whether an event that has ended in the event stream ``body`` answers ``request_id``."""
+    text = body.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+    *ended, _ = text.split(b"\n\n")
+    for event in ended:
+        lines = (line[5:].removeprefix(b" ") for line in event.split(b"\n") if line.startswith(b"data:"))
+        message = _json_object(b"\n".join(lines))
+        if (
+            message is not None
+            and message.get("id") == request_id
+            and ("result" in message or "error" in message)
+        ):
+            return True
+    return False
 
 
 def _rpc_error(error: Any) -> Exception:
