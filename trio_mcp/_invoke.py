@@ -151,12 +151,8 @@ class Invoker:
     ) -> Iterator[Route]:
         """Every route of an invocation, in order (lazily)."""
         first = None if preferred else self._first_choice(method, target, arguments)
-        if first is not None:
-            states = _StatesView(self._supervisors)
-            return itertools.chain(
-                (Route(first),), routes_after(first, states, method, target, now, arguments)
-            )
-        return self._ranked(method, target, preferred, now, arguments)
+        rest = self._routes_from(first, method, target, preferred, now, arguments, "safe")
+        return rest if first is None else itertools.chain((Route(first),), rest)
 
     def _first_choice(
         self, method: str, target: str | None, arguments: Mapping[str, Any] | None
@@ -443,9 +439,7 @@ class Invoker:
                     ending = (
                         "tool_error" if isinstance(answer, CallToolResult) and answer.is_error else "success"
                     )
-                    self.stream.invocation_finished(
-                        method, target, request_id, ending, name, outcome.attempts, start
-                    )
+                    self._finished(method, target, request_id, start, outcome.attempts, ending, name)
                     if span is not NO_INVOCATION_SPAN:
                         span.succeeded(outcome)
                     return outcome

@@ -340,12 +340,7 @@ def _event_answers(body: bytes, request_id: str) -> bool:
     *ended, _ = text.split(b"\n\n")
     for event in ended:
         lines = (line[5:].removeprefix(b" ") for line in event.split(b"\n") if line.startswith(b"data:"))
-        message = _json_object(b"\n".join(lines))
-        if (
-            message is not None
-            and message.get("id") == request_id
-            and ("result" in message or "error" in message)
-        ):
+        if _answers(_json_object(b"\n".join(lines)), request_id):
             return True
     return False
 
@@ -383,15 +378,20 @@ async def _answer_of(
     elif content_type.startswith("text/event-stream"):
         async for event in httpx2.EventSource(response, max_event_size=max_event_size):
             message = _json_object(event.data.encode()) if event.data else None
-            if (
-                message is not None
-                and message.get("id") == request_id
-                and ("result" in message or "error" in message)
-            ):
+            if message is not None and _answers(message, request_id):
                 return message
         return {"error": {"code": _CONNECTION_CLOSED, "message": "SSE stream ended without a response"}}
     said = f"Unexpected content type: {content_type}"
     return {"error": {"code": _INVALID_REQUEST, "message": said}}
+
+
+def _answers(message: dict[str, Any] | None, request_id: str) -> bool:
+    """Whether ``message`` is the JSON-RPC answer (a result or an error) to ``request_id``."""
+    return (
+        message is not None
+        and message.get("id") == request_id
+        and ("result" in message or "error" in message)
+    )
 
 
 def _json_object(data: bytes) -> dict[str, Any] | None:
