@@ -5,119 +5,18 @@ a server could give, and every way it could drop a connection, can be given on p
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
 from typing import Any
 
-import h11
 import httpx2
 import pytest
 import trio
+from _http_script import ERROR, OK, RESULT, Answer, ScriptedHttpServer
 from mcp.shared.exceptions import MCPError
 
 import trio_mcp
 from trio_mcp._transports import base, http, http_probe
-
-Answer = tuple[int, str | None, str]
-"""status, content type (``None``: no header), body (``ID`` is replaced by the request's id)."""
-
-RESULT = '{"jsonrpc": "2.0", "id": "ID", "result": {"supportedVersions": ["2026-07-28"]}}'
-ERROR = '{"jsonrpc": "2.0", "id": "ID", "error": {"code": -32603, "message": "overloaded"}}'
-OK: Answer = (200, "application/json", RESULT)
-
-
-@dataclass
-class ScriptedHttpServer:
-    """An HTTP/1.1 server (h11) whose answers are scripted: ``answer(connection, request)``
-    gives the answer, or ``None`` to read the request and close the connection without a byte
-    of answer. Records every request it read, per connection."""
-
-    answer: Callable[[int, dict[str, Any]], Answer | None] = lambda connection, request: OK
-    host: str = "127.0.0.1"
-    hold_open: bool = False
-    """Keep an answer's body open after it (an event stream that stays open): read until the
-    client closes the connection."""
-    port: int = 0
-    requests: list[tuple[int, dict[str, Any], dict[str, str]]] = field(default_factory=list)
-    connections: int = 0
-    closed: int = 0
-    """Connections that ended (either side closed them)."""
-    _ended: trio.Event = field(default_factory=trio.Event)
-
-    async def wait_closed(self, count: int) -> None:
-        """Wait until ``count`` connections have ended."""
-        with trio.fail_after(5):
-            while self.closed < count:
-                await self._ended.wait()
-                self._ended = trio.Event()
-
-    def _end(self) -> None:
-        self.closed += 1
-        self._ended.set()
-
-    async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        listeners = await trio.open_tcp_listeners(0, host=self.host)
-        self.port = listeners[0].socket.getsockname()[1]
-        task_status.started()
-        await trio.serve_listeners(self._handle, listeners)
-
-    @property
-    def url(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}/mcp"
-
-    async def _handle(self, stream: trio.SocketStream) -> None:
-        index = self.connections
-        self.connections += 1
-        conn = h11.Connection(h11.SERVER)
-        try:
-            async with stream:
-                while True:
-                    request: h11.Request | None = None
-                    body = b""
-                    while True:
-                        event = conn.next_event()
-                        if event is h11.NEED_DATA:
-                            data = await stream.receive_some()
-                            if not data:
-                                return
-                            conn.receive_data(data)
-                        elif isinstance(event, h11.Request):
-                            request = event
-                        elif isinstance(event, h11.Data):
-                            body += event.data
-                        elif isinstance(event, h11.EndOfMessage):
-                            break
-                    assert request is not None
-                    sent = json.loads(body)
-                    headers = {k.decode(): v.decode() for k, v in request.headers}
-                    self.requests.append((index, sent, headers))
-                    answer = self.answer(index, sent)
-                    if answer is None:
-                        return  # read, and dropped without an answer
-                    status, content_type, text = answer
-                    payload = text.replace("ID", sent["id"]).encode()
-                    # An event stream goes chunked, in two chunks, as a streaming server sends it.
-                    events = content_type == "text/event-stream"
-                    response_headers = [] if events else [("content-length", str(len(payload)))]
-                    if content_type is not None:
-                        response_headers.append(("content-type", content_type))
-                    half = len(payload) // 2 if events else len(payload)
-                    await stream.send_all(
-                        conn.send(h11.Response(status_code=status, headers=response_headers))
-                    )
-                    for part in (payload[:half], payload[half:]):
-                        if part:
-                            await stream.send_all(conn.send(h11.Data(data=part)))
-                    if self.hold_open:
-                        while await stream.receive_some():
-                            pass
-                        return
-                    await stream.send_all(conn.send(h11.EndOfMessage()))
-                    conn.start_next_cycle()
-        finally:
-            self._end()
 
 
 @asynccontextmanager

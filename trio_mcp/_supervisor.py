@@ -22,7 +22,7 @@ from __future__ import annotations
 import logging
 import math
 import zlib
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -80,6 +80,7 @@ from ._state import (
     snapshot_of,
 )
 from ._transports import HttpPool, Link, open_transport
+from ._transports.http_listen import stream_event
 
 logger = logging.getLogger("trio_mcp")
 
@@ -94,6 +95,25 @@ _EVENT_KINDS: dict[type, str] = {
     ResourcesListChanged: "resources",
     PromptsListChanged: "prompts",
 }
+
+_NOTIFICATIONS: dict[str, type[Any]] = {
+    "notifications/tools/list_changed": ToolListChangedNotification,
+    "notifications/resources/list_changed": ResourceListChangedNotification,
+    "notifications/prompts/list_changed": PromptListChangedNotification,
+}
+
+
+async def _tee(handler: Callable[[Any], Awaitable[None]], message: Mapping[str, Any]) -> None:
+    """Give ``handler`` (the user's message handler) a list-changed notification read outside
+    the SDK session, typed as the session would have given it."""
+    try:
+        notification = _NOTIFICATIONS[message["method"]].model_validate(
+            {"method": message["method"], "params": message.get("params")}
+        )
+        await handler(notification)
+    except Exception:
+        logger.exception("message handler failed on %r", message.get("method"))
+
 
 HandshakeObserver = Callable[[str, Failure | None], None]
 """Called with ``("start", None)``, ``("success", None)`` or ``("failure", failure)``."""
@@ -826,23 +846,47 @@ class ServerSupervisor:
     async def _listen_for_list_changes(self, conn: Connection) -> None:
         """On a 2026-07-28 connection, list changes arrive only on a ``subscriptions/listen``
         stream: hold one open (for the lists the server says can change) and drop the cached
-        catalog entries it announces. Best effort: without it, catalogs are refreshed on listing."""
+        catalog entries it announces. Best effort: without it, catalogs are refreshed on listing.
+
+        The stream goes through the SDK session, or, where the transport holds it by itself
+        (``Link.listen_stream``: plain HTTP), over a socket of its own; the user's message
+        handler sees the list-changed notifications either way."""
         caps = conn.session.server_capabilities
-        wanted = {
-            "tools": bool(caps and caps.tools and caps.tools.list_changed),
-            "prompts": bool(caps and caps.prompts and caps.prompts.list_changed),
-            "resources": bool(caps and caps.resources and caps.resources.list_changed),
-        }
-        if not any(wanted.values()):
+        wanted = tuple(
+            kind
+            for kind, changes in (
+                ("tools", caps and caps.tools and caps.tools.list_changed),
+                ("prompts", caps and caps.prompts and caps.prompts.list_changed),
+                ("resources", caps and caps.resources and caps.resources.list_changed),
+            )
+            if changes
+        )
+        if not wanted:
             return
+        plain = conn.link.listen_stream
+        user_handler = self._session_options.get("message_handler")
         while True:
             held = False
+
+            async def on_message(subscription_id: str, message: dict[str, Any]) -> None:
+                nonlocal held
+                said = stream_event(message, subscription_id)
+                if said == "acknowledged":
+                    held = True
+                elif said is not None and held:
+                    self._send(_CatalogListed(conn=conn, kind=said, items=None))
+                    if user_handler is not None:
+                        await _tee(user_handler, message)
+
             try:
+                if plain is not None:
+                    await plain(conn.session.protocol_version or "", wanted, on_message)
+                    continue
                 async with listen(
                     conn.session,
-                    tools_list_changed=wanted["tools"],
-                    prompts_list_changed=wanted["prompts"],
-                    resources_list_changed=wanted["resources"],
+                    tools_list_changed="tools" in wanted,
+                    prompts_list_changed="prompts" in wanted,
+                    resources_list_changed="resources" in wanted,
                 ) as subscription:
                     held = True
                     async for event in subscription:
@@ -855,9 +899,8 @@ class ServerSupervisor:
             if held:
                 # It was lost (the server restarted, say): changes may have been missed
                 # meanwhile, so the catalogs are listed again.
-                for kind in ("tools", "prompts", "resources"):
-                    if wanted[kind]:
-                        self._send(_CatalogListed(conn=conn, kind=kind, items=None))
+                for kind in wanted:
+                    self._send(_CatalogListed(conn=conn, kind=kind, items=None))
 
     async def _relist_on_change(self, conn: Connection) -> None:
         """List again each advertised kind whose catalog became unknown (the server said it

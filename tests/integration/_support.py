@@ -7,10 +7,12 @@ import os
 import signal
 import socket
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import trio
+from mcp.server.mcpserver import MCPServer
 
 import trio_mcp
 from trio_mcp.demo_server import CHILD_PIDFILE_ENV, LEDGER_ENV, build_server, serve_http
@@ -168,9 +170,17 @@ class HttpDemoServer:
     """A demo server served by hypercorn (trio) in the test's nursery, stoppable and restartable
     on the same port."""
 
-    def __init__(self, nursery: trio.Nursery, name: str = "web", port: int | None = None) -> None:
+    def __init__(
+        self,
+        nursery: trio.Nursery,
+        name: str = "web",
+        port: int | None = None,
+        build: Callable[[str], MCPServer] = build_server,
+    ) -> None:
         self.nursery = nursery
         self.name = name
+        self.build = build
+        """Makes the server anew at each start (so a restart forgets what the server learned)."""
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}/mcp"
         self.starts = 0
@@ -188,7 +198,7 @@ class HttpDemoServer:
     ) -> None:
         try:
             with scope:
-                await serve_http(build_server(self.name), self.port, task_status=task_status)
+                await serve_http(self.build(self.name), self.port, task_status=task_status)
         finally:
             stopped.set()
 

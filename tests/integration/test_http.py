@@ -9,9 +9,12 @@ from pathlib import Path
 import pytest
 import trio
 from _support import HttpDemoServer, free_port, policy, stdio_demo, text_of, wait_probed
+from mcp.server.mcpserver import Context, MCPServer
+from mcp_types import ToolListChangedNotification
 
 import trio_mcp
 from trio_mcp import ServerSnapshot, ServerStatus
+from trio_mcp.demo_server import build_server
 
 pytestmark = pytest.mark.integration
 
@@ -199,3 +202,62 @@ async def test_servers_at_one_origin_share_a_pool_closed_with_the_manager(nurser
             assert pool.statistics() == {"origins": 1, "pools": 1, "leases": 2}
         assert pool.statistics() == {"origins": 0, "pools": 0, "leases": 0}
         assert all(connection.is_closed() for connection in connections)
+
+
+def announcing_server(name: str) -> MCPServer:
+    """The demo server with two more tools: ``announce`` says that the tool list changed, and
+    ``grow`` adds the tool ``late`` and says so."""
+    server = build_server(name)
+
+    async def late() -> str:
+        return "late"
+
+    @server.tool()
+    async def announce(ctx: Context) -> str:
+        await ctx.notify_tools_changed()
+        return "announced"
+
+    @server.tool()
+    async def grow(ctx: Context) -> str:
+        server.add_tool(late, name="late")
+        await ctx.notify_tools_changed()
+        return "grown"
+
+    return server
+
+
+async def test_a_plain_http_server_announces_list_changes_on_a_stream_held_outside_the_session(
+    nursery: trio.Nursery,
+) -> None:
+    """A 2026-07-28 server over plain HTTP: its list-change stream is held by the transport, not
+    by the SDK session. A tool it adds is routed to once it says so, without a new listing being
+    asked for, and the user's message handler sees the notification as the session would give it."""
+    notified: list[object] = []
+
+    async def on_message(message: object) -> None:
+        notified.append(message)
+
+    with trio.fail_after(30):
+        server = HttpDemoServer(nursery, "web", build=announcing_server)
+        await server.start()
+        async with trio_mcp.open_manager(
+            [server.config(policy(health_interval=60))], session_options={"message_handler": on_message}
+        ) as manager:
+            await manager.wait_for("web", healthy)
+            conn = manager._supervisors["web"].ready_connection()
+            assert conn is not None and conn.link.listen_stream is not None
+            # The stream is opened beside the connection: announce until it is heard.
+            while not notified:
+                await manager.call_tool("announce")
+                await trio.sleep(0.05)
+            assert all(isinstance(n, ToolListChangedNotification) for n in notified)
+            await manager.list_tools()
+            assert manager.candidates("tools/call", "late") == []
+
+            await manager.call_tool("grow")
+            for _ in range(500):  # until the notification is heard
+                if manager.candidates("tools/call", "late") == ["web"]:
+                    break
+                await trio.sleep(0.01)
+            assert text_of(await manager.call_tool("late")) == "late"
+            assert [t.key for t in await manager.list_tools() if t.key == "late"] == ["late"]

@@ -118,6 +118,13 @@ sent_marker: contextvars.ContextVar[SentMarker | None] = contextvars.ContextVar(
 )
 
 
+OnListenMessage = Callable[[str, dict[str, Any]], Awaitable[None]]
+ListenStream = Callable[[str, tuple[str, ...], OnListenMessage], Awaitable[None]]
+"""``listen(version, kinds, on_message)``: hold a ``subscriptions/listen`` stream for list
+changes of ``kinds``, handing each message read on it to ``on_message(subscription_id,
+message)``, until it ends (see :class:`~.http_listen.PlainListen`)."""
+
+
 class Link:
     """What one connection's transport knows about the peer, shared with its supervisor."""
 
@@ -129,6 +136,7 @@ class Link:
         "discover_probe",
         "exit_reason",
         "http_status",
+        "listen_stream",
         "server",
         "stderr_tail",
         "track_delivery",
@@ -150,6 +158,9 @@ class Link:
         self.discover_probe: Callable[[str], Awaitable[None]] | None = None
         """A ``server/discover`` at the given version that the transport sends by itself,
         outside the SDK session (streamable HTTP: one POST); ``None``: probe through the session."""
+        self.listen_stream: ListenStream | None = None
+        """A ``subscriptions/listen`` stream that the transport holds by itself, outside the SDK
+        session (plain streamable HTTP); ``None``: listen through the session."""
 
     def facts(self) -> LinkFacts:
         """What this transport knows now, as plain facts (for classifying a failure)."""

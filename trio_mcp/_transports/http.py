@@ -18,6 +18,7 @@ import trio
 from .._addresses import PublicOnlyBackend
 from .._config import DEFAULT_MAX_MESSAGE_BYTES, HttpTransport
 from .base import Link, over_bound
+from .http_listen import PlainListen
 from .http_probe import NOT_UTF8_EVENTS, DiscoverProbe, MessageRefusedError, PlainDiscoverProbe, ProbeSockets
 
 logger = logging.getLogger("trio_mcp")
@@ -499,6 +500,7 @@ async def _open_http(
             link.discover_probe = PlainDiscoverProbe(
                 sockets, url, client.headers, link, config.max_message_bytes
             )
+            link.listen_stream = PlainListen(sockets, url, client.headers, link, config.max_message_bytes)
         else:
             link.discover_probe = DiscoverProbe(client, config.url, config.max_message_bytes)
         # The SDK's own bound on one event is made the same as ours (its default is 1 MiB);

@@ -354,10 +354,14 @@ def _rpc_error(error: Any) -> Exception:
 
 
 async def _answer_of(
-    response: httpx2.Response, request_id: str, max_event_size: int = DEFAULT_MAX_MESSAGE_BYTES
+    response: httpx2.Response,
+    request_id: str,
+    max_event_size: int = DEFAULT_MAX_MESSAGE_BYTES,
+    method: str = "server/discover",
 ) -> dict[str, Any]:
-    """The JSON-RPC message answering ``request_id`` in ``response`` (a JSON body or an event
-    stream), or the error the SDK's transport makes up for a response that holds none."""
+    """The JSON-RPC message answering ``request_id`` (a ``method`` request) in ``response`` (a
+    JSON body or an event stream), or the error the SDK's transport makes up for a response
+    that holds none."""
     status = response.status_code
     content_type = response.headers.get("content-type", "").lower()
     if status >= 400:
@@ -369,7 +373,7 @@ async def _answer_of(
             return {"error": {"code": _METHOD_NOT_FOUND, "message": "Not Found"}}
         return {"error": {"code": _INTERNAL_ERROR, "message": "Server returned an error response"}}
     if status != 200:
-        said = f"server answered server/discover with HTTP {status}"
+        said = f"server answered {method} with HTTP {status}"
         return {"error": {"code": _INVALID_REQUEST, "message": said}}
     if content_type.startswith("application/json"):
         body = _json_object(await response.aread())

@@ -1,0 +1,220 @@
+"""The list-change stream of a plain-HTTP 2026-07-28 connection, held outside the SDK session:
+one long POST over h11 (real sockets, real clock; the server side is scripted, so that every way
+a server could answer or drop the stream can be given on purpose)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import httpx2
+import pytest
+import trio
+from _http_script import ERROR, RESULT, Answer, ScriptedHttpServer
+from mcp.shared.exceptions import MCPError
+from mcp.shared.subscriptions import SUBSCRIPTION_ID_META_KEY
+
+from trio_mcp._transports import base, http, http_listen, http_probe
+
+
+def stamped(method: str, subscription_id: str = "ID", **params: Any) -> dict[str, Any]:
+    return {
+        "jsonrpc": "2.0",
+        "method": method,
+        "params": {**params, "_meta": {SUBSCRIPTION_ID_META_KEY: subscription_id}},
+    }
+
+
+ACK = stamped("notifications/subscriptions/acknowledged", notifications={"toolsListChanged": True})
+TOOLS = stamped("notifications/tools/list_changed")
+PROMPTS = stamped("notifications/prompts/list_changed")
+
+
+def events(*messages: dict[str, Any] | str) -> str:
+    """An event stream of ``messages`` (a string goes as it is)."""
+    return "".join(
+        f"event: message\ndata: {m if isinstance(m, str) else json.dumps(m)}\n\n" for m in messages
+    )
+
+
+@asynccontextmanager
+async def listening(
+    server: ScriptedHttpServer, *, headers: dict[str, str] | None = None, max_bytes: int = 1 << 20
+) -> AsyncIterator[tuple[http_listen.PlainListen, base.Link]]:
+    """``server`` running, and a plain listen stream of it, closed afterwards."""
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(server.serve)
+            pool = http.HttpPool()
+            link = base.Link("web")
+            sockets = pool.probe_sockets(server.host, server.port)
+            stream = http_listen.PlainListen(sockets, httpx2.URL(server.url), headers or {}, link, max_bytes)
+            try:
+                yield stream, link
+            finally:
+                await pool.aclose()
+                nursery.cancel_scope.cancel()
+
+
+async def listen_to(
+    answer: Answer, **options: Any
+) -> tuple[list[dict[str, Any]], BaseException | None, base.Link]:
+    """Listen to a server that gives ``answer``: the messages handed over, what the listen
+    ended with (``None``: the server's graceful close), and the connection's link."""
+    got: list[dict[str, Any]] = []
+
+    async def on_message(subscription_id: str, message: dict[str, Any]) -> None:
+        assert subscription_id.startswith("trio-mcp-listen-")
+        got.append(json.loads(json.dumps(message).replace(subscription_id, "ID")))
+
+    ended: BaseException | None = None
+    server = ScriptedHttpServer(answer=lambda connection, request: answer)
+    async with listening(server, **options) as (stream, link):
+        try:
+            await stream("2026-07-28", ("tools",), on_message)
+        except Exception as exc:
+            ended = exc
+        await server.wait_closed(1)  # the socket is closed whatever the end
+    return got, ended, link
+
+
+def test_a_stream_message_says_acknowledged_or_which_list_changed_for_its_own_subscription_only() -> None:
+    assert http_listen.stream_event(ACK, "ID") == "acknowledged"
+    assert http_listen.stream_event(TOOLS, "ID") == "tools"
+    assert http_listen.stream_event(PROMPTS, "ID") == "prompts"
+    assert http_listen.stream_event(stamped("notifications/resources/list_changed"), "ID") == "resources"
+    assert http_listen.stream_event(TOOLS, "other") is None  # stamped for another stream
+    assert http_listen.stream_event({"method": "notifications/tools/list_changed"}, "ID") is None
+    assert http_listen.stream_event(stamped("notifications/message", level="info"), "ID") is None
+    # An acknowledgement must say what it honours.
+    assert http_listen.stream_event(stamped("notifications/subscriptions/acknowledged"), "ID") is None
+    assert http_listen.stream_event({"method": "x", "params": "not an object"}, "ID") is None
+
+
+def test_events_are_found_however_the_stream_is_cut() -> None:
+    stream = (
+        b': a comment\r\n\r\nevent: message\r\ndata: {"a": 1}\r\n\r\n'
+        b"data: line one\ndata: line two\n\nid: 7\n\n"
+        b'data:no space\r\rdata: {"b": 2}\n\ndata: unfinished'
+    )
+    want = [b'{"a": 1}', b"line one\nline two", b"no space", b'{"b": 2}']
+    whole = http_listen.EventData()
+    assert whole.feed(stream) == want
+    assert whole.pending == len(b"data: unfinished")
+    for size in (1, 2, 3, 7):
+        parts = http_listen.EventData()
+        found = [d for i in range(0, len(stream), size) for d in parts.feed(stream[i : i + size])]
+        assert found == want, size
+
+
+async def test_the_listen_request_names_the_lists_and_carries_the_connection_headers() -> None:
+    server = ScriptedHttpServer(answer=lambda connection, request: (200, "application/json", RESULT))
+    async with listening(server, headers={"x-team": "blue", "Accept": "text/html"}) as (stream, _):
+
+        async def on_message(subscription_id: str, message: dict[str, Any]) -> None:
+            raise AssertionError(message)
+
+        await stream("2026-07-28", ("tools", "resources"), on_message)
+    [(_, sent, headers)] = server.requests
+    assert sent["method"] == "subscriptions/listen"
+    assert sent["id"].startswith("trio-mcp-listen-")
+    assert sent["params"]["notifications"] == {"toolsListChanged": True, "resourcesListChanged": True}
+    assert sent["params"]["_meta"]["io.modelcontextprotocol/protocolVersion"] == "2026-07-28"
+    assert headers["mcp-method"] == "subscriptions/listen"
+    assert headers["mcp-protocol-version"] == "2026-07-28"
+    assert headers["accept"] == "application/json, text/event-stream"  # ours, not the configured one
+    assert headers["x-team"] == "blue"
+    assert headers["host"] == f"127.0.0.1:{server.port}"
+
+
+async def test_messages_are_handed_over_in_order_until_the_servers_graceful_close() -> None:
+    got, ended, link = await listen_to(
+        (200, "text/event-stream", events(ACK, TOOLS, "not json", PROMPTS, RESULT))
+    )
+    assert ended is None
+    assert got == [ACK, TOOLS, PROMPTS]
+    assert not link.dead.is_set()
+
+
+@pytest.mark.parametrize(
+    ("answer", "raised"),
+    [
+        ((200, "text/event-stream", events(ACK, ERROR)), (-32603, "overloaded")),
+        ((400, "application/json", ERROR), (-32603, "overloaded")),
+        ((404, None, ""), (-32601, "Not Found")),
+        ((202, None, ""), (-32600, "server answered subscriptions/listen with HTTP 202")),
+        ((200, "text/plain", "hello"), (-32600, "Unexpected content type: text/plain")),
+    ],
+)
+async def test_a_refused_listen_raises_what_the_server_said(answer: Answer, raised: tuple[int, str]) -> None:
+    _, ended, link = await listen_to(answer)
+    assert isinstance(ended, MCPError)
+    assert (ended.error.code, ended.error.message) == raised
+    assert link.http_status == (answer[0] if answer[0] >= 400 else None)
+    assert not link.dead.is_set()  # the connection's other requests go on
+
+
+async def test_a_stream_that_ends_without_an_answer_is_lost_and_the_connection_is_not_marked() -> None:
+    got, ended, link = await listen_to((200, "text/event-stream", events(ACK, TOOLS)))
+    assert got == [ACK, TOOLS]
+    assert isinstance(ended, http_listen.ListenLostError)
+    assert not link.dead.is_set()
+
+
+async def test_an_event_over_the_message_bound_closes_the_connection_as_a_protocol_error() -> None:
+    big = stamped("notifications/tools/list_changed", pad="x" * 4096)
+    got, ended, link = await listen_to((200, "text/event-stream", events(ACK, big)), max_bytes=1024)
+    assert got == [ACK]
+    assert isinstance(ended, http_probe.MessageRefusedError)
+    assert link.exit_reason == ("protocol_error", "message over 1 KiB (max_message_bytes)")
+
+
+async def test_an_event_that_never_ends_is_cut_at_the_message_bound() -> None:
+    endless = "data: " + "x" * 4096
+    _, ended, link = await listen_to((200, "text/event-stream", events(ACK) + endless), max_bytes=1024)
+    assert isinstance(ended, http_probe.MessageRefusedError)
+    assert link.exit_reason is not None and link.exit_reason[0] == "protocol_error"
+
+
+async def test_a_refused_connection_is_a_connect_error_that_leaves_the_connection_alone() -> None:
+    with trio.fail_after(5):
+        listener = (await trio.open_tcp_listeners(0, host="127.0.0.1"))[0]
+        port = listener.socket.getsockname()[1]
+        await listener.aclose()  # nothing listens there now
+        pool = http.HttpPool()
+        link = base.Link("web")
+        url = httpx2.URL(f"http://127.0.0.1:{port}/mcp")
+        stream = http_listen.PlainListen(pool.probe_sockets("127.0.0.1", port), url, {}, link)
+
+        async def on_message(subscription_id: str, message: dict[str, Any]) -> None:
+            raise AssertionError(message)
+
+        with pytest.raises(httpx2.ConnectError):
+            await stream("2026-07-28", ("tools",), on_message)
+        await pool.aclose()
+    assert not link.dead.is_set()
+
+
+async def test_a_stream_held_open_ends_with_its_owner_and_its_socket_is_closed() -> None:
+    server = ScriptedHttpServer(
+        answer=lambda connection, request: (200, "text/event-stream", events(ACK)), hold_open=True
+    )
+    got: list[dict[str, Any]] = []
+    heard = trio.Event()
+
+    async def on_message(subscription_id: str, message: dict[str, Any]) -> None:
+        got.append(message)
+        heard.set()
+
+    async with listening(server) as (stream, link):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(stream, "2026-07-28", ("tools",), on_message)
+            await heard.wait()
+            nursery.cancel_scope.cancel()
+        await server.wait_closed(1)
+    assert [http_listen.stream_event(m, m["params"]["_meta"][SUBSCRIPTION_ID_META_KEY]) for m in got] == [
+        "acknowledged"
+    ]
+    assert not link.dead.is_set()

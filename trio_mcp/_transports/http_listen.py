@@ -1,0 +1,240 @@
+"""The list-change stream of a plain-HTTP 2026-07-28 connection: ``subscriptions/listen`` as one
+long POST over h11, on a socket of its own.
+
+A 2026-07-28 server announces list changes only on such a stream, so every supervised server
+holds one open for as long as it is connected: in an idle fleet it is most of what a server
+holds. Through the SDK it takes a dispatcher route, a task in the transport's task group, an
+``httpx2`` response and a pooled connection of its own; here it is a socket and an h11 parser,
+read by the supervisor's own listening task. Used where the discover probe goes plain (see
+:mod:`.http_probe`); the messages read are the same, and so is what the supervisor does with them.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+import h11
+import httpx2
+import trio
+
+from .._config import DEFAULT_MAX_MESSAGE_BYTES
+from .base import Link, over_bound
+from .http_probe import (
+    MessageRefusedError,
+    ProbeSockets,
+    _answer_of,
+    _answers,
+    _close_now,
+    _json_object,
+    _rpc_error,
+)
+
+LISTEN = "subscriptions/listen"
+
+_ACKNOWLEDGED = "notifications/subscriptions/acknowledged"
+_LIST_CHANGED = {
+    "notifications/tools/list_changed": "tools",
+    "notifications/prompts/list_changed": "prompts",
+    "notifications/resources/list_changed": "resources",
+}
+_FILTER_KEYS = {
+    "tools": "toolsListChanged",
+    "prompts": "promptsListChanged",
+    "resources": "resourcesListChanged",
+}
+
+
+class ListenLostError(Exception):
+    """The stream ended without the server's answer to the listen request (its graceful close):
+    changes may have been missed."""
+
+
+def stream_event(message: Mapping[str, Any], subscription_id: str) -> str | None:
+    """What a message read on the listen stream ``subscription_id`` says: ``"acknowledged"``,
+    the kind whose list changed (``"tools"``, ``"prompts"``, ``"resources"``), or ``None``
+    (anything else, or a message stamped for another subscription)."""
+    method = message.get("method")
+    params = message.get("params")
+    meta = params.get("_meta") if isinstance(params, dict) else None
+    from mcp.shared.subscriptions import SUBSCRIPTION_ID_META_KEY
+
+    if not isinstance(meta, dict) or meta.get(SUBSCRIPTION_ID_META_KEY) != subscription_id:
+        return None
+    if method == _ACKNOWLEDGED:
+        return "acknowledged" if isinstance(params, dict) and "notifications" in params else None
+    return _LIST_CHANGED.get(method) if isinstance(method, str) else None
+
+
+def _listen_body(request_id: str, version: str, kinds: tuple[str, ...]) -> bytes:
+    from mcp_types import CLIENT_CAPABILITIES_META_KEY, PROTOCOL_VERSION_META_KEY
+
+    meta = {PROTOCOL_VERSION_META_KEY: version, CLIENT_CAPABILITIES_META_KEY: {}}
+    params = {"notifications": {_FILTER_KEYS[kind]: True for kind in kinds}, "_meta": meta}
+    return json.dumps({"jsonrpc": "2.0", "id": request_id, "method": LISTEN, "params": params}).encode()
+
+
+class EventData:
+    """Splits an event stream, fed in arbitrary chunks, into the data of its events."""
+
+    __slots__ = ("_buffer", "_cr")
+
+    @property
+    def pending(self) -> int:
+        """Bytes of the event that has not ended yet."""
+        return len(self._buffer)
+
+    def __init__(self) -> None:
+        self._buffer = b""
+        self._cr = False
+        """The last chunk ended in ``\\r``: a ``\\n`` starting the next one belongs to it."""
+
+    def feed(self, chunk: bytes) -> list[bytes]:
+        """The data of each event that ended in ``chunk`` (events without data are left out)."""
+        if self._cr and chunk.startswith(b"\n"):
+            chunk = chunk[1:]
+        self._cr = chunk.endswith(b"\r")
+        text = self._buffer + chunk.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+        *ended, self._buffer = text.split(b"\n\n")
+        found = []
+        for event in ended:
+            lines = [line[5:].removeprefix(b" ") for line in event.split(b"\n") if line.startswith(b"data:")]
+            if lines:
+                found.append(b"\n".join(lines))
+        return found
+
+
+class PlainListen:
+    """``subscriptions/listen`` as one POST over h11, on a socket connected for it.
+
+    Failing to connect or losing the stream never marks the connection dead (the server may have
+    restarted, and the connection's other requests go on: the owner listens again later, as with
+    the SDK's stream); an event over the bound does, as ``protocol_error``, as any other
+    response of the connection would.
+    """
+
+    __slots__ = ("_headers", "_link", "_max", "_sent", "_sockets", "_target", "_url")
+
+    def __init__(
+        self,
+        sockets: ProbeSockets,
+        url: httpx2.URL,
+        headers: Mapping[str, str],
+        link: Link,
+        max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+    ) -> None:
+        self._sockets = sockets
+        self._url = url
+        self._target = url.raw_path
+        own = {"host", "connection", "accept", "accept-encoding", "content-type", "content-length"}
+        own |= {"mcp-protocol-version", "mcp-method"}
+        host = url.netloc.decode("ascii")
+        self._headers = [("host", host), *((k, v) for k, v in headers.items() if k.lower() not in own)]
+        self._link = link
+        self._max = max_bytes
+        self._sent = 0
+
+    async def __call__(
+        self,
+        version: str,
+        kinds: tuple[str, ...],
+        on_message: Callable[[str, dict[str, Any]], Awaitable[None]],
+    ) -> None:
+        """Listen for changes of ``kinds`` until the stream ends; ``on_message(subscription_id,
+        message)`` for each message read on it. Returns on the server's graceful close; raises
+        the ``MCPError`` the server answered, :class:`ListenLostError` when the stream ended
+        without an answer, or an ``httpx2`` transport error."""
+        from mcp.shared.inbound import MCP_METHOD_HEADER, MCP_PROTOCOL_VERSION_HEADER
+
+        self._sent += 1
+        request_id = f"trio-mcp-listen-{self._sent}"
+        body = _listen_body(request_id, version, kinds)
+        request = h11.Request(
+            method="POST",
+            target=self._target,
+            headers=[
+                *self._headers,
+                ("accept", "application/json, text/event-stream"),
+                ("content-type", "application/json"),
+                (MCP_PROTOCOL_VERSION_HEADER, version),
+                (MCP_METHOD_HEADER, LISTEN),
+                ("content-length", str(len(body))),
+            ],
+        )
+        sock = await self._sockets.connect()
+        try:
+            answer = await self._read(sock.h11, sock.stream, request, body, request_id, on_message)
+        except (OSError, trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            raise httpx2.ReadError(str(exc) or type(exc).__name__) from exc
+        except h11.ProtocolError as exc:
+            raise httpx2.RemoteProtocolError(str(exc)) from exc
+        finally:
+            _close_now(sock)
+        error = answer.get("error")
+        if error is not None:
+            raise _rpc_error(error)
+
+    async def _read(
+        self,
+        conn: h11.Connection,
+        stream: trio.abc.Stream,
+        request: h11.Request,
+        body: bytes,
+        request_id: str,
+        on_message: Callable[[str, dict[str, Any]], Awaitable[None]],
+    ) -> dict[str, Any]:
+        """Send the request and read the answer: the message answering it, after every other
+        message of an event stream was handed to ``on_message``."""
+        sent = (request, h11.Data(data=body), h11.EndOfMessage())
+        await stream.send_all(b"".join(conn.send(event) or b"" for event in sent))
+        events: EventData | None = None
+        response: h11.Response | None = None
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            event = conn.next_event()
+            if event is h11.NEED_DATA:
+                conn.receive_data(bytes(await stream.receive_some(65536)))
+            elif isinstance(event, h11.Response):
+                response = event
+                content_type = next((v for k, v in event.headers if k == b"content-type"), b"").lower()
+                if event.status_code == 200 and content_type.startswith(b"text/event-stream"):
+                    events = EventData()
+                elif event.status_code >= 400:
+                    self._link.http_status = event.status_code
+            elif isinstance(event, h11.Data):
+                if events is None:
+                    size += len(event.data)
+                    if size > self._max:
+                        raise self._refused()
+                    chunks.append(bytes(event.data))
+                    continue
+                for data in events.feed(bytes(event.data)):
+                    if len(data) > self._max:
+                        raise self._refused()
+                    message = _json_object(data)
+                    if message is None:
+                        continue
+                    if _answers(message, request_id):
+                        return message
+                    await on_message(request_id, message)
+                if events.pending > self._max:  # an event that never ends is cut too
+                    raise self._refused()
+            elif isinstance(event, h11.EndOfMessage | h11.ConnectionClosed):
+                if response is None:
+                    raise ListenLostError("the server closed the connection without an answer")
+                if events is not None:
+                    raise ListenLostError(f"the {LISTEN} stream ended without the server's answer")
+                whole = httpx2.Response(
+                    response.status_code,
+                    headers=list(response.headers),
+                    content=b"".join(chunks),
+                    request=httpx2.Request("POST", self._url),
+                )
+                return await _answer_of(whole, request_id, self._max, LISTEN)
+
+    def _refused(self) -> MessageRefusedError:
+        reason = over_bound(self._max)
+        self._link.mark_dead("protocol_error", reason)
+        return MessageRefusedError(reason)
