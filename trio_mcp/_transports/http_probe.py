@@ -179,6 +179,11 @@ def _close_now(sock: _ProbeSocket) -> None:
         stream.socket.close()
 
 
+_PROBE_IDS = 10**8
+_ID_MARK = "trio-mcp-probe-00000000"
+"""A probe's request id has this width."""
+
+
 class _Stale(Exception):
     """A reused socket was closed before one byte of the answer: the request was not taken."""
 
@@ -186,13 +191,13 @@ class _Stale(Exception):
 class PlainDiscoverProbe:
     """``server/discover`` as one POST over h11, on a socket of ``sockets``.
 
-    The same answer checks as :class:`DiscoverProbe` (the answer becomes an ``httpx2.Response``
-    read by the same code), the same errors (``httpx2`` transport errors), and the same marks on
+    The same answer checks as :class:`DiscoverProbe` (a JSON answer is read as it is; any other
+    becomes an ``httpx2.Response`` read by the same code), the same errors (``httpx2`` transport errors), and the same marks on
     ``link``: an HTTP error status is recorded, and a POST that cannot be delivered marks the
     connection dead with its category, as the connection's own transport does.
     """
 
-    __slots__ = ("_headers", "_link", "_max", "_sent", "_sockets", "_target", "_url")
+    __slots__ = ("_headers", "_link", "_max", "_requests", "_sent", "_sockets", "_target", "_url")
 
     def __init__(
         self,
@@ -211,17 +216,25 @@ class PlainDiscoverProbe:
         self._link = link
         self._max = max_bytes
         self._sent = 0
+        self._requests: dict[str, tuple[h11.Request, bytes, bytes]] = {}
+        """For each version, the request head and the body around the request id: every probe
+        of one version has a body of the same length (its id has a fixed width)."""
+
+    def _request(self, version: str) -> tuple[h11.Request, bytes, bytes]:
+        made = self._requests.get(version)
+        if made is None:
+            before, after = _discover_body(_ID_MARK, version).split(_ID_MARK.encode())
+            length = len(before) + len(_ID_MARK) + len(after)
+            headers = [*self._headers, *_discover_headers(version).items(), ("content-length", str(length))]
+            request = h11.Request(method="POST", target=self._target, headers=headers)
+            made = self._requests[version] = (request, before, after)
+        return made
 
     async def __call__(self, version: str) -> None:
         self._sent += 1
-        request_id = f"trio-mcp-probe-{self._sent}"
-        body = _discover_body(request_id, version)
-        headers = [
-            *self._headers,
-            *_discover_headers(version).items(),
-            ("content-length", str(len(body))),
-        ]
-        request = h11.Request(method="POST", target=self._target, headers=headers)
+        request, before, after = self._request(version)
+        request_id = f"trio-mcp-probe-{self._sent % _PROBE_IDS:08d}"
+        body = before + request_id.encode() + after
         try:
             status, response_headers, content = await self._exchange(request, body, request_id)
         except Exception as exc:
@@ -230,6 +243,13 @@ class PlainDiscoverProbe:
             failure = classify(exc)
             self._link.mark_dead(failure.category, failure.message)
             raise
+        if status == 200 and _header(response_headers, b"content-type").lower().startswith(
+            b"application/json"
+        ):
+            answer = _json_object(content)
+            if answer is not None:  # what _answer_of would return, found without building a response
+                _check_answer(answer)
+                return
         if status >= 400:
             self._link.http_status = status
         request_made = httpx2.Request("POST", self._url)
