@@ -20,6 +20,11 @@ Run::
     .venv/bin/python bench/fleet_scale.py --servers 10,100,300,1000 --seconds 10
     .venv/bin/python bench/fleet_scale.py --smoke          # N=10 for 2 s: checks it still works
 
+``--transport stdio`` supervises N demo server processes over stdio instead (one each; their
+CPU is shown as the backend's, and KiB/server is still the manager process's own)::
+
+    .venv/bin/python bench/fleet_scale.py --transport stdio --servers 100 --seconds 10
+
 ``--chart PATH`` also draws the three figures against N as a PNG (matplotlib: ``pip install -e
 '.[bench]'``); no chart is drawn without it::
 
@@ -75,11 +80,39 @@ class _Counts:
     left_healthy: int = 0
 
 
+def children_cpu_seconds() -> float:
+    """User + system CPU seconds this process's live child processes (stdio servers) have used."""
+    total = 0.0
+    for task in Path("/proc/self/task").iterdir():
+        for pid in (task / "children").read_text().split():
+            try:
+                total += cpu_seconds_of(int(pid))
+            except (OSError, IndexError):  # it exited meanwhile
+                pass
+    return total
+
+
+def transport_of(name: str, url: str | None) -> trio_mcp.HttpTransport | trio_mcp.StdioTransport:
+    """The one backend at ``url``, or without one a demo server process of its own over stdio."""
+    if url is not None:
+        return trio_mcp.HttpTransport(url=url)
+    return trio_mcp.StdioTransport(
+        command=sys.executable, args=("-m", "trio_mcp.demo_server", "--name", name)
+    )
+
+
 async def measure(
-    n: int, url: str, *, seconds: float, interval: float, backend_pid: int | None, healthy_within: float
+    n: int,
+    url: str | None,
+    *,
+    seconds: float,
+    interval: float,
+    backend_pid: int | None,
+    healthy_within: float,
 ) -> dict[str, Any]:
-    # What every HTTP server uses is imported before the baseline: module code is not per server.
+    # What every server uses is imported before the baseline: module code is not per server.
     import httpx2  # noqa: F401
+    import mcp.client.stdio
     import mcp.client.streamable_http  # noqa: F401
 
     async with trio_mcp.open_manager([]):
@@ -87,9 +120,13 @@ async def measure(
     gc.collect()
     rss_empty = rss_bytes()
 
+    def backend_cpu_seconds() -> float:
+        # Over stdio every server is a child process: their CPU is the backend's.
+        return cpu_seconds_of(backend_pid) if backend_pid else children_cpu_seconds()
+
     policy = trio_mcp.ServerPolicy(health_interval=interval)
     configs = [
-        trio_mcp.ServerConfig(name=f"s{i:04d}", transport=trio_mcp.HttpTransport(url=url), policy=policy)
+        trio_mcp.ServerConfig(name=f"s{i:04d}", transport=transport_of(f"s{i:04d}", url), policy=policy)
         for i in range(n)
     ]
     counts = _Counts()
@@ -132,13 +169,13 @@ async def measure(
             healthy_after = trio.current_time() - started
         # Measure the steady state: every server connected and probing.
         probes_before = counts.probes_ok
-        backend_before = cpu_seconds_of(backend_pid) if backend_pid else 0.0
+        backend_before = backend_cpu_seconds()
         cpu_before = own_cpu_seconds()
         wall_before = time.perf_counter()
         await trio.sleep(seconds)
         wall = time.perf_counter() - wall_before
         cpu = own_cpu_seconds() - cpu_before
-        backend_cpu = (cpu_seconds_of(backend_pid) - backend_before) if backend_pid else float("nan")
+        backend_cpu = backend_cpu_seconds() - backend_before
         probes = counts.probes_ok - probes_before
         gc.collect()
         rss_full = rss_bytes()
@@ -146,6 +183,7 @@ async def measure(
         for snap in manager.servers():
             statuses[snap.status.value] = statuses.get(snap.status.value, 0) + 1
     return {
+        "transport": "http" if url is not None else "stdio",
         "servers": n,
         "opened_after": opened_after,
         "healthy_after": healthy_after,
@@ -178,21 +216,25 @@ def wait_listening(port: int, proc: subprocess.Popen[bytes], within: float = 30.
 
 
 def run_child(
-    n: int, url: str, *, seconds: float, interval: float, backend_pid: int, healthy_within: float
+    n: int,
+    url: str | None,
+    *,
+    seconds: float,
+    interval: float,
+    backend_pid: int | None,
+    healthy_within: float,
 ) -> dict[str, Any]:
+    backend = ["--url", url, "--backend-pid", str(backend_pid)] if url is not None else []
     command = [
         sys.executable,
         __file__,
         "--child",
         str(n),
-        "--url",
-        url,
+        *backend,
         "--seconds",
         str(seconds),
         "--interval",
         str(interval),
-        "--backend-pid",
-        str(backend_pid),
         "--healthy-within",
         str(healthy_within),
     ]
@@ -224,7 +266,9 @@ def print_table(rows: list[dict[str, Any]], interval: float) -> None:
         f"{'CPU ms/probe':>12} {'backend CPU':>11} {'KiB/server':>10} {'probes/s':>9} "
         f"{'probe fails':>11} {'conn lost':>9} {'left healthy':>12}"
     )
-    print(f"health_interval={interval:g}s")
+    transport = rows[0].get("transport", "http") if rows else "http"
+    backend = "a demo server process each; backend CPU: theirs" if transport == "stdio" else "one backend"
+    print(f"transport={transport} ({backend}), health_interval={interval:g}s")
     print(header)
     print("-" * len(header))
     for r in rows:
@@ -244,6 +288,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--runs", type=int, default=1, help="repeat each fleet size this many times")
     parser.add_argument(
         "--healthy-within", type=float, default=300.0, help="give up waiting for all healthy after this"
+    )
+    parser.add_argument(
+        "--transport",
+        choices=("http", "stdio"),
+        default="http",
+        help="http: every server at one backend process; stdio: a demo server process per server",
     )
     parser.add_argument("--smoke", action="store_true", help="N=10 for 2 s (a quick check)")
     parser.add_argument("--json", action="store_true", help="also print each result as a JSON line")
@@ -282,17 +332,9 @@ def main(argv: list[str] | None = None) -> None:
 
     # A terminated driver still stops its backend and manager processes (see the finally below).
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
-    port = free_port()
-    backend = subprocess.Popen(
-        [sys.executable, "-m", "trio_mcp.demo_server", "--name", "fleet", "--http", str(port)],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
     rows: list[dict[str, Any]] = []
-    try:
-        wait_listening(port, backend)
-        url = f"http://127.0.0.1:{port}/mcp"
+
+    def run_all(url: str | None, backend_pid: int | None) -> None:
         for n in sizes:
             for _ in range(args.runs):
                 row = run_child(
@@ -300,19 +342,33 @@ def main(argv: list[str] | None = None) -> None:
                     url,
                     seconds=seconds,
                     interval=args.interval,
-                    backend_pid=backend.pid,
+                    backend_pid=backend_pid,
                     healthy_within=healthy_within,
                 )
                 rows.append(row)
                 if args.json:
                     print(json.dumps(row), flush=True)
-    finally:
-        backend.terminate()
+
+    if args.transport == "stdio":
+        run_all(None, None)
+    else:
+        port = free_port()
+        backend = subprocess.Popen(
+            [sys.executable, "-m", "trio_mcp.demo_server", "--name", "fleet", "--http", str(port)],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         try:
-            backend.wait(10)
-        except subprocess.TimeoutExpired:
-            backend.kill()
-            backend.wait()
+            wait_listening(port, backend)
+            run_all(f"http://127.0.0.1:{port}/mcp", backend.pid)
+        finally:
+            backend.terminate()
+            try:
+                backend.wait(10)
+            except subprocess.TimeoutExpired:
+                backend.kill()
+                backend.wait()
     print_table(rows, args.interval)
     if args.chart is not None and _charts.available():
         _charts.fleet_scale(args.chart, rows=rows, interval=args.interval)
