@@ -30,6 +30,8 @@ class ScriptedHttpServer:
     hold_open: bool = False
     """Keep an answer's body open after it (an event stream that stays open): read until the
     client closes the connection."""
+    gate: trio.Event | None = None
+    """Given: every answer waits until it is set."""
     port: int = 0
     requests: list[tuple[int, dict[str, Any], dict[str, str]]] = field(default_factory=list)
     connections: int = 0
@@ -88,6 +90,8 @@ class ScriptedHttpServer:
                     answer = self.answer(index, sent)
                     if answer is None:
                         return  # read, and dropped without an answer
+                    if self.gate is not None:
+                        await self.gate.wait()
                     status, content_type, text = answer
                     payload = text.replace("ID", sent["id"]).encode()
                     # An event stream goes chunked, in two chunks, as a streaming server sends it.

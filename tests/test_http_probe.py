@@ -219,6 +219,62 @@ async def test_an_answer_over_the_message_bound_is_refused_and_its_socket_closed
         await server.wait_closed(1)
 
 
+async def test_probes_of_a_busy_origin_wait_their_turn_and_then_reuse_its_sockets() -> None:
+    """At most PROBES_IN_FLIGHT probes of one origin are under way: the others wait their turn and
+    go out on the sockets given back, so a slow origin meets a bounded number of probes and no
+    new sockets."""
+    bound = http_probe.PROBES_IN_FLIGHT
+    server = ScriptedHttpServer(gate=trio.Event())
+    order: list[int] = []
+    async with probing(server) as (probe, pool, link):
+
+        async def one(index: int) -> None:
+            await probe("2026-07-28")
+            order.append(index)
+
+        async with trio.open_nursery() as nursery:
+            for index in range(bound + 8):
+                nursery.start_soon(one, index)
+                await trio.testing.wait_all_tasks_blocked()
+            for _ in range(100):  # until the first ones have arrived
+                if len(server.requests) == bound:
+                    break
+                await trio.sleep(0.01)
+            await trio.sleep(0.1)
+            assert (server.connections, len(server.requests), order) == (bound, bound, [])
+            assert server.gate is not None
+            server.gate.set()
+        assert sorted(order) == list(range(bound + 8))
+        ids = [sent["id"] for _, sent, _ in server.requests]  # a probe's ids count its calls
+        assert sorted(ids[bound:]) == sorted(ids)[bound:]  # the waiting ones went after the others
+        assert server.connections == bound  # the waiting ones reused sockets given back
+        assert pool.probe_sockets("127.0.0.1", server.port).idle == bound
+        assert not link.dead.is_set()
+
+
+async def test_a_probe_waiting_its_turn_is_bounded_by_its_own_deadline() -> None:
+    """A hung origin holds every turn: a probe waiting for one still ends at its deadline, so a
+    server behind the others is seen down as soon as they are."""
+    bound = http_probe.PROBES_IN_FLIGHT
+    server = ScriptedHttpServer(gate=trio.Event())  # never set: no answer ever comes
+    ended: list[float] = []
+    async with probing(server) as (probe, _, link):
+
+        async def one() -> None:
+            with trio.move_on_after(0.3):
+                await probe("2026-07-28")
+            ended.append(trio.current_time())
+
+        started = trio.current_time()
+        async with trio.open_nursery() as nursery:
+            for _ in range(bound + 4):
+                nursery.start_soon(one)
+        assert len(ended) == bound + 4
+        assert max(ended) - started < 1.0  # nobody waited for the ones ahead of it to time out
+        assert server.connections == bound
+        assert not link.dead.is_set()
+
+
 async def test_a_probe_cancelled_while_waiting_closes_its_socket() -> None:
     """The probe's deadline passes while the server says nothing: the socket (in an unknown
     state) is closed at once (the server reads its end), not kept for the next probe, and the

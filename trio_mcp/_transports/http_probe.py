@@ -51,6 +51,11 @@ PROBE_SOCKETS_IDLE = 32
 """How many idle probe sockets one origin keeps at most. Probes spread over the interval seldom
 overlap, so a few serve a whole fleet; the bound is for bursts (a fleet starting, a slow
 server), so that they do not open and close a socket per probe."""
+PROBES_IN_FLIGHT = PROBE_SOCKETS_IDLE
+"""How many probes of one origin are under way at most; the others wait their turn (in order,
+within their own deadline). A slow origin then meets a bounded number of probes, not a queue
+that grows until every probe times out and every server looks down at once; and its probes
+never need more sockets than it keeps."""
 PROBE_SOCKET_IDLE_SECONDS = 4.0
 """An idle probe socket older than this is closed, not used: servers close idle keep-alive
 connections after their own timeout (5 s is common), and a probe should not meet that."""
@@ -129,13 +134,16 @@ class ProbeSockets:
     closes the idle ones with itself (the busy ones are closed by their probes, which end first).
     """
 
-    __slots__ = ("_idle", "host", "port")
+    __slots__ = ("_idle", "host", "port", "turns")
 
     def __init__(self, host: str, port: int) -> None:
         self.host = host
         self.port = port
         self._idle: deque[_ProbeSocket] = deque()
         """Oldest first: each was given back after the one before it."""
+        self.turns = trio.Semaphore(PROBES_IN_FLIGHT)
+        """Held by each probe under way (see :data:`PROBES_IN_FLIGHT`); trio's semaphore wakes
+        its waiters in the order they came."""
 
     def take(self, now: float) -> _ProbeSocket | None:
         """The most recently used idle socket (the ones idle for too long are closed)."""
@@ -192,9 +200,11 @@ class PlainDiscoverProbe:
     """``server/discover`` as one POST over h11, on a socket of ``sockets``.
 
     The same answer checks as :class:`DiscoverProbe` (a JSON answer is read as it is; any other
-    becomes an ``httpx2.Response`` read by the same code), the same errors (``httpx2`` transport errors), and the same marks on
-    ``link``: an HTTP error status is recorded, and a POST that cannot be delivered marks the
-    connection dead with its category, as the connection's own transport does.
+    becomes an ``httpx2.Response`` read by the same code), the same errors (``httpx2``
+    transport errors), and the same marks on ``link``: an HTTP error status is recorded, and a
+    POST that cannot be delivered marks the connection dead with its category, as the
+    connection's own transport does. At most :data:`PROBES_IN_FLIGHT` probes of one origin
+    are under way at once.
     """
 
     __slots__ = ("_headers", "_link", "_max", "_requests", "_sent", "_sockets", "_target", "_url")
@@ -261,6 +271,20 @@ class PlainDiscoverProbe:
     ) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
         """Send the request on an idle socket, again on the next (or a new one) while a reused
         one turns out closed under it; the answer's status, headers and body."""
+        sockets = self._sockets
+        turns = sockets.turns
+        try:
+            turns.acquire_nowait()  # no yield when the origin is not busy
+        except trio.WouldBlock:
+            await turns.acquire()
+        try:
+            return await self._exchange_in_turn(request, body, request_id)
+        finally:
+            turns.release()
+
+    async def _exchange_in_turn(
+        self, request: h11.Request, body: bytes, request_id: str
+    ) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
         sockets = self._sockets
         while True:
             sock = sockets.take(trio.current_time())
