@@ -881,18 +881,18 @@ class ServerSupervisor:
             try:
                 if plain is not None:
                     await plain(conn.session.protocol_version or "", wanted, on_message)
-                    continue
-                async with listen(
-                    conn.session,
-                    tools_list_changed="tools" in wanted,
-                    prompts_list_changed="prompts" in wanted,
-                    resources_list_changed="resources" in wanted,
-                ) as subscription:
-                    held = True
-                    async for event in subscription:
-                        kind = _EVENT_KINDS.get(type(event))
-                        if kind is not None:
-                            self._send(_CatalogListed(conn=conn, kind=kind, items=None))
+                else:
+                    async with listen(
+                        conn.session,
+                        tools_list_changed="tools" in wanted,
+                        prompts_list_changed="prompts" in wanted,
+                        resources_list_changed="resources" in wanted,
+                    ) as subscription:
+                        held = True
+                        async for event in subscription:
+                            kind = _EVENT_KINDS.get(type(event))
+                            if kind is not None:
+                                self._send(_CatalogListed(conn=conn, kind=kind, items=None))
             except Exception as exc:
                 logger.debug("%s: list-change subscription ended: %s", self.name, exc)
             await trio.sleep(self.policy.health_interval)

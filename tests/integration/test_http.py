@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import functools
+import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trio
@@ -261,3 +264,70 @@ async def test_a_plain_http_server_announces_list_changes_on_a_stream_held_outsi
                 await trio.sleep(0.01)
             assert text_of(await manager.call_tool("late")) == "late"
             assert [t.key for t in await manager.list_tools() if t.key == "late"] == ["late"]
+
+
+class ListenClosedAtOnce:
+    """An ASGI app in front of an SDK server's: it answers every ``subscriptions/listen`` with a
+    result at once (the server's graceful close of the stream) and passes the rest through."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+        self.listens = 0
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope["method"] != "POST":
+            await self.app(scope, receive, send)
+            return
+        body, more = b"", True
+        while more:
+            message = await receive()
+            body += message.get("body", b"")
+            more = message.get("more_body", False)
+        sent = json.loads(body) if body else {}
+        if sent.get("method") == "subscriptions/listen":
+            self.listens += 1
+            payload = json.dumps({"jsonrpc": "2.0", "id": sent["id"], "result": {}}).encode()
+            headers = [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(payload)).encode()),
+            ]
+            await send({"type": "http.response.start", "status": 200, "headers": headers})
+            await send({"type": "http.response.body", "body": payload})
+            return
+        replayed = False
+
+        async def replay() -> Any:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+
+async def test_a_listen_stream_the_server_closes_at_once_is_asked_for_again_once_an_interval(
+    nursery: trio.Nursery,
+) -> None:
+    """A server that ends every list-change stream as soon as it is asked for gets asked again
+    once per health interval, not in a loop as fast as it answers."""
+    from hypercorn.config import Config
+    from hypercorn.trio import serve
+
+    port = free_port()
+    app = ListenClosedAtOnce(build_server("web").streamable_http_app(host="127.0.0.1"))
+    config = Config()
+    config.bind = [f"127.0.0.1:{port}"]
+    config.accesslog = config.errorlog = None
+    await nursery.start(functools.partial(serve, app, config))  # type: ignore[arg-type]
+    server = trio_mcp.ServerConfig(
+        name="web",
+        transport=trio_mcp.HttpTransport(url=f"http://127.0.0.1:{port}/mcp"),
+        policy=policy(health_interval=0.5),
+    )
+    with trio.fail_after(30):
+        async with trio_mcp.open_manager([server]) as manager:
+            await manager.wait_for("web", healthy)
+            await trio.sleep(2.0)
+            assert 2 <= app.listens <= 6  # one at once, then one per 0.5 s
+            assert text_of(await manager.call_tool("echo", {"text": "hi"})) == "hi"
