@@ -275,6 +275,46 @@ async def test_a_probe_waiting_its_turn_is_bounded_by_its_own_deadline() -> None
         assert not link.dead.is_set()
 
 
+async def test_probes_through_httpx2_take_the_origins_turns_too() -> None:
+    """A server probed through its httpx2 client (TLS, an auth flow, ...) takes a turn of its
+    origin like a plain one: a slow origin meets at most PROBES_IN_FLIGHT probes at once, and the
+    others go out as turns are given back."""
+    bound = http_probe.PROBES_IN_FLIGHT
+    gate = trio.Event()
+    under_way = most = 0
+
+    async def handler(request: httpx2.Request) -> httpx2.Response:
+        nonlocal under_way, most
+        under_way += 1
+        most = max(most, under_way)
+        await gate.wait()
+        under_way -= 1
+        sent = json.loads(request.content)
+        return httpx2.Response(200, json={"jsonrpc": "2.0", "id": sent["id"], "result": {}})
+
+    pool = http.HttpPool()
+    turns = pool.probe_turns(("https", "mcp.test", 443))
+    assert pool.probe_turns(("https", "mcp.test", 443)) is turns  # one set per origin
+    done = 0
+    with trio.fail_after(5):
+        async with httpx2.AsyncClient(transport=httpx2.MockTransport(handler)) as client:  # type: ignore[arg-type]
+            probe = http_probe.DiscoverProbe(client, "https://mcp.test/mcp", turns=turns)
+
+            async def one() -> None:
+                nonlocal done
+                await probe("2026-07-28")
+                done += 1
+
+            async with trio.open_nursery() as nursery:
+                for _ in range(bound + 8):
+                    nursery.start_soon(one)
+                await trio.testing.wait_all_tasks_blocked()
+                assert (most, done) == (bound, 0)
+                gate.set()
+    assert (most, done) == (bound, bound + 8)
+    await pool.aclose()
+
+
 async def test_a_probe_cancelled_while_waiting_closes_its_socket() -> None:
     """The probe's deadline passes while the server says nothing: the socket (in an unknown
     state) is closed at once (the server reads its end), not kept for the next probe, and the

@@ -19,7 +19,14 @@ from .._addresses import PublicOnlyBackend
 from .._config import DEFAULT_MAX_MESSAGE_BYTES, HttpTransport
 from .base import Link, over_bound
 from .http_listen import PlainListen
-from .http_probe import NOT_UTF8_EVENTS, DiscoverProbe, MessageRefusedError, PlainDiscoverProbe, ProbeSockets
+from .http_probe import (
+    NOT_UTF8_EVENTS,
+    DiscoverProbe,
+    MessageRefusedError,
+    PlainDiscoverProbe,
+    ProbeSockets,
+    probe_turns,
+)
 
 logger = logging.getLogger("trio_mcp")
 
@@ -123,6 +130,7 @@ class HttpPool:
         self._pools: dict[tuple[Origin, bool], list[_Share]] = {}
         self._verified_context: ssl.SSLContext | None = None
         self._probe_sockets: dict[tuple[str, int], ProbeSockets] = {}
+        self._probe_turns: dict[Origin, trio.Semaphore] = {}
 
     def _new_transport(self, scheme: str, public_only: bool = False) -> httpx2.AsyncBaseTransport:
         if scheme == "https":
@@ -178,6 +186,14 @@ class HttpPool:
             sockets = self._probe_sockets[host, port] = ProbeSockets(host, port)
         return sockets
 
+    def probe_turns(self, origin: Origin) -> trio.Semaphore:
+        """The turns that the probes through ``httpx2`` of servers at ``origin`` take (probes
+        of plain servers take their sockets' turns)."""
+        turns = self._probe_turns.get(origin)
+        if turns is None:
+            turns = self._probe_turns[origin] = probe_turns()
+        return turns
+
     def statistics(self) -> dict[str, int]:
         """Pools and leased connections now."""
         pools = [share for shares in self._pools.values() for share in shares]
@@ -188,6 +204,7 @@ class HttpPool:
         and bounded: a TLS peer that stops reading cannot hold the close up."""
         pools, self._pools = self._pools, {}
         probe_sockets, self._probe_sockets = self._probe_sockets, {}
+        self._probe_turns = {}
         for sockets in probe_sockets.values():
             sockets.close()
         with trio.CancelScope(shield=True, deadline=trio.current_time() + HTTP_CLOSE_TIMEOUT_SECONDS):
@@ -502,7 +519,8 @@ async def _open_http(
             )
             link.listen_stream = PlainListen(sockets, url, client.headers, link, config.max_message_bytes)
         else:
-            link.discover_probe = DiscoverProbe(client, config.url, config.max_message_bytes)
+            turns = shared.probe_turns(origin)
+            link.discover_probe = DiscoverProbe(client, config.url, config.max_message_bytes, turns)
         # The SDK's own bound on one event is made the same as ours (its default is 1 MiB);
         # ours, counting every byte of the stream, is met first and closes the connection.
         async with (

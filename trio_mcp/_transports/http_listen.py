@@ -29,6 +29,7 @@ from .http_probe import (
     _close_now,
     _json_object,
     _rpc_error,
+    plain_headers,
 )
 
 LISTEN = "subscriptions/listen"
@@ -127,10 +128,7 @@ class PlainListen:
         self._sockets = sockets
         self._url = url
         self._target = url.raw_path
-        own = {"host", "connection", "accept", "accept-encoding", "content-type", "content-length"}
-        own |= {"mcp-protocol-version", "mcp-method"}
-        host = url.netloc.decode("ascii")
-        self._headers = [("host", host), *((k, v) for k, v in headers.items() if k.lower() not in own)]
+        self._headers = plain_headers(url, headers)
         self._link = link
         self._max = max_bytes
         self._sent = 0

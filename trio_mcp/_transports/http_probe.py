@@ -80,6 +80,14 @@ def _discover_headers(version: str) -> dict[str, str]:
     }
 
 
+def plain_headers(url: httpx2.URL, headers: Mapping[str, str]) -> list[tuple[str, str]]:
+    """The headers of a request written with h11 to ``url``: its ``Host``, and the connection's
+    own ``headers`` but for those that the request sets itself (content, protocol, framing)."""
+    host = url.netloc.decode("ascii")  # an IPv6 address in brackets, the port if given
+    own = {"host", "connection", "accept-encoding", "content-length", *_discover_headers("").keys()}
+    return [("host", host), *((k, v) for k, v in headers.items() if k.lower() not in own)]
+
+
 def _check_answer(answer: dict[str, Any]) -> None:
     error = answer.get("error")
     if error is not None:
@@ -89,32 +97,60 @@ def _check_answer(answer: dict[str, Any]) -> None:
 
 
 class DiscoverProbe:
-    """``server/discover`` as one POST through the connection's own ``httpx2`` client."""
+    """``server/discover`` as one POST through the connection's own ``httpx2`` client; with
+    ``turns``, one of the origin's turns held while it is under way (see
+    :data:`PROBES_IN_FLIGHT`)."""
 
-    __slots__ = ("_client", "_max_event_size", "_sent", "_url")
+    __slots__ = ("_client", "_max_event_size", "_sent", "_turns", "_url")
 
     def __init__(
-        self, client: httpx2.AsyncClient, url: str, max_event_size: int = DEFAULT_MAX_MESSAGE_BYTES
+        self,
+        client: httpx2.AsyncClient,
+        url: str,
+        max_event_size: int = DEFAULT_MAX_MESSAGE_BYTES,
+        turns: trio.Semaphore | None = None,
     ) -> None:
         self._client = client
         self._url = url
         self._max_event_size = max_event_size
         self._sent = 0
+        self._turns = turns
 
     async def __call__(self, version: str) -> None:
         from mcp.shared._httpx_utils import stream_within_origin
 
         self._sent += 1
         request_id = f"trio-mcp-probe-{self._sent}"
-        async with stream_within_origin(
-            self._client,
-            "POST",
-            self._url,
-            content=_discover_body(request_id, version),
-            headers=_discover_headers(version),
-        ) as response:
-            answer = await _answer_of(response, request_id, self._max_event_size)
+        if self._turns is not None:
+            await take_turn(self._turns)
+        try:
+            async with stream_within_origin(
+                self._client,
+                "POST",
+                self._url,
+                content=_discover_body(request_id, version),
+                headers=_discover_headers(version),
+            ) as response:
+                answer = await _answer_of(response, request_id, self._max_event_size)
+        finally:
+            if self._turns is not None:
+                self._turns.release()
         _check_answer(answer)
+
+
+def probe_turns() -> trio.Semaphore:
+    """The turns of one origin's probes (see :data:`PROBES_IN_FLIGHT`): trio's semaphore wakes
+    its waiters in the order they came."""
+    return trio.Semaphore(PROBES_IN_FLIGHT)
+
+
+async def take_turn(turns: trio.Semaphore) -> None:
+    """Take one of ``turns``: at once when one is free (without yielding, so a probe of an
+    origin that is not busy costs nothing more), else in the order of asking."""
+    try:
+        turns.acquire_nowait()
+    except trio.WouldBlock:
+        await turns.acquire()
 
 
 class _ProbeSocket:
@@ -141,9 +177,8 @@ class ProbeSockets:
         self.port = port
         self._idle: deque[_ProbeSocket] = deque()
         """Oldest first: each was given back after the one before it."""
-        self.turns = trio.Semaphore(PROBES_IN_FLIGHT)
-        """Held by each probe under way (see :data:`PROBES_IN_FLIGHT`); trio's semaphore wakes
-        its waiters in the order they came."""
+        self.turns = probe_turns()
+        """Held by each probe under way."""
 
     def take(self, now: float) -> _ProbeSocket | None:
         """The most recently used idle socket (the ones idle for too long are closed)."""
@@ -220,9 +255,7 @@ class PlainDiscoverProbe:
         self._sockets = sockets
         self._url = url
         self._target = url.raw_path
-        host = url.netloc.decode("ascii")  # an IPv6 address in brackets, the port if given
-        own = {"host", "connection", "accept-encoding", "content-length", *_discover_headers("").keys()}
-        self._headers = [("host", host), *((k, v) for k, v in headers.items() if k.lower() not in own)]
+        self._headers = plain_headers(url, headers)
         self._link = link
         self._max = max_bytes
         self._sent = 0
@@ -273,10 +306,7 @@ class PlainDiscoverProbe:
         one turns out closed under it; the answer's status, headers and body."""
         sockets = self._sockets
         turns = sockets.turns
-        try:
-            turns.acquire_nowait()  # no yield when the origin is not busy
-        except trio.WouldBlock:
-            await turns.acquire()
+        await take_turn(turns)
         try:
             return await self._exchange_in_turn(request, body, request_id)
         finally:
