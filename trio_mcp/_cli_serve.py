@@ -43,6 +43,28 @@ class ServeOptions:
     event_retention: Retention = DEFAULT_RETENTION
 
 
+OPEN_FILES_WANTED = 65536
+"""The soft limit on open files ``trio-mcp serve`` asks for (within the hard limit)."""
+
+
+def raise_open_files_limit(wanted: int = OPEN_FILES_WANTED) -> tuple[int, int]:
+    """Raise this process's soft limit on open files to ``wanted``, or to the hard limit if that
+    is lower; never lower it. Each HTTP server holds a socket or two and each stdio server three
+    pipes, so a fleet of a thousand needs more than the 1,024 that many systems start a process
+    with. Returns the soft limit before and after (the same when it could not be raised)."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    if soft == resource.RLIM_INFINITY or soft >= target:
+        return soft, soft
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    except (ValueError, OSError):
+        return soft, soft
+    return soft, target
+
+
 def run(options: ServeOptions) -> int:
     """Serve until SIGINT / SIGTERM; returns the exit code. Startup problems (a bad config, a
     port in use, an address that cannot be bound) are one line on stderr and exit code 2."""
@@ -79,6 +101,8 @@ def run(options: ServeOptions) -> int:
         return EXIT_USAGE
 
     configure(options.log_level, options.log_format)
+    if sys.platform != "win32":
+        raise_open_files_limit()
     path = options.config
     reload_from = functools.partial(load_fleet, path) if path is not None else None
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import signal
 import subprocess
 import sys
@@ -60,6 +61,19 @@ async def _wait_until_ready(client: httpx.AsyncClient, proc: trio.Process, log: 
             await trio.sleep(0.1)
 
 
+def _few_open_files() -> None:
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard))
+
+
+def _open_files_limit(pid: int) -> int:
+    """The soft limit on open files of process ``pid``."""
+    for line in Path(f"/proc/{pid}/limits").read_text().splitlines():
+        if line.startswith("Max open files"):
+            return int(line.split()[3])
+    raise AssertionError("no open-files limit listed")
+
+
 async def _invoke(client: httpx.AsyncClient, tool: str, **extra: Any) -> httpx.Response:
     body = {"tool_name": tool, "arguments": {}, "preferred_servers": ["primary", "backup"], **extra}
     return await client.post(f"{API}/invoke/tool", json=body)
@@ -77,6 +91,7 @@ async def test_serve_fails_over_and_shuts_down_cleanly(tmp_path: Path) -> None:
             stdout=out,
             stderr=out,
             env=env,
+            preexec_fn=_few_open_files,  # as many systems start a process
         )
     children: set[int] = set()
     try:
@@ -84,6 +99,10 @@ async def test_serve_fails_over_and_shuts_down_cleanly(tmp_path: Path) -> None:
             await _wait_until_ready(client, proc, log)
             children = _descendants(proc.pid)
             assert len(children) >= 2
+            # A fleet of a thousand needs more open files than 1,024: serve asks for them.
+            hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+            wanted = 65536 if hard == resource.RLIM_INFINITY else min(65536, hard)
+            assert _open_files_limit(proc.pid) == wanted
 
             response = await _invoke(client, "pid")
             assert response.status_code == 200, response.text

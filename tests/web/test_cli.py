@@ -1267,3 +1267,23 @@ async def test_losing_the_api_while_reading() -> None:
 
     code, captured = await cli(scripted_http(handler), "servers")
     assert (code, captured.err) == (2, "trio-mcp: lost the API at http://test: server disconnected\n")
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX resource limits")
+def test_serve_raises_the_open_files_limit_within_the_hard_one_and_never_lowers_it() -> None:
+    """A fleet of a thousand needs more open files than the 1,024 many systems start a process
+    with (a process of its own: the limits are the process's)."""
+    script = (
+        "import resource\n"
+        "from trio_mcp._cli_serve import raise_open_files_limit as raise_to\n"
+        "hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]\n"
+        "resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard))\n"
+        "print(raise_to(512), raise_to(300), resource.getrlimit(resource.RLIMIT_NOFILE)[0])\n"
+        "resource.setrlimit(resource.RLIMIT_NOFILE, (300, 300))\n"
+        "print(raise_to(512), resource.getrlimit(resource.RLIMIT_NOFILE)[0])\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout
+    assert out.splitlines() == [
+        "(256, 512) (512, 512) 512",  # raised, then left alone by a lower wish
+        "(300, 300) 300",  # never above the hard limit
+    ]
