@@ -114,3 +114,11 @@ class ScriptedHttpServer:
                     conn.start_next_cycle()
         finally:
             self._end()
+
+
+async def refused_url() -> str:
+    """The URL of a local port that nobody listens on (a connection to it is refused)."""
+    listener = (await trio.open_tcp_listeners(0, host="127.0.0.1"))[0]
+    port = listener.socket.getsockname()[1]
+    await listener.aclose()
+    return f"http://127.0.0.1:{port}/mcp"

@@ -12,7 +12,7 @@ from typing import Any
 import httpx2
 import pytest
 import trio
-from _http_script import ERROR, RESULT, Answer, ScriptedHttpServer
+from _http_script import ERROR, RESULT, Answer, ScriptedHttpServer, refused_url
 from mcp.shared.exceptions import MCPError
 from mcp.shared.subscriptions import SUBSCRIPTION_ID_META_KEY
 
@@ -180,13 +180,10 @@ async def test_an_event_that_never_ends_is_cut_at_the_message_bound() -> None:
 
 async def test_a_refused_connection_is_a_connect_error_that_leaves_the_connection_alone() -> None:
     with trio.fail_after(5):
-        listener = (await trio.open_tcp_listeners(0, host="127.0.0.1"))[0]
-        port = listener.socket.getsockname()[1]
-        await listener.aclose()  # nothing listens there now
+        url = httpx2.URL(await refused_url())
         pool = http.HttpPool()
         link = base.Link("web")
-        url = httpx2.URL(f"http://127.0.0.1:{port}/mcp")
-        stream = http_listen.PlainListen(pool.probe_sockets("127.0.0.1", port), url, {}, link)
+        stream = http_listen.PlainListen(pool.probe_sockets(url.host, url.port or 80), url, {}, link)
 
         async def on_message(subscription_id: str, message: dict[str, Any]) -> None:
             raise AssertionError(message)

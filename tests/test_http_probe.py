@@ -12,7 +12,7 @@ from typing import Any
 import httpx2
 import pytest
 import trio
-from _http_script import ERROR, OK, RESULT, Answer, ScriptedHttpServer
+from _http_script import ERROR, OK, RESULT, Answer, ScriptedHttpServer, refused_url
 from mcp.shared.exceptions import MCPError
 
 import trio_mcp
@@ -194,13 +194,10 @@ async def test_a_refused_connection_fails_the_probe_as_a_connect_error() -> None
     from trio_mcp._errors import classify
 
     with trio.fail_after(5):
-        listener = (await trio.open_tcp_listeners(0, host="127.0.0.1"))[0]
-        port = listener.socket.getsockname()[1]
-        await listener.aclose()  # nothing listens there now
+        url = httpx2.URL(await refused_url())
         pool = http.HttpPool()
         link = base.Link("web")
-        url = httpx2.URL(f"http://127.0.0.1:{port}/mcp")
-        probe = http_probe.PlainDiscoverProbe(pool.probe_sockets("127.0.0.1", port), url, {}, link)
+        probe = http_probe.PlainDiscoverProbe(pool.probe_sockets(url.host, url.port or 80), url, {}, link)
         with pytest.raises(httpx2.ConnectError) as info:
             await probe("2026-07-28")
         await pool.aclose()

@@ -19,17 +19,13 @@ import h11
 import httpx2
 import trio
 
-from .._config import DEFAULT_MAX_MESSAGE_BYTES
-from .base import Link, over_bound
 from .http_probe import (
-    MessageRefusedError,
-    ProbeSockets,
+    PlainPost,
     _answer_of,
     _answers,
     _close_now,
     _json_object,
     _rpc_error,
-    plain_headers,
 )
 
 LISTEN = "subscriptions/listen"
@@ -106,7 +102,7 @@ class EventData:
         return found
 
 
-class PlainListen:
+class PlainListen(PlainPost):
     """``subscriptions/listen`` as one POST over h11, on a socket connected for it.
 
     Failing to connect or losing the stream never marks the connection dead (the server may have
@@ -115,23 +111,7 @@ class PlainListen:
     response of the connection would.
     """
 
-    __slots__ = ("_headers", "_link", "_max", "_sent", "_sockets", "_target", "_url")
-
-    def __init__(
-        self,
-        sockets: ProbeSockets,
-        url: httpx2.URL,
-        headers: Mapping[str, str],
-        link: Link,
-        max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
-    ) -> None:
-        self._sockets = sockets
-        self._url = url
-        self._target = url.raw_path
-        self._headers = plain_headers(url, headers)
-        self._link = link
-        self._max = max_bytes
-        self._sent = 0
+    __slots__ = ()
 
     async def __call__(
         self,
@@ -231,8 +211,3 @@ class PlainListen:
                     request=httpx2.Request("POST", self._url),
                 )
                 return await _answer_of(whole, request_id, self._max, LISTEN)
-
-    def _refused(self) -> MessageRefusedError:
-        reason = over_bound(self._max)
-        self._link.mark_dead("protocol_error", reason)
-        return MessageRefusedError(reason)

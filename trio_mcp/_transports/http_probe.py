@@ -231,18 +231,11 @@ class _Stale(Exception):
     """A reused socket was closed before one byte of the answer: the request was not taken."""
 
 
-class PlainDiscoverProbe:
-    """``server/discover`` as one POST over h11, on a socket of ``sockets``.
+class PlainPost:
+    """A request of one connection written with h11 on a socket of ``sockets`` (an origin's):
+    what a probe and a listen stream share."""
 
-    The same answer checks as :class:`DiscoverProbe` (a JSON answer is read as it is; any other
-    becomes an ``httpx2.Response`` read by the same code), the same errors (``httpx2``
-    transport errors), and the same marks on ``link``: an HTTP error status is recorded, and a
-    POST that cannot be delivered marks the connection dead with its category, as the
-    connection's own transport does. At most :data:`PROBES_IN_FLIGHT` probes of one origin
-    are under way at once.
-    """
-
-    __slots__ = ("_headers", "_link", "_max", "_requests", "_sent", "_sockets", "_target", "_url")
+    __slots__ = ("_headers", "_link", "_max", "_sent", "_sockets", "_target", "_url")
 
     def __init__(
         self,
@@ -259,6 +252,36 @@ class PlainDiscoverProbe:
         self._link = link
         self._max = max_bytes
         self._sent = 0
+
+    def _refused(self) -> MessageRefusedError:
+        """An answer over the bound: the connection is closed as a ``protocol_error``."""
+        reason = over_bound(self._max)
+        self._link.mark_dead("protocol_error", reason)
+        return MessageRefusedError(reason)
+
+
+class PlainDiscoverProbe(PlainPost):
+    """``server/discover`` as one POST over h11, on a socket of ``sockets``.
+
+    The same answer checks as :class:`DiscoverProbe` (a JSON answer is read as it is; any other
+    becomes an ``httpx2.Response`` read by the same code), the same errors (``httpx2``
+    transport errors), and the same marks on ``link``: an HTTP error status is recorded, and a
+    POST that cannot be delivered marks the connection dead with its category, as the
+    connection's own transport does. At most :data:`PROBES_IN_FLIGHT` probes of one origin
+    are under way at once.
+    """
+
+    __slots__ = ("_requests",)
+
+    def __init__(
+        self,
+        sockets: ProbeSockets,
+        url: httpx2.URL,
+        headers: Mapping[str, str],
+        link: Link,
+        max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+    ) -> None:
+        super().__init__(sockets, url, headers, link, max_bytes)
         self._requests: dict[str, tuple[h11.Request, bytes, bytes]] = {}
         """For each version, the request head and the body around the request id: every probe
         of one version has a body of the same length (its id has a fixed width)."""
@@ -391,11 +414,6 @@ class PlainDiscoverProbe:
             raise (httpx2.ReadError if answered else httpx2.WriteError)(
                 str(exc) or type(exc).__name__
             ) from exc
-
-    def _refused(self) -> MessageRefusedError:
-        reason = over_bound(self._max)
-        self._link.mark_dead("protocol_error", reason)
-        return MessageRefusedError(reason)
 
 
 def _header(headers: list[tuple[bytes, bytes]], name: bytes) -> bytes:
