@@ -331,3 +331,46 @@ async def test_a_listen_stream_the_server_closes_at_once_is_asked_for_again_once
             await trio.sleep(2.0)
             assert 2 <= app.listens <= 6  # one at once, then one per 0.5 s
             assert text_of(await manager.call_tool("echo", {"text": "hi"})) == "hi"
+
+
+async def test_a_server_restarted_with_other_tools_is_listed_anew_on_the_same_connection(
+    nursery: trio.Nursery,
+) -> None:
+    """A 2026-07-28 connection outlives its server's restart; the list-change stream does not,
+    and losing it lists the catalogs again: the tools the restarted server offers are routed to,
+    on the same connection, without anyone asking for a listing."""
+    starts: list[str] = []
+
+    def numbered(name: str) -> MCPServer:
+        server = build_server(name)
+        tool = f"tool{len(starts)}"
+        starts.append(tool)
+
+        async def answer() -> str:
+            return tool
+
+        server.add_tool(answer, name=tool)
+        return server
+
+    def listed_anew(manager: trio_mcp.Manager) -> bool:
+        return manager.candidates("tools/call", "tool0") == [] and manager.candidates(
+            "tools/call", "tool1"
+        ) == ["web"]
+
+    with trio.fail_after(30):
+        server = HttpDemoServer(nursery, "web", build=numbered)
+        await server.start()
+        config = server.config(policy(health_interval=0.5, unreachable_threshold=100))
+        async with trio_mcp.open_manager([config]) as manager:
+            first = (await manager.wait_for("web", healthy)).session.session_id
+            await manager.list_tools()
+            assert manager.candidates("tools/call", "tool1") == []
+            await server.stop()
+            await server.start()
+            for _ in range(500):  # until the catalog is listed again, by itself
+                if listed_anew(manager):
+                    break
+                await trio.sleep(0.02)
+            assert listed_anew(manager)
+            assert text_of(await manager.call_tool("tool1")) == "tool1"
+            assert manager.server("web").session.session_id == first
