@@ -290,8 +290,10 @@ async def test_probes_through_httpx2_take_the_origins_turns_too() -> None:
         return httpx2.Response(200, json={"jsonrpc": "2.0", "id": sent["id"], "result": {}})
 
     pool = http.HttpPool()
-    turns = pool.probe_turns(("https", "mcp.test", 443))
+    turns = pool.probe_turns(("https", "mcp.test", None))
     assert pool.probe_turns(("https", "mcp.test", 443)) is turns  # one set per origin
+    plain = pool.probe_sockets("mcp.test", 80).turns
+    assert pool.probe_turns(("http", "mcp.test", None)) is plain  # plain or not
     done = 0
     with trio.fail_after(5):
         async with httpx2.AsyncClient(transport=httpx2.MockTransport(handler)) as client:  # type: ignore[arg-type]
@@ -346,7 +348,7 @@ async def test_idle_sockets_older_than_the_keep_alive_bound_are_closed_not_used(
     linger behind fresher ones), the most recently used is taken first, and at most
     :data:`PROBE_SOCKETS_IDLE` are kept."""
     expiry, most = http_probe.PROBE_SOCKET_IDLE_SECONDS, http_probe.PROBE_SOCKETS_IDLE
-    sockets = http_probe.ProbeSockets("127.0.0.1", 1)
+    sockets = http_probe.ProbeSockets("127.0.0.1", 1, http_probe.probe_turns())
     pairs = [trio.socket.socketpair() for _ in range(most + 3)]
     made = [http_probe._ProbeSocket(trio.SocketStream(a)) for a, _ in pairs]
     for sock in made[:-1]:
@@ -366,7 +368,7 @@ async def test_idle_sockets_older_than_the_keep_alive_bound_are_closed_not_used(
 
 
 async def test_the_most_recently_used_idle_socket_is_taken_first() -> None:
-    sockets = http_probe.ProbeSockets("127.0.0.1", 1)
+    sockets = http_probe.ProbeSockets("127.0.0.1", 1, http_probe.probe_turns())
     pairs = [trio.socket.socketpair() for _ in range(2)]
     older, newer = (http_probe._ProbeSocket(trio.SocketStream(a)) for a, _ in pairs)
     sockets.give_back(older, 100.0)

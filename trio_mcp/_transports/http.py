@@ -183,15 +183,18 @@ class HttpPool:
         """The keep-alive sockets the probes of plain-HTTP servers at ``host:port`` share."""
         sockets = self._probe_sockets.get((host, port))
         if sockets is None:
-            sockets = self._probe_sockets[host, port] = ProbeSockets(host, port)
+            turns = self.probe_turns(("http", host, port))
+            sockets = self._probe_sockets[host, port] = ProbeSockets(host, port, turns)
         return sockets
 
     def probe_turns(self, origin: Origin) -> trio.Semaphore:
-        """The turns that the probes through ``httpx2`` of servers at ``origin`` take (probes
-        of plain servers take their sockets' turns)."""
-        turns = self._probe_turns.get(origin)
+        """The turns that every probe of a server at ``origin`` takes, sent through ``httpx2``
+        or on the origin's plain sockets: one bound per origin (see ``PROBES_IN_FLIGHT``)."""
+        scheme, host, port = origin
+        key = (scheme, host, port or (443 if scheme == "https" else 80))
+        turns = self._probe_turns.get(key)
         if turns is None:
-            turns = self._probe_turns[origin] = probe_turns()
+            turns = self._probe_turns[key] = probe_turns()
         return turns
 
     def statistics(self) -> dict[str, int]:
@@ -495,7 +498,8 @@ async def _open_http(
             link.http_status = response.status_code
 
     auth = build_httpx_auth(config.auth, config.url)
-    origin = _origin(httpx2.URL(config.url))
+    url = httpx2.URL(config.url)
+    origin = _origin(url)
     own_pool = pool is None
     shared = HttpPool() if pool is None else pool
     try:
@@ -509,7 +513,6 @@ async def _open_http(
                 link, shared, origin, config.max_message_bytes, public_only=config.public_only
             ),
         )
-        url = httpx2.URL(config.url)
         if url.scheme == "http" and auth is None and not url.userinfo and not config.public_only:
             # Probes are most of what an idle fleet costs: they skip httpx2 where nothing
             # (TLS, an auth flow or credentials in the URL, address checks) needs it.

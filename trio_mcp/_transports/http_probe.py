@@ -172,13 +172,13 @@ class ProbeSockets:
 
     __slots__ = ("_idle", "host", "port", "turns")
 
-    def __init__(self, host: str, port: int) -> None:
+    def __init__(self, host: str, port: int, turns: trio.Semaphore) -> None:
         self.host = host
         self.port = port
         self._idle: deque[_ProbeSocket] = deque()
         """Oldest first: each was given back after the one before it."""
-        self.turns = probe_turns()
-        """Held by each probe under way."""
+        self.turns = turns
+        """The origin's probe turns (see :func:`probe_turns`), held by each probe under way."""
 
     def take(self, now: float) -> _ProbeSocket | None:
         """The most recently used idle socket (the ones idle for too long are closed)."""
