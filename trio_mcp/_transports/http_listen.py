@@ -20,6 +20,7 @@ import httpx2
 import trio
 
 from .http_probe import (
+    EventData,
     PlainPost,
     _answer_of,
     _answers,
@@ -70,36 +71,6 @@ def _listen_body(request_id: str, version: str, kinds: tuple[str, ...]) -> bytes
     meta = {PROTOCOL_VERSION_META_KEY: version, CLIENT_CAPABILITIES_META_KEY: {}}
     params = {"notifications": {_FILTER_KEYS[kind]: True for kind in kinds}, "_meta": meta}
     return json.dumps({"jsonrpc": "2.0", "id": request_id, "method": LISTEN, "params": params}).encode()
-
-
-class EventData:
-    """Splits an event stream, fed in arbitrary chunks, into the data of its events."""
-
-    __slots__ = ("_buffer", "_cr")
-
-    @property
-    def pending(self) -> int:
-        """Bytes of the event that has not ended yet."""
-        return len(self._buffer)
-
-    def __init__(self) -> None:
-        self._buffer = b""
-        self._cr = False
-        """The last chunk ended in ``\\r``: a ``\\n`` starting the next one belongs to it."""
-
-    def feed(self, chunk: bytes) -> list[bytes]:
-        """The data of each event that ended in ``chunk`` (events without data are left out)."""
-        if self._cr and chunk.startswith(b"\n"):
-            chunk = chunk[1:]
-        self._cr = chunk.endswith(b"\r")
-        text = self._buffer + chunk.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
-        *ended, self._buffer = text.split(b"\n\n")
-        found = []
-        for event in ended:
-            lines = [line[5:].removeprefix(b" ") for line in event.split(b"\n") if line.startswith(b"data:")]
-            if lines:
-                found.append(b"\n".join(lines))
-        return found
 
 
 class PlainListen(PlainPost):

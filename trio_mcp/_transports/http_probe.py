@@ -376,7 +376,7 @@ class PlainDiscoverProbe(PlainPost):
             headers: list[tuple[bytes, bytes]] = []
             chunks: list[bytes] = []
             size = 0
-            events = False
+            events: EventData | None = None
             while True:
                 event = conn.next_event()
                 if event is h11.NEED_DATA:
@@ -386,7 +386,8 @@ class PlainDiscoverProbe(PlainPost):
                 elif isinstance(event, h11.Response):
                     status, headers = event.status_code, list(event.headers)
                     content_type = _header(headers, b"content-type").lower()
-                    events = status == 200 and content_type.startswith(b"text/event-stream")
+                    if status == 200 and content_type.startswith(b"text/event-stream"):
+                        events = EventData()
                     length = _content_length(headers)
                     if length is not None and length > self._max:
                         raise self._refused()
@@ -395,7 +396,9 @@ class PlainDiscoverProbe(PlainPost):
                     if size > self._max:
                         raise self._refused()
                     chunks.append(bytes(event.data))
-                    if events and _event_answers(b"".join(chunks), request_id):
+                    if events is not None and any(
+                        _answers(_json_object(data), request_id) for data in events.feed(chunks[-1])
+                    ):
                         # The stream's end, when it came with the answer, leaves the socket
                         # reusable; if it did not (yet), the socket is closed.
                         conn.next_event()
@@ -426,15 +429,34 @@ def _content_length(headers: list[tuple[bytes, bytes]]) -> int | None:
     return int(length) if length else None  # h11 has checked that it is a number
 
 
-def _event_answers(body: bytes, request_id: str) -> bool:
-    """Whether an event that has ended in the event stream ``body`` answers ``request_id``."""
-    text = body.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
-    *ended, _ = text.split(b"\n\n")
-    for event in ended:
-        lines = (line[5:].removeprefix(b" ") for line in event.split(b"\n") if line.startswith(b"data:"))
-        if _answers(_json_object(b"\n".join(lines)), request_id):
-            return True
-    return False
+class EventData:
+    """Splits an event stream, fed in arbitrary chunks, into the data of its events."""
+
+    __slots__ = ("_buffer", "_cr")
+
+    @property
+    def pending(self) -> int:
+        """Bytes of the event that has not ended yet."""
+        return len(self._buffer)
+
+    def __init__(self) -> None:
+        self._buffer = b""
+        self._cr = False
+        """The last chunk ended in ``\\r``: a ``\\n`` starting the next one belongs to it."""
+
+    def feed(self, chunk: bytes) -> list[bytes]:
+        """The data of each event that ended in ``chunk`` (events without data are left out)."""
+        if self._cr and chunk.startswith(b"\n"):
+            chunk = chunk[1:]
+        self._cr = chunk.endswith(b"\r")
+        text = self._buffer + chunk.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+        *ended, self._buffer = text.split(b"\n\n")
+        found = []
+        for event in ended:
+            lines = [line[5:].removeprefix(b" ") for line in event.split(b"\n") if line.startswith(b"data:")]
+            if lines:
+                found.append(b"\n".join(lines))
+        return found
 
 
 def _rpc_error(error: Any) -> Exception:
