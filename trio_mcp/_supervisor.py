@@ -35,6 +35,7 @@ from mcp_types import (
     ResourceListChangedNotification,
     ToolListChangedNotification,
 )
+from pydantic import BaseModel
 
 from ._backoff import RandomSource
 from ._catalog import SharedItems, advertised_kinds, fetch_catalog, list_kind, listing
@@ -84,7 +85,7 @@ from ._transports.http_listen import stream_event
 
 logger = logging.getLogger("trio_mcp")
 
-_LIST_CHANGED: dict[type, str] = {
+_LIST_CHANGED: dict[type[BaseModel], str] = {
     ToolListChangedNotification: "tools",
     ResourceListChangedNotification: "resources",
     PromptListChangedNotification: "prompts",
@@ -96,11 +97,8 @@ _EVENT_KINDS: dict[type, str] = {
     PromptsListChanged: "prompts",
 }
 
-_NOTIFICATIONS: dict[str, type[Any]] = {
-    "notifications/tools/list_changed": ToolListChangedNotification,
-    "notifications/resources/list_changed": ResourceListChangedNotification,
-    "notifications/prompts/list_changed": PromptListChangedNotification,
-}
+_NOTIFICATIONS: dict[str, type[Any]] = {kind.model_fields["method"].default: kind for kind in _LIST_CHANGED}
+"""The list-changed notification types by their method name."""
 
 
 async def _tee(handler: Callable[[Any], Awaitable[None]], message: Mapping[str, Any]) -> None:
