@@ -109,6 +109,7 @@ async def measure(
     interval: float,
     backend_pid: int | None,
     healthy_within: float,
+    park_after: float | None,
 ) -> dict[str, Any]:
     # What every server uses is imported before the baseline: module code is not per server.
     import httpx2  # noqa: F401
@@ -124,7 +125,7 @@ async def measure(
         # Over stdio every server is a child process: their CPU is the backend's.
         return cpu_seconds_of(backend_pid) if backend_pid else children_cpu_seconds()
 
-    policy = trio_mcp.ServerPolicy(health_interval=interval)
+    policy = trio_mcp.ServerPolicy(health_interval=interval, park_after=park_after)
     configs = [
         trio_mcp.ServerConfig(name=f"s{i:04d}", transport=transport_of(f"s{i:04d}", url), policy=policy)
         for i in range(n)
@@ -132,6 +133,8 @@ async def measure(
     counts = _Counts()
     healthy: set[str] = set()
     all_healthy = trio.Event()
+    parked_now: set[str] = set()
+    all_parked = trio.Event()
 
     def on_event(event: Any) -> None:
         if not isinstance(event, trio_mcp.StateChange):
@@ -145,6 +148,12 @@ async def measure(
             counts.connections_lost += 1
         elif reason.startswith(("connect failed", "handshake failed")):
             counts.connect_failures += 1
+        if event.current.parked:
+            parked_now.add(event.server)
+            if len(parked_now) == n:
+                all_parked.set()
+        else:
+            parked_now.discard(event.server)
         if event.current.status is trio_mcp.ServerStatus.HEALTHY:
             healthy.add(event.server)
             if len(healthy) == n:
@@ -167,6 +176,12 @@ async def measure(
         with trio.move_on_after(healthy_within):
             await all_healthy.wait()
             healthy_after = trio.current_time() - started
+        parked_after: float | None = None
+        if park_after is not None and park_after <= MAX_PARK_WAIT and healthy_after is not None:
+            # An idle fleet parks: the window measures it parked.
+            with trio.move_on_after(park_after + 10):
+                await all_parked.wait()
+                parked_after = trio.current_time() - started
         # Measure the steady state: every server connected and probing.
         probes_before = counts.probes_ok
         backend_before = backend_cpu_seconds()
@@ -180,13 +195,18 @@ async def measure(
         gc.collect()
         rss_full = rss_bytes()
         statuses: dict[str, int] = {}
+        parked = 0
         for snap in manager.servers():
             statuses[snap.status.value] = statuses.get(snap.status.value, 0) + 1
+            parked += snap.session.parked
     return {
         "transport": "http" if url is not None else "stdio",
         "servers": n,
         "opened_after": opened_after,
         "healthy_after": healthy_after,
+        "park_after": park_after,
+        "parked_after": parked_after,
+        "parked": parked,
         "cpu": cpu / wall,
         "backend_cpu": backend_cpu / wall,
         "kib_per_server": (rss_full - rss_empty) / 1024 / n,
@@ -223,6 +243,7 @@ def run_child(
     interval: float,
     backend_pid: int | None,
     healthy_within: float,
+    park_after: float | None,
 ) -> dict[str, Any]:
     backend = ["--url", url, "--backend-pid", str(backend_pid)] if url is not None else []
     command = [
@@ -237,6 +258,8 @@ def run_child(
         str(interval),
         "--healthy-within",
         str(healthy_within),
+        "--park-after",
+        "none" if park_after is None else str(park_after),
     ]
     with subprocess.Popen(command, stdout=subprocess.PIPE) as child:
         try:
@@ -248,6 +271,14 @@ def run_child(
         raise SystemExit(f"the manager process for {n} servers exited with code {child.returncode}")
     result: dict[str, Any] = json.loads(out.decode().strip().splitlines()[-1])
     return result
+
+
+MAX_PARK_WAIT = 30.0
+"""A ``--park-after`` up to this is waited for before the window (an idle fleet, parked)."""
+
+
+def _park_after(text: str) -> float | None:
+    return None if text.lower() == "none" else float(text)
 
 
 def _fmt(value: float | None, spec: str) -> str:
@@ -264,11 +295,13 @@ def print_table(rows: list[dict[str, Any]], interval: float) -> None:
     header = (
         f"{'servers':>7} {'open_manager s':>14} {'healthy after s':>15} {'CPU (1 core)':>12} "
         f"{'CPU ms/probe':>12} {'backend CPU':>11} {'KiB/server':>10} {'probes/s':>9} "
-        f"{'probe fails':>11} {'conn lost':>9} {'left healthy':>12}"
+        f"{'probe fails':>11} {'conn lost':>9} {'left healthy':>12} {'parked':>7}"
     )
     transport = rows[0].get("transport", "http") if rows else "http"
     backend = "a demo server process each; backend CPU: theirs" if transport == "stdio" else "one backend"
-    print(f"transport={transport} ({backend}), health_interval={interval:g}s")
+    park_after = rows[0].get("park_after") if rows else None
+    parking = "never" if park_after is None else f"{park_after:g}s"
+    print(f"transport={transport} ({backend}), health_interval={interval:g}s, park_after={parking}")
     print(header)
     print("-" * len(header))
     for r in rows:
@@ -276,7 +309,7 @@ def print_table(rows: list[dict[str, Any]], interval: float) -> None:
             f"{r['servers']:>7} {r['opened_after']:>14.2f} {_fmt(r['healthy_after'], '.2f'):>15} "
             f"{r['cpu']:>12.3f} {_per_probe(r):>12} {r['backend_cpu']:>11.3f} {r['kib_per_server']:>10.1f} "
             f"{r['probes_per_second']:>9.0f} {r['probe_failures']:>11} {r['connections_lost']:>9} "
-            f"{r['left_healthy']:>12}"
+            f"{r['left_healthy']:>12} {r['parked']:>7}"
         )
 
 
@@ -294,6 +327,14 @@ def main(argv: list[str] | None = None) -> None:
         choices=("http", "stdio"),
         default="http",
         help="http: every server at one backend process; stdio: a demo server process per server",
+    )
+    parser.add_argument(
+        "--park-after",
+        type=_park_after,
+        default=trio_mcp.ServerPolicy().park_after,
+        metavar="SECONDS|none",
+        help="park_after of every server (default: the library's); at most "
+        f"{MAX_PARK_WAIT:g}s: the window starts once every server is parked",
     )
     parser.add_argument("--smoke", action="store_true", help="N=10 for 2 s (a quick check)")
     parser.add_argument("--json", action="store_true", help="also print each result as a JSON line")
@@ -319,6 +360,7 @@ def main(argv: list[str] | None = None) -> None:
                 interval=args.interval,
                 backend_pid=args.backend_pid,
                 healthy_within=args.healthy_within,
+                park_after=args.park_after,
             )
         )
         print(json.dumps(result), flush=True)
@@ -344,6 +386,7 @@ def main(argv: list[str] | None = None) -> None:
                     interval=args.interval,
                     backend_pid=backend_pid,
                     healthy_within=healthy_within,
+                    park_after=args.park_after,
                 )
                 rows.append(row)
                 if args.json:

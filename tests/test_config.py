@@ -104,6 +104,8 @@ def test_config_objects_are_frozen_and_validated() -> None:
     with pytest.raises(ConfigError, match="server"):
         MemoryTransport(server=object())
     assert ServerPolicy(handshake_max_age=None).handshake_max_age is None
+    assert ServerPolicy(park_after=None).park_after is None
+    assert ServerPolicy().park_after == 60.0
 
 
 def test_reprs_hide_secret_values() -> None:
@@ -121,6 +123,8 @@ def test_reprs_hide_secret_values() -> None:
         (lambda: ServerPolicy(health_interval=True), "policy.health_interval", "must be a number, got True"),
         (lambda: ServerPolicy(freshness_window=float("nan")), "policy.freshness_window", "must be a number"),
         (lambda: ServerPolicy(handshake_max_age=-1), "policy.handshake_max_age", "must be > 0, got -1"),
+        (lambda: ServerPolicy(park_after=0), "policy.park_after", "must be > 0, got 0"),
+        (lambda: ServerPolicy(park_after="1m"), "policy.park_after", "must be a number, got '1m'"),  # type: ignore[arg-type]
         (lambda: ServerPolicy(progress_hard_max=0), "policy.progress_hard_max", "must be > 0, got 0"),
         (lambda: ServerPolicy(max_concurrency=0), "policy.max_concurrency", "must be an integer >= 1"),
         (lambda: ServerPolicy(max_concurrency=True), "policy.max_concurrency", "must be an integer >= 1"),
@@ -217,12 +221,14 @@ def test_entry_options_reach_the_config() -> None:
                     "probe": "list_tools",
                     "connectOnStart": False,
                     "maxConcurrency": 2,
+                    "parkAfter": 5,
                     "idempotent": True,
                 }
             }
         }
     )
     p = config.policy
+    assert p.park_after == 5
     assert (p.call_timeout, p.probe_timeout, p.unreachable_threshold) == (12, 3, 5)
     assert (p.handshake_max_age, p.freshness_window, p.probe) == (60, 30, "list_tools")
     assert (p.connect_on_start, p.max_concurrency, config.idempotent) == (False, 2, True)
@@ -335,3 +341,21 @@ def test_auth_key() -> None:
         with pytest.raises(ConfigError) as info:
             parse_mcp_servers({"mcpServers": {"web": {"url": "http://127.0.0.1:9/mcp", "auth": bad}}})
         assert str(info.value) == message
+
+
+def test_null_means_never_for_park_after_and_handshake_max_age_and_the_default_elsewhere() -> None:
+    (config,) = parse_mcp_servers(
+        {
+            "mcpServers": {
+                "srv": {
+                    "url": "http://h/mcp",
+                    "parkAfter": None,
+                    "handshakeMaxAge": None,
+                    "probeTimeout": None,
+                }
+            }
+        }
+    )
+    assert config.policy.park_after is None
+    assert config.policy.handshake_max_age is None
+    assert config.policy.probe_timeout == ServerPolicy().probe_timeout

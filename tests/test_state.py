@@ -33,8 +33,11 @@ from trio_mcp._state import (
     on_dropping,
     on_failure,
     on_invalidated,
+    on_parked,
     on_rehandshake_demanded,
     on_rehandshaken,
+    on_resume_demanded,
+    on_resumed,
     on_stopped,
     on_success,
     probe_can_wait,
@@ -182,6 +185,8 @@ BUSY = ServerState(
     auto=True,
     connect_requests=6,
     rehandshake_requests=1,
+    parked=True,
+    resume_requests=3,
     version=17,
 )
 """A state with every field set to something other than its default."""
@@ -255,6 +260,7 @@ TRANSITIONS: list[tuple[str, Transition, ServerState, ServerState]] = [
             capabilities=NEW_CAPS,
             session_id=4,
             session_opened_at=50.0,
+            parked=False,
         ),
     ),
     (
@@ -275,6 +281,7 @@ TRANSITIONS: list[tuple[str, Transition, ServerState, ServerState]] = [
             session_id=4,
             session_opened_at=50.0,
             catalog=NEW_CATALOG,
+            parked=False,
         ),
     ),
     (
@@ -292,6 +299,7 @@ TRANSITIONS: list[tuple[str, Transition, ServerState, ServerState]] = [
             handshaken_at=50.0,
             session_id=4,
             session_opened_at=50.0,
+            parked=False,
         ),
     ),
     # on_rehandshaken: the session, its number and the connection stay
@@ -486,7 +494,7 @@ TRANSITIONS: list[tuple[str, Transition, ServerState, ServerState]] = [
         "closed, then idle (until used)",
         lambda s: on_closed(s, "idle"),
         replace(BUSY, connection=CLOSING),
-        expect(replace(BUSY, connection=CLOSING), connection=IDLE, auto=False, session_id=None),
+        expect(replace(BUSY, connection=CLOSING), connection=IDLE, auto=False, session_id=None, parked=False),
     ),
     (
         "closed, then reconnect at once",
@@ -497,19 +505,26 @@ TRANSITIONS: list[tuple[str, Transition, ServerState, ServerState]] = [
             connection=IDLE,
             session_id=None,
             connect_requests=7,
+            parked=False,
         ),
     ),
     (
         "closed, then backoff",
         lambda s: on_closed(s, "backoff"),
         replace(BUSY, connection=CLOSING, auto=False),
-        expect(replace(BUSY, connection=CLOSING, auto=False), connection=BACKOFF, auto=True, session_id=None),
+        expect(
+            replace(BUSY, connection=CLOSING, auto=False),
+            connection=BACKOFF,
+            auto=True,
+            session_id=None,
+            parked=False,
+        ),
     ),
     (
         "closed after dropping: only the connection changes",
         lambda s: on_closed(s, "backoff"),
         on_dropping(BUSY),
-        expect(on_dropping(BUSY), connection=BACKOFF),
+        expect(on_dropping(BUSY), connection=BACKOFF, parked=False),
     ),
     # demands and other bookkeeping
     ("connect demanded", on_connect_demanded, BUSY, expect(BUSY, connect_requests=7)),
@@ -520,6 +535,9 @@ TRANSITIONS: list[tuple[str, Transition, ServerState, ServerState]] = [
         expect(replace(BUSY, connection=IDLE), auto=False),
     ),
     ("re-handshake demanded", on_rehandshake_demanded, BUSY, expect(BUSY, rehandshake_requests=2)),
+    ("parked", on_parked, replace(BUSY, parked=False), expect(replace(BUSY, parked=False), parked=True)),
+    ("resume demanded", on_resume_demanded, BUSY, expect(BUSY, resume_requests=4)),
+    ("resumed", on_resumed, BUSY, expect(BUSY, parked=False)),
     (
         "tools listed",
         lambda s: on_catalog(s, "tools", {"lookup": "lookup-tool"}),
@@ -548,7 +566,7 @@ TRANSITIONS: list[tuple[str, Transition, ServerState, ServerState]] = [
         "stopped while ready",
         on_stopped,
         BUSY,
-        expect(BUSY, connection=CLOSED, session_id=None, session_opened_at=None),
+        expect(BUSY, connection=CLOSED, session_id=None, session_opened_at=None, parked=False),
     ),
     ("stopped while idle", on_stopped, FRESH, expect(FRESH, connection=CLOSED)),
 ]
@@ -590,6 +608,9 @@ REALISTIC = {
     "connect demanded",
     "invalidated while idle",
     "re-handshake demanded",
+    "parked",
+    "resume demanded",
+    "resumed",
     "tools listed",
     "tools changed: forgotten",
     "stopped while ready",

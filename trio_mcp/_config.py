@@ -51,6 +51,7 @@ DEFAULT_FRESHNESS_WINDOW = 300.0
 DEFAULT_MAX_CONCURRENCY = 16
 DEFAULT_PROGRESS_HARD_MAX = 300.0
 DEFAULT_PROBE_SPREAD = 0.5
+DEFAULT_PARK_AFTER = 60.0
 DEFAULT_MAX_MESSAGE_BYTES = 8 * 1024 * 1024
 """The largest message a server may send (8 MiB): one stdio line, one HTTP response body, one
 event of an event stream."""
@@ -103,6 +104,10 @@ class ServerPolicy:
             a point set by the server's name and the session's number, so servers that
             connected together (a fleet starting) do not probe together from then on
             (``0``: exactly at ``health_interval``).
+        park_after: seconds without a call after which a 2026-07-28 connection over plain
+            ``http://`` is parked: its SDK session is closed while its probes and its
+            list-change stream go on, and the next call opens one again without a round trip
+            (``None``: never parked). A connection borrowed with ``acquire`` is never parked.
     """
 
     handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT
@@ -119,6 +124,7 @@ class ServerPolicy:
     max_concurrency: int = DEFAULT_MAX_CONCURRENCY
     progress_hard_max: float = DEFAULT_PROGRESS_HARD_MAX
     probe_spread: float = DEFAULT_PROBE_SPREAD
+    park_after: float | None = DEFAULT_PARK_AFTER
 
     def __post_init__(self) -> None:
         if (
@@ -136,6 +142,7 @@ class ServerPolicy:
         ):
             _check_positive(getattr(self, key), f"policy.{key}")
         _check_positive(self.handshake_max_age, "policy.handshake_max_age", allow_none=True)
+        _check_positive(self.park_after, "policy.park_after", allow_none=True)
         _check_positive(self.progress_hard_max, "policy.progress_hard_max")
         if (
             isinstance(self.unreachable_threshold, bool)
@@ -334,8 +341,10 @@ def _expand(value: Any, key: str, environ: Mapping[str, str], found: set[str]) -
 
 
 _VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+_NULL_MEANS_NEVER = frozenset({"handshake_max_age", "park_after"})
 _POLICY_FIELDS = (
     "probe_spread",
+    "park_after",
     "handshake_timeout",
     "probe_timeout",
     "call_timeout",
@@ -453,11 +462,11 @@ def _entry_config(name: str, entry: StdioEntry | HttpEntry, secrets: frozenset[s
         transport = HttpTransport(
             url=entry.url, headers=entry.headers, auth=_auth(entry.auth), max_message_bytes=bound
         )
-    # null means "the default", except for handshakeMaxAge, where it means "never stale".
+    # null means "the default", except where it means "never" (handshakeMaxAge, parkAfter).
     settings = {
         key: getattr(entry, key)
         for key in _POLICY_FIELDS
-        if key in entry.model_fields_set and (getattr(entry, key) is not None or key == "handshake_max_age")
+        if key in entry.model_fields_set and (getattr(entry, key) is not None or key in _NULL_MEANS_NEVER)
     }
     if entry.timeout is not None:
         settings["call_timeout"] = entry.timeout

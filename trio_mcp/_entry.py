@@ -196,6 +196,12 @@ class _Entry(BaseModel):
         description="the first probe comes between (1 - probeSpread) and 1 health intervals after "
         "connecting (default 0.5; 0: exactly one)",
     )
+    park_after: Seconds | None = Field(
+        None,
+        alias="parkAfter",
+        description="seconds without a call after which a 2026-07-28 plain-http connection closes "
+        "its MCP session while its probes go on (default 60; null: never)",
+    )
     max_message_bytes: Count | None = Field(
         None,
         alias="maxMessageBytes",

@@ -572,7 +572,7 @@ class Invoker:
         with trio.move_on_at(overall_deadline) as scope, span.current():
             self._active_scopes.add(scope)
             try:
-                conn = await sup.acquire(request_id, observer=observe, force=force)
+                conn = await sup.acquire(request_id, observer=observe, force=force, pin=False)
             except ServerUnavailableError as exc:
                 failure = Failure("unavailable", str(exc), False)
                 errors.append(exc)

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Sequence
 
 import trio
 from mcp.client.session import ClientSession
 from mcp.shared.exceptions import MCPError
-from mcp_types import REQUEST_TIMEOUT, UNSUPPORTED_PROTOCOL_VERSION, DiscoverResult
+from mcp_types import REQUEST_TIMEOUT, UNSUPPORTED_PROTOCOL_VERSION, DiscoverResult, ListToolsResult, Tool
 from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS, MODERN_PROTOCOL_VERSIONS
 from pydantic import ValidationError
 
@@ -82,28 +82,46 @@ async def rediscover(session: ClientSession) -> None:
     session.adopt(DiscoverResult.model_validate(raw))
 
 
-async def probe(
-    session: ClientSession, kind: str, discover_probe: Callable[[str], Awaitable[None]] | None = None
-) -> None:
-    """One health probe on ``session``.
+async def probe(conn: Connection, kind: str) -> None:
+    """One health probe on ``conn``.
 
-    ``discover_probe``: the transport's own ``server/discover`` (see ``Link.discover_probe``),
-    used on a 2026-07-28 connection, which has no session for the probe to go through.
+    A 2026-07-28 connection whose transport sends ``server/discover`` by itself
+    (``Link.discover_probe``) is probed that way, without its session (which may be parked).
     """
     if kind == "auto":
-        kind = "discover" if era_of(session) == "modern" else "ping"
-    if kind == "ping":
-        await session.send_ping()
-    elif kind == "discover":
-        version = session.protocol_version
+        kind = "discover" if conn.era == "modern" else "ping"
+    if kind == "discover":
+        version = conn.protocol_version
+        discover_probe = conn.link.discover_probe
         if version in MODERN_PROTOCOL_VERSIONS and discover_probe is not None:
             await discover_probe(version)
             return
-        await session.send_discover(
+        await conn.session.send_discover(
             version if version in MODERN_PROTOCOL_VERSIONS else MODERN_PROTOCOL_VERSIONS[-1]
         )
+    elif kind == "ping":
+        await conn.session.send_ping()
     elif kind == "list_tools":
-        await session.list_tools()
+        await conn.session.list_tools()
+
+
+def prime_tool_listing(session: ClientSession, tools: Sequence[Tool]) -> None:
+    """Give a session opened again the tools listed before, as if it had listed them: it
+    checks results against their output schemas and sends their ``Mcp-Param-*`` headers
+    without listing them again."""
+    absorb = getattr(session, "_absorb_tool_listing", None)
+    if absorb is not None:  # the SDK's own bookkeeping of a listing (else it lists on demand)
+        absorb(ListToolsResult(tools=list(tools)), complete=True)
+
+
+def probes_without_session(conn: Connection, kind: str) -> bool:
+    """Whether :func:`probe` of ``kind`` on ``conn`` needs no session (so it may be parked)."""
+    return (
+        kind in ("auto", "discover", "none")
+        and conn.era == "modern"
+        and conn.protocol_version in MODERN_PROTOCOL_VERSIONS
+        and conn.link.discover_probe is not None
+    )
 
 
 class Connection:
@@ -116,14 +134,18 @@ class Connection:
 
     __slots__ = (
         "_dropped",
+        "_session",
         "after_drop",
         "capabilities",
         "drop_reason",
+        "era",
         "handshaken_at",
+        "lent_at",
         "link",
         "opened_at",
+        "pinned",
+        "protocol_version",
         "server",
-        "session",
         "session_id",
         "used_at",
     )
@@ -132,7 +154,10 @@ class Connection:
         self, *, server: str, session: ClientSession, session_id: int, link: Link, opened_at: float
     ) -> None:
         self.server = server
-        self.session = session
+        self._session: ClientSession | None = session
+        self.era: Era = era_of(session)
+        """The protocol era negotiated (kept while the connection is parked)."""
+        self.protocol_version = session.protocol_version
         self.session_id = session_id
         self.link = link
         self.opened_at = opened_at
@@ -140,6 +165,12 @@ class Connection:
         self.used_at = opened_at
         """When a call on this connection last succeeded (trio clock). A usage stamp of the
         connection, like a byte counter: stamping it changes no server state."""
+        self.lent_at = opened_at
+        """When the connection was last handed to a caller (trio clock): it is not parked
+        until it has been idle for ``park_after`` since then."""
+        self.pinned = False
+        """Handed out by ``acquire``: its holder may call the session at any time, so it is
+        never parked."""
         self.capabilities: CapabilitySnapshot | None = None
         self.drop_reason: str | None = None
         self.after_drop: AfterDrop = "backoff"
@@ -151,8 +182,24 @@ class Connection:
             self.used_at = at
 
     @property
-    def era(self) -> Era:
-        return era_of(self.session)
+    def session(self) -> ClientSession:
+        session = self._session
+        if session is None:
+            raise RuntimeError(f"the connection to {self.server!r} is parked: it has no session now")
+        return session
+
+    @property
+    def parked(self) -> bool:
+        """Whether the SDK session is closed while the connection stays up (see ``park_after``)."""
+        return self._session is None
+
+    def park(self) -> None:
+        """Forget the closed session (by the owner task, which closed it)."""
+        self._session = None
+
+    def resume(self, session: ClientSession) -> None:
+        """Take the session the owner task opened again (it adopted the handshake's answer)."""
+        self._session = session
 
     @property
     def alive(self) -> bool:

@@ -133,6 +133,8 @@ class SessionInfo:
     last_activity_at: float | None
     freshness: Freshness
     controls_available: bool
+    parked: bool = False
+    """Idle with its SDK session closed; the next use opens one again without a round trip."""
 
     def to_dict(self, timestamp: Any) -> dict[str, Any]:
         return {
@@ -143,6 +145,7 @@ class SessionInfo:
             "opened_at": timestamp(self.opened_at),
             "last_activity_at": timestamp(self.last_activity_at),
             "freshness": self.freshness.value,
+            "parked": self.parked,
         }
 
 
@@ -262,6 +265,11 @@ class ServerState:
     """Bumped whenever a connection attempt is demanded now (the connection task follows it)."""
     rehandshake_requests: int = 0
     """Bumped whenever a re-handshake of the live (2026-07-28) session is demanded."""
+    parked: bool = False
+    """The live connection is parked: idle, its SDK session closed while probes go on; the
+    next use opens a session again (no round trip: the handshake's answer is kept)."""
+    resume_requests: int = 0
+    """Bumped whenever a parked connection is needed (the connection task resumes it)."""
     version: int = 0
 
     def window_open(self, now: float) -> bool:
@@ -316,6 +324,7 @@ def on_connected(
         connection=ConnectionState.READY,
         session_id=state.sessions_opened,
         session_opened_at=now,
+        parked=False,
         catalog=catalog if catalog is not None else state.catalog,
         **_handshook(state, now, capabilities),
     )
@@ -396,15 +405,16 @@ def on_dropping(state: ServerState) -> ServerState:
 def on_closed(state: ServerState, then: AfterDrop) -> ServerState:
     """A dropped session is closed; ``then`` says what comes next."""
     if then == "idle":
-        return _bump(state, connection=ConnectionState.IDLE, auto=False, session_id=None)
+        return _bump(state, connection=ConnectionState.IDLE, auto=False, session_id=None, parked=False)
     if then == "reconnect":
         return _bump(
             state,
             connection=ConnectionState.IDLE,
             session_id=None,
+            parked=False,
             connect_requests=state.connect_requests + 1,
         )
-    return _bump(state, connection=ConnectionState.BACKOFF, auto=True, session_id=None)
+    return _bump(state, connection=ConnectionState.BACKOFF, auto=True, session_id=None, parked=False)
 
 
 def on_connect_demanded(state: ServerState) -> ServerState:
@@ -421,6 +431,21 @@ def on_rehandshake_demanded(state: ServerState) -> ServerState:
     return _bump(state, rehandshake_requests=state.rehandshake_requests + 1)
 
 
+def on_parked(state: ServerState) -> ServerState:
+    """The live connection was idle long enough: its SDK session is closed, probes go on."""
+    return _bump(state, parked=True)
+
+
+def on_resume_demanded(state: ServerState) -> ServerState:
+    """Someone needs the parked connection (the connection task opens its session again)."""
+    return _bump(state, resume_requests=state.resume_requests + 1)
+
+
+def on_resumed(state: ServerState) -> ServerState:
+    """The parked connection has a session again."""
+    return _bump(state, parked=False)
+
+
 def on_catalog(state: ServerState, kind: str, items: Mapping[str, Any] | None) -> ServerState:
     """A listing of ``kind`` arrived (``None``: the server said its list changed)."""
     return _bump(state, catalog=state.catalog.with_kind(kind, items))
@@ -428,7 +453,9 @@ def on_catalog(state: ServerState, kind: str, items: Mapping[str, Any] | None) -
 
 def on_stopped(state: ServerState) -> ServerState:
     """The supervisor ended (the server was removed or the manager closed)."""
-    return _bump(state, connection=ConnectionState.CLOSED, session_id=None, session_opened_at=None)
+    return _bump(
+        state, connection=ConnectionState.CLOSED, session_id=None, session_opened_at=None, parked=False
+    )
 
 
 def handshake_expires_at(state: ServerState, max_age: float | None) -> float | None:
@@ -477,6 +504,7 @@ def snapshot_of(
             last_activity_at=last_activity_at,
             freshness=freshness_of(last_activity_at, now, freshness_window),
             controls_available=True,
+            parked=state.parked and active,
         ),
     )
 

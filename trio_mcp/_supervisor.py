@@ -31,14 +31,16 @@ from mcp.client.session import ClientSession
 from mcp.client.subscriptions import listen
 from mcp.shared.subscriptions import PromptsListChanged, ResourcesListChanged, ToolsListChanged
 from mcp_types import (
+    DiscoverResult,
     PromptListChangedNotification,
     ResourceListChangedNotification,
+    ServerCapabilities,
     ToolListChangedNotification,
 )
 from pydantic import BaseModel
 
 from ._backoff import RandomSource
-from ._catalog import SharedItems, advertised_kinds, fetch_catalog, list_kind, listing
+from ._catalog import SharedItems, advertised_kinds, catalog_kinds, fetch_catalog, list_kind, listing
 from ._client import session_servers
 from ._clock import TimeAnchor
 from ._config import ServerConfig
@@ -55,7 +57,15 @@ from ._exceptions import (
 from ._failure import Failure
 from ._load import Load, LoadGauge
 from ._publish import Published
-from ._session import Connection, capability_snapshot, handshake, probe, rediscover
+from ._session import (
+    Connection,
+    capability_snapshot,
+    handshake,
+    prime_tool_listing,
+    probe,
+    probes_without_session,
+    rediscover,
+)
 from ._state import (
     AfterDrop,
     CapabilitySnapshot,
@@ -73,8 +83,11 @@ from ._state import (
     on_dropping,
     on_failure,
     on_invalidated,
+    on_parked,
     on_rehandshake_demanded,
     on_rehandshaken,
+    on_resume_demanded,
+    on_resumed,
     on_stopped,
     on_success,
     probe_can_wait,
@@ -134,6 +147,9 @@ class _Ticket:
 
     def resolve(self, connection: Connection | None, failure: Failure | None = None) -> None:
         if not self.done.is_set():
+            if connection is not None:
+                # Lent now: not parked before its waiter has used it.
+                connection.lent_at = trio.current_time()
             self.connection = connection
             self.failure = failure
             self.done.set()
@@ -205,6 +221,21 @@ class _Closed(_Report):
 
 
 @dataclass(slots=True, kw_only=True)
+class _Parking(_Report):
+    """The connection task found ``conn`` idle: may it close the session? The writer answers
+    in ``approved`` (and ``resume_seen``: the resume demands it has answered so far)."""
+
+    conn: Connection
+    approved: bool = False
+    resume_seen: int = 0
+
+
+@dataclass(slots=True, kw_only=True)
+class _Resumed(_Report):
+    conn: Connection
+
+
+@dataclass(slots=True, kw_only=True)
 class _CatalogListed(_Report):
     conn: Connection | None
     """``None``: whichever connection is live (a list-changed notice)."""
@@ -245,7 +276,9 @@ class ServerSupervisor:
         "_live",
         "_quiet",
         "_rehandshake_tickets",
+        "_rehandshakes_handled",
         "_requests_handled",
+        "_resume_tickets",
         "_rng",
         "_session_options",
         "_state",
@@ -305,9 +338,11 @@ class ServerSupervisor:
         self._live: Connection | None = None
         self._connect_tickets: list[_Ticket] = []
         self._rehandshake_tickets: list[_Ticket] = []
+        self._resume_tickets: list[_Ticket] = []
         self._attempt_correlation: str | None = None
         # The connection task's own bookkeeping: the demands its attempts have answered.
         self._requests_handled = 0
+        self._rehandshakes_handled = 0
         self._cancel_scope = trio.CancelScope()
         self._closed = False
         self._finished = trio.Event()
@@ -565,6 +600,8 @@ class ServerSupervisor:
             if conn is self._live:
                 self._live = None
             self._publish(on_closed(self._state.value, conn.after_drop), "session closed")
+            self._connect_tickets.extend(self._resume_tickets)
+            self._resume_tickets = []
             if self._connect_tickets and conn.after_drop != "reconnect":
                 self._demand_connect(now)
             tickets, self._rehandshake_tickets = self._rehandshake_tickets, []
@@ -590,6 +627,27 @@ class ServerSupervisor:
                     self._drop(report.conn, report.failure.message, "backoff")
                 for ticket in tickets:
                     ticket.resolve(None, report.failure)
+        elif isinstance(report, _Parking):
+            conn = report.conn
+            report.resume_seen = state.resume_requests
+            park_after = self.policy.park_after
+            if (
+                conn is self._live
+                and conn.drop_reason is None
+                and not conn.pinned
+                and park_after is not None
+                and not (self._connect_tickets or self._rehandshake_tickets or self._resume_tickets)
+                and self.limiter.value == self.policy.max_concurrency
+                and now >= max(conn.used_at, conn.lent_at) + park_after
+            ):
+                report.approved = True
+                self._publish(on_parked(state), "session parked: idle")
+        elif isinstance(report, _Resumed):
+            if report.conn is self._live:
+                self._publish(on_resumed(state), "session resumed")
+            tickets, self._resume_tickets = self._resume_tickets, []
+            for ticket in tickets:
+                self._on_demand(ticket, now)
         elif isinstance(report, _CatalogListed):
             if report.conn is None or report.conn is self._live:
                 self._publish(on_catalog(state, report.kind, report.items), f"{report.kind} listed")
@@ -615,6 +673,12 @@ class ServerSupervisor:
         """Someone needs a usable session: decide how they get one."""
         live = self._live
         if live is not None and live.alive and live.drop_reason is None:
+            if self._state.value.parked:
+                # Its session is opened again first (no round trip); then this is decided anew.
+                if not self._resume_tickets:
+                    self._publish(on_resume_demanded(self._state.value), "resume demanded")
+                self._resume_tickets.append(ticket)
+                return
             if self.ready_connection(now) is not None and not ticket.fresh:
                 ticket.resolve(live)
                 return
@@ -673,10 +737,10 @@ class ServerSupervisor:
                 if isinstance(pending, _Demand | _Refresh):
                     pending.ticket.closed = True
                     pending.ticket.resolve(None)
-            for ticket in (*self._connect_tickets, *self._rehandshake_tickets):
+            for ticket in (*self._connect_tickets, *self._rehandshake_tickets, *self._resume_tickets):
                 ticket.closed = True
                 ticket.resolve(None)
-            self._connect_tickets, self._rehandshake_tickets = [], []
+            self._connect_tickets, self._rehandshake_tickets, self._resume_tickets = [], [], []
             self._live = None
             self._publish(on_stopped(self._state.value), "supervisor stopped")
             self._finished.set()
@@ -732,100 +796,192 @@ class ServerSupervisor:
         # Every demand applied before this attempt was published waits for its outcome; later
         # ones see it under way and wait too, without asking for another.
         self._requests_handled = self._state.value.connect_requests
+        self._rehandshakes_handled = self._state.value.rehandshake_requests
         link = Link(self.name)
         conn: Connection | None = None
         stage = "connect"
         slots = self._connect_slots
         holding = False
-        try:
-            if slots is not None:
-                await slots.acquire()
-                holding = True
-            transport = open_transport(self.config.transport, link, http_pool=self._http_pool)
-            async with transport as (read, write):
-                async with ClientSession(read, write, **self._client_session_options()) as session:
-                    session_servers[session] = self.name  # client-feature handlers learn who asked
-                    stage = "handshake"
-                    try:
-                        with trio.fail_after(self.policy.handshake_timeout):
-                            await handshake(session, self.policy.protocol)
-                    except trio.TooSlowError:
-                        raise HandshakeTimeoutError(
-                            f"handshake did not finish within {self.policy.handshake_timeout:g}s"
-                        ) from None
-                    now = trio.current_time()
-                    conn = Connection(
-                        server=self.name,
-                        session=session,
-                        session_id=self._state.value.sessions_opened,
-                        link=link,
-                        opened_at=now,
-                    )
-                    capabilities = capability_snapshot(session, self._anchor)
-                    # What the server offers, so routing and argument checks are right from
-                    # the first call (best effort: what cannot be listed stays unknown).
-                    catalog = await fetch_catalog(
-                        session, advertised_kinds(session), self.policy.handshake_timeout, self.shared_items
-                    )
-                    if holding:
-                        holding = False
-                        assert slots is not None
-                        slots.release()
+        # Tasks that go on while the connection is parked (probes, the list-change stream).
+        async with trio.open_nursery() as lasting:
+            try:
+                if slots is not None:
+                    await slots.acquire()
+                    holding = True
+                transport = open_transport(self.config.transport, link, http_pool=self._http_pool)
+                async with transport as (read, write):
+                    async with ClientSession(read, write, **self._client_session_options()) as session:
+                        session_servers[session] = self.name  # client-feature handlers learn who asked
+                        stage = "handshake"
+                        try:
+                            with trio.fail_after(self.policy.handshake_timeout):
+                                await handshake(session, self.policy.protocol)
+                        except trio.TooSlowError:
+                            raise HandshakeTimeoutError(
+                                f"handshake did not finish within {self.policy.handshake_timeout:g}s"
+                            ) from None
+                        now = trio.current_time()
+                        conn = Connection(
+                            server=self.name,
+                            session=session,
+                            session_id=self._state.value.sessions_opened,
+                            link=link,
+                            opened_at=now,
+                        )
+                        capabilities = capability_snapshot(session, self._anchor)
+                        # What the server offers, so routing and argument checks are right from
+                        # the first call (best effort: what cannot be listed stays unknown).
+                        catalog = await fetch_catalog(
+                            session,
+                            advertised_kinds(session),
+                            self.policy.handshake_timeout,
+                            self.shared_items,
+                        )
+                        if holding:
+                            holding = False
+                            assert slots is not None
+                            slots.release()
+                        await self._send_and_wait(
+                            _Connected(conn=conn, capabilities=capabilities, catalog=catalog)
+                        )
+                        stage = "serve"
+                        if self.policy.probe != "none":
+                            lasting.start_soon(
+                                self._probe_periodically, conn, name=f"{self.name}: health probes"
+                            )
+                        if conn.era == "modern" and conn.link.listen_stream is not None:
+                            lasting.start_soon(
+                                self._listen_for_list_changes,
+                                conn,
+                                session.server_capabilities,
+                                name=f"{self.name}: listen",
+                            )
+                        parked_at = await self._serve(conn, write)
+                        answer = session.discover_result
+                del session, read, write  # the closed session is not kept while parked
+                while parked_at is not None and answer is not None:
+                    parked_at, answer = await self._park_and_resume(conn, answer, parked_at)
+            except BaseException as exc:
+                if holding:
+                    holding = False
+                    assert slots is not None
+                    slots.release()
+                # Nothing the transport, the session or the handshake raises may leave this task:
+                # the manager's nursery (and every other server) would die with it. Cancellation
+                # goes on; a failure that arrives with it is the transport complaining while it is
+                # torn down, and is not recorded.
+                passing, error = split_failures(exc)
+                if passing is not None:
+                    raise passing from None
+                assert error is not None
+                failure = classify(error, link.facts())
+                if conn is None:
+                    if stage == "handshake" and failure.category in ("invalid_request", "rpc_error"):
+                        failure = Failure("protocol_error", f"handshake refused: {failure.message}", True)
+                    if failure.category in ("connect_error", "spawn_error"):
+                        stage = "connect"  # streamable HTTP connects lazily, during the handshake
+                    await self._send_and_wait(_ConnectFailed(failure=failure, stage=stage))
+                elif conn.drop_reason is None:
+                    # The transport died under a live connection before anyone noticed.
                     await self._send_and_wait(
-                        _Connected(conn=conn, capabilities=capabilities, catalog=catalog)
+                        _Outcome(
+                            conn=conn,
+                            failure=failure,
+                            reason="connection",
+                            correlation_id=None,
+                            at=trio.current_time(),
+                        )
                     )
-                    stage = "serve"
-                    await self._serve(conn, write)
-        except BaseException as exc:
-            if holding:
-                holding = False
-                assert slots is not None
-                slots.release()
-            # Nothing the transport, the session or the handshake raises may leave this task:
-            # the manager's nursery (and every other server) would die with it. Cancellation
-            # goes on; a failure that arrives with it is the transport complaining while it is
-            # torn down, and is not recorded.
-            passing, error = split_failures(exc)
-            if passing is not None:
-                raise passing from None
-            assert error is not None
-            failure = classify(error, link.facts())
-            if conn is None:
-                if stage == "handshake" and failure.category in ("invalid_request", "rpc_error"):
-                    failure = Failure("protocol_error", f"handshake refused: {failure.message}", True)
-                if failure.category in ("connect_error", "spawn_error"):
-                    stage = "connect"  # streamable HTTP connects lazily, during the handshake
-                await self._send_and_wait(_ConnectFailed(failure=failure, stage=stage))
-            elif conn.drop_reason is None:
-                # The transport died under a live connection before anyone noticed.
-                await self._send_and_wait(
-                    _Outcome(
-                        conn=conn,
-                        failure=failure,
-                        reason="connection",
-                        correlation_id=None,
-                        at=trio.current_time(),
-                    )
-                )
-                if conn.drop_reason is None:
-                    conn.drop(failure.message, then="backoff")
+                    if conn.drop_reason is None:
+                        conn.drop(failure.message, then="backoff")
+            lasting.cancel_scope.cancel()
         if conn is not None:
             await self._send_and_wait(_Closed(conn=conn))
 
-    async def _serve(self, conn: Connection, write: Any) -> None:
+    def _parkable(self, conn: Connection) -> bool:
+        """Whether ``conn`` may close its session while idle: everything that goes on while it
+        is parked (probes, the list-change stream) goes without one, and the pool its transport
+        leases from outlives the session."""
+        return (
+            self.policy.park_after is not None
+            and self._http_pool is not None
+            and conn.link.listen_stream is not None
+            and probes_without_session(conn, self.policy.probe)
+        )
+
+    async def _park_and_resume(
+        self, conn: Connection, answer: DiscoverResult, resumes_seen: int
+    ) -> tuple[int | None, DiscoverResult | None]:
+        """Keep ``conn`` parked (its session was closed) until it is needed (a demand, or a
+        catalog to list again), then open a session again, adopting the handshake's
+        ``answer``, and serve it. Returns what :meth:`_serve` did and the answer now."""
+        conn.park()
+        kinds = catalog_kinds(answer.capabilities)
+
+        def needed(state: ServerState) -> bool:
+            return (
+                conn.drop_reason is not None
+                or state.resume_requests != resumes_seen
+                or any(state.catalog.of(kind) is None for kind in kinds)
+            )
+
+        await self._state.wait_value(needed)
+        if conn.drop_reason is not None:
+            return None, None
+        transport = open_transport(self.config.transport, conn.link, http_pool=self._http_pool)
+        async with transport as (read, write):
+            async with ClientSession(read, write, **self._client_session_options()) as session:
+                session_servers[session] = self.name
+                session.adopt(answer)  # no round trip: the server's answer is still current
+                tools = self._state.value.catalog.tools
+                if tools is not None:
+                    prime_tool_listing(session, list(tools.values()))
+                conn.resume(session)
+                await self._send_and_wait(_Resumed(conn=conn))
+                parked_at = await self._serve(conn, write)
+        return parked_at, session.discover_result
+
+    async def _wait_idle(self, conn: Connection) -> int:
+        """Wait until the writer agrees that ``conn`` has been idle for ``park_after`` (no call
+        in flight, none lent out meanwhile); returns the resume demands it had answered then."""
+        park_after = self.policy.park_after
+        assert park_after is not None
+        while True:
+            await trio.sleep_until(max(conn.used_at, conn.lent_at) + park_after)
+            if trio.current_time() < max(conn.used_at, conn.lent_at) + park_after:
+                continue  # used meanwhile
+            report = _Parking(conn=conn)
+            await self._send_and_wait(report)
+            if report.approved:
+                return report.resume_seen
+            await trio.sleep(park_after)  # busy (calls in flight, demands pending): later
+
+    async def _serve(self, conn: Connection, write: Any) -> int | None:
+        """Serve ``conn`` while its session is open, until it is dropped (returns ``None``) or
+        parked once idle for ``park_after`` (returns the resume demands answered then)."""
+        parked_at: int | None = None
         async with trio.open_nursery() as nursery:
             nursery.start_soon(
                 conn.link.forward_cancel_notices, write.send_direct, name=f"{self.name}: cancel notices"
             )
             nursery.start_soon(self._watch_link, conn, name=f"{self.name}: watch connection")
-            if self.policy.probe != "none":
-                nursery.start_soon(self._probe_periodically, conn, name=f"{self.name}: health probes")
             nursery.start_soon(self._relist_on_change, conn, name=f"{self.name}: catalog")
             if conn.era == "modern":
-                nursery.start_soon(self._listen_for_list_changes, conn, name=f"{self.name}: listen")
                 nursery.start_soon(self._rehandshake_on_demand, conn, name=f"{self.name}: re-handshake")
+                if conn.link.listen_stream is None:  # through the session: it ends with it
+                    caps = conn.session.server_capabilities
+                    nursery.start_soon(self._listen_for_list_changes, conn, caps, name=f"{self.name}: listen")
+            if self._parkable(conn):
+
+                async def park_when_idle() -> None:
+                    nonlocal parked_at
+                    parked_at = await self._wait_idle(conn)
+                    nursery.cancel_scope.cancel()
+
+                nursery.start_soon(park_when_idle, name=f"{self.name}: park when idle")
             await conn.wait_dropped()
             nursery.cancel_scope.cancel()
+        return parked_at if conn.drop_reason is None else None
 
     async def _watch_link(self, conn: Connection) -> None:
         await conn.link.dead.wait()
@@ -841,7 +997,7 @@ class ServerSupervisor:
                 )
             )
 
-    async def _listen_for_list_changes(self, conn: Connection) -> None:
+    async def _listen_for_list_changes(self, conn: Connection, caps: ServerCapabilities | None) -> None:
         """On a 2026-07-28 connection, list changes arrive only on a ``subscriptions/listen``
         stream: hold one open (for the lists the server says can change) and drop the cached
         catalog entries it announces. Best effort: without it, catalogs are refreshed on listing.
@@ -849,7 +1005,6 @@ class ServerSupervisor:
         The stream goes through the SDK session, or, where the transport holds it by itself
         (``Link.listen_stream``: plain HTTP), over a socket of its own; the user's message
         handler sees the list-changed notifications either way."""
-        caps = conn.session.server_capabilities
         wanted = tuple(
             kind
             for kind, changes in (
@@ -878,7 +1033,7 @@ class ServerSupervisor:
 
             try:
                 if plain is not None:
-                    await plain(conn.session.protocol_version or "", wanted, on_message)
+                    await plain(conn.protocol_version or "", wanted, on_message)
                 else:
                     async with listen(
                         conn.session,
@@ -928,17 +1083,17 @@ class ServerSupervisor:
 
     async def _rehandshake_on_demand(self, conn: Connection) -> None:
         """Re-run ``server/discover`` on the live (2026-07-28) session whenever it is demanded."""
-        handled = self._state.value.rehandshake_requests
         while True:
-            seen = handled
+            seen = self._rehandshakes_handled
 
             def demanded(s: ServerState, seen: int = seen) -> bool:
                 return s.rehandshake_requests != seen
 
-            handled = (await self._state.wait_value(demanded)).rehandshake_requests
+            self._rehandshakes_handled = (await self._state.wait_value(demanded)).rehandshake_requests
             try:
                 with trio.fail_after(self.policy.handshake_timeout):
                     await rediscover(conn.session)
+                conn.protocol_version = conn.session.protocol_version
             except trio.TooSlowError:
                 failure = Failure(
                     "timeout", f"re-handshake did not finish within {self.policy.handshake_timeout:g}s", False
@@ -979,7 +1134,7 @@ class ServerSupervisor:
         """Run one health probe on ``conn``; its failure, or ``None``."""
         try:
             with trio.fail_after(self.policy.probe_timeout):
-                await probe(conn.session, self.policy.probe, conn.link.discover_probe)
+                await probe(conn, self.policy.probe)
         except trio.TooSlowError:
             return Failure("timeout", f"probe timed out after {self.policy.probe_timeout:g}s", False)
         except Exception as exc:
@@ -1014,11 +1169,18 @@ class ServerSupervisor:
     # -----------------------------------------------------------------------------------------
 
     def ready_connection(self, now: float | None = None) -> Connection | None:
-        """The live connection if its handshake is fresh (usable without waiting), else ``None``."""
+        """The live connection if its handshake is fresh and it is not parked (usable without
+        waiting), else ``None``. It is stamped as lent at ``now``: it is not parked for
+        ``park_after`` from then."""
         conn = self._live
-        if conn is None or (trio.current_time() if now is None else now) >= self._fresh_until:
+        if conn is None:
             return None
-        return conn if conn.alive else None
+        if now is None:
+            now = trio.current_time()
+        if now >= self._fresh_until or conn.parked or not conn.alive:
+            return None
+        conn.lent_at = now
+        return conn
 
     async def acquire(
         self,
@@ -1026,13 +1188,16 @@ class ServerSupervisor:
         *,
         force: bool = False,
         observer: HandshakeObserver | None = None,
+        pin: bool = True,
     ) -> Connection:
-        """Borrow the live connection, connecting or re-handshaking first when needed.
+        """Borrow the live connection, connecting, resuming or re-handshaking first when needed.
 
         Args:
             correlation_id: recorded on the connection events this causes.
             force: connect even when the retry window is closed.
             observer: told when a handshake starts and how it ends.
+            pin: the caller may keep the connection and use its session later, so it is
+                never parked (``False``: the caller uses it at once and lets it go).
 
         Raises:
             ServerUnavailableError: no session and the retry window is closed (not forced).
@@ -1044,6 +1209,8 @@ class ServerSupervisor:
         now = trio.current_time()
         ready = self.ready_connection(now)
         if ready is not None:
+            if pin:
+                ready.pinned = True
             return ready
         if not force and self.connection is None and not self._state.value.window_open(now):
             raise self._unavailable()
@@ -1061,6 +1228,8 @@ class ServerSupervisor:
             raise
         if observer is not None:
             observer("success", None)
+        if pin:
+            conn.pinned = True
         return conn
 
     async def rehandshake(self, correlation_id: str | None = None) -> Connection:
@@ -1109,7 +1278,7 @@ class ServerSupervisor:
         Raises:
             SessionError: the handshake or the probe failed.
         """
-        conn = await self.acquire(correlation_id, force=True)
+        conn = await self.acquire(correlation_id, force=True, pin=False)
         failure = await self._probe_and_report(conn, correlation_id)
         if failure is not None:
             raise SessionError(f"probe failed: {failure.message}", category=failure.category)
@@ -1123,7 +1292,7 @@ class ServerSupervisor:
             if conn is not None:
                 await self._probe_and_report(conn, correlation_id)
             else:
-                await self.acquire(correlation_id, force=True)
+                await self.acquire(correlation_id, force=True, pin=False)
         except TrioMcpError:
             pass  # the outcome is in the snapshot (closed: the server was removed meanwhile)
         return self.snapshot()

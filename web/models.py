@@ -314,6 +314,10 @@ class AdapterSession(BaseModel):
     opened_at: Timestamp | None
     last_activity_at: Timestamp | None
     freshness: Freshness
+    parked: bool = Field(
+        description="idle, with its MCP session closed while health probes go on; the next "
+        "call opens one again without a round trip to the server"
+    )
 
 
 class Server(BaseModel):

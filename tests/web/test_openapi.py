@@ -124,6 +124,7 @@ def _server_answer() -> dict[str, Any]:
             "opened_at": 1.0,
             "last_activity_at": None,
             "freshness": "active_recent",
+            "parked": False,
         },
         "adapter_controls_available": True,
         "in_flight": 0,

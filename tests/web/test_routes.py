@@ -153,7 +153,9 @@ async def test_list_and_get_server_payload(autojump_clock: trio.testing.MockCloc
             "opened_at",
             "last_activity_at",
             "freshness",
+            "parked",
         }
+        assert session["parked"] is False
 
 
 async def test_unknown_server_is_404_everywhere() -> None:
