@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any, cast
 
 import trio
 from mcp.client.session import ClientSession
@@ -124,6 +125,18 @@ def probes_without_session(conn: Connection, kind: str) -> bool:
     )
 
 
+class _ParkedSession:
+    """Stands for the session of a parked connection: any use of it is a clear error."""
+
+    __slots__ = ()
+
+    def __getattr__(self, name: str) -> Any:
+        raise RuntimeError("the connection is parked: it has no session now")
+
+
+_PARKED = cast(ClientSession, _ParkedSession())
+
+
 class Connection:
     """A live, handshaken session owned by a supervisor task; callers borrow it.
 
@@ -134,7 +147,6 @@ class Connection:
 
     __slots__ = (
         "_dropped",
-        "_session",
         "after_drop",
         "capabilities",
         "drop_reason",
@@ -146,6 +158,7 @@ class Connection:
         "pinned",
         "protocol_version",
         "server",
+        "session",
         "session_id",
         "used_at",
     )
@@ -154,7 +167,7 @@ class Connection:
         self, *, server: str, session: ClientSession, session_id: int, link: Link, opened_at: float
     ) -> None:
         self.server = server
-        self._session: ClientSession | None = session
+        self.session = session
         self.era: Era = era_of(session)
         """The protocol era negotiated (kept while the connection is parked)."""
         self.protocol_version = session.protocol_version
@@ -182,24 +195,17 @@ class Connection:
             self.used_at = at
 
     @property
-    def session(self) -> ClientSession:
-        session = self._session
-        if session is None:
-            raise RuntimeError(f"the connection to {self.server!r} is parked: it has no session now")
-        return session
-
-    @property
     def parked(self) -> bool:
         """Whether the SDK session is closed while the connection stays up (see ``park_after``)."""
-        return self._session is None
+        return self.session is _PARKED
 
     def park(self) -> None:
         """Forget the closed session (by the owner task, which closed it)."""
-        self._session = None
+        self.session = _PARKED
 
     def resume(self, session: ClientSession) -> None:
         """Take the session the owner task opened again (it adopted the handshake's answer)."""
-        self._session = session
+        self.session = session
 
     @property
     def alive(self) -> bool:
