@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
+import json
 import os
 import signal
 import socket
@@ -68,6 +70,53 @@ def stdio_demo(
             command="sh", args=("-c", script, str(gate), sys.executable, *args), env=env
         )
     return trio_mcp.ServerConfig(name=name, transport=transport, policy=server_policy)
+
+
+class PostFilter:
+    """An ASGI app in front of an SDK server's: each POSTed JSON-RPC message goes to
+    :meth:`answer` first, which may answer it itself (returns ``True``); the rest pass through."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def answer(self, sent: dict[str, Any], send: Any) -> bool:
+        return False
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope["method"] != "POST":
+            await self.app(scope, receive, send)
+            return
+        body, more = b"", True
+        while more:
+            message = await receive()
+            body += message.get("body", b"")
+            more = message.get("more_body", False)
+        sent = json.loads(body) if body else {}
+        if isinstance(sent, dict) and await self.answer(sent, send):
+            return
+        replayed = False
+
+        async def replay() -> Any:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+
+async def serve_asgi(nursery: trio.Nursery, app: Any) -> str:
+    """Serve ``app`` with hypercorn (trio) in ``nursery``; its MCP endpoint's URL."""
+    from hypercorn.config import Config
+    from hypercorn.trio import serve
+
+    port = free_port()
+    config = Config()
+    config.bind = [f"127.0.0.1:{port}"]
+    config.accesslog = config.errorlog = None
+    await nursery.start(functools.partial(serve, app, config))
+    return f"http://127.0.0.1:{port}/mcp"
 
 
 def free_port() -> int:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import json
 import subprocess
 import sys
@@ -11,7 +10,16 @@ from typing import Any
 
 import pytest
 import trio
-from _support import HttpDemoServer, free_port, policy, stdio_demo, text_of, wait_probed
+from _support import (
+    HttpDemoServer,
+    PostFilter,
+    free_port,
+    policy,
+    serve_asgi,
+    stdio_demo,
+    text_of,
+    wait_probed,
+)
 from mcp.server.mcpserver import Context, MCPServer
 from mcp_types import ToolListChangedNotification
 
@@ -266,44 +274,23 @@ async def test_a_plain_http_server_announces_list_changes_on_a_stream_held_outsi
             assert [t.key for t in await manager.list_tools() if t.key == "late"] == ["late"]
 
 
-class ListenClosedAtOnce:
-    """An ASGI app in front of an SDK server's: it answers every ``subscriptions/listen`` with a
-    result at once (the server's graceful close of the stream) and passes the rest through."""
+class ListenClosedAtOnce(PostFilter):
+    """Answers every ``subscriptions/listen`` with a result at once (the server's graceful close
+    of the stream) and passes the rest through."""
 
     def __init__(self, app: Any) -> None:
-        self.app = app
+        super().__init__(app)
         self.listens = 0
 
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] != "http" or scope["method"] != "POST":
-            await self.app(scope, receive, send)
-            return
-        body, more = b"", True
-        while more:
-            message = await receive()
-            body += message.get("body", b"")
-            more = message.get("more_body", False)
-        sent = json.loads(body) if body else {}
-        if sent.get("method") == "subscriptions/listen":
-            self.listens += 1
-            payload = json.dumps({"jsonrpc": "2.0", "id": sent["id"], "result": {}}).encode()
-            headers = [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(payload)).encode()),
-            ]
-            await send({"type": "http.response.start", "status": 200, "headers": headers})
-            await send({"type": "http.response.body", "body": payload})
-            return
-        replayed = False
-
-        async def replay() -> Any:
-            nonlocal replayed
-            if not replayed:
-                replayed = True
-                return {"type": "http.request", "body": body, "more_body": False}
-            return await receive()
-
-        await self.app(scope, replay, send)
+    async def answer(self, sent: dict[str, Any], send: Any) -> bool:
+        if sent.get("method") != "subscriptions/listen":
+            return False
+        self.listens += 1
+        payload = json.dumps({"jsonrpc": "2.0", "id": sent["id"], "result": {}}).encode()
+        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": payload})
+        return True
 
 
 async def test_a_listen_stream_the_server_closes_at_once_is_asked_for_again_once_an_interval(
@@ -311,18 +298,11 @@ async def test_a_listen_stream_the_server_closes_at_once_is_asked_for_again_once
 ) -> None:
     """A server that ends every list-change stream as soon as it is asked for gets asked again
     once per health interval, not in a loop as fast as it answers."""
-    from hypercorn.config import Config
-    from hypercorn.trio import serve
-
-    port = free_port()
     app = ListenClosedAtOnce(build_server("web").streamable_http_app(host="127.0.0.1"))
-    config = Config()
-    config.bind = [f"127.0.0.1:{port}"]
-    config.accesslog = config.errorlog = None
-    await nursery.start(functools.partial(serve, app, config))  # type: ignore[arg-type]
+    url = await serve_asgi(nursery, app)
     server = trio_mcp.ServerConfig(
         name="web",
-        transport=trio_mcp.HttpTransport(url=f"http://127.0.0.1:{port}/mcp"),
+        transport=trio_mcp.HttpTransport(url=url),
         policy=policy(health_interval=0.5),
     )
     with trio.fail_after(30):

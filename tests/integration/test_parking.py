@@ -4,14 +4,12 @@ Real SDK servers under hypercorn, real clock."""
 
 from __future__ import annotations
 
-import functools
-import json
 from collections import Counter
 from typing import Any
 
 import pytest
 import trio
-from _support import HttpDemoServer, free_port, policy, text_of
+from _support import HttpDemoServer, PostFilter, policy, serve_asgi, text_of
 from mcp.server.mcpserver import MCPServer
 from mcp.server.subscriptions import InMemorySubscriptionBus
 from mcp.shared.subscriptions import ToolsListChanged
@@ -37,48 +35,22 @@ def unparked(snap: ServerSnapshot) -> bool:
     return healthy(snap) and not snap.session.parked
 
 
-class Methods:
-    """An ASGI app in front of an SDK server's that counts the JSON-RPC methods POSTed to it."""
+class Methods(PostFilter):
+    """Counts the JSON-RPC methods POSTed to the server in front of which it is put."""
 
     def __init__(self, app: Any) -> None:
-        self.app = app
+        super().__init__(app)
         self.seen: Counter[str] = Counter()
 
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] != "http" or scope["method"] != "POST":
-            await self.app(scope, receive, send)
-            return
-        body, more = b"", True
-        while more:
-            message = await receive()
-            body += message.get("body", b"")
-            more = message.get("more_body", False)
-        sent = json.loads(body) if body else {}
-        if isinstance(sent, dict) and "method" in sent:
+    async def answer(self, sent: dict[str, Any], send: Any) -> bool:
+        if "method" in sent:
             self.seen[sent["method"]] += 1
-        replayed = False
-
-        async def replay() -> Any:
-            nonlocal replayed
-            if not replayed:
-                replayed = True
-                return {"type": "http.request", "body": body, "more_body": False}
-            return await receive()
-
-        await self.app(scope, replay, send)
+        return False
 
 
 async def serve_counted(nursery: trio.Nursery, server: MCPServer) -> tuple[Methods, str]:
-    from hypercorn.config import Config
-    from hypercorn.trio import serve
-
-    port = free_port()
     app = Methods(server.streamable_http_app(host="127.0.0.1"))
-    config = Config()
-    config.bind = [f"127.0.0.1:{port}"]
-    config.accesslog = config.errorlog = None
-    await nursery.start(functools.partial(serve, app, config))  # type: ignore[arg-type]
-    return app, f"http://127.0.0.1:{port}/mcp"
+    return app, await serve_asgi(nursery, app)
 
 
 def config_of(url: str, **overrides: Any) -> trio_mcp.ServerConfig:
