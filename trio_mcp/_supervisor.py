@@ -22,7 +22,8 @@ from __future__ import annotations
 import logging
 import math
 import zlib
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -808,57 +809,52 @@ class ServerSupervisor:
                 if slots is not None:
                     await slots.acquire()
                     holding = True
-                transport = open_transport(self.config.transport, link, http_pool=self._http_pool)
-                async with transport as (read, write):
-                    async with ClientSession(read, write, **self._client_session_options()) as session:
-                        session_servers[session] = self.name  # client-feature handlers learn who asked
-                        stage = "handshake"
-                        try:
-                            with trio.fail_after(self.policy.handshake_timeout):
-                                await handshake(session, self.policy.protocol)
-                        except trio.TooSlowError:
-                            raise HandshakeTimeoutError(
-                                f"handshake did not finish within {self.policy.handshake_timeout:g}s"
-                            ) from None
-                        now = trio.current_time()
-                        conn = Connection(
-                            server=self.name,
-                            session=session,
-                            session_id=self._state.value.sessions_opened,
-                            link=link,
-                            opened_at=now,
+                async with self._open_session(link) as (session, write):
+                    stage = "handshake"
+                    try:
+                        with trio.fail_after(self.policy.handshake_timeout):
+                            await handshake(session, self.policy.protocol)
+                    except trio.TooSlowError:
+                        raise HandshakeTimeoutError(
+                            f"handshake did not finish within {self.policy.handshake_timeout:g}s"
+                        ) from None
+                    now = trio.current_time()
+                    conn = Connection(
+                        server=self.name,
+                        session=session,
+                        session_id=self._state.value.sessions_opened,
+                        link=link,
+                        opened_at=now,
+                    )
+                    capabilities = capability_snapshot(session, self._anchor)
+                    # What the server offers, so routing and argument checks are right from
+                    # the first call (best effort: what cannot be listed stays unknown).
+                    catalog = await fetch_catalog(
+                        session,
+                        advertised_kinds(session),
+                        self.policy.handshake_timeout,
+                        self.shared_items,
+                    )
+                    if holding:
+                        holding = False
+                        assert slots is not None
+                        slots.release()
+                    await self._send_and_wait(
+                        _Connected(conn=conn, capabilities=capabilities, catalog=catalog)
+                    )
+                    stage = "serve"
+                    if self.policy.probe != "none":
+                        lasting.start_soon(self._probe_periodically, conn, name=f"{self.name}: health probes")
+                    if conn.era == "modern" and conn.link.listen_stream is not None:
+                        lasting.start_soon(
+                            self._listen_for_list_changes,
+                            conn,
+                            session.server_capabilities,
+                            name=f"{self.name}: listen",
                         )
-                        capabilities = capability_snapshot(session, self._anchor)
-                        # What the server offers, so routing and argument checks are right from
-                        # the first call (best effort: what cannot be listed stays unknown).
-                        catalog = await fetch_catalog(
-                            session,
-                            advertised_kinds(session),
-                            self.policy.handshake_timeout,
-                            self.shared_items,
-                        )
-                        if holding:
-                            holding = False
-                            assert slots is not None
-                            slots.release()
-                        await self._send_and_wait(
-                            _Connected(conn=conn, capabilities=capabilities, catalog=catalog)
-                        )
-                        stage = "serve"
-                        if self.policy.probe != "none":
-                            lasting.start_soon(
-                                self._probe_periodically, conn, name=f"{self.name}: health probes"
-                            )
-                        if conn.era == "modern" and conn.link.listen_stream is not None:
-                            lasting.start_soon(
-                                self._listen_for_list_changes,
-                                conn,
-                                session.server_capabilities,
-                                name=f"{self.name}: listen",
-                            )
-                        parked_at = await self._serve(conn, write)
-                        answer = session.discover_result
-                del session, read, write  # the closed session is not kept while parked
+                    parked_at = await self._serve(conn, write)
+                    answer = session.discover_result
+                del session, write  # the closed session is not kept while parked
                 while parked_at is not None and answer is not None:
                     parked_at, answer = await self._park_and_resume(conn, answer, parked_at)
             except BaseException as exc:
@@ -898,6 +894,15 @@ class ServerSupervisor:
         if conn is not None:
             await self._send_and_wait(_Closed(conn=conn))
 
+    @asynccontextmanager
+    async def _open_session(self, link: Link) -> AsyncIterator[tuple[ClientSession, Any]]:
+        """The transport and an SDK session over it (not handshaken), and the transport's
+        write stream; both close on exit, in the task that opened them."""
+        async with open_transport(self.config.transport, link, http_pool=self._http_pool) as (read, write):
+            async with ClientSession(read, write, **self._client_session_options()) as session:
+                session_servers[session] = self.name  # client-feature handlers learn who asked
+                yield session, write
+
     def _parkable(self, conn: Connection) -> bool:
         """Whether ``conn`` may close its session while idle: everything that goes on while it
         is parked (probes, the list-change stream) goes without one, and the pool its transport
@@ -928,17 +933,14 @@ class ServerSupervisor:
         await self._state.wait_value(needed)
         if conn.drop_reason is not None:
             return None, None
-        transport = open_transport(self.config.transport, conn.link, http_pool=self._http_pool)
-        async with transport as (read, write):
-            async with ClientSession(read, write, **self._client_session_options()) as session:
-                session_servers[session] = self.name
-                session.adopt(answer)  # no round trip: the server's answer is still current
-                tools = self._state.value.catalog.tools
-                if tools is not None:
-                    prime_tool_listing(session, list(tools.values()))
-                conn.resume(session)
-                await self._send_and_wait(_Resumed(conn=conn))
-                parked_at = await self._serve(conn, write)
+        async with self._open_session(conn.link) as (session, write):
+            session.adopt(answer)  # no round trip: the server's answer is still current
+            tools = self._state.value.catalog.tools
+            if tools is not None:
+                prime_tool_listing(session, list(tools.values()))
+            conn.resume(session)
+            await self._send_and_wait(_Resumed(conn=conn))
+            parked_at = await self._serve(conn, write)
         return parked_at, session.discover_result
 
     async def _wait_idle(self, conn: Connection) -> int:
