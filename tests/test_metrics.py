@@ -295,6 +295,7 @@ async def test_bulkhead_gauges_read_the_limiter_at_scrape_time(
             assert series(text, "trio_mcp_server_in_flight") == {key(server="a"): 1.0}
             assert series(text, "trio_mcp_server_waiting") == {key(server="a"): 1.0}
             assert series(text, "trio_mcp_server_max_concurrency") == {key(server="a"): 1.0}
+            assert series(text, "trio_mcp_server_session_parked") == {key(server="a"): 0.0}
         text = scrape(registry)
         assert series(text, "trio_mcp_server_in_flight") == {key(server="a"): 0.0}
         assert series(text, "trio_mcp_server_waiting") == {key(server="a"): 0.0}
@@ -357,7 +358,7 @@ async def test_registration_checks_names_and_buckets() -> None:
         # Every family is described, under the names the exposition uses.
         names = {m.name for m in FleetCollector(manager).describe()}
         assert "trio_mcp_invocations" in names and "trio_mcp_server_status" in names
-        assert len(names) == 14
+        assert len(names) == 15
 
 
 async def test_the_stream_carries_the_end_of_every_invocation(autojump_clock: trio.testing.MockClock) -> None:

@@ -31,6 +31,7 @@ name                                           type       labels
 ``server_in_flight``                           gauge      ``server``
 ``server_waiting``                             gauge      ``server``
 ``server_max_concurrency``                     gauge      ``server``
+``server_session_parked``                      gauge      ``server``
 ``server_status_changes_total``                counter    ``server``, ``status``
 ``server_reconnects_total``                    counter    ``server``
 ``server_handshakes_total``                    counter    ``server``, ``era``, ``result``
@@ -222,6 +223,7 @@ class _Families(NamedTuple):
     in_flight: GaugeMetricFamily
     waiting: GaugeMetricFamily
     max_concurrency: GaugeMetricFamily
+    parked: GaugeMetricFamily
     status_changes: CounterMetricFamily
     reconnects: CounterMetricFamily
     handshakes: CounterMetricFamily
@@ -261,6 +263,11 @@ def _families() -> _Families:
         max_concurrency=gauge(
             f"{_P}server_max_concurrency",
             "How many invocations may use the server at once (its bulkhead).",
+            labels=server,
+        ),
+        parked=gauge(
+            f"{_P}server_session_parked",
+            "1 while the server's connection is parked (idle, its MCP session closed), else 0.",
             labels=server,
         ),
         status_changes=counter(
@@ -357,6 +364,7 @@ class FleetCollector:
             out.in_flight.add_metric([name], float(limit - limiter.value))
             out.waiting.add_metric([name], float(limiter.statistics().tasks_waiting))
             out.max_concurrency.add_metric([name], float(limit))
+            out.parked.add_metric([name], float(snapshot.session.parked))
         metrics = self.metrics
         _fill(out.status_changes, metrics.status_changes.items())
         _fill(out.reconnects, metrics.reconnects.items())

@@ -13,10 +13,13 @@ from _support import HttpDemoServer, PostFilter, policy, serve_asgi, text_of
 from mcp.server.mcpserver import MCPServer
 from mcp.server.subscriptions import InMemorySubscriptionBus
 from mcp.shared.subscriptions import ToolsListChanged
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.parser import text_string_to_metric_families
 
 import trio_mcp
 from trio_mcp import ServerSnapshot, ServerStatus
 from trio_mcp.demo_server import build_server
+from trio_mcp.metrics import FleetCollector
 
 pytestmark = pytest.mark.integration
 
@@ -51,6 +54,24 @@ class Methods(PostFilter):
 async def serve_counted(nursery: trio.Nursery, server: MCPServer) -> tuple[Methods, str]:
     app = Methods(server.streamable_http_app(host="127.0.0.1"))
     return app, await serve_asgi(nursery, app)
+
+
+def parked_gauge(manager: trio_mcp.Manager) -> float:
+    """``trio_mcp_server_session_parked`` of the server ``web``, as a scrape reads it."""
+    registry = CollectorRegistry()
+    collector = FleetCollector(manager)
+    registry.register(collector)
+    try:
+        text = generate_latest(registry).decode()
+    finally:
+        collector.close()
+    [value] = [
+        sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == "trio_mcp_server_session_parked" and sample.labels == {"server": "web"}
+    ]
+    return value
 
 
 def config_of(url: str, **overrides: Any) -> trio_mcp.ServerConfig:
@@ -116,6 +137,7 @@ async def test_an_idle_server_is_parked_and_a_call_resumes_it_without_a_round_tr
             snap = await manager.wait_for("web", parked)
             assert snap.session.session_id == first.session.session_id
             assert snap.connection is trio_mcp.ConnectionState.READY
+            assert parked_gauge(manager) == 1.0
             # Its session's tasks end; the probes and the list-change stream go on.
             assert await settled_tasks("web", PARKED) == PARKED
             probes = app.seen["server/discover"]
@@ -136,6 +158,7 @@ async def test_an_idle_server_is_parked_and_a_call_resumes_it_without_a_round_tr
             after = manager.server("web")
             assert after.session.session_id == first.session.session_id
             assert not after.session.parked
+            assert parked_gauge(manager) == 0.0
 
             again = await manager.wait_for("web", parked)
             assert again.session.session_id == first.session.session_id
