@@ -12,8 +12,10 @@ reports:
 - **KiB/server**: (RSS with N servers - RSS with none) / N. The baseline is taken after the
   HTTP client modules are imported and an empty manager was opened, so what is left is what
   each server holds;
-- **probe failures** over the whole run, and probes per second in the window (so a run where
-  probes silently stopped cannot look cheap).
+- **probe failures** over the whole run, probes per second in the window, and the **stalest
+  check**: at the window's end, the longest time since any server was last found healthy (so a
+  run where probes silently stopped cannot look cheap). Probes of a healthy server publish no
+  state change, so they are counted where they are sent.
 
 Run::
 
@@ -138,6 +140,16 @@ async def measure(
         for i in range(n)
     ]
     counts = _Counts()
+    # Probes of a healthy server publish no state change: they are counted where they are sent.
+    from trio_mcp import _supervisor
+
+    probe = _supervisor.probe
+
+    async def counted_probe(conn: Any, kind: str) -> None:
+        await probe(conn, kind)
+        counts.probes_ok += 1
+
+    _supervisor.probe = counted_probe  # type: ignore[assignment]
     healthy: set[str] = set()
     all_healthy = trio.Event()
     parked_now: set[str] = set()
@@ -147,9 +159,7 @@ async def measure(
         if not isinstance(event, trio_mcp.StateChange):
             return
         reason = event.reason
-        if reason == "probe succeeded":
-            counts.probes_ok += 1
-        elif reason.startswith("probe failed"):
+        if reason.startswith("probe failed"):
             counts.probe_failures += 1
         elif reason.startswith("connection lost"):
             counts.connections_lost += 1
@@ -203,9 +213,13 @@ async def measure(
         rss_full = rss_bytes()
         statuses: dict[str, int] = {}
         parked = 0
+        now = trio.current_time()
+        stalest = 0.0
         for snap in manager.servers():
             statuses[snap.status.value] = statuses.get(snap.status.value, 0) + 1
             parked += snap.session.parked
+            checked = snap.last_checked_at if snap.last_checked_at is not None else started
+            stalest = max(stalest, now - checked)
     return {
         "transport": "http" if url is not None else "stdio",
         "servers": n,
@@ -220,6 +234,7 @@ async def measure(
         "rss_empty_mib": rss_empty / 2**20,
         "rss_full_mib": rss_full / 2**20,
         "probes_per_second": probes / wall,
+        "stalest_check": stalest,
         "probe_failures": counts.probe_failures,
         "connections_lost": counts.connections_lost,
         "connect_failures": counts.connect_failures,
@@ -302,7 +317,7 @@ def print_table(rows: list[dict[str, Any]], interval: float) -> None:
     header = (
         f"{'servers':>7} {'open_manager s':>14} {'healthy after s':>15} {'CPU (1 core)':>12} "
         f"{'CPU ms/probe':>12} {'backend CPU':>11} {'KiB/server':>10} {'probes/s':>9} "
-        f"{'probe fails':>11} {'conn lost':>9} {'left healthy':>12} {'parked':>7}"
+        f"{'stalest check s':>15} {'probe fails':>11} {'conn lost':>9} {'left healthy':>12} {'parked':>7}"
     )
     transport = rows[0].get("transport", "http") if rows else "http"
     backend = "a demo server process each; backend CPU: theirs" if transport == "stdio" else "one backend"
@@ -315,7 +330,8 @@ def print_table(rows: list[dict[str, Any]], interval: float) -> None:
         print(
             f"{r['servers']:>7} {r['opened_after']:>14.2f} {_fmt(r['healthy_after'], '.2f'):>15} "
             f"{r['cpu']:>12.3f} {_per_probe(r):>12} {r['backend_cpu']:>11.3f} {r['kib_per_server']:>10.1f} "
-            f"{r['probes_per_second']:>9.0f} {r['probe_failures']:>11} {r['connections_lost']:>9} "
+            f"{r['probes_per_second']:>9.0f} {r.get('stalest_check', 0.0):>15.2f} "
+            f"{r['probe_failures']:>11} {r['connections_lost']:>9} "
             f"{r['left_healthy']:>12} {r['parked']:>7}"
         )
 

@@ -404,3 +404,57 @@ async def test_a_plain_http_server_is_probed_without_httpx_and_others_through_it
                 kinds.append(type(link.discover_probe))
         await pool.aclose()
     assert kinds == [http_probe.PlainDiscoverProbe] + [http_probe.DiscoverProbe] * 4
+
+
+DISCOVERED = {
+    "supportedVersions": ["2026-07-28"],
+    "capabilities": {"tools": {}},
+    "ttlMs": 0,
+    "cacheScope": "private",
+    "resultType": "complete",
+}
+LISTED = {
+    "tools": [
+        {"name": "kept", "inputSchema": {"type": "object"}},
+        # A malformed x-mcp-header designation: the SDK drops the tool from the listing.
+        {"name": "dropped", "inputSchema": {"type": "object", "properties": {"a": {"x-mcp-header": ""}}}},
+    ],
+    "ttlMs": 0,
+    "cacheScope": "private",
+    "resultType": "complete",
+}
+
+
+def scripted_mcp(connection: int, request: dict[str, Any]) -> Answer:
+    result = {"server/discover": DISCOVERED, "tools/list": LISTED}.get(request["method"])
+    if result is None:
+        return (200, "application/json", ERROR)
+    return (200, "application/json", json.dumps({"jsonrpc": "2.0", "id": "ID", "result": result}))
+
+
+async def test_a_session_never_entered_sends_its_handshake_as_plain_posts() -> None:
+    """An SDK session over the sessionless dispatcher: ``server/discover`` and a listing go as
+    one POST each, stamped by the session itself (its headers and ``_meta``), and their answers
+    are checked and adopted by the session's own code (the malformed tool is dropped)."""
+    from mcp.client.session import ClientSession
+
+    server = ScriptedHttpServer(answer=scripted_mcp)
+    async with probing(server) as (_, pool, link):
+        http.plain_http(trio_mcp.HttpTransport(url=server.url), link, pool)
+        assert link.sessionless is not None
+        session = ClientSession(dispatcher=link.sessionless)  # type: ignore[arg-type]
+        result = await session.discover()
+        assert session.protocol_version == "2026-07-28" and result.capabilities.tools is not None
+        listed = await session.list_tools()
+        assert [tool.name for tool in listed.tools] == ["kept"]
+        with pytest.raises(RuntimeError, match="tools/call needs a session"):
+            await session.call_tool("kept", {})
+        with pytest.raises(MCPError, match="overloaded"):
+            await session.list_prompts()
+    methods = [sent["method"] for _, sent, _ in server.requests]
+    assert methods == ["server/discover", "tools/list", "prompts/list"]
+    _, listing, headers = server.requests[1]
+    assert (headers["mcp-method"], headers["mcp-protocol-version"]) == ("tools/list", "2026-07-28")
+    assert listing["params"]["_meta"]["io.modelcontextprotocol/protocolVersion"] == "2026-07-28"
+    assert "io.modelcontextprotocol/clientCapabilities" in listing["params"]["_meta"]
+    assert len({connection for connection, _, _ in server.requests}) == 1  # one keep-alive socket

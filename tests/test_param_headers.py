@@ -92,7 +92,8 @@ async def test_designated_parameters_travel_as_headers(server: ModernServer) -> 
     config = trio_mcp.ServerConfig(
         name="params",
         transport=trio_mcp.HttpTransport(url=URL),
-        policy=policy(protocol="modern", probe="none"),
+        # Through httpx2 (the in-process handler): no parking, whose requests go over sockets.
+        policy=policy(protocol="modern", probe="none", park_after=None),
     )
     async with trio_mcp.open_manager([config]) as manager:
         # The malformed designation leaves that one tool out; the other stays callable.

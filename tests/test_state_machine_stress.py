@@ -466,7 +466,8 @@ async def test_state_machine_under_load_and_faults(seed: int, autojump_clock: tr
     check_paths(run)
     check_outcomes(run)
     # The run exercised what it is meant to.
-    assert run.counts["state changes"] > 500, run.counts
+    # (Probes that find a healthy server healthy publish no change.)
+    assert run.counts["state changes"] > 300, run.counts
     assert sum(v for k, v in run.counts.items() if k.endswith(" ok") and not k.startswith("refresh")) > 300
     assert sum(v for k, v in run.counts.items() if k.endswith("InvocationFailedError")) > 20, run.counts
     assert sum(len(v) for k, v in run.deliveries.items() if k[0] == "charge") > 100

@@ -388,6 +388,34 @@ async def test_a_supervisor_bug_does_not_take_the_fleet_down(
         assert calls == 2  # session 2 met the bug, session 3 is served
 
 
+async def test_a_probe_that_finds_a_healthy_server_healthy_publishes_no_change(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Such a probe changes only when the server was checked: a usage stamp of the connection,
+    read into snapshots, not a state change (a thousand servers probed every second would
+    otherwise put a thousand changes a second on the state-change stream, for every listener
+    to handle). A probe that fails is published, and so is the first success after it."""
+    server = ScriptedServer("a")
+    config = memory_server(server, policy=policy(health_interval=10, probe_spread=0.0))
+    async with trio_mcp.open_manager([config]) as manager:
+        await manager.wait_for("a", is_status(ServerStatus.HEALTHY))
+        connected = trio.current_time()
+        reasons: list[str] = []
+        manager.stream.add_listener(
+            lambda event: reasons.append(event.reason) if isinstance(event, trio_mcp.StateChange) else None
+        )
+        await trio.sleep(35)
+        assert reasons == []
+        assert manager.server("a").last_checked_at == connected + 30
+
+        server.fail_probes()
+        await manager.wait_for("a", lambda s: s.consecutive_failures == 1)
+        assert [r.split(":")[0] for r in reasons] == ["probe failed"]
+        server.fail_probes(None)
+        await manager.wait_for("a", lambda s: s.consecutive_failures == 0)
+        assert [r.split(":")[0] for r in reasons] == ["probe failed", "probe succeeded"]
+
+
 # -- regressions: each of these failed before the state had a single writer ---------------------
 
 

@@ -108,31 +108,40 @@ def listing(kind: str, items: Sequence[Any], shared: SharedItems | None = None) 
     return Listing(by_key, checks)
 
 
-async def _list_pages(fetch: Callable[[str | None], Awaitable[Any]], attr: str) -> list[Any]:
+Pages = Callable[[str, str | None], Awaitable[Any]]
+"""One page of a listing: ``(kind, cursor)`` to a ``List*Result`` (its items under the kind's
+name, and ``next_cursor``)."""
+
+
+def session_pages(session: ClientSession) -> Pages:
+    """Pages listed through an SDK session."""
+
+    async def page(kind: str, cursor: str | None) -> Any:
+        params = PaginatedRequestParams(cursor=cursor)
+        if kind == "tools":
+            return await session.list_tools(params=params)
+        if kind == "resources":
+            return await session.list_resources(params=params)
+        if kind == "prompts":
+            return await session.list_prompts(params=params)
+        raise ValueError(f"unknown catalog kind {kind!r}")
+
+    return page
+
+
+async def list_kind(pages: Pages, kind: str) -> list[Any]:
+    """Every item of ``kind`` (``tools`` / ``resources`` / ``prompts``), all pages."""
+    if kind not in CATALOG_KINDS:
+        raise ValueError(f"unknown catalog kind {kind!r}")
     items: list[Any] = []
     cursor: str | None = None
     for _ in range(MAX_PAGES):
-        page = await fetch(cursor)
-        items.extend(getattr(page, attr))
+        page = await pages(kind, cursor)
+        items.extend(getattr(page, kind))
         cursor = page.next_cursor
         if not cursor:
             break
     return items
-
-
-async def list_kind(session: ClientSession, kind: str) -> list[Any]:
-    """Every item of ``kind`` (``tools`` / ``resources`` / ``prompts``) on ``session``, all pages."""
-    if kind == "tools":
-        return await _list_pages(lambda c: session.list_tools(params=PaginatedRequestParams(cursor=c)), kind)
-    if kind == "resources":
-        return await _list_pages(
-            lambda c: session.list_resources(params=PaginatedRequestParams(cursor=c)), kind
-        )
-    if kind == "prompts":
-        return await _list_pages(
-            lambda c: session.list_prompts(params=PaginatedRequestParams(cursor=c)), kind
-        )
-    raise ValueError(f"unknown catalog kind {kind!r}")
 
 
 def advertised_kinds(session: ClientSession) -> list[str]:
@@ -148,15 +157,15 @@ def catalog_kinds(caps: ServerCapabilities | None) -> list[str]:
 
 
 async def fetch_catalog(
-    session: ClientSession, kinds: Sequence[str], timeout: float, shared: SharedItems | None = None
+    pages: Pages, kinds: Sequence[str], timeout: float, shared: SharedItems | None = None
 ) -> Catalog:
-    """List ``kinds`` on ``session``, best effort: a kind that fails (or takes longer than
+    """List ``kinds`` from ``pages``, best effort: a kind that fails (or takes longer than
     ``timeout`` altogether) stays unknown, and is listed again on the next listing."""
     catalog = Catalog()
     with trio.move_on_after(timeout):
         for kind in kinds:
             try:
-                items = await list_kind(session, kind)
+                items = await list_kind(pages, kind)
             except Exception as exc:
                 logger.debug("listing %s failed: %s", kind, exc)
                 continue

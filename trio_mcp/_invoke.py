@@ -31,7 +31,7 @@ from mcp_types import (
 from . import _input_required as input_required
 from ._attempt import Attempt, Budget, InvocationResult, Outcome, Stage
 from ._backoff import RandomSource
-from ._catalog import CatalogEntry, SharedItems, list_kind, listing, merge
+from ._catalog import CatalogEntry, SharedItems, list_kind, listing, merge, session_pages
 from ._errors import Failure, classify
 from ._events import EventStream
 from ._exceptions import (
@@ -1035,7 +1035,7 @@ async def _send(
         return await input_required.get_prompt(session, target, arguments)
     kind = _LIST_KINDS.get(method)
     if kind is not None:
-        items = await list_kind(session, kind)
+        items = await list_kind(session_pages(session), kind)
         return _Listing(kind, items, listing(kind, items, shared))
     raise ValueError(f"unsupported method {method!r}")
 

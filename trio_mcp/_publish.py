@@ -50,6 +50,12 @@ class Published(Generic[T]):
                     still.append(waiter)
             self._waiters = still
 
+    def recheck(self) -> None:
+        """Evaluate the waiters' predicates again on the value as it is (any task may): for
+        predicates that also read what the value does not hold (a usage stamp)."""
+        if self._waiters:
+            self.set(self._value)
+
     async def wait_value(self, predicate: Callable[[T], bool]) -> T:
         """Return the first value (the current one included) for which ``predicate`` holds."""
         value = self._value

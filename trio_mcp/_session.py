@@ -57,6 +57,29 @@ async def handshake(session: ClientSession, mode: ProtocolMode) -> None:
         await session.initialize()
 
 
+async def discover_without_session(session: ClientSession, mode: ProtocolMode) -> bool:
+    """``server/discover`` through ``session``, whose dispatcher needs no session (see
+    ``_transports.http_probe.SessionlessDispatcher``): whether it adopted the answer.
+
+    ``False`` is every case where :func:`handshake` would not simply adopt the answer to one
+    discover (the server answered with an error, or with a result we cannot adopt): the server
+    is then handshaken through a real session, which decides (``initialize``, or raising).
+    Transport errors and a timeout are raised: an unreachable server is not a legacy one.
+    """
+    if mode == "modern":
+        await session.discover()
+        return True
+    try:
+        await session.discover()
+    except MCPError as exc:
+        if exc.code == REQUEST_TIMEOUT:
+            raise
+        return False
+    except (ValidationError, RuntimeError):
+        return False
+    return True
+
+
 def capability_snapshot(session: ClientSession, anchor: TimeAnchor) -> CapabilitySnapshot:
     info = session.server_info
     caps = session.server_capabilities
@@ -149,6 +172,7 @@ class Connection:
         "_dropped",
         "after_drop",
         "capabilities",
+        "checked_at",
         "drop_reason",
         "era",
         "handshaken_at",
@@ -178,6 +202,9 @@ class Connection:
         self.used_at = opened_at
         """When a call on this connection last succeeded (trio clock). A usage stamp of the
         connection, like a byte counter: stamping it changes no server state."""
+        self.checked_at: float | None = None
+        """When a probe last found the server healthy without changing its state (trio clock):
+        a usage stamp too, read into snapshots as ``last_checked_at``."""
         self.lent_at = opened_at
         """When the connection was last handed to a caller (trio clock): it is not parked
         until it has been idle for ``park_after`` since then."""

@@ -316,15 +316,21 @@ def _handshook(state: ServerState, now: float, capabilities: CapabilitySnapshot)
 
 
 def on_connected(
-    state: ServerState, *, now: float, capabilities: CapabilitySnapshot, catalog: Catalog | None = None
+    state: ServerState,
+    *,
+    now: float,
+    capabilities: CapabilitySnapshot,
+    catalog: Catalog | None = None,
+    parked: bool = False,
 ) -> ServerState:
-    """The handshake succeeded: the session is ready, the backoff starts over."""
+    """The handshake succeeded: the session is ready, the backoff starts over. ``parked``: it
+    was handshaken without an SDK session, which is opened on first use."""
     return _bump(
         state,
         connection=ConnectionState.READY,
         session_id=state.sessions_opened,
         session_opened_at=now,
-        parked=False,
+        parked=parked,
         catalog=catalog if catalog is not None else state.catalog,
         **_handshook(state, now, capabilities),
     )
@@ -474,9 +480,14 @@ def snapshot_of(
     freshness_window: float,
     protocol_version: str | None,
     used_at: float | None = None,
+    checked_at: float | None = None,
 ) -> ServerSnapshot:
-    """The public view of ``state`` at ``now``; ``used_at``: the live session's usage stamp."""
+    """The public view of ``state`` at ``now``; ``used_at`` and ``checked_at``: the live
+    session's usage stamps (its last successful call, and its last probe that changed nothing)."""
     active = state.session_id is not None
+    last_checked_at = state.last_checked_at
+    if checked_at is not None and (last_checked_at is None or checked_at > last_checked_at):
+        last_checked_at = checked_at
     last_activity_at = state.last_activity_at
     if used_at is not None and (last_activity_at is None or used_at > last_activity_at):
         last_activity_at = used_at
@@ -489,7 +500,7 @@ def snapshot_of(
         retry_count=state.retry_count,
         last_error=state.last_error,
         last_error_category=state.last_error_category,
-        last_checked_at=state.last_checked_at,
+        last_checked_at=last_checked_at,
         retry_at=state.retry_at,
         handshaken_at=state.handshaken_at,
         handshake_expires_at=expires,

@@ -22,10 +22,10 @@ from __future__ import annotations
 import logging
 import math
 import zlib
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, cast
 
 import trio
 from mcp.client.session import ClientSession
@@ -41,10 +41,19 @@ from mcp_types import (
 from pydantic import BaseModel
 
 from ._backoff import RandomSource
-from ._catalog import SharedItems, advertised_kinds, catalog_kinds, fetch_catalog, list_kind, listing
+from ._catalog import (
+    Pages,
+    SharedItems,
+    advertised_kinds,
+    catalog_kinds,
+    fetch_catalog,
+    list_kind,
+    listing,
+    session_pages,
+)
 from ._client import session_servers
 from ._clock import TimeAnchor
-from ._config import ServerConfig
+from ._config import HttpTransport, ServerConfig
 from ._errors import classify, split_failures
 from ._events import EventStream
 from ._exceptions import (
@@ -61,6 +70,7 @@ from ._publish import Published
 from ._session import (
     Connection,
     capability_snapshot,
+    discover_without_session,
     handshake,
     prime_tool_listing,
     probe,
@@ -95,6 +105,7 @@ from ._state import (
     snapshot_of,
 )
 from ._transports import HttpPool, Link, open_transport
+from ._transports.http import plain_http
 from ._transports.http_listen import stream_event
 
 logger = logging.getLogger("trio_mcp")
@@ -134,7 +145,17 @@ HandshakeObserver = Callable[[str, Failure | None], None]
 class _Ticket:
     """The outcome of a demanded connection (or re-handshake), for the task waiting on it."""
 
-    __slots__ = ("closed", "connection", "correlation_id", "done", "failure", "force", "fresh")
+    __slots__ = (
+        "closed",
+        "connection",
+        "correlation_id",
+        "decided",
+        "done",
+        "failure",
+        "force",
+        "fresh",
+        "handshaking",
+    )
 
     def __init__(self, correlation_id: str | None, *, force: bool = False, fresh: bool = False) -> None:
         self.correlation_id = correlation_id
@@ -145,6 +166,17 @@ class _Ticket:
         self.connection: Connection | None = None
         self.failure: Failure | None = None
         self.closed = False
+        self.handshaking = False
+        """It waits for a handshake (a connection, or ``server/discover`` again), not only for
+        a parked connection's session to be opened again."""
+        self.decided = trio.Event()
+        """Set once it waits for a handshake, or is resolved."""
+
+    def handshake(self, tickets: list[_Ticket]) -> None:
+        """Wait in ``tickets`` (those of a connection attempt or of a re-handshake)."""
+        self.handshaking = True
+        self.decided.set()
+        tickets.append(self)
 
     def resolve(self, connection: Connection | None, failure: Failure | None = None) -> None:
         if not self.done.is_set():
@@ -154,6 +186,7 @@ class _Ticket:
             self.connection = connection
             self.failure = failure
             self.done.set()
+            self.decided.set()
 
     async def wait(self) -> Connection:
         await self.done.wait()
@@ -186,6 +219,10 @@ class _Connected(_Report):
     conn: Connection
     capabilities: CapabilitySnapshot
     catalog: Catalog
+    parked: bool = False
+    """Handshaken without a session: it starts parked."""
+    resume_seen: int = 0
+    """Set by the writer: the resume demands it had answered once this was applied."""
 
 
 @dataclass(slots=True, kw_only=True)
@@ -364,6 +401,8 @@ class ServerSupervisor:
     def _snapshot_of(self, state: ServerState, now: float) -> ServerSnapshot:
         caps = state.capabilities
         live = self._live
+        if live is not None and live.session_id != state.session_id:
+            live = None
         return snapshot_of(
             self.name,
             state,
@@ -371,7 +410,8 @@ class ServerSupervisor:
             handshake_max_age=self.policy.handshake_max_age,
             freshness_window=self.policy.freshness_window,
             protocol_version=caps.protocol_version if caps is not None else None,
-            used_at=live.used_at if live is not None and live.session_id == state.session_id else None,
+            used_at=live.used_at if live is not None else None,
+            checked_at=live.checked_at if live is not None else None,
         )
 
     def snapshot(self) -> ServerSnapshot:
@@ -582,11 +622,25 @@ class ServerSupervisor:
         elif isinstance(report, _Connected):
             self._live = report.conn
             self._publish(
-                on_connected(state, now=now, capabilities=report.capabilities, catalog=report.catalog),
+                on_connected(
+                    state,
+                    now=now,
+                    capabilities=report.capabilities,
+                    catalog=report.catalog,
+                    parked=report.parked,
+                ),
                 "handshake succeeded",
                 correlation_id=self._attempt_correlation,
             )
-            self._resolve_connect_tickets(report.conn, None)
+            report.resume_seen = self._state.value.resume_requests
+            if not report.parked:
+                self._resolve_connect_tickets(report.conn, None)
+                return
+            # Those waiting for it need its session: it is opened for them (no round trip).
+            tickets, self._connect_tickets = self._connect_tickets, []
+            for ticket in tickets:
+                ticket.fresh = False  # its handshake has just run
+                self._on_demand(ticket, now)
         elif isinstance(report, _ConnectFailed):
             self._fail(
                 report.failure,
@@ -601,8 +655,9 @@ class ServerSupervisor:
             if conn is self._live:
                 self._live = None
             self._publish(on_closed(self._state.value, conn.after_drop), "session closed")
-            self._connect_tickets.extend(self._resume_tickets)
-            self._resume_tickets = []
+            tickets, self._resume_tickets = self._resume_tickets, []
+            for ticket in tickets:
+                ticket.handshake(self._connect_tickets)
             if self._connect_tickets and conn.after_drop != "reconnect":
                 self._demand_connect(now)
             tickets, self._rehandshake_tickets = self._rehandshake_tickets, []
@@ -655,7 +710,7 @@ class ServerSupervisor:
         elif isinstance(report, _Demand):
             self._on_demand(report.ticket, now)
         elif isinstance(report, _Refresh):
-            self._connect_tickets.append(report.ticket)
+            report.ticket.handshake(self._connect_tickets)
             live = self._live
             if live is not None and live.drop_reason is None:
                 self._drop(live, "refreshed", "reconnect")
@@ -687,17 +742,17 @@ class ServerSupervisor:
             if live.era == "modern":
                 if not self._rehandshake_tickets:
                     self._publish(on_rehandshake_demanded(self._state.value), "re-handshake demanded")
-                self._rehandshake_tickets.append(ticket)
+                ticket.handshake(self._rehandshake_tickets)
                 return
             # Legacy era: a handshake belongs to a session; re-handshaking means a new session.
-            self._connect_tickets.append(ticket)
+            ticket.handshake(self._connect_tickets)
             self._drop(live, "handshake expired", "reconnect")
             return
         state = self._state.value
         if state.connection in (ConnectionState.CONNECTING, ConnectionState.CLOSING):
-            self._connect_tickets.append(ticket)  # the attempt under way (or next) answers it
+            ticket.handshake(self._connect_tickets)  # the attempt under way (or next) answers it
             return
-        self._connect_tickets.append(ticket)
+        ticket.handshake(self._connect_tickets)
         self._demand_connect(now)
 
     def _demand_connect(self, now: float) -> None:
@@ -809,29 +864,28 @@ class ServerSupervisor:
                 if slots is not None:
                     await slots.acquire()
                     holding = True
-                async with self._open_session(link) as (session, write):
+                answer: DiscoverResult | None = None
+                parked_at: int | None = None
+                sessionless = self._sessionless(link)
+                if sessionless is not None:
                     stage = "handshake"
-                    try:
-                        with trio.fail_after(self.policy.handshake_timeout):
-                            await handshake(session, self.policy.protocol)
-                    except trio.TooSlowError:
-                        raise HandshakeTimeoutError(
-                            f"handshake did not finish within {self.policy.handshake_timeout:g}s"
-                        ) from None
-                    now = trio.current_time()
+                    with self._handshake_deadline():
+                        if not await discover_without_session(sessionless, self.policy.protocol):
+                            sessionless = None  # through a session: it decides what comes next
+                if sessionless is not None:
+                    # Handshaken without a session: one is opened when a call needs it.
                     conn = Connection(
                         server=self.name,
-                        session=session,
+                        session=sessionless,
                         session_id=self._state.value.sessions_opened,
                         link=link,
-                        opened_at=now,
+                        opened_at=trio.current_time(),
                     )
-                    capabilities = capability_snapshot(session, self._anchor)
-                    # What the server offers, so routing and argument checks are right from
-                    # the first call (best effort: what cannot be listed stays unknown).
+                    conn.park()
+                    capabilities = capability_snapshot(sessionless, self._anchor)
                     catalog = await fetch_catalog(
-                        session,
-                        advertised_kinds(session),
+                        session_pages(sessionless),
+                        advertised_kinds(sessionless),
                         self.policy.handshake_timeout,
                         self.shared_items,
                     )
@@ -839,22 +893,47 @@ class ServerSupervisor:
                         holding = False
                         assert slots is not None
                         slots.release()
-                    await self._send_and_wait(
-                        _Connected(conn=conn, capabilities=capabilities, catalog=catalog)
-                    )
+                    connected = _Connected(conn=conn, capabilities=capabilities, catalog=catalog, parked=True)
+                    await self._send_and_wait(connected)
                     stage = "serve"
-                    if self.policy.probe != "none":
-                        lasting.start_soon(self._probe_periodically, conn, name=f"{self.name}: health probes")
-                    if conn.era == "modern" and conn.link.listen_stream is not None:
-                        lasting.start_soon(
-                            self._listen_for_list_changes,
-                            conn,
-                            session.server_capabilities,
-                            name=f"{self.name}: listen",
+                    answer = sessionless.discover_result
+                    self._serve_lasting(conn, lasting, sessionless.server_capabilities)
+                    parked_at = connected.resume_seen
+                    del sessionless
+                else:
+                    async with self._open_session(link) as (session, write):
+                        stage = "handshake"
+                        with self._handshake_deadline():
+                            await handshake(session, self.policy.protocol)
+                        now = trio.current_time()
+                        conn = Connection(
+                            server=self.name,
+                            session=session,
+                            session_id=self._state.value.sessions_opened,
+                            link=link,
+                            opened_at=now,
                         )
-                    parked_at = await self._serve(conn, write)
-                    answer = session.discover_result
-                del session, write  # the closed session is not kept while parked
+                        capabilities = capability_snapshot(session, self._anchor)
+                        # What the server offers, so routing and argument checks are right from
+                        # the first call (best effort: what cannot be listed stays unknown).
+                        catalog = await fetch_catalog(
+                            session_pages(session),
+                            advertised_kinds(session),
+                            self.policy.handshake_timeout,
+                            self.shared_items,
+                        )
+                        if holding:
+                            holding = False
+                            assert slots is not None
+                            slots.release()
+                        await self._send_and_wait(
+                            _Connected(conn=conn, capabilities=capabilities, catalog=catalog)
+                        )
+                        stage = "serve"
+                        self._serve_lasting(conn, lasting, session.server_capabilities)
+                        parked_at = await self._serve(conn, write)
+                        answer = session.discover_result
+                    del session, write  # the closed session is not kept while parked
                 while parked_at is not None and answer is not None:
                     parked_at, answer = await self._park_and_resume(conn, answer, parked_at)
             except BaseException as exc:
@@ -894,6 +973,45 @@ class ServerSupervisor:
         if conn is not None:
             await self._send_and_wait(_Closed(conn=conn))
 
+    @contextmanager
+    def _handshake_deadline(self) -> Iterator[None]:
+        """The handshake's deadline (``handshake_timeout``), raising
+        :class:`HandshakeTimeoutError` when it passes."""
+        try:
+            with trio.fail_after(self.policy.handshake_timeout):
+                yield
+        except trio.TooSlowError:
+            raise HandshakeTimeoutError(
+                f"handshake did not finish within {self.policy.handshake_timeout:g}s"
+            ) from None
+
+    def _sessionless(self, link: Link) -> ClientSession | None:
+        """An SDK session, never entered, that sends the handshake by itself when the
+        connection may start parked: a plain-HTTP server (see :meth:`_parkable`) that may speak
+        2026-07-28. ``None``: the handshake goes through an open session."""
+        transport = self.config.transport
+        if (
+            self.policy.park_after is None
+            or self._http_pool is None
+            or not isinstance(transport, HttpTransport)
+            or self.policy.protocol == "legacy"
+            or self.policy.probe not in ("auto", "discover", "none")
+            or not plain_http(transport, link, self._http_pool)
+            or link.sessionless is None
+        ):
+            return None
+        return ClientSession(dispatcher=cast(Any, link.sessionless), **self._session_options)
+
+    def _serve_lasting(
+        self, conn: Connection, lasting: trio.Nursery, caps: ServerCapabilities | None
+    ) -> None:
+        """Start what goes on whether or not ``conn`` is parked: its probes and a list-change
+        stream held outside the session."""
+        if self.policy.probe != "none":
+            lasting.start_soon(self._probe_periodically, conn, name=f"{self.name}: health probes")
+        if conn.era == "modern" and conn.link.listen_stream is not None:
+            lasting.start_soon(self._listen_for_list_changes, conn, caps, name=f"{self.name}: listen")
+
     @asynccontextmanager
     async def _open_session(self, link: Link) -> AsyncIterator[tuple[ClientSession, Any]]:
         """The transport and an SDK session over it (not handshaken), and the transport's
@@ -922,17 +1040,33 @@ class ServerSupervisor:
         ``answer``, and serve it. Returns what :meth:`_serve` did and the answer now."""
         conn.park()
         kinds = catalog_kinds(answer.capabilities)
+        # A catalog to list again is listed without a session where the transport can.
+        dispatcher = conn.link.sessionless
+
+        def wanted(state: ServerState) -> bool:
+            return conn.drop_reason is not None or state.resume_requests != resumes_seen
 
         def needed(state: ServerState) -> bool:
-            return (
-                conn.drop_reason is not None
-                or state.resume_requests != resumes_seen
-                or any(state.catalog.of(kind) is None for kind in kinds)
-            )
+            return wanted(state) or any(state.catalog.of(kind) is None for kind in kinds)
 
-        await self._state.wait_value(needed)
-        if conn.drop_reason is not None:
-            return None, None
+        while True:
+            state = await self._state.wait_value(needed)
+            if conn.drop_reason is not None:
+                return None, None
+            if dispatcher is None or wanted(state):
+                break
+            async with trio.open_nursery() as relisting:  # until it is wanted meanwhile
+
+                async def until_wanted(scope: trio.CancelScope = relisting.cancel_scope) -> None:
+                    await self._state.wait_value(wanted)
+                    scope.cancel()
+
+                relisting.start_soon(until_wanted)
+                sessionless = ClientSession(dispatcher=cast(Any, dispatcher), **self._session_options)
+                sessionless.adopt(answer)
+                await self._list_stale(conn, session_pages(sessionless), kinds, state)
+                relisting.cancel_scope.cancel()
+            del sessionless  # not kept while parked
         async with self._open_session(conn.link) as (session, write):
             session.adopt(answer)  # no round trip: the server's answer is still current
             tools = self._state.value.catalog.tools
@@ -1067,21 +1201,28 @@ class ServerSupervisor:
         def stale(state: ServerState) -> bool:
             return any(state.catalog.of(kind) is None for kind in kinds)
 
+        pages = session_pages(conn.session)
         while True:
-            state = await self._state.wait_value(stale)
-            for kind in kinds:
-                if state.catalog.of(kind) is not None:
-                    continue
-                try:
-                    with trio.fail_after(self.policy.call_timeout):
-                        items = await list_kind(conn.session, kind)
-                except (trio.TooSlowError, Exception) as exc:
-                    logger.debug("%s: listing %s failed: %s", self.name, kind, exc)
-                    await trio.sleep(self.policy.health_interval)
-                    break
-                await self._send_and_wait(
-                    _CatalogListed(conn=conn, kind=kind, items=listing(kind, items, self.shared_items))
-                )
+            await self._list_stale(conn, pages, kinds, await self._state.wait_value(stale))
+
+    async def _list_stale(
+        self, conn: Connection, pages: Pages, kinds: Sequence[str], state: ServerState
+    ) -> None:
+        """List each of ``kinds`` whose catalog is unknown in ``state``; after a listing that
+        failed, wait ``health_interval`` (it is tried again after that)."""
+        for kind in kinds:
+            if state.catalog.of(kind) is not None:
+                continue
+            try:
+                with trio.fail_after(self.policy.call_timeout):
+                    items = await list_kind(pages, kind)
+            except (trio.TooSlowError, Exception) as exc:
+                logger.debug("%s: listing %s failed: %s", self.name, kind, exc)
+                await trio.sleep(self.policy.health_interval)
+                return
+            await self._send_and_wait(
+                _CatalogListed(conn=conn, kind=kind, items=listing(kind, items, self.shared_items))
+            )
 
     async def _rehandshake_on_demand(self, conn: Connection) -> None:
         """Re-run ``server/discover`` on the live (2026-07-28) session whenever it is demanded."""
@@ -1148,6 +1289,12 @@ class ServerSupervisor:
 
     async def _probe_and_report(self, conn: Connection, correlation_id: str | None) -> Failure | None:
         failure = await self._probe(conn)
+        if failure is None and correlation_id is None and self._quiet and conn is self._live:
+            # A healthy server still healthy: only when it was checked changes, a usage stamp
+            # of the connection (read into snapshots), not a state change to publish.
+            conn.checked_at = trio.current_time()
+            self._state.recheck()  # for wait_for: its snapshots read the stamp
+            return None
         reason = "probe"
         if failure is not None and conn.link.exit_reason is not None:
             # The probe found the connection dead: report what its watcher would have.
@@ -1218,6 +1365,11 @@ class ServerSupervisor:
             raise self._unavailable()
         ticket = _Ticket(correlation_id, force=force)
         self._send(_Demand(ticket=ticket))
+        if observer is not None:
+            # Told of a handshake only: opening a parked connection's session again is not one.
+            await ticket.decided.wait()
+            if not ticket.handshaking:
+                observer = None
         if observer is not None:
             observer("start", None)
         try:

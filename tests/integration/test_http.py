@@ -202,10 +202,12 @@ async def test_servers_at_one_origin_share_a_pool_closed_with_the_manager(nurser
                 await manager.wait_for(name, healthy)
             pool = manager._http_pool
             assert pool is not None
-            assert pool.statistics() == {"origins": 1, "pools": 1, "leases": 3}
+            # Handshaken without a session: nothing is leased before a call opens one.
+            assert pool.statistics() == {"origins": 0, "pools": 0, "leases": 0}
             for name in ("a", "b", "c"):
                 result = await manager.call_tool("whoami", preferred=[name], failover="never")
                 assert text_of(result) == "web"
+            assert pool.statistics() == {"origins": 1, "pools": 1, "leases": 3}
             transport = pool.transport_for(("http", "127.0.0.1", server.port))
             connections = transport._pool.connections  # type: ignore[attr-defined]
             assert connections
@@ -255,7 +257,7 @@ async def test_a_plain_http_server_announces_list_changes_on_a_stream_held_outsi
             [server.config(policy(health_interval=60))], session_options={"message_handler": on_message}
         ) as manager:
             await manager.wait_for("web", healthy)
-            conn = manager._supervisors["web"].ready_connection()
+            conn = manager._supervisors["web"].connection
             assert conn is not None and conn.link.listen_stream is not None
             # The stream is opened beside the connection: announce until it is heard.
             while not notified:

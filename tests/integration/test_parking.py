@@ -4,7 +4,9 @@ Real SDK servers under hypercorn, real clock."""
 
 from __future__ import annotations
 
+import json
 from collections import Counter
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -13,6 +15,7 @@ from _support import HttpDemoServer, PostFilter, policy, serve_asgi, text_of
 from mcp.server.mcpserver import MCPServer
 from mcp.server.subscriptions import InMemorySubscriptionBus
 from mcp.shared.subscriptions import ToolsListChanged
+from mcp_types import CLIENT_CAPABILITIES_META_KEY
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -44,10 +47,13 @@ class Methods(PostFilter):
     def __init__(self, app: Any) -> None:
         super().__init__(app)
         self.seen: Counter[str] = Counter()
+        self.metas: dict[str, Any] = {}
+        """The ``_meta`` of the last request of each method."""
 
     async def answer(self, sent: dict[str, Any], send: Any) -> bool:
         if "method" in sent:
             self.seen[sent["method"]] += 1
+            self.metas[sent["method"]] = (sent.get("params") or {}).get("_meta")
         return False
 
 
@@ -121,25 +127,23 @@ SERVING = sorted(
 PARKED = ["web: connection", "web: health probes", "web: listen"]
 
 
-async def test_an_idle_server_is_parked_and_a_call_resumes_it_without_a_round_trip(
+async def test_a_server_starts_parked_and_a_call_opens_its_session_without_a_round_trip(
     nursery: trio.Nursery,
 ) -> None:
-    """Idle for ``park_after``, the connection closes its SDK session (and its tasks) but stays
-    up: healthy, the same session number, probed all along. A call on it opens a session again
-    and sends the call alone: no ``server/discover``, no listing (the output schema the result
-    is checked against is the one listed before), and the connection parks again afterwards."""
+    """The handshake (``server/discover`` and the listings) needs no SDK session: the connection
+    comes up parked, healthy and probed, with only its probe and list-change tasks. A call opens
+    a session and sends the call alone: no ``server/discover``, no listing (the output schema
+    the result is checked against is the one listed before). Idle for ``park_after``, the
+    connection closes its session and its tasks again, with the same session number."""
     app, url = await serve_counted(nursery, build_server("web"))
     with trio.fail_after(30):
         async with trio_mcp.open_manager([config_of(url)]) as manager:
             first = await manager.wait_for("web", healthy)
-            assert not first.session.parked
-            assert await settled_tasks("web", SERVING) == SERVING
-            snap = await manager.wait_for("web", parked)
-            assert snap.session.session_id == first.session.session_id
-            assert snap.connection is trio_mcp.ConnectionState.READY
+            assert first.session.parked
+            assert first.connection is trio_mcp.ConnectionState.READY
             assert parked_gauge(manager) == 1.0
-            # Its session's tasks end; the probes and the list-change stream go on.
             assert await settled_tasks("web", PARKED) == PARKED
+            assert app.seen["tools/list"] == 1  # listed at the handshake, without a session
             probes = app.seen["server/discover"]
             await trio.sleep(0.5)
             assert app.seen["server/discover"] >= probes + 2
@@ -154,14 +158,50 @@ async def test_an_idle_server_is_parked_and_a_call_resumes_it_without_a_round_tr
             assert sent["tools/list"] == 0
             # Probes may have gone out meanwhile; nothing else did.
             assert set(sent) <= {"tools/call", "server/discover"}
-            assert [a.server for a in result.attempts if a.success] == ["web", "web"]
+            # Opening the session again is no handshake: the call is the only attempt.
+            assert [(a.server, a.stage, a.success) for a in result.attempts] == [("web", "invoke", True)]
             after = manager.server("web")
             assert after.session.session_id == first.session.session_id
             assert not after.session.parked
             assert parked_gauge(manager) == 0.0
+            assert await settled_tasks("web", SERVING) == SERVING
 
             again = await manager.wait_for("web", parked)
             assert again.session.session_id == first.session.session_id
+            assert await settled_tasks("web", PARKED) == PARKED
+
+
+async def test_a_handshake_without_a_session_sees_what_the_sdk_session_sees(nursery: trio.Nursery) -> None:
+    """The same server handshaken without a session (parking on) and through the SDK session
+    (``park_after=None``): the same capability snapshot and catalog, and requests stamped with
+    the same ``_meta`` (protocol version, client identity and capabilities)."""
+    app, url = await serve_counted(nursery, build_server("web"))
+
+    async def elicit(context: Any, params: Any) -> Any:
+        raise AssertionError("not asked")
+
+    seen: dict[bool, tuple[Any, Any]] = {}
+    with trio.fail_after(30):
+        for plain in (True, False):
+            app.metas.clear()
+            park_after = PARK_AFTER if plain else None
+            options = {"elicitation_callback": elicit}
+            config = config_of(url, park_after=park_after, probe="none")
+            async with trio_mcp.open_manager([config], session_options=options) as manager:
+                snap = await manager.wait_for("web", healthy)
+                assert snap.session.parked is plain
+                capabilities = snap.capabilities
+                assert capabilities is not None and capabilities.server_name == "web"
+                keys = sorted(entry.key for entry in await manager.list_tools())
+                seen[plain] = (replace(capabilities, captured_at=0, captured_timestamp=0), keys)
+                assert set(app.metas) >= {"server/discover", "tools/list"}
+                metas = dict(app.metas)
+            if plain:
+                plain_metas = metas
+            else:
+                assert plain_metas == metas
+        assert seen[True] == seen[False]
+        assert "elicitation" in plain_metas["tools/list"][CLIENT_CAPABILITIES_META_KEY]
 
 
 async def test_a_connection_in_use_is_not_parked(nursery: trio.Nursery) -> None:
@@ -193,11 +233,11 @@ async def test_a_connection_borrowed_with_acquire_is_never_parked(nursery: trio.
             assert text_of(result) == "kept"
 
 
-async def test_a_list_change_announced_while_parked_is_listed_and_the_connection_parks_again(
+async def test_a_list_change_announced_while_parked_is_listed_without_a_session(
     nursery: trio.Nursery,
 ) -> None:
-    """The list-change stream outlives the parked session: a tool the server adds meanwhile is
-    listed (a session is opened for it) and routed to, and the connection parks again."""
+    """The list-change stream goes on while parked: a tool the server adds meanwhile is listed
+    without opening a session, and routed to."""
     bus = InMemorySubscriptionBus()
     server = MCPServer("web", subscriptions=bus)
 
@@ -208,7 +248,7 @@ async def test_a_list_change_announced_while_parked_is_listed_and_the_connection
     app, url = await serve_counted(nursery, server)
     with trio.fail_after(30):
         async with trio_mcp.open_manager([config_of(url)]) as manager:
-            await manager.wait_for("web", parked)
+            first = await manager.wait_for("web", parked)
             assert manager.candidates("tools/call", "late") == []
             listings = app.seen["tools/list"]
 
@@ -216,10 +256,19 @@ async def test_a_list_change_announced_while_parked_is_listed_and_the_connection
                 return "late"
 
             server.add_tool(late, name="late")
-            await bus.publish(ToolsListChanged())
-            await manager.wait_for("web", lambda s: app.seen["tools/list"] > listings)
-            await manager.wait_for("web", parked)
-            assert manager.candidates("tools/call", "late") == ["web"]
+            # The stream is opened beside the connection: announce until it is heard.
+            while app.seen["tools/list"] == listings:
+                await bus.publish(ToolsListChanged())
+                await trio.sleep(0.05)
+
+            def routed(_: ServerSnapshot) -> bool:
+                return manager.candidates("tools/call", "late") == ["web"]
+
+            snap = await manager.wait_for("web", routed)
+            assert snap.session.parked
+            # Listed without opening a session.
+            assert snap.session.session_id == first.session.session_id and app.seen["tools/call"] == 0
+            assert await settled_tasks("web", PARKED) == PARKED
 
 
 async def test_a_parked_connection_whose_server_stops_is_dropped_and_recovers(nursery: trio.Nursery) -> None:
@@ -266,3 +315,51 @@ async def test_parking_is_off_with_park_after_none(nursery: trio.Nursery) -> Non
             assert not manager.server("web").session.parked
             serving = [name for name in SERVING if name != "web: park when idle"]
             assert await settled_tasks("web", serving) == serving
+
+
+class LegacyOnly(Methods):
+    """Answers ``server/discover`` as a server of the 2025-11-25 era does: it does not know it."""
+
+    async def answer(self, sent: dict[str, Any], send: Any) -> bool:
+        await super().answer(sent, send)
+        if sent.get("method") != "server/discover":
+            return False
+        error = {"code": -32601, "message": "Method not found"}
+        payload = json.dumps({"jsonrpc": "2.0", "id": sent["id"], "error": error}).encode()
+        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": payload})
+        return True
+
+
+async def test_a_server_that_does_not_know_discover_is_handshaken_through_a_session(
+    nursery: trio.Nursery,
+) -> None:
+    """The handshake without a session is only for the 2026-07-28 era: a server that answers
+    ``server/discover`` with an error gets ``initialize`` through an SDK session, and that
+    connection is never parked (its session is the server's state)."""
+    app = LegacyOnly(build_server("web").streamable_http_app(host="127.0.0.1"))
+    url = await serve_asgi(nursery, app)
+    with trio.fail_after(30):
+        async with trio_mcp.open_manager([config_of(url)]) as manager:
+            snap = await manager.wait_for("web", healthy)
+            assert snap.capabilities is not None and snap.capabilities.era == "legacy"
+            assert not snap.session.parked
+            assert app.seen["initialize"] == 1
+            assert text_of(await manager.call_tool("echo", {"text": "old"})) == "old"
+            await trio.sleep(PARK_AFTER * 3)
+            assert not manager.server("web").session.parked
+
+
+async def test_a_call_made_before_the_handshake_waits_for_it_and_the_session(nursery: trio.Nursery) -> None:
+    """A call made as the manager opens waits for the handshake (one attempt, ``handshake``),
+    then for the session opened for it, and is answered."""
+    app, url = await serve_counted(nursery, build_server("web"))
+    with trio.fail_after(30):
+        async with trio_mcp.open_manager([config_of(url)]) as manager:
+            result = await manager.invoke("tools/call", "echo", {"text": "early"}, preferred=["web"])
+            assert text_of(result.result) == "early"
+            stages = [(a.stage, a.success) for a in result.attempts]
+            assert stages in ([("handshake", True), ("invoke", True)], [("invoke", True)])
+            assert app.seen["tools/call"] == 1 and app.seen["initialize"] == 0
+            assert not manager.server("web").session.parked

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import contextvars
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Protocol, Self
 
 import anyio
 import trio
@@ -125,6 +125,15 @@ changes of ``kinds``, handing each message read on it to ``on_message(subscripti
 message)``, until it ends (see :class:`~.http_listen.PlainListen`)."""
 
 
+class SessionlessRequests(Protocol):
+    """Sends a request that needs no session by itself (the dispatcher of an SDK session that
+    is never entered: ``http_probe.SessionlessDispatcher``)."""
+
+    async def send_raw_request(
+        self, method: str, params: Mapping[str, Any] | None, opts: Mapping[str, Any] | None = None
+    ) -> dict[str, Any]: ...
+
+
 class Link:
     """What one connection's transport knows about the peer, shared with its supervisor."""
 
@@ -138,6 +147,7 @@ class Link:
         "http_status",
         "listen_stream",
         "server",
+        "sessionless",
         "stderr_tail",
         "track_delivery",
     )
@@ -161,6 +171,10 @@ class Link:
         self.listen_stream: ListenStream | None = None
         """A ``subscriptions/listen`` stream that the transport holds by itself, outside the SDK
         session (plain streamable HTTP); ``None``: listen through the session."""
+        self.sessionless: SessionlessRequests | None = None
+        """A dispatcher for an SDK session that is never entered, sending the requests that
+        need no session (the handshake's) by itself (plain streamable HTTP); ``None``: they go
+        through an open session."""
 
     def facts(self) -> LinkFacts:
         """What this transport knows now, as plain facts (for classifying a failure)."""

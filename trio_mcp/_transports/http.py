@@ -25,6 +25,7 @@ from .http_probe import (
     MessageRefusedError,
     PlainDiscoverProbe,
     ProbeSockets,
+    SessionlessDispatcher,
     probe_turns,
 )
 
@@ -80,6 +81,9 @@ def _synthetic_error(request_id: str, message: str) -> httpx2.Response:
         502, json=body, headers={"content-type": "application/json", SYNTHETIC_HEADER: "1"}
     )
 
+
+USER_AGENT = f"python-httpx2/{httpx2.__version__}"
+"""What ``httpx2`` says it is (the requests sent without it say the same)."""
 
 HTTP_POOL_SHARE = 8
 """How many connections (servers) of one origin share one keep-alive pool. httpcore scans every
@@ -481,6 +485,25 @@ class _LinkedHttpTransport(httpx2.AsyncBaseTransport):
         await trio.lowlevel.checkpoint()
 
 
+def plain_http(config: HttpTransport, link: Link, pool: HttpPool) -> bool:
+    """Give ``link`` the requests that a plain ``http://`` server (no auth flow, no credentials
+    in the URL, no address checks) is sent without ``httpx2``: its probes, its list-change
+    stream and its handshake. Probes are most of what an idle fleet costs, and nothing there
+    (TLS, auth, address checks) needs ``httpx2``. ``False``: the server is not plain."""
+    if link.sessionless is not None:
+        return True
+    url = httpx2.URL(config.url)
+    if url.scheme != "http" or config.auth is not None or url.userinfo or config.public_only:
+        return False
+    # What the connection's own client would send (its defaults, then the configured headers).
+    headers = httpx2.Headers({"user-agent": USER_AGENT, **(config.headers or {})})
+    sockets = pool.probe_sockets(url.host, url.port or 80)
+    link.discover_probe = PlainDiscoverProbe(sockets, url, headers, link, config.max_message_bytes)
+    link.listen_stream = PlainListen(sockets, url, headers, link, config.max_message_bytes)
+    link.sessionless = SessionlessDispatcher(sockets, url, headers, link, config.max_message_bytes)
+    return True
+
+
 @asynccontextmanager
 async def _open_http(
     config: HttpTransport, link: Link, pool: HttpPool | None = None
@@ -513,15 +536,7 @@ async def _open_http(
                 link, shared, origin, config.max_message_bytes, public_only=config.public_only
             ),
         )
-        if url.scheme == "http" and auth is None and not url.userinfo and not config.public_only:
-            # Probes are most of what an idle fleet costs: they skip httpx2 where nothing
-            # (TLS, an auth flow or credentials in the URL, address checks) needs it.
-            sockets = shared.probe_sockets(url.host, url.port or 80)
-            link.discover_probe = PlainDiscoverProbe(
-                sockets, url, client.headers, link, config.max_message_bytes
-            )
-            link.listen_stream = PlainListen(sockets, url, client.headers, link, config.max_message_bytes)
-        else:
+        if not plain_http(config, link, shared):
             turns = shared.probe_turns(origin)
             link.discover_probe = DiscoverProbe(client, config.url, config.max_message_bytes, turns)
         # The SDK's own bound on one event is made the same as ours (its default is 1 MiB);

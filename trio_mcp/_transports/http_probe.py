@@ -12,6 +12,9 @@ Two ways to send it:
   trio socket from a small set of keep-alive sockets per origin (:class:`ProbeSockets`). A probe
   is most of what an idle fleet costs, and this costs a fraction of a pass through ``httpx2``
   and ``httpcore2``. It raises the same errors and marks the connection the same way.
+
+The handshake of such a server goes the same way (:class:`SessionlessDispatcher`): its SDK
+session is opened only when a call needs it.
 """
 
 from __future__ import annotations
@@ -259,81 +262,46 @@ class PlainPost:
         self._link.mark_dead("protocol_error", reason)
         return MessageRefusedError(reason)
 
-
-class PlainDiscoverProbe(PlainPost):
-    """``server/discover`` as one POST over h11, on a socket of ``sockets``.
-
-    The same answer checks as :class:`DiscoverProbe` (a JSON answer is read as it is; any other
-    becomes an ``httpx2.Response`` read by the same code), the same errors (``httpx2``
-    transport errors), and the same marks on ``link``: an HTTP error status is recorded, and a
-    POST that cannot be delivered marks the connection dead with its category, as the
-    connection's own transport does. At most :data:`PROBES_IN_FLIGHT` probes of one origin
-    are under way at once.
-    """
-
-    __slots__ = ("_requests",)
-
-    def __init__(
+    async def _answer(
         self,
-        sockets: ProbeSockets,
-        url: httpx2.URL,
-        headers: Mapping[str, str],
-        link: Link,
-        max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
-    ) -> None:
-        super().__init__(sockets, url, headers, link, max_bytes)
-        self._requests: dict[str, tuple[h11.Request, bytes, bytes]] = {}
-        """For each version, the request head and the body around the request id: every probe
-        of one version has a body of the same length (its id has a fixed width)."""
+        status: int,
+        headers: list[tuple[bytes, bytes]],
+        content: bytes,
+        request_id: str,
+        method: str = "server/discover",
+    ) -> dict[str, Any]:
+        """The JSON-RPC message answering ``request_id`` in a response (see :func:`_answer_of`);
+        an HTTP error status is recorded on the link."""
+        if status == 200 and _header(headers, b"content-type").lower().startswith(b"application/json"):
+            answer = _json_object(content)
+            if answer is not None:  # what _answer_of would return, found without building a response
+                return answer
+        if status >= 400:
+            self._link.http_status = status
+        request_made = httpx2.Request("POST", self._url)
+        response = httpx2.Response(status, headers=headers, content=content, request=request_made)
+        return await _answer_of(response, request_id, self._max, method)
 
-    def _request(self, version: str) -> tuple[h11.Request, bytes, bytes]:
-        made = self._requests.get(version)
-        if made is None:
-            before, after = _discover_body(_ID_MARK, version).split(_ID_MARK.encode())
-            length = len(before) + len(_ID_MARK) + len(after)
-            headers = [*self._headers, *_discover_headers(version).items(), ("content-length", str(length))]
-            request = h11.Request(method="POST", target=self._target, headers=headers)
-            made = self._requests[version] = (request, before, after)
-        return made
-
-    async def __call__(self, version: str) -> None:
-        self._sent += 1
-        request, before, after = self._request(version)
-        request_id = f"trio-mcp-probe-{self._sent % _PROBE_IDS:08d}"
-        body = before + request_id.encode() + after
+    async def _exchange(
+        self, request: h11.Request, body: bytes, request_id: str, *, turn: bool = True
+    ) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+        """Send the request on an idle socket, again on the next (or a new one) while a reused
+        one turns out closed under it; the answer's status, headers and body. ``turn``: wait
+        for one of the origin's probe turns first (see :data:`PROBES_IN_FLIGHT`)."""
+        turns = self._sockets.turns
+        if turn:
+            await take_turn(turns)
         try:
-            status, response_headers, content = await self._exchange(request, body, request_id)
+            return await self._exchange_in_turn(request, body, request_id)
         except Exception as exc:
             from .._errors import classify
 
             failure = classify(exc)
             self._link.mark_dead(failure.category, failure.message)
             raise
-        if status == 200 and _header(response_headers, b"content-type").lower().startswith(
-            b"application/json"
-        ):
-            answer = _json_object(content)
-            if answer is not None:  # what _answer_of would return, found without building a response
-                _check_answer(answer)
-                return
-        if status >= 400:
-            self._link.http_status = status
-        request_made = httpx2.Request("POST", self._url)
-        response = httpx2.Response(status, headers=response_headers, content=content, request=request_made)
-        _check_answer(await _answer_of(response, request_id, self._max))
-
-    async def _exchange(
-        self, request: h11.Request, body: bytes, request_id: str
-    ) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
-        """Send the request on an idle socket, again on the next (or a new one) while a reused
-        one turns out closed under it; the answer's status, headers and body."""
-        sockets = self._sockets
-        turns = sockets.turns
-        await take_turn(turns)
-        try:
-            return await self._exchange_in_turn(request, body, request_id)
         finally:
-            turns.release()
+            if turn:
+                turns.release()
 
     async def _exchange_in_turn(
         self, request: h11.Request, body: bytes, request_id: str
@@ -417,6 +385,115 @@ class PlainDiscoverProbe(PlainPost):
             raise (httpx2.ReadError if answered else httpx2.WriteError)(
                 str(exc) or type(exc).__name__
             ) from exc
+
+
+class PlainDiscoverProbe(PlainPost):
+    """``server/discover`` as one POST over h11, on a socket of ``sockets``.
+
+    The same answer checks as :class:`DiscoverProbe` (a JSON answer is read as it is; any other
+    becomes an ``httpx2.Response`` read by the same code), the same errors (``httpx2``
+    transport errors), and the same marks on ``link``: an HTTP error status is recorded, and a
+    POST that cannot be delivered marks the connection dead with its category, as the
+    connection's own transport does. At most :data:`PROBES_IN_FLIGHT` probes of one origin
+    are under way at once.
+    """
+
+    __slots__ = ("_requests",)
+
+    def __init__(
+        self,
+        sockets: ProbeSockets,
+        url: httpx2.URL,
+        headers: Mapping[str, str],
+        link: Link,
+        max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+    ) -> None:
+        super().__init__(sockets, url, headers, link, max_bytes)
+        self._requests: dict[str, tuple[h11.Request, bytes, bytes]] = {}
+        """For each version, the request head and the body around the request id: every probe
+        of one version has a body of the same length (its id has a fixed width)."""
+
+    def _request(self, version: str) -> tuple[h11.Request, bytes, bytes]:
+        made = self._requests.get(version)
+        if made is None:
+            before, after = _discover_body(_ID_MARK, version).split(_ID_MARK.encode())
+            length = len(before) + len(_ID_MARK) + len(after)
+            headers = [*self._headers, *_discover_headers(version).items(), ("content-length", str(length))]
+            request = h11.Request(method="POST", target=self._target, headers=headers)
+            made = self._requests[version] = (request, before, after)
+        return made
+
+    async def __call__(self, version: str) -> None:
+        self._sent += 1
+        request, before, after = self._request(version)
+        request_id = f"trio-mcp-probe-{self._sent % _PROBE_IDS:08d}"
+        body = before + request_id.encode() + after
+        status, response_headers, content = await self._exchange(request, body, request_id)
+        _check_answer(await self._answer(status, response_headers, content, request_id))
+
+
+SESSIONLESS_METHODS = frozenset(
+    {"server/discover", "tools/list", "resources/list", "resources/templates/list", "prompts/list"}
+)
+"""What :class:`SessionlessDispatcher` sends: requests that need no session and may be sent
+twice (a reused socket that turns out closed under one is tried again on another)."""
+
+
+class SessionlessDispatcher(PlainPost):
+    """The dispatcher of an SDK ``ClientSession`` that is never entered: each request it is
+    given is one POST over h11 on a socket of ``sockets``, with the headers the session
+    stamped on it. So a 2026-07-28 server's handshake (``server/discover`` and the listings)
+    is sent, and its answers checked and adopted, by the SDK's own session code, without the
+    transport, the tasks and the streams of an open session.
+
+    Only :data:`SESSIONLESS_METHODS` are sent; the same errors and link marks as
+    :class:`PlainDiscoverProbe`.
+    """
+
+    __slots__ = ()
+
+    async def send_raw_request(
+        self, method: str, params: Mapping[str, Any] | None, opts: Mapping[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """The result the server answered to ``method``; raises the ``MCPError`` it answered
+        instead."""
+        if method not in SESSIONLESS_METHODS:
+            raise RuntimeError(f"{method} needs a session")
+        self._sent += 1
+        request_id = f"trio-mcp-{self._sent}"
+        message: dict[str, Any] = {"jsonrpc": "2.0", "id": request_id, "method": method}
+        if params is not None:
+            message["params"] = dict(params)
+        body = json.dumps(message).encode()
+        stamped: Mapping[str, str] = (opts or {}).get("headers") or {}
+        request = h11.Request(
+            method="POST",
+            target=self._target,
+            headers=[
+                *self._headers,
+                ("accept", "application/json, text/event-stream"),
+                ("content-type", "application/json"),
+                *stamped.items(),
+                ("content-length", str(len(body))),
+            ],
+        )
+        # Not in the probes' turns: handshakes are bounded by the manager's connect slots, and
+        # a fleet coming up must not queue its handshakes behind the probes of its first servers.
+        status, headers, content = await self._exchange(request, body, request_id, turn=False)
+        answer = await self._answer(status, headers, content, request_id, method)
+        error = answer.get("error")
+        if error is not None:
+            raise _rpc_error(error)
+        result = answer.get("result")
+        if not isinstance(result, dict):
+            raise _rpc_error({"code": _INVALID_REQUEST, "message": f"{method} answered without a result"})
+        return result
+
+    async def notify(
+        self, method: str, params: Mapping[str, Any] | None, opts: Mapping[str, Any] | None = None
+    ) -> None:
+        """Dropped: the 2026-07-28 HTTP wire has no notifications from the client."""
+        await trio.lowlevel.checkpoint()
 
 
 def _header(headers: list[tuple[bytes, bytes]], name: bytes) -> bytes:
