@@ -27,12 +27,12 @@ CPU is shown as the backend's, and KiB/server is still the manager process's own
 
     .venv/bin/python bench/fleet_scale.py --transport stdio --servers 100 --seconds 10
 
-``--park-after SECONDS`` sets every server's ``park_after`` (default: the library's); up to 30 s
-the window starts once every server is parked. RSS keeps its high-water mark, so KiB/server
-drops only when the fleet parks as it comes up (``--park-after 1``), not when every session was
-open first and closed later::
+``--park-after SECONDS`` sets every server's ``park_after`` (default: the library's; ``none``:
+parking off, so every server holds an open SDK session); up to 30 s the window starts once every
+server is parked. RSS keeps its high-water mark: a fleet whose sessions were all open once shows
+that, even after they closed::
 
-    .venv/bin/python bench/fleet_scale.py --servers 1000 --park-after 1
+    .venv/bin/python bench/fleet_scale.py --servers 1000 --park-after none
 
 ``--chart PATH`` also draws the three figures against N as a PNG (matplotlib: ``pip install -e
 '.[bench]'``); no chart is drawn without it::
