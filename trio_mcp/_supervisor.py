@@ -858,6 +858,15 @@ class ServerSupervisor:
         stage = "connect"
         slots = self._connect_slots
         holding = False
+
+        def release() -> None:
+            """Let the connect slot go (once the handshake and the first listing are done)."""
+            nonlocal holding
+            if holding:
+                holding = False
+                assert slots is not None
+                slots.release()
+
         # Tasks that go on while the connection is parked (probes, the list-change stream).
         async with trio.open_nursery() as lasting:
             try:
@@ -874,27 +883,8 @@ class ServerSupervisor:
                             sessionless = None  # through a session: it decides what comes next
                 if sessionless is not None:
                     # Handshaken without a session: one is opened when a call needs it.
-                    conn = Connection(
-                        server=self.name,
-                        session=sessionless,
-                        session_id=self._state.value.sessions_opened,
-                        link=link,
-                        opened_at=trio.current_time(),
-                    )
-                    conn.park()
-                    capabilities = capability_snapshot(sessionless, self._anchor)
-                    catalog = await fetch_catalog(
-                        session_pages(sessionless),
-                        advertised_kinds(sessionless),
-                        self.policy.handshake_timeout,
-                        self.shared_items,
-                    )
-                    if holding:
-                        holding = False
-                        assert slots is not None
-                        slots.release()
-                    connected = _Connected(conn=conn, capabilities=capabilities, catalog=catalog, parked=True)
-                    await self._send_and_wait(connected)
+                    connected = await self._report_connected(sessionless, link, release, parked=True)
+                    conn = connected.conn
                     stage = "serve"
                     answer = sessionless.discover_result
                     self._serve_lasting(conn, lasting, sessionless.server_capabilities)
@@ -905,30 +895,7 @@ class ServerSupervisor:
                         stage = "handshake"
                         with self._handshake_deadline():
                             await handshake(session, self.policy.protocol)
-                        now = trio.current_time()
-                        conn = Connection(
-                            server=self.name,
-                            session=session,
-                            session_id=self._state.value.sessions_opened,
-                            link=link,
-                            opened_at=now,
-                        )
-                        capabilities = capability_snapshot(session, self._anchor)
-                        # What the server offers, so routing and argument checks are right from
-                        # the first call (best effort: what cannot be listed stays unknown).
-                        catalog = await fetch_catalog(
-                            session_pages(session),
-                            advertised_kinds(session),
-                            self.policy.handshake_timeout,
-                            self.shared_items,
-                        )
-                        if holding:
-                            holding = False
-                            assert slots is not None
-                            slots.release()
-                        await self._send_and_wait(
-                            _Connected(conn=conn, capabilities=capabilities, catalog=catalog)
-                        )
+                        conn = (await self._report_connected(session, link, release, parked=False)).conn
                         stage = "serve"
                         self._serve_lasting(conn, lasting, session.server_capabilities)
                         parked_at = await self._serve(conn, write)
@@ -937,10 +904,7 @@ class ServerSupervisor:
                 while parked_at is not None and answer is not None:
                     parked_at, answer = await self._park_and_resume(conn, answer, parked_at)
             except BaseException as exc:
-                if holding:
-                    holding = False
-                    assert slots is not None
-                    slots.release()
+                release()
                 # Nothing the transport, the session or the handshake raises may leave this task:
                 # the manager's nursery (and every other server) would die with it. Cancellation
                 # goes on; a failure that arrives with it is the transport complaining while it is
@@ -972,6 +936,31 @@ class ServerSupervisor:
             lasting.cancel_scope.cancel()
         if conn is not None:
             await self._send_and_wait(_Closed(conn=conn))
+
+    async def _report_connected(
+        self, session: ClientSession, link: Link, release: Callable[[], None], *, parked: bool
+    ) -> _Connected:
+        """Describe the connection handshaken on ``session`` (its capability snapshot, and what
+        it offers), let the connect slot go (``release``) and report it; the report as applied.
+        ``parked``: ``session`` is never entered, so the connection starts parked."""
+        conn = Connection(
+            server=self.name,
+            session=session,
+            session_id=self._state.value.sessions_opened,
+            link=link,
+            opened_at=trio.current_time(),
+        )
+        if parked:
+            conn.park()
+        capabilities = capability_snapshot(session, self._anchor)
+        # What the server offers, so routing and argument checks are right from the first call
+        # (best effort: what cannot be listed stays unknown).
+        pages, kinds = session_pages(session), advertised_kinds(session)
+        catalog = await fetch_catalog(pages, kinds, self.policy.handshake_timeout, self.shared_items)
+        release()
+        report = _Connected(conn=conn, capabilities=capabilities, catalog=catalog, parked=parked)
+        await self._send_and_wait(report)
+        return report
 
     @contextmanager
     def _handshake_deadline(self) -> Iterator[None]:

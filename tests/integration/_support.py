@@ -82,6 +82,14 @@ class PostFilter:
     async def answer(self, sent: dict[str, Any], send: Any) -> bool:
         return False
 
+    @staticmethod
+    async def reply(send: Any, message: dict[str, Any]) -> None:
+        """Answer with ``message`` as a JSON body (what :meth:`answer` sends to answer itself)."""
+        payload = json.dumps(message).encode()
+        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": payload})
+
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "http" or scope["method"] != "POST":
             await self.app(scope, receive, send)

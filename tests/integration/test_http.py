@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 from pathlib import Path
@@ -288,10 +287,7 @@ class ListenClosedAtOnce(PostFilter):
         if sent.get("method") != "subscriptions/listen":
             return False
         self.listens += 1
-        payload = json.dumps({"jsonrpc": "2.0", "id": sent["id"], "result": {}}).encode()
-        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]
-        await send({"type": "http.response.start", "status": 200, "headers": headers})
-        await send({"type": "http.response.body", "body": payload})
+        await self.reply(send, {"jsonrpc": "2.0", "id": sent["id"], "result": {}})
         return True
 
 

@@ -4,7 +4,6 @@ Real SDK servers under hypercorn, real clock."""
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from dataclasses import replace
 from typing import Any
@@ -325,10 +324,7 @@ class LegacyOnly(Methods):
         if sent.get("method") != "server/discover":
             return False
         error = {"code": -32601, "message": "Method not found"}
-        payload = json.dumps({"jsonrpc": "2.0", "id": sent["id"], "error": error}).encode()
-        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]
-        await send({"type": "http.response.start", "status": 200, "headers": headers})
-        await send({"type": "http.response.body", "body": payload})
+        await self.reply(send, {"jsonrpc": "2.0", "id": sent["id"], "error": error})
         return True
 
 

@@ -99,18 +99,7 @@ class PlainListen(PlainPost):
         self._sent += 1
         request_id = f"trio-mcp-listen-{self._sent}"
         body = _listen_body(request_id, version, kinds)
-        request = h11.Request(
-            method="POST",
-            target=self._target,
-            headers=[
-                *self._headers,
-                ("accept", "application/json, text/event-stream"),
-                ("content-type", "application/json"),
-                (MCP_PROTOCOL_VERSION_HEADER, version),
-                (MCP_METHOD_HEADER, LISTEN),
-                ("content-length", str(len(body))),
-            ],
-        )
+        request = self._post({MCP_PROTOCOL_VERSION_HEADER: version, MCP_METHOD_HEADER: LISTEN}, len(body))
         sock = await self._sockets.connect()
         try:
             answer = await self._read(sock.h11, sock.stream, request, body, request_id, on_message)

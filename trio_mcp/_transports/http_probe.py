@@ -72,14 +72,18 @@ def _discover_body(request_id: str, version: str) -> bytes:
     return json.dumps(body).encode()
 
 
-def _discover_headers(version: str) -> dict[str, str]:
+def _stamped_headers(version: str, method: str) -> dict[str, str]:
+    """The headers a request stamps: its protocol version and method."""
     from mcp.shared.inbound import MCP_METHOD_HEADER, MCP_PROTOCOL_VERSION_HEADER
 
+    return {MCP_PROTOCOL_VERSION_HEADER: version, MCP_METHOD_HEADER: method}
+
+
+def _discover_headers(version: str) -> dict[str, str]:
     return {
         "accept": "application/json, text/event-stream",
         "content-type": "application/json",
-        MCP_PROTOCOL_VERSION_HEADER: version,
-        MCP_METHOD_HEADER: "server/discover",
+        **_stamped_headers(version, "server/discover"),
     }
 
 
@@ -256,6 +260,21 @@ class PlainPost:
         self._max = max_bytes
         self._sent = 0
 
+    def _post(self, stamped: Mapping[str, str], length: int) -> h11.Request:
+        """The POST of a JSON-RPC request of ``length`` bytes: the connection's own headers,
+        then the request's (``stamped``: its protocol version and method)."""
+        return h11.Request(
+            method="POST",
+            target=self._target,
+            headers=[
+                *self._headers,
+                ("accept", "application/json, text/event-stream"),
+                ("content-type", "application/json"),
+                *stamped.items(),
+                ("content-length", str(length)),
+            ],
+        )
+
     def _refused(self) -> MessageRefusedError:
         """An answer over the bound: the connection is closed as a ``protocol_error``."""
         reason = over_bound(self._max)
@@ -418,8 +437,7 @@ class PlainDiscoverProbe(PlainPost):
         if made is None:
             before, after = _discover_body(_ID_MARK, version).split(_ID_MARK.encode())
             length = len(before) + len(_ID_MARK) + len(after)
-            headers = [*self._headers, *_discover_headers(version).items(), ("content-length", str(length))]
-            request = h11.Request(method="POST", target=self._target, headers=headers)
+            request = self._post(_stamped_headers(version, "server/discover"), length)
             made = self._requests[version] = (request, before, after)
         return made
 
@@ -465,18 +483,7 @@ class SessionlessDispatcher(PlainPost):
         if params is not None:
             message["params"] = dict(params)
         body = json.dumps(message).encode()
-        stamped: Mapping[str, str] = (opts or {}).get("headers") or {}
-        request = h11.Request(
-            method="POST",
-            target=self._target,
-            headers=[
-                *self._headers,
-                ("accept", "application/json, text/event-stream"),
-                ("content-type", "application/json"),
-                *stamped.items(),
-                ("content-length", str(len(body))),
-            ],
-        )
+        request = self._post((opts or {}).get("headers") or {}, len(body))
         # Not in the probes' turns: handshakes are bounded by the manager's connect slots, and
         # a fleet coming up must not queue its handshakes behind the probes of its first servers.
         status, headers, content = await self._exchange(request, body, request_id, turn=False)
