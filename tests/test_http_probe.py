@@ -458,3 +458,53 @@ async def test_a_session_never_entered_sends_its_handshake_as_plain_posts() -> N
     assert listing["params"]["_meta"]["io.modelcontextprotocol/protocolVersion"] == "2026-07-28"
     assert "io.modelcontextprotocol/clientCapabilities" in listing["params"]["_meta"]
     assert len({connection for connection, _, _ in server.requests}) == 1  # one keep-alive socket
+
+
+def discover_error(code: int, data: Any = None) -> str:
+    error = {"code": code, "message": "no", **({"data": data} if data is not None else {})}
+    return json.dumps({"jsonrpc": "2.0", "id": "ID", "error": error})
+
+
+@pytest.mark.parametrize(
+    ("mode", "body", "outcome"),
+    [
+        ("auto", json.dumps({"jsonrpc": "2.0", "id": "ID", "result": DISCOVERED}), True),
+        ("auto", discover_error(-32601), False),
+        ("auto", discover_error(-32022, {"supported": ["2025-11-25"]}), False),
+        ("auto", discover_error(-32022, {"supported": ["2099-01-01"]}), MCPError),
+        (
+            "auto",
+            json.dumps(
+                {"jsonrpc": "2.0", "id": "ID", "result": {**DISCOVERED, "supportedVersions": ["2099-01-01"]}}
+            ),
+            False,
+        ),
+        ("modern", discover_error(-32601), MCPError),
+    ],
+    ids=[
+        "adopted",
+        "unknown-method",
+        "names-a-2025-version",
+        "names-only-unknown-versions",
+        "no-shared-version",
+        "modern",
+    ],
+)
+async def test_a_discover_without_a_session_falls_back_as_the_handshake_would(
+    mode: Any, body: str, outcome: bool | type[Exception]
+) -> None:
+    """Adopted, or handed to a session for ``initialize`` alone (``False``) exactly where the
+    handshake through a session would fall back to it; raised where it would raise."""
+    from mcp.client.session import ClientSession
+
+    from trio_mcp._session import discover_without_session
+
+    server = ScriptedHttpServer(answer=lambda connection, request: (200, "application/json", body))
+    async with probing(server) as (_, pool, link):
+        http.plain_http(trio_mcp.HttpTransport(url=server.url), link, pool)
+        session = ClientSession(dispatcher=link.sessionless)  # type: ignore[arg-type]
+        if isinstance(outcome, bool):
+            assert await discover_without_session(session, mode) is outcome
+        else:
+            with pytest.raises(outcome):
+                await discover_without_session(session, mode)

@@ -41,15 +41,8 @@ async def handshake(session: ClientSession, mode: ProtocolMode) -> None:
     try:
         await session.discover()
     except MCPError as exc:
-        if exc.code == REQUEST_TIMEOUT:
-            # Made up on this side when the SDK's discover cap passed. (A -32000 may be a real
-            # answer: legacy servers refuse a request without a session with it.)
+        if not _falls_back(exc):
             raise
-        if exc.code == UNSUPPORTED_PROTOCOL_VERSION:
-            data = exc.error.data if isinstance(exc.error.data, dict) else {}
-            supported = data.get("supported")
-            if isinstance(supported, list) and not any(v in HANDSHAKE_PROTOCOL_VERSIONS for v in supported):
-                raise
         await session.initialize()
     except (ValidationError, RuntimeError):
         # An unparseable answer, or one naming no modern version we share, is not evidence of a
@@ -57,14 +50,28 @@ async def handshake(session: ClientSession, mode: ProtocolMode) -> None:
         await session.initialize()
 
 
+def _falls_back(exc: MCPError) -> bool:
+    """Whether ``server/discover`` failing with ``exc`` leads to ``initialize`` (in ``auto``
+    mode): not when no answer came within the SDK's discover cap (made up on this side; a
+    -32000 may be a real answer: legacy servers refuse a request without a session with it),
+    nor when the server named only versions of the 2026-07-28 era that we do not share."""
+    if exc.code == REQUEST_TIMEOUT:
+        return False
+    if exc.code == UNSUPPORTED_PROTOCOL_VERSION:
+        data = exc.error.data if isinstance(exc.error.data, dict) else {}
+        supported = data.get("supported")
+        if isinstance(supported, list) and not any(v in HANDSHAKE_PROTOCOL_VERSIONS for v in supported):
+            return False
+    return True
+
+
 async def discover_without_session(session: ClientSession, mode: ProtocolMode) -> bool:
     """``server/discover`` through ``session``, whose dispatcher needs no session (see
-    ``_transports.http_probe.SessionlessDispatcher``): whether it adopted the answer.
-
-    ``False`` is every case where :func:`handshake` would not simply adopt the answer to one
-    discover (the server answered with an error, or with a result we cannot adopt): the server
-    is then handshaken through a real session, which decides (``initialize``, or raising).
-    Transport errors and a timeout are raised: an unreachable server is not a legacy one.
+    ``_transports.http_probe.SessionlessDispatcher``): ``True`` once it adopted the answer.
+    ``False`` where :func:`handshake` would fall back to ``initialize`` on this answer: the
+    server is then handshaken through a real session with ``initialize`` alone (it is not
+    asked ``server/discover`` again). Everything :func:`handshake` raises is raised; so are
+    transport errors (an unreachable server is not a legacy one).
     """
     if mode == "modern":
         await session.discover()
@@ -72,7 +79,7 @@ async def discover_without_session(session: ClientSession, mode: ProtocolMode) -
     try:
         await session.discover()
     except MCPError as exc:
-        if exc.code == REQUEST_TIMEOUT:
+        if not _falls_back(exc):
             raise
         return False
     except (ValidationError, RuntimeError):

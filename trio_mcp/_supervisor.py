@@ -875,12 +875,13 @@ class ServerSupervisor:
                     holding = True
                 answer: DiscoverResult | None = None
                 parked_at: int | None = None
+                mode = self.policy.protocol
                 sessionless = self._sessionless(link)
                 if sessionless is not None:
                     stage = "handshake"
                     with self._handshake_deadline():
-                        if not await discover_without_session(sessionless, self.policy.protocol):
-                            sessionless = None  # through a session: it decides what comes next
+                        if not await discover_without_session(sessionless, mode):
+                            sessionless, mode = None, "legacy"  # initialize, through a session
                 if sessionless is not None:
                     # Handshaken without a session: one is opened when a call needs it.
                     connected = await self._report_connected(sessionless, link, release, parked=True)
@@ -894,7 +895,7 @@ class ServerSupervisor:
                     async with self._open_session(link) as (session, write):
                         stage = "handshake"
                         with self._handshake_deadline():
-                            await handshake(session, self.policy.protocol)
+                            await handshake(session, mode)
                         conn = (await self._report_connected(session, link, release, parked=False)).conn
                         stage = "serve"
                         self._serve_lasting(conn, lasting, session.server_capabilities)
