@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import weakref
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -154,6 +154,17 @@ def catalog_kinds(caps: ServerCapabilities | None) -> list[str]:
     if caps is None:
         return []
     return [kind for kind in CATALOG_KINDS if getattr(caps, kind, None) is not None]
+
+
+def listened_kinds(capabilities: Mapping[str, Any]) -> tuple[str, ...]:
+    """The catalog kinds whose changes a server says it announces, from its capabilities as
+    a capability snapshot holds them (JSON, e.g. ``{"tools": {"listChanged": true}}``)."""
+    kinds = []
+    for kind in ("tools", "prompts", "resources"):
+        advertised = capabilities.get(kind)
+        if isinstance(advertised, Mapping) and advertised.get("listChanged") is True:
+            kinds.append(kind)
+    return tuple(kinds)
 
 
 async def fetch_catalog(

@@ -35,7 +35,6 @@ from mcp_types import (
     DiscoverResult,
     PromptListChangedNotification,
     ResourceListChangedNotification,
-    ServerCapabilities,
     ToolListChangedNotification,
 )
 from pydantic import BaseModel
@@ -48,6 +47,7 @@ from ._catalog import (
     catalog_kinds,
     fetch_catalog,
     list_kind,
+    listened_kinds,
     listing,
     session_pages,
 )
@@ -888,7 +888,7 @@ class ServerSupervisor:
                     conn = connected.conn
                     stage = "serve"
                     answer = sessionless.discover_result
-                    self._serve_lasting(conn, lasting, sessionless.server_capabilities)
+                    self._serve_lasting(conn, lasting)
                     parked_at = connected.resume_seen
                     del sessionless
                 else:
@@ -898,7 +898,7 @@ class ServerSupervisor:
                             await handshake(session, mode)
                         conn = (await self._report_connected(session, link, release, parked=False)).conn
                         stage = "serve"
-                        self._serve_lasting(conn, lasting, session.server_capabilities)
+                        self._serve_lasting(conn, lasting)
                         parked_at = await self._serve(conn, write)
                         answer = session.discover_result
                     del session, write  # the closed session is not kept while parked
@@ -992,15 +992,13 @@ class ServerSupervisor:
             return None
         return ClientSession(dispatcher=cast(Any, link.sessionless), **self._session_options)
 
-    def _serve_lasting(
-        self, conn: Connection, lasting: trio.Nursery, caps: ServerCapabilities | None
-    ) -> None:
+    def _serve_lasting(self, conn: Connection, lasting: trio.Nursery) -> None:
         """Start what goes on whether or not ``conn`` is parked: its probes and a list-change
         stream held outside the session."""
         if self.policy.probe != "none":
             lasting.start_soon(self._probe_periodically, conn, name=f"{self.name}: health probes")
         if conn.era == "modern" and conn.link.listen_stream is not None:
-            lasting.start_soon(self._listen_for_list_changes, conn, caps, name=f"{self.name}: listen")
+            lasting.start_soon(self._listen_for_list_changes, conn, name=f"{self.name}: listen")
 
     @asynccontextmanager
     async def _open_session(self, link: Link) -> AsyncIterator[tuple[ClientSession, Any]]:
@@ -1095,8 +1093,7 @@ class ServerSupervisor:
             if conn.era == "modern":
                 nursery.start_soon(self._rehandshake_on_demand, conn, name=f"{self.name}: re-handshake")
                 if conn.link.listen_stream is None:  # through the session: it ends with it
-                    caps = conn.session.server_capabilities
-                    nursery.start_soon(self._listen_for_list_changes, conn, caps, name=f"{self.name}: listen")
+                    nursery.start_soon(self._listen_for_list_changes, conn, name=f"{self.name}: listen")
             if self._parkable(conn):
 
                 async def park_when_idle() -> None:
@@ -1123,28 +1120,28 @@ class ServerSupervisor:
                 )
             )
 
-    async def _listen_for_list_changes(self, conn: Connection, caps: ServerCapabilities | None) -> None:
+    async def _listen_for_list_changes(self, conn: Connection) -> None:
         """On a 2026-07-28 connection, list changes arrive only on a ``subscriptions/listen``
         stream: hold one open (for the lists the server says can change) and drop the cached
         catalog entries it announces. Best effort: without it, catalogs are refreshed on listing.
 
         The stream goes through the SDK session, or, where the transport holds it by itself
         (``Link.listen_stream``: plain HTTP), over a socket of its own; the user's message
-        handler sees the list-changed notifications either way."""
-        wanted = tuple(
-            kind
-            for kind, changes in (
-                ("tools", caps and caps.tools and caps.tools.list_changed),
-                ("prompts", caps and caps.prompts and caps.prompts.list_changed),
-                ("resources", caps and caps.resources and caps.resources.list_changed),
-            )
-            if changes
-        )
-        if not wanted:
-            return
+        handler sees the list-changed notifications either way. What is listened for follows
+        the server's capabilities: a re-handshake that changes them opens the stream anew."""
         plain = conn.link.listen_stream
         user_handler = self._session_options.get("message_handler")
         while True:
+            snapshot = self._state.value.capabilities
+            said_then = snapshot.capabilities if snapshot is not None else {}
+
+            def changed(state: ServerState, said_then: Mapping[str, Any] = said_then) -> bool:
+                return state.capabilities is not None and state.capabilities.capabilities != said_then
+
+            wanted = listened_kinds(said_then)
+            if not wanted:
+                await self._state.wait_value(changed)
+                continue
             held = False
 
             async def on_message(subscription_id: str, message: dict[str, Any]) -> None:
@@ -1157,24 +1154,33 @@ class ServerSupervisor:
                     if user_handler is not None:
                         await _tee(user_handler, message)
 
-            try:
-                if plain is not None:
-                    await plain(conn.protocol_version or "", wanted, on_message)
-                else:
-                    async with listen(
-                        conn.session,
-                        tools_list_changed="tools" in wanted,
-                        prompts_list_changed="prompts" in wanted,
-                        resources_list_changed="resources" in wanted,
-                    ) as subscription:
-                        held = True
-                        async for event in subscription:
-                            kind = _EVENT_KINDS.get(type(event))
-                            if kind is not None:
-                                self._send(_CatalogListed(conn=conn, kind=kind, items=None))
-            except Exception as exc:
-                logger.debug("%s: list-change subscription ended: %s", self.name, exc)
-            await trio.sleep(self.policy.health_interval)
+            async with trio.open_nursery() as holding:  # until the capabilities change
+
+                async def until_changed(scope: trio.CancelScope = holding.cancel_scope) -> None:
+                    await self._state.wait_value(changed)
+                    scope.cancel()
+
+                holding.start_soon(until_changed)
+                try:
+                    if plain is not None:
+                        await plain(conn.protocol_version or "", wanted, on_message)
+                    else:
+                        async with listen(
+                            conn.session,
+                            tools_list_changed="tools" in wanted,
+                            prompts_list_changed="prompts" in wanted,
+                            resources_list_changed="resources" in wanted,
+                        ) as subscription:
+                            held = True
+                            async for event in subscription:
+                                kind = _EVENT_KINDS.get(type(event))
+                                if kind is not None:
+                                    self._send(_CatalogListed(conn=conn, kind=kind, items=None))
+                except Exception as exc:
+                    logger.debug("%s: list-change subscription ended: %s", self.name, exc)
+                holding.cancel_scope.cancel()
+            if not changed(self._state.value):
+                await trio.sleep(self.policy.health_interval)
             if held:
                 # It was lost (the server restarted, say): changes may have been missed
                 # meanwhile, so the catalogs are listed again.

@@ -361,3 +361,46 @@ async def test_a_call_made_before_the_handshake_waits_for_it_and_the_session(nur
             assert stages in ([("handshake", True), ("invoke", True)], [("invoke", True)])
             assert app.seen["tools/call"] == 1 and app.seen["initialize"] == 0
             assert not manager.server("web").session.parked
+
+
+class ListChangedLater(Methods):
+    """Says in ``server/discover`` that its tool list never changes, until ``announces``."""
+
+    def __init__(self, app: Any) -> None:
+        super().__init__(app)
+        self.announces = False
+
+    async def answer(self, sent: dict[str, Any], send: Any) -> bool:
+        await super().answer(sent, send)
+        if sent.get("method") != "server/discover":
+            return False
+        result = {
+            "supportedVersions": ["2026-07-28"],
+            "capabilities": {"tools": {"listChanged": self.announces}},
+            "ttlMs": 0,
+            "cacheScope": "private",
+            "resultType": "complete",
+        }
+        await self.reply(send, {"jsonrpc": "2.0", "id": sent["id"], "result": result})
+        return True
+
+
+async def test_a_rehandshake_that_changes_what_the_server_announces_opens_the_stream_anew(
+    nursery: trio.Nursery,
+) -> None:
+    """The list-change stream follows the server's capabilities: none while it says its tools
+    never change; once a re-handshake finds that they may, the stream is opened."""
+    app = ListChangedLater(build_server("web").streamable_http_app(host="127.0.0.1"))
+    url = await serve_asgi(nursery, app)
+    with trio.fail_after(30):
+        async with trio_mcp.open_manager([config_of(url)]) as manager:
+            await manager.wait_for("web", healthy)
+            await trio.sleep(0.5)
+            assert app.seen["subscriptions/listen"] == 0
+            app.announces = True
+            await manager.initialize("web")
+            for _ in range(200):
+                if app.seen["subscriptions/listen"]:
+                    break
+                await trio.sleep(0.01)
+            assert app.seen["subscriptions/listen"] == 1
