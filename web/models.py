@@ -315,8 +315,9 @@ class AdapterSession(BaseModel):
     last_activity_at: Timestamp | None
     freshness: Freshness
     parked: bool = Field(
-        description="idle, with its MCP session closed while health probes go on; the next "
-        "call opens one again without a round trip to the server"
+        description="connected without an open MCP session (not used since its handshake, or "
+        "idle for park_after) while health probes go on; the next call opens one without a "
+        "round trip to the server"
     )
 
 
