@@ -156,6 +156,12 @@ def catalog_kinds(caps: ServerCapabilities | None) -> list[str]:
     return [kind for kind in CATALOG_KINDS if getattr(caps, kind, None) is not None]
 
 
+def offered_kinds(capabilities: Mapping[str, Any]) -> list[str]:
+    """The catalog kinds a server says it has, from its capabilities as a capability snapshot
+    holds them (JSON)."""
+    return [kind for kind in CATALOG_KINDS if capabilities.get(kind) is not None]
+
+
 def listened_kinds(capabilities: Mapping[str, Any]) -> tuple[str, ...]:
     """The catalog kinds whose changes a server says it announces, from its capabilities as
     a capability snapshot holds them (JSON, e.g. ``{"tools": {"listChanged": true}}``)."""

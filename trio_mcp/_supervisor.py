@@ -49,6 +49,7 @@ from ._catalog import (
     list_kind,
     listened_kinds,
     listing,
+    offered_kinds,
     session_pages,
 )
 from ._client import session_servers
@@ -1188,18 +1189,20 @@ class ServerSupervisor:
                     self._send(_CatalogListed(conn=conn, kind=kind, items=None))
 
     async def _relist_on_change(self, conn: Connection) -> None:
-        """List again each advertised kind whose catalog became unknown (the server said it
-        changed, or listing it failed). A failed listing is retried after ``health_interval``."""
-        kinds = advertised_kinds(conn.session)
-        if not kinds:
-            return
+        """List again each advertised kind whose catalog is unknown (the server said it changed,
+        listing it failed, or a re-handshake found it newly advertised). A failed listing is
+        retried after ``health_interval``."""
+
+        def kinds_of(state: ServerState) -> list[str]:
+            return offered_kinds(state.capabilities.capabilities) if state.capabilities is not None else []
 
         def stale(state: ServerState) -> bool:
-            return any(state.catalog.of(kind) is None for kind in kinds)
+            return any(state.catalog.of(kind) is None for kind in kinds_of(state))
 
         pages = session_pages(conn.session)
         while True:
-            await self._list_stale(conn, pages, kinds, await self._state.wait_value(stale))
+            state = await self._state.wait_value(stale)
+            await self._list_stale(conn, pages, kinds_of(state), state)
 
     async def _list_stale(
         self, conn: Connection, pages: Pages, kinds: Sequence[str], state: ServerState

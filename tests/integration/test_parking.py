@@ -363,12 +363,12 @@ async def test_a_call_made_before_the_handshake_waits_for_it_and_the_session(nur
             assert not manager.server("web").session.parked
 
 
-class ListChangedLater(Methods):
-    """Says in ``server/discover`` that its tool list never changes, until ``announces``."""
+class SaysCapabilities(Methods):
+    """Answers ``server/discover`` itself, with ``capabilities`` (changed as a test goes)."""
 
     def __init__(self, app: Any) -> None:
         super().__init__(app)
-        self.announces = False
+        self.capabilities: dict[str, Any] = {"tools": {"listChanged": False}}
 
     async def answer(self, sent: dict[str, Any], send: Any) -> bool:
         await super().answer(sent, send)
@@ -376,7 +376,7 @@ class ListChangedLater(Methods):
             return False
         result = {
             "supportedVersions": ["2026-07-28"],
-            "capabilities": {"tools": {"listChanged": self.announces}},
+            "capabilities": self.capabilities,
             "ttlMs": 0,
             "cacheScope": "private",
             "resultType": "complete",
@@ -390,17 +390,40 @@ async def test_a_rehandshake_that_changes_what_the_server_announces_opens_the_st
 ) -> None:
     """The list-change stream follows the server's capabilities: none while it says its tools
     never change; once a re-handshake finds that they may, the stream is opened."""
-    app = ListChangedLater(build_server("web").streamable_http_app(host="127.0.0.1"))
+    app = SaysCapabilities(build_server("web").streamable_http_app(host="127.0.0.1"))
     url = await serve_asgi(nursery, app)
     with trio.fail_after(30):
         async with trio_mcp.open_manager([config_of(url)]) as manager:
             await manager.wait_for("web", healthy)
             await trio.sleep(0.5)
             assert app.seen["subscriptions/listen"] == 0
-            app.announces = True
+            app.capabilities = {"tools": {"listChanged": True}}
             await manager.initialize("web")
             for _ in range(200):
                 if app.seen["subscriptions/listen"]:
                     break
                 await trio.sleep(0.01)
             assert app.seen["subscriptions/listen"] == 1
+
+
+@pytest.mark.parametrize("park_after", [PARK_AFTER, None], ids=["parking", "open-session"])
+async def test_a_kind_a_rehandshake_finds_newly_offered_is_listed(
+    nursery: trio.Nursery, park_after: float | None
+) -> None:
+    """A server that begins to offer prompts (its re-handshake says so) has them listed and
+    routed to, on the same connection, whether it is listed with its session open or parked."""
+    app = SaysCapabilities(build_server("web").streamable_http_app(host="127.0.0.1"))
+    url = await serve_asgi(nursery, app)
+    with trio.fail_after(30):
+        async with trio_mcp.open_manager([config_of(url, park_after=park_after)]) as manager:
+            first = await manager.wait_for("web", healthy)
+            assert app.seen["prompts/list"] == 0
+            app.capabilities = {"tools": {}, "prompts": {}}
+            [snap] = await manager.initialize("web")
+            assert snap.session.session_id == first.session.session_id
+            for _ in range(200):
+                if app.seen["prompts/list"]:
+                    break
+                await trio.sleep(0.01)
+            assert app.seen["prompts/list"] == 1
+            assert [entry.key for entry in await manager.list_prompts()] != []
