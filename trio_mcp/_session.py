@@ -185,6 +185,7 @@ class Connection:
         "handshaken_at",
         "lent_at",
         "link",
+        "listening",
         "opened_at",
         "pinned",
         "protocol_version",
@@ -219,6 +220,9 @@ class Connection:
         """Handed out by ``acquire``: its holder may call the session at any time, so it is
         never parked."""
         self.capabilities: CapabilitySnapshot | None = None
+        self.listening: trio.CancelScope | None = None
+        """The scope of the list-change stream held now: a re-handshake that changes the
+        server's capabilities cancels it, and it is opened anew for what they say now."""
         self.drop_reason: str | None = None
         self.after_drop: AfterDrop = "backoff"
         self._dropped = trio.Event()

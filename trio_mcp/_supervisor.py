@@ -1155,13 +1155,9 @@ class ServerSupervisor:
                     if user_handler is not None:
                         await _tee(user_handler, message)
 
-            async with trio.open_nursery() as holding:  # until the capabilities change
-
-                async def until_changed(scope: trio.CancelScope = holding.cancel_scope) -> None:
-                    await self._state.wait_value(changed)
-                    scope.cancel()
-
-                holding.start_soon(until_changed)
+            # Cancelled by a re-handshake that changes the capabilities: then opened anew at once.
+            with trio.CancelScope() as listening:
+                conn.listening = listening
                 try:
                     if plain is not None:
                         await plain(conn.protocol_version or "", wanted, on_message)
@@ -1179,8 +1175,8 @@ class ServerSupervisor:
                                     self._send(_CatalogListed(conn=conn, kind=kind, items=None))
                 except Exception as exc:
                     logger.debug("%s: list-change subscription ended: %s", self.name, exc)
-                holding.cancel_scope.cancel()
-            if not changed(self._state.value):
+            conn.listening = None
+            if not listening.cancelled_caught:
                 await trio.sleep(self.policy.health_interval)
             if held:
                 # It was lost (the server restarted, say): changes may have been missed
@@ -1245,7 +1241,11 @@ class ServerSupervisor:
             else:
                 caps = capability_snapshot(conn.session, self._anchor)
                 conn.handshaken_at = trio.current_time()
+                before = self._state.value.capabilities
                 await self._send_and_wait(_Rehandshook(conn=conn, capabilities=caps, failure=None))
+                if before is None or before.capabilities != caps.capabilities:
+                    if conn.listening is not None:
+                        conn.listening.cancel()  # what it listens for may have changed
                 continue
             await self._send_and_wait(_Rehandshook(conn=conn, capabilities=None, failure=failure))
 

@@ -389,7 +389,8 @@ async def test_a_rehandshake_that_changes_what_the_server_announces_opens_the_st
     nursery: trio.Nursery,
 ) -> None:
     """The list-change stream follows the server's capabilities: none while it says its tools
-    never change; once a re-handshake finds that they may, the stream is opened."""
+    never change; once a re-handshake finds that they may, the stream is opened; once another
+    finds more lists announced, the stream held is closed and opened anew for them."""
     app = SaysCapabilities(build_server("web").streamable_http_app(host="127.0.0.1"))
     url = await serve_asgi(nursery, app)
     with trio.fail_after(30):
@@ -404,6 +405,15 @@ async def test_a_rehandshake_that_changes_what_the_server_announces_opens_the_st
                     break
                 await trio.sleep(0.01)
             assert app.seen["subscriptions/listen"] == 1
+
+            # Held, and the server now announces its prompts too: the stream is opened anew.
+            app.capabilities = {"tools": {"listChanged": True}, "prompts": {"listChanged": True}}
+            await manager.initialize("web")
+            for _ in range(200):
+                if app.seen["subscriptions/listen"] == 2:
+                    break
+                await trio.sleep(0.01)
+            assert app.seen["subscriptions/listen"] == 2
 
 
 @pytest.mark.parametrize("park_after", [PARK_AFTER, None], ids=["parking", "open-session"])
