@@ -6,7 +6,8 @@ each every ``--interval`` seconds. For each N the manager runs in a fresh proces
 reports:
 
 - **healthy after**: seconds from entering ``open_manager`` until every server is healthy
-  (and, beside it, when ``open_manager`` itself returned);
+  (and, beside it, when ``open_manager`` itself returned), and **start ms/server**: the manager
+  process's CPU over that time per server (its own share of a start that one backend may bound);
 - **CPU**: the manager process's CPU time over ``--seconds`` of steady state, as a fraction
   of one core (the backend's own CPU is shown beside it: both share the machine);
 - **KiB/server**: (RSS with N servers - RSS with none) / N. The baseline is taken after the
@@ -180,6 +181,8 @@ async def measure(
             counts.left_healthy += 1
 
     started = trio.current_time()
+    started_cpu = own_cpu_seconds()
+    startup_cpu: float | None = None
     async with trio_mcp.open_manager(configs) as manager:
         opened_after = trio.current_time() - started
         manager.stream.add_listener(on_event)
@@ -193,6 +196,7 @@ async def measure(
         with trio.move_on_after(healthy_within):
             await all_healthy.wait()
             healthy_after = trio.current_time() - started
+            startup_cpu = own_cpu_seconds() - started_cpu
         parked_after: float | None = None
         if park_after is not None and park_after <= MAX_PARK_WAIT and healthy_after is not None:
             # An idle fleet parks: the window measures it parked.
@@ -225,6 +229,7 @@ async def measure(
         "servers": n,
         "opened_after": opened_after,
         "healthy_after": healthy_after,
+        "startup_cpu_ms_per_server": None if startup_cpu is None else 1000 * startup_cpu / n,
         "park_after": park_after,
         "parked_after": parked_after,
         "parked": parked,
@@ -315,8 +320,8 @@ def _per_probe(row: dict[str, Any]) -> str:
 
 def print_table(rows: list[dict[str, Any]], interval: float) -> None:
     header = (
-        f"{'servers':>7} {'open_manager s':>14} {'healthy after s':>15} {'CPU (1 core)':>12} "
-        f"{'CPU ms/probe':>12} {'backend CPU':>11} {'KiB/server':>10} {'probes/s':>9} "
+        f"{'servers':>7} {'open_manager s':>14} {'healthy after s':>15} {'start ms/server':>15} "
+        f"{'CPU (1 core)':>12} {'CPU ms/probe':>12} {'backend CPU':>11} {'KiB/server':>10} {'probes/s':>9} "
         f"{'stalest check s':>15} {'probe fails':>11} {'conn lost':>9} {'left healthy':>12} {'parked':>7}"
     )
     transport = rows[0].get("transport", "http") if rows else "http"
@@ -329,6 +334,7 @@ def print_table(rows: list[dict[str, Any]], interval: float) -> None:
     for r in rows:
         print(
             f"{r['servers']:>7} {r['opened_after']:>14.2f} {_fmt(r['healthy_after'], '.2f'):>15} "
+            f"{_fmt(r.get('startup_cpu_ms_per_server'), '.2f'):>15} "
             f"{r['cpu']:>12.3f} {_per_probe(r):>12} {r['backend_cpu']:>11.3f} {r['kib_per_server']:>10.1f} "
             f"{r['probes_per_second']:>9.0f} {r.get('stalest_check', 0.0):>15.2f} "
             f"{r['probe_failures']:>11} {r['connections_lost']:>9} "
