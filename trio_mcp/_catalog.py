@@ -16,7 +16,7 @@ from typing import Any
 
 import trio
 from mcp.client.session import ClientSession
-from mcp_types import PaginatedRequestParams, Prompt, Resource, ServerCapabilities, Tool
+from mcp_types import PaginatedRequestParams, Prompt, Resource, Tool
 
 from ._arguments import compile_check
 from ._state import CATALOG_KINDS, Catalog, Listing
@@ -142,18 +142,6 @@ async def list_kind(pages: Pages, kind: str) -> list[Any]:
         if not cursor:
             break
     return items
-
-
-def advertised_kinds(session: ClientSession) -> list[str]:
-    """The catalog kinds the server says it has."""
-    return catalog_kinds(session.server_capabilities)
-
-
-def catalog_kinds(caps: ServerCapabilities | None) -> list[str]:
-    """The catalog kinds ``caps`` (a server's capabilities) say the server has."""
-    if caps is None:
-        return []
-    return [kind for kind in CATALOG_KINDS if getattr(caps, kind, None) is not None]
 
 
 def offered_kinds(capabilities: Mapping[str, Any]) -> list[str]:

@@ -43,8 +43,6 @@ from ._backoff import RandomSource
 from ._catalog import (
     Pages,
     SharedItems,
-    advertised_kinds,
-    catalog_kinds,
     fetch_catalog,
     list_kind,
     listened_kinds,
@@ -106,6 +104,7 @@ from ._state import (
     snapshot_of,
 )
 from ._transports import HttpPool, Link, open_transport
+from ._transports.base import SessionlessRequests
 from ._transports.http import plain_http
 from ._transports.http_listen import stream_event
 
@@ -141,6 +140,16 @@ async def _tee(handler: Callable[[Any], Awaitable[None]], message: Mapping[str, 
 
 HandshakeObserver = Callable[[str, Failure | None], None]
 """Called with ``("start", None)``, ``("success", None)`` or ``("failure", failure)``."""
+
+
+def _offered(state: ServerState) -> list[str]:
+    """The catalog kinds the server said it has in its last handshake."""
+    return offered_kinds(state.capabilities.capabilities) if state.capabilities is not None else []
+
+
+def _stale(state: ServerState) -> bool:
+    """Whether a catalog kind the server offers is unknown (to be listed)."""
+    return any(state.catalog.of(kind) is None for kind in _offered(state))
 
 
 class _Ticket:
@@ -957,7 +966,7 @@ class ServerSupervisor:
         capabilities = capability_snapshot(session, self._anchor)
         # What the server offers, so routing and argument checks are right from the first call
         # (best effort: what cannot be listed stays unknown).
-        pages, kinds = session_pages(session), advertised_kinds(session)
+        pages, kinds = session_pages(session), offered_kinds(capabilities.capabilities)
         catalog = await fetch_catalog(pages, kinds, self.policy.handshake_timeout, self.shared_items)
         release()
         report = _Connected(conn=conn, capabilities=capabilities, catalog=catalog, parked=parked)
@@ -991,7 +1000,12 @@ class ServerSupervisor:
             or link.sessionless is None
         ):
             return None
-        return ClientSession(dispatcher=cast(Any, link.sessionless), **self._session_options)
+        return self._never_entered(link.sessionless)
+
+    def _never_entered(self, dispatcher: SessionlessRequests) -> ClientSession:
+        """An SDK session with this supervisor's options that is never entered: each request
+        it makes goes through ``dispatcher`` by itself (see ``Link.sessionless``)."""
+        return ClientSession(dispatcher=cast(Any, dispatcher), **self._session_options)
 
     def _serve_lasting(self, conn: Connection, lasting: trio.Nursery) -> None:
         """Start what goes on whether or not ``conn`` is parked: its probes and a list-change
@@ -1028,7 +1042,6 @@ class ServerSupervisor:
         catalog to list again), then open a session again, adopting the handshake's
         ``answer``, and serve it. Returns what :meth:`_serve` did and the answer now."""
         conn.park()
-        kinds = catalog_kinds(answer.capabilities)
         # A catalog to list again is listed without a session where the transport can.
         dispatcher = conn.link.sessionless
 
@@ -1036,7 +1049,7 @@ class ServerSupervisor:
             return conn.drop_reason is not None or state.resume_requests != resumes_seen
 
         def needed(state: ServerState) -> bool:
-            return wanted(state) or any(state.catalog.of(kind) is None for kind in kinds)
+            return wanted(state) or _stale(state)
 
         while True:
             state = await self._state.wait_value(needed)
@@ -1051,9 +1064,9 @@ class ServerSupervisor:
                     scope.cancel()
 
                 relisting.start_soon(until_wanted)
-                sessionless = ClientSession(dispatcher=cast(Any, dispatcher), **self._session_options)
+                sessionless = self._never_entered(dispatcher)
                 sessionless.adopt(answer)
-                await self._list_stale(conn, session_pages(sessionless), kinds, state)
+                await self._list_stale(conn, session_pages(sessionless), _offered(state), state)
                 relisting.cancel_scope.cancel()
             del sessionless  # not kept while parked
         async with self._open_session(conn.link) as (session, write):
@@ -1189,16 +1202,10 @@ class ServerSupervisor:
         listing it failed, or a re-handshake found it newly advertised). A failed listing is
         retried after ``health_interval``."""
 
-        def kinds_of(state: ServerState) -> list[str]:
-            return offered_kinds(state.capabilities.capabilities) if state.capabilities is not None else []
-
-        def stale(state: ServerState) -> bool:
-            return any(state.catalog.of(kind) is None for kind in kinds_of(state))
-
         pages = session_pages(conn.session)
         while True:
-            state = await self._state.wait_value(stale)
-            await self._list_stale(conn, pages, kinds_of(state), state)
+            state = await self._state.wait_value(_stale)
+            await self._list_stale(conn, pages, _offered(state), state)
 
     async def _list_stale(
         self, conn: Connection, pages: Pages, kinds: Sequence[str], state: ServerState
