@@ -204,7 +204,14 @@ async def measure(
                 await all_parked.wait()
                 parked_after = trio.current_time() - started
         # Measure the steady state: every server connected and probing.
-        probes_before = counts.probes_ok
+        pool = manager._http_pool
+        assert pool is not None
+
+        def probes_sent() -> int:
+            # The probes a server's own task sent, and those its origin's rounds sent.
+            return counts.probes_ok + pool.probes_in_rounds
+
+        probes_before = probes_sent()
         backend_before = backend_cpu_seconds()
         cpu_before = own_cpu_seconds()
         wall_before = time.perf_counter()
@@ -212,7 +219,7 @@ async def measure(
         wall = time.perf_counter() - wall_before
         cpu = own_cpu_seconds() - cpu_before
         backend_cpu = backend_cpu_seconds() - backend_before
-        probes = counts.probes_ok - probes_before
+        probes = probes_sent() - probes_before
         gc.collect()
         rss_full = rss_bytes()
         statuses: dict[str, int] = {}

@@ -74,14 +74,17 @@ def _sibling_imports(module: str) -> set[str]:
 
 
 def test_no_import_cycles_inside_the_package() -> None:
-    """``base`` imports no sibling; each transport imports only ``base`` (and ``http`` its
-    probe, which imports only ``base``, and its listen stream, which imports only the probe);
-    ``__init__`` imports them all and nothing imports ``__init__``."""
+    """``base`` and ``probe_rounds`` import no sibling; each transport imports only ``base``
+    (and ``http`` its probe, which imports only ``base`` and the rounds it can be sent in, and
+    its listen stream, which imports only the probe); ``__init__`` imports them all and nothing
+    imports ``__init__``."""
     assert _sibling_imports("base") == set()
-    for module in ("stdio", "memory", "http_probe"):
+    assert _sibling_imports("probe_rounds") == set()
+    for module in ("stdio", "memory"):
         assert _sibling_imports(module) == {"base"}, module
+    assert _sibling_imports("http_probe") == {"base", "probe_rounds"}
     assert _sibling_imports("http_listen") == {"http_probe"}
-    assert _sibling_imports("http") == {"base", "http_probe", "http_listen"}
+    assert _sibling_imports("http") == {"base", "http_probe", "http_listen", "probe_rounds"}
     assert _sibling_imports("__init__") == set(SUBMODULES)
 
 

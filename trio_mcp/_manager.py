@@ -349,6 +349,7 @@ async def open_manager(
     http_pool = HttpPool()
     try:
         async with trio.open_nursery() as nursery:
+            http_pool.run_rounds_in(nursery)
             manager = Manager(
                 nursery,
                 rng=rng,

@@ -17,6 +17,7 @@ from ._clock import TimeAnchor
 from ._config import ProtocolMode
 from ._state import AfterDrop, CapabilitySnapshot
 from ._transports import Link
+from ._transports.http_probe import PlainDiscoverProbe
 
 
 def era_of(session: ClientSession) -> Era:
@@ -134,6 +135,23 @@ async def probe(conn: Connection, kind: str) -> None:
         await conn.session.send_ping()
     elif kind == "list_tools":
         await conn.session.list_tools()
+
+
+def probe_in_rounds(conn: Connection, kind: str) -> PlainDiscoverProbe | None:
+    """The probe that ``conn``'s origin's rounds can send for it (``kind`` resolved as
+    :func:`probe` does: ``server/discover`` on a plain 2026-07-28 HTTP connection), or
+    ``None``: it is probed by :func:`probe`."""
+    if kind == "auto":
+        kind = "discover" if conn.era == "modern" else "ping"
+    discover_probe = conn.link.discover_probe
+    if (
+        kind == "discover"
+        and conn.protocol_version in MODERN_PROTOCOL_VERSIONS
+        and isinstance(discover_probe, PlainDiscoverProbe)
+        and discover_probe.rounds is not None
+    ):
+        return discover_probe
+    return None
 
 
 def prime_tool_listing(session: ClientSession, tools: Sequence[Tool]) -> None:

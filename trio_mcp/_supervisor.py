@@ -73,6 +73,7 @@ from ._session import (
     handshake,
     prime_tool_listing,
     probe,
+    probe_in_rounds,
     probes_without_session,
     rediscover,
 )
@@ -107,6 +108,8 @@ from ._transports import HttpPool, Link, open_transport
 from ._transports.base import SessionlessRequests
 from ._transports.http import plain_http
 from ._transports.http_listen import stream_event
+from ._transports.http_probe import PlainDiscoverProbe
+from ._transports.probe_rounds import RoundEntry
 
 logger = logging.getLogger("trio_mcp")
 
@@ -1268,6 +1271,10 @@ class ServerSupervisor:
             next_at = checked_at + interval * (1.0 - spread * fraction)
         else:
             next_at = checked_at + interval
+        in_rounds = probe_in_rounds(conn, self.policy.probe)
+        if in_rounds is not None:
+            next_at = await self._probe_in_rounds(conn, in_rounds, next_at)
+            checked_at = trio.current_time()
         while True:
             await trio.sleep_until(next_at)
             next_at = max(next_at + interval, trio.current_time())
@@ -1279,11 +1286,54 @@ class ServerSupervisor:
             await self._probe_and_report(conn, None)
             checked_at = trio.current_time()
 
-    async def _probe(self, conn: Connection) -> Failure | None:
-        """Run one health probe on ``conn``; its failure, or ``None``."""
+    async def _probe_in_rounds(self, conn: Connection, plain: PlainDiscoverProbe, first_due: float) -> float:
+        """Probe ``conn`` in its origin's rounds (see :mod:`._transports.probe_rounds`): what
+        they escalate is checked and reported here. Returns, when the server answers in a way
+        rounds cannot read, when its next probe is due."""
+        rounds = plain.rounds
+        assert rounds is not None
+
+        def skip(since: float) -> bool:
+            return conn is self._live and probe_can_wait(self._state.value, used_at=conn.used_at, since=since)
+
+        def version(enrolled: str = conn.protocol_version or "") -> str:
+            return conn.protocol_version or enrolled
+
+        def healthy(now: float) -> bool:
+            if self._quiet and conn is self._live:
+                conn.checked_at = now
+                self._state.recheck()  # for wait_for: its snapshots read the stamp
+                return True
+            return False
+
+        entry = RoundEntry(
+            plain,
+            version,
+            interval=self.policy.health_interval,
+            timeout=self.policy.probe_timeout,
+            first_due=first_due,
+            skip=skip,
+            healthy=healthy,
+        )
+        try:
+            rounds.enrol(entry)
+            while True:
+                escalation = await entry.escalated()
+                await self._probe_and_report(conn, None, escalation.check)
+                if escalation.unframed:
+                    return entry.due
+                rounds.enrol(entry)
+        finally:
+            entry.withdrawn = True
+
+    async def _probe(
+        self, conn: Connection, check: Callable[[], Awaitable[None]] | None = None
+    ) -> Failure | None:
+        """Run one health probe on ``conn`` (or ``check`` what one found); its failure, or
+        ``None``."""
         try:
             with trio.fail_after(self.policy.probe_timeout):
-                await probe(conn, self.policy.probe)
+                await (check() if check is not None else probe(conn, self.policy.probe))
         except trio.TooSlowError:
             return Failure("timeout", f"probe timed out after {self.policy.probe_timeout:g}s", False)
         except Exception as exc:
@@ -1293,8 +1343,10 @@ class ServerSupervisor:
             return failure
         return None
 
-    async def _probe_and_report(self, conn: Connection, correlation_id: str | None) -> Failure | None:
-        failure = await self._probe(conn)
+    async def _probe_and_report(
+        self, conn: Connection, correlation_id: str | None, check: Callable[[], Awaitable[None]] | None = None
+    ) -> Failure | None:
+        failure = await self._probe(conn, check)
         if failure is None and correlation_id is None and self._quiet and conn is self._live:
             # A healthy server still healthy: only when it was checked changes, a usage stamp
             # of the connection (read into snapshots), not a state change to publish.

@@ -28,6 +28,7 @@ from .http_probe import (
     SessionlessDispatcher,
     probe_turns,
 )
+from .probe_rounds import ProbeRounds
 
 logger = logging.getLogger("trio_mcp")
 
@@ -134,6 +135,8 @@ class HttpPool:
         self._pools: dict[tuple[Origin, bool], list[_Share]] = {}
         self._verified_context: ssl.SSLContext | None = None
         self._probe_sockets: dict[tuple[str, int], ProbeSockets] = {}
+        self._probe_rounds: dict[tuple[str, int], ProbeRounds] = {}
+        self._nursery: trio.Nursery | None = None
         self._probe_turns: dict[Origin, trio.Semaphore] = {}
 
     def _new_transport(self, scheme: str, public_only: bool = False) -> httpx2.AsyncBaseTransport:
@@ -191,6 +194,22 @@ class HttpPool:
             sockets = self._probe_sockets[host, port] = ProbeSockets(host, port, turns)
         return sockets
 
+    def run_rounds_in(self, nursery: trio.Nursery) -> None:
+        """Start each origin's probe rounds (see :class:`ProbeRounds`) in ``nursery``, the
+        manager's: they end with it. Without one, every probe is sent by its server's task."""
+        self._nursery = nursery
+
+    def probe_rounds(self, host: str, port: int) -> ProbeRounds | None:
+        """The rounds that probe the plain-HTTP servers at ``host:port``; ``None`` when this
+        pool runs none."""
+        if self._nursery is None:
+            return None
+        rounds = self._probe_rounds.get((host, port))
+        if rounds is None:
+            rounds = self._probe_rounds[host, port] = ProbeRounds(host, port)
+            self._nursery.start_soon(rounds.run, name=f"probe rounds {host}:{port}")
+        return rounds
+
     def probe_turns(self, origin: Origin) -> trio.Semaphore:
         """The turns that every probe of a server at ``origin`` takes, sent through ``httpx2``
         or on the origin's plain sockets: one bound per origin (see ``PROBES_IN_FLIGHT``)."""
@@ -206,12 +225,18 @@ class HttpPool:
         pools = [share for shares in self._pools.values() for share in shares]
         return {"origins": len(self._pools), "pools": len(pools), "leases": sum(s.leases for s in pools)}
 
+    @property
+    def probes_in_rounds(self) -> int:
+        """How many probes the origins' rounds have sent."""
+        return sum(rounds.sent for rounds in self._probe_rounds.values())
+
     async def aclose(self) -> None:
         """Close every pool (and its sockets). Shielded, as it runs while the manager closes,
         and bounded: a TLS peer that stops reading cannot hold the close up."""
         pools, self._pools = self._pools, {}
         probe_sockets, self._probe_sockets = self._probe_sockets, {}
         self._probe_turns = {}
+        self._probe_rounds, self._nursery = {}, None
         for sockets in probe_sockets.values():
             sockets.close()
         with trio.CancelScope(shield=True, deadline=trio.current_time() + HTTP_CLOSE_TIMEOUT_SECONDS):
@@ -498,7 +523,9 @@ def plain_http(config: HttpTransport, link: Link, pool: HttpPool) -> bool:
     # What the connection's own client would send (its defaults, then the configured headers).
     headers = httpx2.Headers({"user-agent": USER_AGENT, **(config.headers or {})})
     sockets = pool.probe_sockets(url.host, url.port or 80)
-    link.discover_probe = PlainDiscoverProbe(sockets, url, headers, link, config.max_message_bytes)
+    discover_probe = PlainDiscoverProbe(sockets, url, headers, link, config.max_message_bytes)
+    discover_probe.rounds = pool.probe_rounds(url.host, url.port or 80)
+    link.discover_probe = discover_probe
     link.listen_stream = PlainListen(sockets, url, headers, link, config.max_message_bytes)
     link.sessionless = SessionlessDispatcher(sockets, url, headers, link, config.max_message_bytes)
     return True

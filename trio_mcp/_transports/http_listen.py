@@ -145,12 +145,12 @@ class PlainListen(PlainPost):
                 if events is None:
                     size += len(event.data)
                     if size > self._max:
-                        raise self._refused()
+                        raise self.refused()
                     chunks.append(bytes(event.data))
                     continue
                 for data in events.feed(bytes(event.data)):
                     if len(data) > self._max:
-                        raise self._refused()
+                        raise self.refused()
                     message = _json_object(data)
                     if message is None:
                         continue
@@ -158,7 +158,7 @@ class PlainListen(PlainPost):
                         return message
                     await on_message(request_id, message)
                 if events.pending > self._max:  # an event that never ends is cut too
-                    raise self._refused()
+                    raise self.refused()
             elif isinstance(event, h11.EndOfMessage | h11.ConnectionClosed):
                 if response is None:
                     raise ListenLostError("the server closed the connection without an answer")

@@ -30,6 +30,7 @@ import trio
 
 from .._config import DEFAULT_MAX_MESSAGE_BYTES
 from .base import Link, over_bound
+from .probe_rounds import ProbeRounds
 
 NOT_UTF8_EVENTS = "the server sent an event stream that is not UTF-8 text"
 
@@ -275,7 +276,12 @@ class PlainPost:
             ],
         )
 
-    def _refused(self) -> MessageRefusedError:
+    @property
+    def max_bytes(self) -> int:
+        """The largest answer taken."""
+        return self._max
+
+    def refused(self) -> MessageRefusedError:
         """An answer over the bound: the connection is closed as a ``protocol_error``."""
         reason = over_bound(self._max)
         self._link.mark_dead("protocol_error", reason)
@@ -313,14 +319,19 @@ class PlainPost:
         try:
             return await self._exchange_in_turn(request, body, request_id)
         except Exception as exc:
-            from .._errors import classify
-
-            failure = classify(exc)
-            self._link.mark_dead(failure.category, failure.message)
+            self.mark_failed(exc)
             raise
         finally:
             if turn:
                 turns.release()
+
+    def mark_failed(self, exc: Exception) -> None:
+        """A request could not be exchanged (``exc``): the connection is dead, as its own
+        transport would have found it."""
+        from .._errors import classify
+
+        failure = classify(exc)
+        self._link.mark_dead(failure.category, failure.message)
 
     async def _exchange_in_turn(
         self, request: h11.Request, body: bytes, request_id: str
@@ -377,11 +388,11 @@ class PlainPost:
                         events = EventData()
                     length = _content_length(headers)
                     if length is not None and length > self._max:
-                        raise self._refused()
+                        raise self.refused()
                 elif isinstance(event, h11.Data):
                     size += len(event.data)
                     if size > self._max:
-                        raise self._refused()
+                        raise self.refused()
                     chunks.append(bytes(event.data))
                     if events is not None and any(
                         _answers(_json_object(data), request_id) for data in events.feed(chunks[-1])
@@ -417,7 +428,7 @@ class PlainDiscoverProbe(PlainPost):
     are under way at once.
     """
 
-    __slots__ = ("_requests",)
+    __slots__ = ("_requests", "_written", "rounds")
 
     def __init__(
         self,
@@ -431,6 +442,11 @@ class PlainDiscoverProbe(PlainPost):
         self._requests: dict[str, tuple[h11.Request, bytes, bytes]] = {}
         """For each version, the request head and the body around the request id: every probe
         of one version has a body of the same length (its id has a fixed width)."""
+        self._written: dict[str, tuple[bytes, bytes]] = {}
+        """For each version, the whole request written out, around the request id."""
+        self.rounds: ProbeRounds | None = None
+        """The rounds of its origin that it can also be sent in (in a manager); ``None``: it
+        is sent by itself only."""
 
     def _request(self, version: str) -> tuple[h11.Request, bytes, bytes]:
         made = self._requests.get(version)
@@ -441,13 +457,34 @@ class PlainDiscoverProbe(PlainPost):
             made = self._requests[version] = (request, before, after)
         return made
 
-    async def __call__(self, version: str) -> None:
+    def _next_id(self) -> str:
         self._sent += 1
+        return f"trio-mcp-probe-{self._sent % _PROBE_IDS:08d}"
+
+    async def __call__(self, version: str) -> None:
         request, before, after = self._request(version)
-        request_id = f"trio-mcp-probe-{self._sent % _PROBE_IDS:08d}"
+        request_id = self._next_id()
         body = before + request_id.encode() + after
         status, response_headers, content = await self._exchange(request, body, request_id)
-        _check_answer(await self._answer(status, response_headers, content, request_id))
+        await self.check(status, response_headers, content, request_id)
+
+    def request_bytes(self, version: str) -> tuple[bytes, str]:
+        """The next probe as the bytes of one whole HTTP/1.1 request, and its request id (for
+        a caller that writes it on a socket of its own)."""
+        written = self._written.get(version)
+        if written is None:
+            request, before, after = self._request(version)
+            head = h11.Connection(h11.CLIENT).send(request) or b""
+            written = self._written[version] = (head + before, after)
+        request_id = self._next_id()
+        return written[0] + request_id.encode() + written[1], request_id
+
+    async def check(
+        self, status: int, headers: list[tuple[bytes, bytes]], content: bytes, request_id: str
+    ) -> None:
+        """Check an answer to probe ``request_id`` (header names in lower case): raise what the
+        probe would raise, or return."""
+        _check_answer(await self._answer(status, headers, content, request_id))
 
 
 SESSIONLESS_METHODS = frozenset(
