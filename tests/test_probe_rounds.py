@@ -13,14 +13,15 @@ from typing import Any
 import httpx2
 import pytest
 import trio
+import trio.testing
 from _http_script import OK, RESULT, Answer, ScriptedHttpServer, refused_url
 from mcp.shared.exceptions import MCPError
 from test_http_probe import ANSWERS
 
 from trio_mcp._errors import classify
-from trio_mcp._transports import base, http
-from trio_mcp._transports.http_probe import MessageRefusedError, PlainDiscoverProbe
-from trio_mcp._transports.probe_rounds import RoundEntry, parse_answer
+from trio_mcp._transports import base, http, probe_rounds
+from trio_mcp._transports.http_probe import MessageRefusedError, PlainDiscoverProbe, SessionlessDispatcher
+from trio_mcp._transports.probe_rounds import ROUND_BUSY_HANDSHAKES, RoundEntry, parse_answer
 
 INTERVAL = 0.05
 
@@ -304,3 +305,57 @@ def test_answers_rounds_cannot_read_are_unframed(head: bytes) -> None:
 
     with pytest.raises(_Unframed):
         parse_answer(head, 1024)
+
+
+async def test_probes_wait_while_many_handshakes_to_the_origin_are_under_way() -> None:
+    """A fleet coming up: the origin's capacity goes to the servers not up yet; the probes of
+    the ones that are go out once the handshakes are done."""
+    handshaking = {"now": 0}
+    told = Told()
+    async with (
+        serving(ScriptedHttpServer()) as server,
+        in_rounds(server.url, told=told) as (entry, _, rounds),
+    ):
+        rounds.handshaking = lambda: handshaking["now"]
+        await healthy_and_learned(entry, rounds)
+        await told.until(1)
+        handshaking["now"] = ROUND_BUSY_HANDSHAKES
+        await trio.sleep(2 * INTERVAL)  # a probe already under way ends
+        sent = len(server.requests)
+        await trio.sleep(6 * INTERVAL)
+        assert len(server.requests) == sent
+        handshaking["now"] = ROUND_BUSY_HANDSHAKES - 1
+        quiet = len(told.healthy)
+        await told.until(quiet + 2)
+
+
+async def test_probes_wait_for_handshakes_for_a_bounded_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(probe_rounds, "ROUND_DEFER_SECONDS", 4 * INTERVAL)
+    told = Told()
+    async with (
+        serving(ScriptedHttpServer()) as server,
+        in_rounds(server.url, told=told) as (entry, _, rounds),
+    ):
+        await healthy_and_learned(entry, rounds)
+        rounds.handshaking = lambda: ROUND_BUSY_HANDSHAKES  # and never fewer
+        started = trio.current_time()
+        quiet = len(told.healthy)
+        await told.until(quiet + 3)
+        assert trio.current_time() - started >= 4 * INTERVAL
+
+
+async def test_the_requests_of_a_handshake_are_counted_while_under_way() -> None:
+    """What the rounds read to know that the origin is handshaking."""
+    gate = trio.Event()
+    server = ScriptedHttpServer(gate=gate)
+    async with serving(server):
+        pool = http.HttpPool()
+        sockets = pool.probe_sockets(server.host, server.port)
+        dispatcher = SessionlessDispatcher(sockets, httpx2.URL(server.url), {}, base.Link("web"))
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(dispatcher.send_raw_request, "server/discover", None)
+            await trio.testing.wait_all_tasks_blocked(cushion=0.05)
+            assert len(server.requests) == 1 and sockets.handshaking == 1
+            gate.set()
+        assert sockets.handshaking == 0
+        await pool.aclose()

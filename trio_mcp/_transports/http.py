@@ -206,7 +206,8 @@ class HttpPool:
             return None
         rounds = self._probe_rounds.get((host, port))
         if rounds is None:
-            rounds = self._probe_rounds[host, port] = ProbeRounds(host, port)
+            sockets = self.probe_sockets(host, port)
+            rounds = self._probe_rounds[host, port] = ProbeRounds(host, port, lambda: sockets.handshaking)
             self._nursery.start_soon(rounds.run, name=f"probe rounds {host}:{port}")
         return rounds
 

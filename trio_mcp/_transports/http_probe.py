@@ -178,7 +178,7 @@ class ProbeSockets:
     closes the idle ones with itself (the busy ones are closed by their probes, which end first).
     """
 
-    __slots__ = ("_idle", "host", "port", "turns")
+    __slots__ = ("_idle", "handshaking", "host", "port", "turns")
 
     def __init__(self, host: str, port: int, turns: trio.Semaphore) -> None:
         self.host = host
@@ -187,6 +187,8 @@ class ProbeSockets:
         """Oldest first: each was given back after the one before it."""
         self.turns = turns
         """The origin's probe turns (see :func:`probe_turns`), held by each probe under way."""
+        self.handshaking = 0
+        """Requests of a handshake or a listing under way (they take no turn)."""
 
     def take(self, now: float) -> _ProbeSocket | None:
         """The most recently used idle socket (the ones idle for too long are closed)."""
@@ -312,10 +314,13 @@ class PlainPost:
     ) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
         """Send the request on an idle socket, again on the next (or a new one) while a reused
         one turns out closed under it; the answer's status, headers and body. ``turn``: wait
-        for one of the origin's probe turns first (see :data:`PROBES_IN_FLIGHT`)."""
-        turns = self._sockets.turns
+        for one of the origin's probe turns first (see :data:`PROBES_IN_FLIGHT`); else it is
+        counted as a handshake's request under way (``ProbeSockets.handshaking``)."""
+        sockets = self._sockets
         if turn:
-            await take_turn(turns)
+            await take_turn(sockets.turns)
+        else:
+            sockets.handshaking += 1
         try:
             return await self._exchange_in_turn(request, body, request_id)
         except Exception as exc:
@@ -323,7 +328,9 @@ class PlainPost:
             raise
         finally:
             if turn:
-                turns.release()
+                sockets.turns.release()
+            else:
+                sockets.handshaking -= 1
 
     def mark_failed(self, exc: Exception) -> None:
         """A request could not be exchanged (``exc``): the connection is dead, as its own

@@ -15,6 +15,11 @@ given up, and the probe sent again at once on another (the server never took it)
 
 Answers are read only at round boundaries, so what a probe sees has the round's resolution
 (:data:`ROUND_SECONDS`), and a probe is sent up to one round before it is due.
+
+While many handshakes to the origin are under way (a fleet coming up, or coming back after the
+origin restarted: :data:`ROUND_BUSY_HANDSHAKES`), its probes wait, for
+:data:`ROUND_DEFER_SECONDS` at most: the origin's capacity goes to the servers that are not up
+yet, and the ones that are were checked by their own handshake moments ago.
 """
 
 from __future__ import annotations
@@ -40,6 +45,11 @@ ROUND_SOCKETS_IDLE = 128
 ROUND_SOCKET_IDLE_SECONDS = 4.0
 """An idle socket older than this is closed, not used (servers close idle keep-alive
 connections after their own timeout, 5 s often)."""
+ROUND_BUSY_HANDSHAKES = 16
+"""With this many handshake requests to the origin under way, its probes wait."""
+ROUND_DEFER_SECONDS = 10.0
+"""How long at most the probes wait at a stretch for the origin's handshakes (a probe is then
+late by this at most): after that they go out whatever the origin is doing."""
 _MAX_HEAD = 64 * 1024
 _RECEIVE = 65536
 
@@ -266,6 +276,7 @@ class ProbeRounds:
     started by the manager's :class:`~.http.HttpPool` in the manager's nursery)."""
 
     __slots__ = (
+        "_deferred_since",
         "_enrol_receive",
         "_enrol_send",
         "_flights",
@@ -273,19 +284,23 @@ class ProbeRounds:
         "_idle",
         "_last_round",
         "_order",
+        "handshaking",
         "host",
         "port",
         "sent",
     )
 
-    def __init__(self, host: str, port: int) -> None:
+    def __init__(self, host: str, port: int, handshaking: Callable[[], int] = lambda: 0) -> None:
         self.host = host
         self.port = port
+        self.handshaking = handshaking
+        """How many handshake requests to the origin are under way now."""
         self._enrol_send, self._enrol_receive = trio.open_memory_channel[RoundEntry](math.inf)
         # The rounds' own (written by its task only):
         self._heap: list[tuple[float, int, RoundEntry]] = []
         self._order = count()
         self._last_round = -math.inf
+        self._deferred_since: float | None = None
         self._flights: list[_InFlight] = []
         self._idle: list[tuple[float, socket.socket]] = []
         """Oldest first: (when it became idle, socket)."""
@@ -429,7 +444,18 @@ class ProbeRounds:
         sock.setblocking(False)
         return sock
 
+    def _deferred(self, now: float) -> bool:
+        """Whether the probes due wait for the origin's handshakes (see :data:`ROUND_BUSY_HANDSHAKES`)."""
+        if self.handshaking() < ROUND_BUSY_HANDSHAKES:
+            self._deferred_since = None
+            return False
+        if self._deferred_since is None:
+            self._deferred_since = now
+        return now - self._deferred_since < ROUND_DEFER_SECONDS
+
     async def _send_due(self, now: float) -> None:
+        if self._deferred(now):
+            return
         heap = self._heap
         until = now + ROUND_SECONDS
         connect_failed: Exception | None = None
