@@ -16,7 +16,8 @@ reports:
 - **probe failures** over the whole run, probes per second in the window, and the **stalest
   check**: at the window's end, the longest time since any server was last found healthy (so a
   run where probes silently stopped cannot look cheap). Probes of a healthy server publish no
-  state change, so they are counted where they are sent.
+  state change, so they are counted where they are sent (by a server's own task, or by its
+  origin's probe rounds).
 
 Run::
 
