@@ -21,7 +21,7 @@ from test_http_probe import ANSWERS
 from trio_mcp._errors import classify
 from trio_mcp._transports import base, http, probe_rounds
 from trio_mcp._transports.http_probe import MessageRefusedError, PlainDiscoverProbe, SessionlessDispatcher
-from trio_mcp._transports.probe_rounds import ROUND_BUSY_HANDSHAKES, RoundEntry, parse_answer
+from trio_mcp._transports.probe_rounds import ROUND_BUSY_HANDSHAKES, ROUND_SECONDS, RoundEntry, parse_answer
 
 INTERVAL = 0.05
 
@@ -54,6 +54,7 @@ async def in_rounds(
     skip: Callable[[float], bool] = lambda since: False,
     max_bytes: int = 1 << 20,
     timeout: float = 2.0,
+    interval: float = INTERVAL,
 ) -> AsyncIterator[tuple[RoundEntry, base.Link, Any]]:
     """An entry probing ``url`` in its origin's rounds, enrolled; withdrawn and closed after."""
     with trio.fail_after(10):
@@ -69,7 +70,7 @@ async def in_rounds(
             entry = RoundEntry(
                 probe,
                 lambda: "2026-07-28",
-                interval=INTERVAL,
+                interval=interval,
                 timeout=timeout,
                 first_due=trio.current_time(),
                 skip=skip,
@@ -235,6 +236,22 @@ async def test_a_probe_that_can_wait_is_not_sent() -> None:
         await trio.sleep(4 * INTERVAL)
         assert server.requests == [] and rounds.sent == 0
         assert entry.checked_at > start
+
+
+async def test_a_probe_skipped_is_looked_at_once_a_round_whatever_its_interval() -> None:
+    """An interval shorter than a round does not make a round spin over the same probe."""
+    looked: list[float] = []
+
+    def skip(since: float) -> bool:
+        looked.append(since)
+        return True
+
+    async with (
+        serving(ScriptedHttpServer()) as server,
+        in_rounds(server.url, skip=skip, interval=ROUND_SECONDS / 100) as _,
+    ):
+        await trio.sleep(20 * ROUND_SECONDS)
+    assert 5 <= len(looked) <= 25
 
 
 async def test_a_withdrawn_entry_is_probed_no_more() -> None:

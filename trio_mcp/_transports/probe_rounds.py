@@ -459,13 +459,14 @@ class ProbeRounds:
         heap = self._heap
         until = now + ROUND_SECONDS
         connect_failed: Exception | None = None
+        skipped: list[RoundEntry] = []
         while heap and heap[0][0] <= until and len(self._flights) < ROUND_PROBES_IN_FLIGHT:
             _, _, entry = heapq.heappop(heap)
             if entry.withdrawn:
                 continue
             if entry.skip(entry.checked_at):
                 entry.checked_at = now
-                self._reschedule(entry, now)
+                skipped.append(entry)  # scheduled after this round (whatever its interval)
                 continue
             data, request_id = entry.probe.request_bytes(entry.version())
             sock = self._take_idle(now)
@@ -478,7 +479,9 @@ class ProbeRounds:
                         connect_failed = exc
                 if sock is None:
                     assert connect_failed is not None
-                    self._hand_over(entry, now, Escalation(entry, error=connect_failed))
+                    # Each server raises an error of its own (not one object in many tasks).
+                    error = type(connect_failed)(str(connect_failed))
+                    self._hand_over(entry, now, Escalation(entry, error=error))
                     continue
                 if entry.withdrawn:
                     self._idle.append((now, sock))
@@ -495,12 +498,15 @@ class ProbeRounds:
                 )
                 continue
             self.sent += 1
-            flight = _InFlight(sock, entry, request_id, deadline=now + entry.timeout, reused=reused)
+            sent_at = trio.current_time() if not reused else now  # a connect took time
+            flight = _InFlight(sock, entry, request_id, deadline=sent_at + entry.timeout, reused=reused)
             if written < len(data):  # never so for a request this small on an idle socket
                 sock.close()
                 self._hand_over(entry, now, Escalation(entry, unframed=True))
                 continue
             self._flights.append(flight)
+        for entry in skipped:
+            self._reschedule(entry, now)
 
 
 class _StaleSocket(Exception):
