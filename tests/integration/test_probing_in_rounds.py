@@ -25,8 +25,8 @@ INTERVAL = 0.2
 
 
 class Discover(PostFilter):
-    """Counts ``server/discover`` POSTs; while :attr:`mode` is set, answers them itself: with
-    HTTP 500 (``"error"``), never (``"hang"``), or as an event stream (``"events"``)."""
+    """Counts the JSON-RPC methods POSTed; while :attr:`mode` is set, answers ``server/discover``
+    itself: with HTTP 500 (``"error"``), or never (``"hang"``)."""
 
     def __init__(self, app: Any) -> None:
         super().__init__(app)
@@ -41,13 +41,10 @@ class Discover(PostFilter):
             return False
         if self.mode == "hang":
             await trio.sleep_forever()
-        if self.mode == "error":
-            payload = b"boom"
-            headers = [(b"content-type", b"text/plain"), (b"content-length", b"4")]
-            await send({"type": "http.response.start", "status": 500, "headers": headers})
-            await send({"type": "http.response.body", "body": payload})
-            return True
-        return False  # "events": handled by the caller's own wrapping
+        headers = [(b"content-type", b"text/plain"), (b"content-length", b"4")]
+        await send({"type": "http.response.start", "status": 500, "headers": headers})
+        await send({"type": "http.response.body", "body": b"boom"})
+        return True
 
 
 def configs(url: str, names: list[str], **overrides: Any) -> list[trio_mcp.ServerConfig]:
