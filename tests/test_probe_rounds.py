@@ -70,6 +70,7 @@ async def in_rounds(
             entry = RoundEntry(
                 probe,
                 lambda: "2026-07-28",
+                origin=rounds,
                 interval=interval,
                 timeout=timeout,
                 first_due=trio.current_time(),
@@ -376,3 +377,58 @@ async def test_the_requests_of_a_handshake_are_counted_while_under_way() -> None
             gate.set()
         assert sockets.handshaking == 0
         await pool.aclose()
+
+
+async def test_one_task_probes_every_origin_and_a_slow_one_holds_up_no_other(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Two origins share the rounds: one whose connects hang and whose answers never come, one
+    that answers. The second is probed quietly all along; the first's probes time out."""
+    slow, fast = ScriptedHttpServer(gate=trio.Event()), ScriptedHttpServer()
+    connect = probe_rounds.RoundOrigin.connect
+
+    async def hanging_connect(self: probe_rounds.RoundOrigin, timeout: float) -> Any:
+        if self.port == slow.port and self.sent:  # its first socket connects, then none does
+            await trio.sleep(timeout)
+            raise httpx2.ConnectTimeout("connecting timed out")
+        return await connect(self, timeout)
+
+    monkeypatch.setattr(probe_rounds.RoundOrigin, "connect", hanging_connect)
+    told = Told()
+    async with serving(slow), serving(fast), trio.open_nursery() as nursery:
+        pool = http.HttpPool()
+        pool.run_rounds_in(nursery)
+        entries = {}
+        for server, healthy in ((slow, Told()), (fast, told)):
+            sockets = pool.probe_sockets(server.host, server.port)
+            probe = PlainDiscoverProbe(sockets, httpx2.URL(server.url), {}, base.Link("web"))
+            origin = probe.rounds = pool.probe_rounds(server.host, server.port)
+            assert origin is not None
+            entries[server.port] = entry = RoundEntry(
+                probe,
+                lambda: "2026-07-28",
+                origin=origin,
+                interval=INTERVAL,
+                timeout=4 * INTERVAL,
+                first_due=trio.current_time(),
+                skip=lambda since: False,
+                healthy=healthy,
+            )
+            origin.enrol(entry)
+        slow_entry, fast_entry = entries[slow.port], entries[fast.port]
+        assert slow_entry.origin.rounds is fast_entry.origin.rounds  # one task for both
+        await healthy_and_learned(fast_entry, fast_entry.origin)
+        escalation = await slow_entry.escalated()  # its first probe: no answer
+        with pytest.raises(trio.TooSlowError):
+            await escalation.check()
+        slow_entry.origin.enrol(slow_entry)  # its next probe: no socket ever
+        quiet = len(told.healthy)
+        await told.until(quiet + 8)
+        assert not fast_entry._escalated.is_set()
+        escalation = await slow_entry.escalated()
+        with pytest.raises(httpx2.ConnectTimeout):
+            await escalation.check()
+        for entry in entries.values():
+            entry.withdrawn = True
+        await pool.aclose()
+        nursery.cancel_scope.cancel()

@@ -1309,6 +1309,7 @@ class ServerSupervisor:
         entry = RoundEntry(
             plain,
             version,
+            origin=rounds,
             interval=self.policy.health_interval,
             timeout=self.policy.probe_timeout,
             first_due=first_due,

@@ -28,7 +28,7 @@ from .http_probe import (
     SessionlessDispatcher,
     probe_turns,
 )
-from .probe_rounds import ProbeRounds
+from .probe_rounds import ProbeRounds, RoundOrigin
 
 logger = logging.getLogger("trio_mcp")
 
@@ -135,7 +135,7 @@ class HttpPool:
         self._pools: dict[tuple[Origin, bool], list[_Share]] = {}
         self._verified_context: ssl.SSLContext | None = None
         self._probe_sockets: dict[tuple[str, int], ProbeSockets] = {}
-        self._probe_rounds: dict[tuple[str, int], ProbeRounds] = {}
+        self._probe_rounds: ProbeRounds | None = None
         self._nursery: trio.Nursery | None = None
         self._probe_turns: dict[Origin, trio.Semaphore] = {}
 
@@ -195,21 +195,22 @@ class HttpPool:
         return sockets
 
     def run_rounds_in(self, nursery: trio.Nursery) -> None:
-        """Start each origin's probe rounds (see :class:`ProbeRounds`) in ``nursery``, the
-        manager's: they end with it. Without one, every probe is sent by its server's task."""
+        """Start the probe rounds (see :class:`ProbeRounds`) in ``nursery``, the manager's, once
+        a server needs them: they end with it. Without one, every probe is sent by its server's
+        task."""
         self._nursery = nursery
 
-    def probe_rounds(self, host: str, port: int) -> ProbeRounds | None:
-        """The rounds that probe the plain-HTTP servers at ``host:port``; ``None`` when this
-        pool runs none."""
+    def probe_rounds(self, host: str, port: int) -> RoundOrigin | None:
+        """The share of the probe rounds of the plain-HTTP servers at ``host:port``; ``None``
+        when this pool runs none."""
         if self._nursery is None:
             return None
-        rounds = self._probe_rounds.get((host, port))
+        rounds = self._probe_rounds
         if rounds is None:
-            sockets = self.probe_sockets(host, port)
-            rounds = self._probe_rounds[host, port] = ProbeRounds(host, port, lambda: sockets.handshaking)
-            self._nursery.start_soon(rounds.run, name=f"probe rounds {host}:{port}")
-        return rounds
+            rounds = self._probe_rounds = ProbeRounds()
+            self._nursery.start_soon(rounds.run, name="probe rounds")
+        sockets = self.probe_sockets(host, port)
+        return rounds.origin(host, port, lambda: sockets.handshaking)
 
     def probe_turns(self, origin: Origin) -> trio.Semaphore:
         """The turns that every probe of a server at ``origin`` takes, sent through ``httpx2``
@@ -229,7 +230,7 @@ class HttpPool:
     @property
     def probes_in_rounds(self) -> int:
         """How many probes the origins' rounds have sent."""
-        return sum(rounds.sent for rounds in self._probe_rounds.values())
+        return self._probe_rounds.sent if self._probe_rounds is not None else 0
 
     async def aclose(self) -> None:
         """Close every pool (and its sockets). Shielded, as it runs while the manager closes,
@@ -237,7 +238,7 @@ class HttpPool:
         pools, self._pools = self._pools, {}
         probe_sockets, self._probe_sockets = self._probe_sockets, {}
         self._probe_turns = {}
-        self._probe_rounds, self._nursery = {}, None
+        self._probe_rounds, self._nursery = None, None
         for sockets in probe_sockets.values():
             sockets.close()
         with trio.CancelScope(shield=True, deadline=trio.current_time() + HTTP_CLOSE_TIMEOUT_SECONDS):

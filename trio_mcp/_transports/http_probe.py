@@ -30,7 +30,7 @@ import trio
 
 from .._config import DEFAULT_MAX_MESSAGE_BYTES
 from .base import Link, over_bound
-from .probe_rounds import ProbeRounds
+from .probe_rounds import RoundOrigin
 
 NOT_UTF8_EVENTS = "the server sent an event stream that is not UTF-8 text"
 
@@ -451,9 +451,9 @@ class PlainDiscoverProbe(PlainPost):
         of one version has a body of the same length (its id has a fixed width)."""
         self._written: dict[str, tuple[bytes, bytes]] = {}
         """For each version, the whole request written out, around the request id."""
-        self.rounds: ProbeRounds | None = None
-        """The rounds of its origin that it can also be sent in (in a manager); ``None``: it
-        is sent by itself only."""
+        self.rounds: RoundOrigin | None = None
+        """Its origin's share of the probe rounds, which it can also be sent in (in a
+        manager); ``None``: it is sent by itself only."""
 
     def _request(self, version: str) -> tuple[h11.Request, bytes, bytes]:
         made = self._requests.get(version)

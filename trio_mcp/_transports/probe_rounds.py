@@ -1,10 +1,12 @@
-"""The health probes of one plain-HTTP origin's servers, sent in rounds by one task.
+"""The health probes of a manager's plain-HTTP servers, sent in rounds by one task.
 
 A probe sent by its server's own task costs a wake-up of that task, a cancel scope and a wait
 on its socket: about 0.2 ms of CPU, so probing 1,000 servers every second keeps a fifth of a
-core busy. Here one task per origin (:class:`ProbeRounds`) sends, in one round, every probe due
-before the next round, each on a keep-alive socket of its own, and reads the answers in the
-next round without waiting on any socket: a probe costs one send and one receive.
+core busy. Here one task (:class:`ProbeRounds`) sends, in one round, every probe due before the
+next round, each on a keep-alive socket of its own to its origin (:class:`RoundOrigin`), and
+reads the answers in the next round without waiting on any socket: a probe costs one send and
+one receive, and a round serves every origin at once. New sockets are connected by tasks of
+their own, so an origin slow to accept holds up no other.
 
 An answer byte for byte the same as the server's last healthy answer (but for the request id)
 is a quiet success: the server's supervisor is told so by a plain call, and none of its tasks
@@ -16,10 +18,11 @@ given up, and the probe sent again at once on another (the server never took it)
 Answers are read only at round boundaries, so what a probe sees has the round's resolution
 (:data:`ROUND_SECONDS`), and a probe is sent up to one round before it is due.
 
-While many handshakes to the origin are under way (a fleet coming up, or coming back after the
+While many handshakes to an origin are under way (a fleet coming up, or coming back after the
 origin restarted: :data:`ROUND_BUSY_HANDSHAKES`), its probes wait, for
 :data:`ROUND_DEFER_SECONDS` at most: the origin's capacity goes to the servers that are not up
-yet, and the ones that are were checked by their own handshake moments ago.
+yet, and the ones that are were checked by their own handshake moments ago. At most
+:data:`ROUND_PROBES_IN_FLIGHT` probes of an origin are under way; the others wait likewise.
 """
 
 from __future__ import annotations
@@ -119,7 +122,7 @@ class Escalation:
 class RoundEntry:
     """One server's probes in its origin's rounds.
 
-    Its owner (the server's probe task) makes it, enrols it (:meth:`ProbeRounds.enrol`), waits
+    Its owner (the server's probe task) makes it, enrols it (:meth:`RoundOrigin.enrol`), waits
     for what a round escalates (:meth:`escalated`), enrols it again once that is handled, and
     sets :attr:`withdrawn` when it stops. ``skip(since)``: whether the probe due now can be
     skipped (something else proved the server healthy after ``since``); ``healthy(now)``:
@@ -134,6 +137,7 @@ class RoundEntry:
         "due",
         "healthy",
         "interval",
+        "origin",
         "probe",
         "skip",
         "template",
@@ -147,6 +151,7 @@ class RoundEntry:
         probe: RoundProbe,
         version: Callable[[], str],
         *,
+        origin: RoundOrigin,
         interval: float,
         timeout: float,
         first_due: float,
@@ -154,6 +159,7 @@ class RoundEntry:
         healthy: Callable[[float], bool],
     ) -> None:
         self.probe = probe
+        self.origin = origin
         self.version = version
         self.interval = interval
         self.timeout = timeout
@@ -271,73 +277,207 @@ def parse_answer(data: bytes, max_bytes: int) -> tuple[int, list[tuple[bytes, by
     return status, headers, data[start : start + length], not close and len(data) == start + length
 
 
-class ProbeRounds:
-    """The probes of one plain-HTTP origin's enrolled servers, sent by one task (:meth:`run`,
-    started by the manager's :class:`~.http.HttpPool` in the manager's nursery)."""
+class RoundOrigin:
+    """One origin's share of the rounds: its idle keep-alive sockets, how many of its probes are
+    under way, the probes held back while it is busy, and how it is handshaking. Its state is
+    written by the rounds' task only."""
 
     __slots__ = (
         "_deferred_since",
-        "_enrol_receive",
-        "_enrol_send",
-        "_flights",
-        "_heap",
-        "_idle",
-        "_last_round",
-        "_order",
         "handshaking",
         "host",
+        "idle",
+        "in_flight",
         "port",
+        "rounds",
         "sent",
+        "waiting",
     )
 
-    def __init__(self, host: str, port: int, handshaking: Callable[[], int] = lambda: 0) -> None:
+    def __init__(self, rounds: ProbeRounds, host: str, port: int, handshaking: Callable[[], int]) -> None:
+        self.rounds = rounds
         self.host = host
         self.port = port
         self.handshaking = handshaking
         """How many handshake requests to the origin are under way now."""
+        self.idle: list[tuple[float, socket.socket]] = []
+        """Oldest first: (when it became idle, socket)."""
+        self.in_flight = 0
+        self.waiting: list[RoundEntry] = []
+        """Probes due, held back while the origin is busy."""
+        self._deferred_since: float | None = None
+        self.sent = 0
+        """Probes sent to it so far."""
+
+    def enrol(self, entry: RoundEntry) -> None:
+        """Hand ``entry`` (a server at this origin) to the rounds (any task): its next probe
+        goes out when due."""
+        self.rounds._enrol_send.send_nowait(entry)
+
+    def busy(self, now: float) -> bool:
+        """Whether its probes are held back now: :data:`ROUND_PROBES_IN_FLIGHT` of them are
+        under way, or it is handshaking (see :data:`ROUND_BUSY_HANDSHAKES`)."""
+        if self.in_flight >= ROUND_PROBES_IN_FLIGHT:
+            return True
+        if self.handshaking() < ROUND_BUSY_HANDSHAKES:
+            self._deferred_since = None
+            return False
+        if self._deferred_since is None:
+            self._deferred_since = now
+        return now - self._deferred_since < ROUND_DEFER_SECONDS
+
+    def take_idle(self, now: float) -> socket.socket | None:
+        self.expire(now)
+        return self.idle.pop()[1] if self.idle else None
+
+    def expire(self, now: float) -> None:
+        """Close the idle sockets kept too long, or beyond :data:`ROUND_SOCKETS_IDLE`."""
+        idle = self.idle
+        while idle and (now - idle[0][0] >= ROUND_SOCKET_IDLE_SECONDS or len(idle) > ROUND_SOCKETS_IDLE):
+            idle.pop(0)[1].close()
+
+    async def connect(self, timeout: float) -> socket.socket:
+        try:
+            with trio.fail_after(timeout):
+                stream = await trio.open_tcp_stream(self.host, self.port)
+        except OSError as exc:
+            raise httpx2.ConnectError(str(exc)) from exc
+        except trio.TooSlowError as exc:
+            raise httpx2.ConnectTimeout("connecting timed out") from exc
+        fd = stream.socket.detach()
+        sock = socket.socket(fileno=fd)
+        sock.setblocking(False)
+        return sock
+
+    def close(self) -> None:
+        idle, self.idle = self.idle, []
+        for _, sock in idle:
+            sock.close()
+
+
+class ProbeRounds:
+    """The probes of the enrolled plain-HTTP servers of one manager, whatever their origin, sent
+    by one task (:meth:`run`, started by the manager's :class:`~.http.HttpPool` in the manager's
+    nursery): a fleet spread over many origins is probed in as few rounds as one at a single
+    origin."""
+
+    __slots__ = (
+        "_connect_receive",
+        "_connect_send",
+        "_connecting",
+        "_enrol_receive",
+        "_enrol_send",
+        "_flights",
+        "_heap",
+        "_held",
+        "_last_round",
+        "_nursery",
+        "_order",
+        "_origins",
+        "_skipped",
+        "_swept_at",
+    )
+
+    def __init__(self) -> None:
         self._enrol_send, self._enrol_receive = trio.open_memory_channel[RoundEntry](math.inf)
+        self._connect_send, self._connect_receive = trio.open_memory_channel[_Connected](math.inf)
+        """What each connect task made: a socket, or why there is none."""
+        self._nursery: trio.Nursery | None = None
+        self._connecting = 0
+        self._skipped: list[RoundEntry] = []
+        self._origins: dict[tuple[str, int], RoundOrigin] = {}
         # The rounds' own (written by its task only):
         self._heap: list[tuple[float, int, RoundEntry]] = []
         self._order = count()
         self._last_round = -math.inf
-        self._deferred_since: float | None = None
+        self._swept_at = -math.inf
         self._flights: list[_InFlight] = []
-        self._idle: list[tuple[float, socket.socket]] = []
-        """Oldest first: (when it became idle, socket)."""
-        self.sent = 0
-        """Probes sent so far."""
+        self._held: list[RoundOrigin] = []
+        """Origins with probes held back."""
 
-    def enrol(self, entry: RoundEntry) -> None:
-        """Hand ``entry`` to the rounds (any task): its next probe goes out when due."""
-        self._enrol_send.send_nowait(entry)
+    def origin(self, host: str, port: int, handshaking: Callable[[], int] = lambda: 0) -> RoundOrigin:
+        """The share of the origin ``host:port`` (``handshaking``: how many handshake requests to
+        it are under way)."""
+        origin = self._origins.get((host, port))
+        if origin is None:
+            origin = self._origins[host, port] = RoundOrigin(self, host, port, handshaking)
+        return origin
+
+    @property
+    def sent(self) -> int:
+        """Probes sent so far."""
+        return sum(origin.sent for origin in self._origins.values())
 
     async def run(self) -> None:
         try:
-            while True:
-                now = trio.current_time()
-                # Rounds are ROUND_SECONDS apart at least: then while probes are under way
-                # (to read their answers), else when the next one is due.
-                wake = self._last_round + ROUND_SECONDS
-                if not self._flights:
-                    wake = max(wake, self._heap[0][0] if self._heap else math.inf)
-                if wake > now:
-                    with trio.move_on_at(wake):
-                        self._schedule(await self._enrol_receive.receive())
-                    while True:
-                        try:
-                            self._schedule(self._enrol_receive.receive_nowait())
-                        except trio.WouldBlock:
-                            break
-                    continue
-                self._last_round = now
-                self._read_answers(now)
-                await self._send_due(now)
+            # New sockets are connected by tasks of their own: an origin that is slow to
+            # accept holds up none of the others' probes.
+            async with trio.open_nursery() as self._nursery:
+                await self._rounds()
         finally:
+            self._nursery = None
             for flight in self._flights:
                 flight.sock.close()
-            for _, sock in self._idle:
-                sock.close()
-            self._flights, self._idle = [], []
+            for origin in self._origins.values():
+                origin.close()
+            self._flights = []
+            while True:
+                try:
+                    made = self._connect_receive.receive_nowait()
+                except trio.WouldBlock:
+                    break
+                if isinstance(made.result, socket.socket):
+                    made.result.close()
+
+    async def _rounds(self) -> None:
+        while True:
+            now = trio.current_time()
+            # Rounds are ROUND_SECONDS apart at least: then while probes are under way (to read
+            # their answers), held back or connecting, else when the next one is due.
+            wake = self._last_round + ROUND_SECONDS
+            if not (self._flights or self._held or self._connecting):
+                wake = max(wake, self._heap[0][0] if self._heap else math.inf)
+            if wake > now:
+                with trio.move_on_at(wake):
+                    self._schedule(await self._enrol_receive.receive())
+                while True:
+                    try:
+                        self._schedule(self._enrol_receive.receive_nowait())
+                    except trio.WouldBlock:
+                        break
+                continue
+            self._last_round = now
+            self._read_answers(now)
+            self._send_on_connected(now)
+            self._send_due(now)
+            if now - self._swept_at >= ROUND_SOCKET_IDLE_SECONDS:
+                self._swept_at = now
+                for origin in self._origins.values():
+                    origin.expire(now)
+
+    async def _connect(self, entry: RoundEntry, started: float) -> None:
+        try:
+            result: socket.socket | Exception = await entry.origin.connect(entry.timeout)
+        except Exception as exc:
+            result = exc
+        self._connect_send.send_nowait(_Connected(entry, result, started))
+
+    def _send_on_connected(self, now: float) -> None:
+        while True:
+            try:
+                made = self._connect_receive.receive_nowait()
+            except trio.WouldBlock:
+                return
+            self._connecting -= 1
+            entry, result = made.entry, made.result
+            origin = entry.origin
+            origin.in_flight -= 1
+            if isinstance(result, Exception):
+                self._hand_over(entry, now, Escalation(entry, error=result))
+            elif entry.withdrawn:
+                origin.idle.append((now, result))
+            else:
+                self._send_on(entry, result, now, reused=False, deadline=made.started + entry.timeout)
 
     def _schedule(self, entry: RoundEntry) -> None:
         heapq.heappush(self._heap, (entry.due, next(self._order), entry))
@@ -357,34 +497,32 @@ class ProbeRounds:
         for flight in flights:
             # A withdrawn entry's probe is read to its end all the same (its answer is left
             # unreported), so that its socket can be used again.
+            entry = flight.entry
             try:
                 done = self._read(flight, now)
             except _Unframed:
-                flight.sock.close()
-                self._hand_over(flight.entry, now, Escalation(flight.entry, unframed=True))
-                continue
+                self._hand_over(entry, now, Escalation(entry, unframed=True))
             except _TooLarge:
-                flight.sock.close()
-                self._hand_over(flight.entry, now, Escalation(flight.entry, error=_TooLarge()))
-                continue
+                self._hand_over(entry, now, Escalation(entry, error=_TooLarge()))
             except _StaleSocket:
-                flight.sock.close()
-                flight.entry.due = now  # sent again at once, on another socket
-                heapq.heappush(self._heap, (now, next(self._order), flight.entry))
-                continue
+                entry.due = now  # sent again at once, on another socket
+                heapq.heappush(self._heap, (now, next(self._order), entry))
             except Exception as exc:
-                flight.sock.close()
-                self._hand_over(flight.entry, now, Escalation(flight.entry, error=exc))
-                continue
-            if not done:
-                if now >= flight.deadline:
-                    flight.sock.close()
-                    self._hand_over(flight.entry, now, Escalation(flight.entry, error=trio.TooSlowError()))
-                else:
+                self._hand_over(entry, now, Escalation(entry, error=exc))
+            else:
+                if done:
+                    entry.origin.in_flight -= 1
+                    continue
+                if now < flight.deadline:
                     self._flights.append(flight)
+                    continue
+                self._hand_over(entry, now, Escalation(entry, error=trio.TooSlowError()))
+            flight.sock.close()
+            entry.origin.in_flight -= 1
 
     def _read(self, flight: _InFlight, now: float) -> bool:
-        """Read what arrived for ``flight``; whether it is over (its outcome handled)."""
+        """Read what arrived for ``flight``; whether it is over (its outcome handled, its socket
+        given back or closed)."""
         entry = flight.entry
         while True:
             try:
@@ -406,7 +544,7 @@ class ProbeRounds:
                 break
         status, headers, body, reusable = parsed
         if reusable:
-            self._idle.append((now, flight.sock))
+            entry.origin.idle.append((now, flight.sock))
         else:
             flight.sock.close()
         if entry.withdrawn:
@@ -423,90 +561,77 @@ class ProbeRounds:
         self._hand_over(entry, now, Escalation(entry, answer=(status, headers, body, flight.request_id)))
         return True
 
-    def _take_idle(self, now: float) -> socket.socket | None:
-        idle = self._idle
-        while idle and now - idle[0][0] >= ROUND_SOCKET_IDLE_SECONDS:
-            idle.pop(0)[1].close()
-        while len(idle) > ROUND_SOCKETS_IDLE:
-            idle.pop(0)[1].close()
-        return idle.pop()[1] if idle else None
-
-    async def _connect(self, timeout: float) -> socket.socket:
-        try:
-            with trio.fail_after(timeout):
-                stream = await trio.open_tcp_stream(self.host, self.port)
-        except OSError as exc:
-            raise httpx2.ConnectError(str(exc)) from exc
-        except trio.TooSlowError as exc:
-            raise httpx2.ConnectTimeout("connecting timed out") from exc
-        fd = stream.socket.detach()
-        sock = socket.socket(fileno=fd)
-        sock.setblocking(False)
-        return sock
-
-    def _deferred(self, now: float) -> bool:
-        """Whether the probes due wait for the origin's handshakes (see :data:`ROUND_BUSY_HANDSHAKES`)."""
-        if self.handshaking() < ROUND_BUSY_HANDSHAKES:
-            self._deferred_since = None
-            return False
-        if self._deferred_since is None:
-            self._deferred_since = now
-        return now - self._deferred_since < ROUND_DEFER_SECONDS
-
-    async def _send_due(self, now: float) -> None:
-        if self._deferred(now):
-            return
+    def _send_due(self, now: float) -> None:
+        """Send every probe due before the next round (the ones held back first), but for the
+        ones of a busy origin, which are held back."""
+        held, self._held = self._held, []
+        for origin in held:
+            if origin.busy(now):
+                self._held.append(origin)
+                continue
+            waiting, origin.waiting = origin.waiting, []
+            for entry in waiting:
+                self._send(entry, now)
         heap = self._heap
         until = now + ROUND_SECONDS
-        connect_failed: Exception | None = None
-        skipped: list[RoundEntry] = []
-        while heap and heap[0][0] <= until and len(self._flights) < ROUND_PROBES_IN_FLIGHT:
-            _, _, entry = heapq.heappop(heap)
-            if entry.withdrawn:
-                continue
-            if entry.skip(entry.checked_at):
-                entry.checked_at = now
-                skipped.append(entry)  # scheduled after this round (whatever its interval)
-                continue
-            data, request_id = entry.probe.request_bytes(entry.version())
-            sock = self._take_idle(now)
-            reused = sock is not None
-            if sock is None:
-                if connect_failed is None:
-                    try:
-                        sock = await self._connect(entry.timeout)
-                    except Exception as exc:
-                        connect_failed = exc
-                if sock is None:
-                    assert connect_failed is not None
-                    # Each server raises an error of its own (not one object in many tasks).
-                    error = type(connect_failed)(str(connect_failed))
-                    self._hand_over(entry, now, Escalation(entry, error=error))
-                    continue
-                if entry.withdrawn:
-                    self._idle.append((now, sock))
-                    continue
-            try:
-                written = sock.send(data)
-            except OSError as exc:
-                sock.close()
-                if reused:  # closed under it: the next socket, at once
-                    heapq.heappush(heap, (now, next(self._order), entry))
-                    continue
-                self._hand_over(
-                    entry, now, Escalation(entry, error=httpx2.WriteError(str(exc) or type(exc).__name__))
-                )
-                continue
-            self.sent += 1
-            sent_at = trio.current_time() if not reused else now  # a connect took time
-            flight = _InFlight(sock, entry, request_id, deadline=sent_at + entry.timeout, reused=reused)
-            if written < len(data):  # never so for a request this small on an idle socket
-                sock.close()
-                self._hand_over(entry, now, Escalation(entry, unframed=True))
-                continue
-            self._flights.append(flight)
-        for entry in skipped:
+        while heap and heap[0][0] <= until:
+            self._send(heapq.heappop(heap)[2], now)
+        skipped, self._skipped = self._skipped, []
+        for entry in skipped:  # scheduled after this round (whatever their interval)
             self._reschedule(entry, now)
+
+    def _send(self, entry: RoundEntry, now: float) -> None:
+        if entry.withdrawn:
+            return
+        origin = entry.origin
+        if origin.busy(now):
+            if not origin.waiting:
+                self._held.append(origin)
+            origin.waiting.append(entry)
+            return
+        if entry.skip(entry.checked_at):
+            entry.checked_at = now
+            self._skipped.append(entry)
+            return
+        sock = origin.take_idle(now)
+        if sock is None:
+            assert self._nursery is not None
+            origin.in_flight += 1  # a connect counts as under way
+            self._connecting += 1
+            self._nursery.start_soon(self._connect, entry, now)
+            return
+        self._send_on(entry, sock, now, reused=True, deadline=now + entry.timeout)
+
+    def _send_on(
+        self, entry: RoundEntry, sock: socket.socket, now: float, *, reused: bool, deadline: float
+    ) -> None:
+        data, request_id = entry.probe.request_bytes(entry.version())
+        try:
+            written = sock.send(data)
+        except OSError as exc:
+            sock.close()
+            if reused:  # closed under it: the next socket, at once
+                heapq.heappush(self._heap, (now, next(self._order), entry))
+                return
+            error = httpx2.WriteError(str(exc) or type(exc).__name__)
+            self._hand_over(entry, now, Escalation(entry, error=error))
+            return
+        if written < len(data):  # never so for a request this small on an idle socket
+            sock.close()
+            self._hand_over(entry, now, Escalation(entry, unframed=True))
+            return
+        entry.origin.sent += 1
+        entry.origin.in_flight += 1
+        self._flights.append(_InFlight(sock, entry, request_id, deadline=deadline, reused=reused))
+
+
+class _Connected:
+    __slots__ = ("entry", "result", "started")
+
+    def __init__(self, entry: RoundEntry, result: socket.socket | Exception, started: float) -> None:
+        self.entry = entry
+        self.result = result
+        self.started = started
 
 
 class _StaleSocket(Exception):
