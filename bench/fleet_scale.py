@@ -29,6 +29,12 @@ CPU is shown as the backend's, and KiB/server is still the manager process's own
 
     .venv/bin/python bench/fleet_scale.py --transport stdio --servers 100 --seconds 10
 
+``--origins K`` spreads the servers over K origins (``http://127.0.x.y:PORT/mcp``, all loopback
+addresses of the one backend, which then binds every address: ``0.0.0.0``), as a fleet of
+distinct servers is::
+
+    .venv/bin/python bench/fleet_scale.py --servers 500 --origins 500
+
 ``--park-after SECONDS`` sets every server's ``park_after`` (default: the library's; ``none``:
 parking off, so every server holds an open SDK session); up to 30 s the window starts once every
 server is parked. RSS keeps its high-water mark: a fleet whose sessions were all open once shows
@@ -103,6 +109,12 @@ def children_cpu_seconds() -> float:
     return total
 
 
+def origin_url(url: str, origin: int) -> str:
+    """``url`` (at 127.0.0.1) at loopback address number ``origin`` instead: 127.0.0.1,
+    127.0.0.2, ... 127.0.0.250, 127.0.1.1, ..."""
+    return url.replace("127.0.0.1", f"127.0.{origin // 250}.{1 + origin % 250}", 1)
+
+
 def transport_of(name: str, url: str | None) -> trio_mcp.HttpTransport | trio_mcp.StdioTransport:
     """The one backend at ``url``, or without one a demo server process of its own over stdio."""
     if url is not None:
@@ -121,6 +133,7 @@ async def measure(
     backend_pid: int | None,
     healthy_within: float,
     park_after: float | None,
+    origins: int = 1,
 ) -> dict[str, Any]:
     # What every server uses is imported before the baseline: module code is not per server.
     import httpx2  # noqa: F401
@@ -138,7 +151,11 @@ async def measure(
 
     policy = trio_mcp.ServerPolicy(health_interval=interval, park_after=park_after)
     configs = [
-        trio_mcp.ServerConfig(name=f"s{i:04d}", transport=transport_of(f"s{i:04d}", url), policy=policy)
+        trio_mcp.ServerConfig(
+            name=f"s{i:04d}",
+            transport=transport_of(f"s{i:04d}", url and origin_url(url, i % origins)),
+            policy=policy,
+        )
         for i in range(n)
     ]
     counts = _Counts()
@@ -235,6 +252,7 @@ async def measure(
     return {
         "transport": "http" if url is not None else "stdio",
         "servers": n,
+        "origins": origins if url is not None else n,
         "opened_after": opened_after,
         "healthy_after": healthy_after,
         "startup_cpu_ms_per_server": None if startup_cpu is None else 1000 * startup_cpu / n,
@@ -279,6 +297,7 @@ def run_child(
     backend_pid: int | None,
     healthy_within: float,
     park_after: float | None,
+    origins: int = 1,
 ) -> dict[str, Any]:
     backend = ["--url", url, "--backend-pid", str(backend_pid)] if url is not None else []
     command = [
@@ -295,6 +314,8 @@ def run_child(
         str(healthy_within),
         "--park-after",
         "none" if park_after is None else str(park_after),
+        "--origins",
+        str(origins),
     ]
     with subprocess.Popen(command, stdout=subprocess.PIPE) as child:
         try:
@@ -333,7 +354,12 @@ def print_table(rows: list[dict[str, Any]], interval: float) -> None:
         f"{'stalest check s':>15} {'probe fails':>11} {'conn lost':>9} {'left healthy':>12} {'parked':>7}"
     )
     transport = rows[0].get("transport", "http") if rows else "http"
-    backend = "a demo server process each; backend CPU: theirs" if transport == "stdio" else "one backend"
+    origins = rows[0].get("origins", 1) if rows else 1
+    backend = (
+        "a demo server process each; backend CPU: theirs"
+        if transport == "stdio"
+        else "one backend" + (f" at {origins} origins" if origins > 1 else "")
+    )
     park_after = rows[0].get("park_after") if rows else None
     parking = "never" if park_after is None else f"{park_after:g}s"
     print(f"transport={transport} ({backend}), health_interval={interval:g}s, park_after={parking}")
@@ -373,6 +399,9 @@ def main(argv: list[str] | None = None) -> None:
         help="park_after of every server (default: the library's); at most "
         f"{MAX_PARK_WAIT:g}s: the window starts once every server is parked",
     )
+    parser.add_argument(
+        "--origins", type=int, default=1, help="spread the HTTP servers over this many loopback origins"
+    )
     parser.add_argument("--smoke", action="store_true", help="N=10 for 2 s (a quick check)")
     parser.add_argument("--json", action="store_true", help="also print each result as a JSON line")
     parser.add_argument(
@@ -398,6 +427,7 @@ def main(argv: list[str] | None = None) -> None:
                 backend_pid=args.backend_pid,
                 healthy_within=args.healthy_within,
                 park_after=args.park_after,
+                origins=args.origins,
             )
         )
         print(json.dumps(result), flush=True)
@@ -424,6 +454,7 @@ def main(argv: list[str] | None = None) -> None:
                     backend_pid=backend_pid,
                     healthy_within=healthy_within,
                     park_after=args.park_after,
+                    origins=args.origins,
                 )
                 rows.append(row)
                 if args.json:
@@ -434,7 +465,11 @@ def main(argv: list[str] | None = None) -> None:
     else:
         port = free_port()
         backend = subprocess.Popen(
-            [sys.executable, "-m", "trio_mcp.demo_server", "--name", "fleet", "--http", str(port)],
+            [
+                *(sys.executable, "-m", "trio_mcp.demo_server", "--name", "fleet", "--http", str(port)),
+                # Servers at other loopback addresses than 127.0.0.1 need it bound to them all.
+                *(("--host", "0.0.0.0") if args.origins > 1 else ()),
+            ],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
