@@ -1300,11 +1300,7 @@ class ServerSupervisor:
             return conn.protocol_version or enrolled
 
         def healthy(now: float) -> bool:
-            if self._quiet and conn is self._live:
-                conn.checked_at = now
-                self._state.recheck()  # for wait_for: its snapshots read the stamp
-                return True
-            return False
+            return self._checked_quietly(conn, now)
 
         entry = RoundEntry(
             plain,
@@ -1344,15 +1340,21 @@ class ServerSupervisor:
             return failure
         return None
 
+    def _checked_quietly(self, conn: Connection, now: float) -> bool:
+        """A probe found ``conn`` healthy: if the server is quiet (healthy, nothing pending) and
+        ``conn`` live, only when it was checked changes, a usage stamp of the connection (read
+        into snapshots), not a state change to publish. Whether it was taken so."""
+        if self._quiet and conn is self._live:
+            conn.checked_at = now
+            self._state.recheck()  # for wait_for: its snapshots read the stamp
+            return True
+        return False
+
     async def _probe_and_report(
         self, conn: Connection, correlation_id: str | None, check: Callable[[], Awaitable[None]] | None = None
     ) -> Failure | None:
         failure = await self._probe(conn, check)
-        if failure is None and correlation_id is None and self._quiet and conn is self._live:
-            # A healthy server still healthy: only when it was checked changes, a usage stamp
-            # of the connection (read into snapshots), not a state change to publish.
-            conn.checked_at = trio.current_time()
-            self._state.recheck()  # for wait_for: its snapshots read the stamp
+        if failure is None and correlation_id is None and self._checked_quietly(conn, trio.current_time()):
             return None
         reason = "probe"
         if failure is not None and conn.link.exit_reason is not None:

@@ -455,13 +455,15 @@ class PlainDiscoverProbe(PlainPost):
         """Its origin's share of the probe rounds, which it can also be sent in (in a
         manager); ``None``: it is sent by itself only."""
 
+    def _made(self, version: str) -> tuple[h11.Request, bytes, bytes]:
+        before, after = _discover_body(_ID_MARK, version).split(_ID_MARK.encode())
+        length = len(before) + len(_ID_MARK) + len(after)
+        return self._post(_stamped_headers(version, "server/discover"), length), before, after
+
     def _request(self, version: str) -> tuple[h11.Request, bytes, bytes]:
         made = self._requests.get(version)
         if made is None:
-            before, after = _discover_body(_ID_MARK, version).split(_ID_MARK.encode())
-            length = len(before) + len(_ID_MARK) + len(after)
-            request = self._post(_stamped_headers(version, "server/discover"), length)
-            made = self._requests[version] = (request, before, after)
+            made = self._requests[version] = self._made(version)
         return made
 
     def _next_id(self) -> str:
@@ -480,7 +482,8 @@ class PlainDiscoverProbe(PlainPost):
         a caller that writes it on a socket of its own)."""
         written = self._written.get(version)
         if written is None:
-            request, before, after = self._request(version)
+            # Not kept as a request too: a probe sent in rounds never goes through h11.
+            request, before, after = self._made(version)
             head = h11.Connection(h11.CLIENT).send(request) or b""
             written = self._written[version] = (head + before, after)
         request_id = self._next_id()

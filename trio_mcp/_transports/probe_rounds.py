@@ -374,7 +374,6 @@ class ProbeRounds:
         "_nursery",
         "_order",
         "_origins",
-        "_skipped",
         "_swept_at",
     )
 
@@ -384,7 +383,6 @@ class ProbeRounds:
         """What each connect task made: a socket, or why there is none."""
         self._nursery: trio.Nursery | None = None
         self._connecting = 0
-        self._skipped: list[RoundEntry] = []
         self._origins: dict[tuple[str, int], RoundOrigin] = {}
         # The rounds' own (written by its task only):
         self._heap: list[tuple[float, int, RoundEntry]] = []
@@ -486,6 +484,12 @@ class ProbeRounds:
         entry.due = max(entry.due + entry.interval, now)
         heapq.heappush(self._heap, (entry.due, next(self._order), entry))
 
+    def _send_again(self, entry: RoundEntry, now: float) -> None:
+        """A reused socket was closed under ``entry``'s probe before it was taken: sent again
+        at once (in this round), on another socket."""
+        entry.due = now
+        heapq.heappush(self._heap, (now, next(self._order), entry))
+
     def _hand_over(self, entry: RoundEntry, now: float, escalation: Escalation) -> None:
         """Escalate to ``entry``'s owner, which enrols it again (for its next probe, due then)
         once it has handled it."""
@@ -505,8 +509,7 @@ class ProbeRounds:
             except _TooLarge:
                 self._hand_over(entry, now, Escalation(entry, error=_TooLarge()))
             except _StaleSocket:
-                entry.due = now  # sent again at once, on another socket
-                heapq.heappush(self._heap, (now, next(self._order), entry))
+                self._send_again(entry, now)
             except Exception as exc:
                 self._hand_over(entry, now, Escalation(entry, error=exc))
             else:
@@ -564,6 +567,7 @@ class ProbeRounds:
     def _send_due(self, now: float) -> None:
         """Send every probe due before the next round (the ones held back first), but for the
         ones of a busy origin, which are held back."""
+        skipped: list[RoundEntry] = []
         held, self._held = self._held, []
         for origin in held:
             if origin.busy(now):
@@ -571,16 +575,17 @@ class ProbeRounds:
                 continue
             waiting, origin.waiting = origin.waiting, []
             for entry in waiting:
-                self._send(entry, now)
+                self._send(entry, now, skipped)
         heap = self._heap
         until = now + ROUND_SECONDS
         while heap and heap[0][0] <= until:
-            self._send(heapq.heappop(heap)[2], now)
-        skipped, self._skipped = self._skipped, []
+            self._send(heapq.heappop(heap)[2], now, skipped)
         for entry in skipped:  # scheduled after this round (whatever their interval)
             self._reschedule(entry, now)
 
-    def _send(self, entry: RoundEntry, now: float) -> None:
+    def _send(self, entry: RoundEntry, now: float, skipped: list[RoundEntry]) -> None:
+        """Send ``entry``'s probe, or hold it back (a busy origin), or add it to ``skipped``
+        (something else proved the server healthy)."""
         if entry.withdrawn:
             return
         origin = entry.origin
@@ -591,7 +596,7 @@ class ProbeRounds:
             return
         if entry.skip(entry.checked_at):
             entry.checked_at = now
-            self._skipped.append(entry)
+            skipped.append(entry)
             return
         sock = origin.take_idle(now)
         if sock is None:
@@ -610,8 +615,8 @@ class ProbeRounds:
             written = sock.send(data)
         except OSError as exc:
             sock.close()
-            if reused:  # closed under it: the next socket, at once
-                heapq.heappush(self._heap, (now, next(self._order), entry))
+            if reused:
+                self._send_again(entry, now)
                 return
             error = httpx2.WriteError(str(exc) or type(exc).__name__)
             self._hand_over(entry, now, Escalation(entry, error=error))
