@@ -12,11 +12,13 @@ from typing import Any
 import httpx2
 import pytest
 import trio
+import trio.testing
 from _http_script import ERROR, RESULT, Answer, ScriptedHttpServer, refused_url
 from mcp.shared.exceptions import MCPError
 from mcp.shared.subscriptions import SUBSCRIPTION_ID_META_KEY
 
 from trio_mcp._transports import base, http, http_listen, http_probe
+from trio_mcp._transports.probe_rounds import ROUND_BUSY_HANDSHAKES, ROUND_DEFER_SECONDS
 
 
 def stamped(method: str, subscription_id: str = "ID", **params: Any) -> dict[str, Any]:
@@ -215,3 +217,80 @@ async def test_a_stream_held_open_ends_with_its_owner_and_its_socket_is_closed()
         "acknowledged"
     ]
     assert not link.dead.is_set()
+
+
+async def open_while_handshaking(
+    server: ScriptedHttpServer, gate: trio.Event, wait: float = 0.05
+) -> tuple[http_probe.ProbeSockets, list[str]]:
+    """``ROUND_BUSY_HANDSHAKES`` handshakes to ``server`` under way (answered once ``gate`` is
+    set), and a listen stream opened meanwhile; the methods ``server`` had read ``wait``
+    seconds later (every task blocked), and the origin's sockets."""
+    pool = http.HttpPool()
+    sockets = pool.probe_sockets(server.host, server.port)
+    url = httpx2.URL(server.url)
+    stream = http_listen.PlainListen(sockets, url, {}, base.Link("web"))
+    seen: list[str] = []
+
+    async def on_message(subscription_id: str, message: dict[str, Any]) -> None:
+        raise AssertionError(message)
+
+    async with trio.open_nursery() as nursery:
+        for _ in range(ROUND_BUSY_HANDSHAKES):
+            dispatcher = http_probe.SessionlessDispatcher(sockets, url, {}, base.Link("web"))
+            nursery.start_soon(dispatcher.send_raw_request, "server/discover", None)
+        await trio.testing.wait_all_tasks_blocked(cushion=0.05)
+        assert sockets.handshaking == ROUND_BUSY_HANDSHAKES
+        nursery.start_soon(stream, "2026-07-28", ("tools",), on_message)
+        await trio.sleep(wait)
+        await trio.testing.wait_all_tasks_blocked(cushion=0.05)
+        seen = [request["method"] for _, request, _ in server.requests]
+        gate.set()
+    await pool.aclose()
+    return sockets, seen
+
+
+async def test_a_stream_is_opened_once_the_origin_is_not_busy_handshaking() -> None:
+    """While a fleet comes up, the origin's capacity goes to the handshakes first: a new stream
+    waits until fewer than ``ROUND_BUSY_HANDSHAKES`` of them are under way."""
+    gate = trio.Event()
+    server = ScriptedHttpServer(gate=gate)
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(server.serve)
+            sockets, seen = await open_while_handshaking(server, gate)
+            nursery.cancel_scope.cancel()
+    assert seen == ["server/discover"] * ROUND_BUSY_HANDSHAKES  # the stream waited
+    assert [request["method"] for _, request, _ in server.requests][-1] == "subscriptions/listen"
+    assert sockets.handshaking == 0
+
+
+async def test_a_stream_waits_for_the_handshakes_for_a_bounded_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Handshakes that never end hold a stream back for ``ROUND_DEFER_SECONDS`` at most."""
+    monkeypatch.setattr(http_probe, "ROUND_DEFER_SECONDS", 0.2)
+    never = trio.Event()
+    server = ScriptedHttpServer(gate=never)
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(server.serve)
+            sockets, seen = await open_while_handshaking(server, never, wait=0.4)
+            nursery.cancel_scope.cancel()
+    assert seen == ["server/discover"] * ROUND_BUSY_HANDSHAKES + ["subscriptions/listen"]
+    assert sockets.handshaking == 0
+
+
+async def test_waiting_for_a_quiet_origin_takes_no_longer_than_the_bound(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    sockets = http_probe.ProbeSockets("127.0.0.1", 9, trio.Semaphore(1))
+    start = trio.current_time()
+    sockets.handshaking = ROUND_BUSY_HANDSHAKES - 1
+    await sockets.until_quiet()
+    assert trio.current_time() == start  # not busy: at once
+    sockets.handshaking = ROUND_BUSY_HANDSHAKES
+    await sockets.until_quiet()
+    assert trio.current_time() - start == pytest.approx(ROUND_DEFER_SECONDS)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(sockets.until_quiet)
+        await trio.sleep(1.0)
+        sockets.handshake_ended()  # now below the mark: the waiter goes on at once
+    assert trio.current_time() - start == pytest.approx(ROUND_DEFER_SECONDS + 1.0)

@@ -7,6 +7,12 @@ holds. Through the SDK it takes a dispatcher route, a task in the transport's ta
 ``httpx2`` response and a pooled connection of its own; here it is a socket and an h11 parser,
 read by the supervisor's own listening task. Used where the discover probe goes plain (see
 :mod:`.http_probe`); the messages read are the same, and so is what the supervisor does with them.
+
+A stream is opened only once its origin is not busy handshaking (see
+:meth:`~.http_probe.ProbeSockets.until_quiet`): when a fleet comes up, or comes back after its
+origin restarted, each stream costs the origin about as much as a handshake and the listings
+after it, and the servers not up yet come first. The catalogs were just listed; a change in the
+meantime is missed as one made while the stream was being opened would be.
 """
 
 from __future__ import annotations
@@ -90,16 +96,18 @@ class PlainListen(PlainPost):
         kinds: tuple[str, ...],
         on_message: Callable[[str, dict[str, Any]], Awaitable[None]],
     ) -> None:
-        """Listen for changes of ``kinds`` until the stream ends; ``on_message(subscription_id,
-        message)`` for each message read on it. Returns on the server's graceful close; raises
-        the ``MCPError`` the server answered, :class:`ListenLostError` when the stream ended
-        without an answer, or an ``httpx2`` transport error."""
+        """Listen for changes of ``kinds`` until the stream ends (once the origin is not busy
+        handshaking); ``on_message(subscription_id, message)`` for each message read on it.
+        Returns on the server's graceful close; raises the ``MCPError`` the server answered,
+        :class:`ListenLostError` when the stream ended without an answer, or an ``httpx2``
+        transport error."""
         from mcp.shared.inbound import MCP_METHOD_HEADER, MCP_PROTOCOL_VERSION_HEADER
 
         self._sent += 1
         request_id = f"trio-mcp-listen-{self._sent}"
         body = _listen_body(request_id, version, kinds)
         request = self._post({MCP_PROTOCOL_VERSION_HEADER: version, MCP_METHOD_HEADER: LISTEN}, len(body))
+        await self._sockets.until_quiet()
         sock = await self._sockets.connect()
         try:
             answer = await self._read(sock.h11, sock.stream, request, body, request_id, on_message)

@@ -30,7 +30,7 @@ import trio
 
 from .._config import DEFAULT_MAX_MESSAGE_BYTES
 from .base import Link, over_bound
-from .probe_rounds import RoundOrigin
+from .probe_rounds import ROUND_BUSY_HANDSHAKES, ROUND_DEFER_SECONDS, RoundOrigin
 
 NOT_UTF8_EVENTS = "the server sent an event stream that is not UTF-8 text"
 
@@ -178,7 +178,7 @@ class ProbeSockets:
     closes the idle ones with itself (the busy ones are closed by their probes, which end first).
     """
 
-    __slots__ = ("_idle", "handshaking", "host", "port", "turns")
+    __slots__ = ("_idle", "_quiet", "handshaking", "host", "port", "turns")
 
     def __init__(self, host: str, port: int, turns: trio.Semaphore) -> None:
         self.host = host
@@ -189,6 +189,27 @@ class ProbeSockets:
         """The origin's probe turns (see :func:`probe_turns`), held by each probe under way."""
         self.handshaking = 0
         """Requests of a handshake or a listing under way (they take no turn)."""
+        self._quiet: trio.Event | None = None
+        """Set (and dropped) when :attr:`handshaking` falls below :data:`ROUND_BUSY_HANDSHAKES`
+        while someone waits for it."""
+
+    async def until_quiet(self) -> None:
+        """Wait while the origin is busy handshaking (:data:`ROUND_BUSY_HANDSHAKES` or more
+        requests under way), for :data:`ROUND_DEFER_SECONDS` at most: what can wait (a
+        list-change stream, as the probes in rounds) lets the servers not up yet come first."""
+        with trio.move_on_after(ROUND_DEFER_SECONDS):
+            while self.handshaking >= ROUND_BUSY_HANDSHAKES:
+                if self._quiet is None:
+                    self._quiet = trio.Event()
+                await self._quiet.wait()
+
+    def handshake_ended(self) -> None:
+        """One of the :attr:`handshaking` requests ended."""
+        self.handshaking -= 1
+        quiet = self._quiet
+        if quiet is not None and self.handshaking < ROUND_BUSY_HANDSHAKES:
+            self._quiet = None
+            quiet.set()
 
     def take(self, now: float) -> _ProbeSocket | None:
         """The most recently used idle socket (the ones idle for too long are closed)."""
@@ -330,7 +351,7 @@ class PlainPost:
             if turn:
                 sockets.turns.release()
             else:
-                sockets.handshaking -= 1
+                sockets.handshake_ended()
 
     def mark_failed(self, exc: Exception) -> None:
         """A request could not be exchanged (``exc``): the connection is dead, as its own

@@ -49,7 +49,8 @@ ROUND_SOCKET_IDLE_SECONDS = 4.0
 """An idle socket older than this is closed, not used (servers close idle keep-alive
 connections after their own timeout, 5 s often)."""
 ROUND_BUSY_HANDSHAKES = 16
-"""With this many handshake requests to the origin under way, its probes wait."""
+"""With this many handshake requests to the origin under way, its probes wait (and so do its new
+list-change streams: :meth:`.http_probe.ProbeSockets.until_quiet`)."""
 ROUND_DEFER_SECONDS = 10.0
 """How long at most the probes wait at a stretch for the origin's handshakes (a probe is then
 late by this at most): after that they go out whatever the origin is doing."""
