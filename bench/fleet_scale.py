@@ -2,12 +2,15 @@
 
 One backend process (``python -m trio_mcp.demo_server --http PORT``) serves every server; the
 manager supervises N servers that all point at it (each its own name, the same URL), probing
-each every ``--interval`` seconds. For each N the manager runs in a fresh process, which
-reports:
+each every ``--interval`` seconds. Each run has a fresh backend (one that served a fleet before
+is slower for the next: the SDK server keeps some of what it held) and runs the manager in a
+fresh process, which reports:
 
 - **healthy after**: seconds from entering ``open_manager`` until every server is healthy
   (and, beside it, when ``open_manager`` itself returned), and **start ms/server**: the manager
   process's CPU over that time per server (its own share of a start that one backend may bound);
+- **listening after**: seconds until every 2026-07-28 server's list-change stream was
+  acknowledged too (the fleet has settled: the steady-state window starts then);
 - **CPU**: the manager process's CPU time over ``--seconds`` of steady state, as a fraction
   of one core (the backend's own CPU is shown beside it: both share the machine);
 - **KiB/server**: (RSS with N servers - RSS with none) / N. The baseline is taken after the
@@ -95,6 +98,7 @@ class _Counts:
     connections_lost: int = 0
     connect_failures: int = 0
     left_healthy: int = 0
+    listening: int = 0
 
 
 def children_cpu_seconds() -> float:
@@ -169,6 +173,19 @@ async def measure(
         counts.probes_ok += 1
 
     _supervisor.probe = counted_probe  # type: ignore[assignment]
+    # Nor does a list-change stream's acknowledgement: it is counted where it is read.
+    stream_event = _supervisor.stream_event
+
+    def counted_event(message: Any, subscription_id: str) -> str | None:
+        said = stream_event(message, subscription_id)
+        if said == "acknowledged":
+            counts.listening += 1
+            if counts.listening >= n:
+                all_listening.set()
+        return said
+
+    _supervisor.stream_event = counted_event  # type: ignore[assignment]
+    all_listening = trio.Event()
     healthy: set[str] = set()
     all_healthy = trio.Event()
     parked_now: set[str] = set()
@@ -215,6 +232,12 @@ async def measure(
             await all_healthy.wait()
             healthy_after = trio.current_time() - started
             startup_cpu = own_cpu_seconds() - started_cpu
+        listening_after: float | None = None
+        if healthy_after is not None and url is not None:
+            # The fleet settles: every list-change stream held (stdio ones go through sessions).
+            with trio.move_on_after(healthy_within):
+                await all_listening.wait()
+                listening_after = trio.current_time() - started
         parked_after: float | None = None
         if park_after is not None and park_after <= MAX_PARK_WAIT and healthy_after is not None:
             # An idle fleet parks: the window measures it parked.
@@ -255,6 +278,7 @@ async def measure(
         "origins": origins if url is not None else n,
         "opened_after": opened_after,
         "healthy_after": healthy_after,
+        "listening_after": listening_after,
         "startup_cpu_ms_per_server": None if startup_cpu is None else 1000 * startup_cpu / n,
         "park_after": park_after,
         "parked_after": parked_after,
@@ -349,7 +373,8 @@ def _per_probe(row: dict[str, Any]) -> str:
 
 def print_table(rows: list[dict[str, Any]], interval: float) -> None:
     header = (
-        f"{'servers':>7} {'open_manager s':>14} {'healthy after s':>15} {'start ms/server':>15} "
+        f"{'servers':>7} {'open_manager s':>14} {'healthy after s':>15} {'listening after s':>17} "
+        f"{'start ms/server':>15} "
         f"{'CPU (1 core)':>12} {'CPU ms/probe':>12} {'backend CPU':>11} {'KiB/server':>10} {'probes/s':>9} "
         f"{'stalest check s':>15} {'probe fails':>11} {'conn lost':>9} {'left healthy':>12} {'parked':>7}"
     )
@@ -368,6 +393,7 @@ def print_table(rows: list[dict[str, Any]], interval: float) -> None:
     for r in rows:
         print(
             f"{r['servers']:>7} {r['opened_after']:>14.2f} {_fmt(r['healthy_after'], '.2f'):>15} "
+            f"{_fmt(r.get('listening_after'), '.2f'):>17} "
             f"{_fmt(r.get('startup_cpu_ms_per_server'), '.2f'):>15} "
             f"{r['cpu']:>12.3f} {_per_probe(r):>12} {r['backend_cpu']:>11.3f} {r['kib_per_server']:>10.1f} "
             f"{r['probes_per_second']:>9.0f} {r.get('stalest_check', 0.0):>15.2f} "
@@ -443,47 +469,47 @@ def main(argv: list[str] | None = None) -> None:
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     rows: list[dict[str, Any]] = []
 
-    def run_all(url: str | None, backend_pid: int | None) -> None:
-        for n in sizes:
-            for _ in range(args.runs):
-                row = run_child(
-                    n,
-                    url,
-                    seconds=seconds,
-                    interval=args.interval,
-                    backend_pid=backend_pid,
-                    healthy_within=healthy_within,
-                    park_after=args.park_after,
-                    origins=args.origins,
-                )
-                rows.append(row)
-                if args.json:
-                    print(json.dumps(row), flush=True)
-
-    if args.transport == "stdio":
-        run_all(None, None)
-    else:
-        port = free_port()
-        backend = subprocess.Popen(
-            [
-                *(sys.executable, "-m", "trio_mcp.demo_server", "--name", "fleet", "--http", str(port)),
-                # Servers at other loopback addresses than 127.0.0.1 need it bound to them all.
-                *(("--host", "0.0.0.0") if args.origins > 1 else ()),
-            ],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+    def run_once(n: int, url: str | None, backend_pid: int | None) -> None:
+        row = run_child(
+            n,
+            url,
+            seconds=seconds,
+            interval=args.interval,
+            backend_pid=backend_pid,
+            healthy_within=healthy_within,
+            park_after=args.park_after,
+            origins=args.origins,
         )
-        try:
-            wait_listening(port, backend)
-            run_all(f"http://127.0.0.1:{port}/mcp", backend.pid)
-        finally:
-            backend.terminate()
+        rows.append(row)
+        if args.json:
+            print(json.dumps(row), flush=True)
+
+    for n in sizes:
+        for _ in range(args.runs):
+            if args.transport == "stdio":
+                run_once(n, None, None)
+                continue
+            port = free_port()
+            backend = subprocess.Popen(
+                [
+                    *(sys.executable, "-m", "trio_mcp.demo_server", "--name", "fleet", "--http", str(port)),
+                    # Servers at other loopback addresses than 127.0.0.1 need it bound to them all.
+                    *(("--host", "0.0.0.0") if args.origins > 1 else ()),
+                ],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
             try:
-                backend.wait(10)
-            except subprocess.TimeoutExpired:
-                backend.kill()
-                backend.wait()
+                wait_listening(port, backend)
+                run_once(n, f"http://127.0.0.1:{port}/mcp", backend.pid)
+            finally:
+                backend.terminate()
+                try:
+                    backend.wait(10)
+                except subprocess.TimeoutExpired:
+                    backend.kill()
+                    backend.wait()
     print_table(rows, args.interval)
     if args.chart is not None and _charts.available():
         _charts.fleet_scale(args.chart, rows=rows, interval=args.interval)
