@@ -8,7 +8,8 @@ fresh process, which reports:
 
 - **healthy after**: seconds from entering ``open_manager`` until every server is healthy
   (and, beside it, when ``open_manager`` itself returned), and **start ms/server**: the manager
-  process's CPU over that time per server (its own share of a start that one backend may bound);
+  process's CPU over that time per server (its own share of a start that one backend may bound),
+  and the backend's beside it;
 - **listening after**: seconds until every 2026-07-28 server's list-change stream was
   acknowledged too (the fleet has settled: the steady-state window starts then);
 - **CPU**: the manager process's CPU time over ``--seconds`` of steady state, as a fraction
@@ -31,6 +32,12 @@ Run::
 CPU is shown as the backend's, and KiB/server is still the manager process's own)::
 
     .venv/bin/python bench/fleet_scale.py --transport stdio --servers 100 --seconds 10
+
+``--backends B`` spreads the servers over B backend processes (server i at backend i mod B;
+the backend CPU column is their sum), for a fleet that one backend process cannot serve on its
+own::
+
+    .venv/bin/python bench/fleet_scale.py --servers 1000 --backends 2
 
 ``--origins K`` spreads the servers over K origins (``http://127.0.x.y:PORT/mcp``, all loopback
 addresses of the one backend, which then binds every address: ``0.0.0.0``), as a fleet of
@@ -130,11 +137,11 @@ def transport_of(name: str, url: str | None) -> trio_mcp.HttpTransport | trio_mc
 
 async def measure(
     n: int,
-    url: str | None,
+    urls: list[str],
     *,
     seconds: float,
     interval: float,
-    backend_pid: int | None,
+    backend_pids: list[int],
     healthy_within: float,
     park_after: float | None,
     origins: int = 1,
@@ -151,13 +158,19 @@ async def measure(
 
     def backend_cpu_seconds() -> float:
         # Over stdio every server is a child process: their CPU is the backend's.
-        return cpu_seconds_of(backend_pid) if backend_pid else children_cpu_seconds()
+        return sum(map(cpu_seconds_of, backend_pids)) if backend_pids else children_cpu_seconds()
+
+    def url_of(i: int) -> str | None:
+        # Server i: backend i % B, then origin (i // B) % origins of that backend.
+        if not urls:
+            return None
+        return origin_url(urls[i % len(urls)], i // len(urls) % origins)
 
     policy = trio_mcp.ServerPolicy(health_interval=interval, park_after=park_after)
     configs = [
         trio_mcp.ServerConfig(
             name=f"s{i:04d}",
-            transport=transport_of(f"s{i:04d}", url and origin_url(url, i % origins)),
+            transport=transport_of(f"s{i:04d}", url_of(i)),
             policy=policy,
         )
         for i in range(n)
@@ -217,7 +230,9 @@ async def measure(
 
     started = trio.current_time()
     started_cpu = own_cpu_seconds()
+    started_backend_cpu = backend_cpu_seconds()
     startup_cpu: float | None = None
+    startup_backend_cpu: float | None = None
     async with trio_mcp.open_manager(configs) as manager:
         opened_after = trio.current_time() - started
         manager.stream.add_listener(on_event)
@@ -232,8 +247,9 @@ async def measure(
             await all_healthy.wait()
             healthy_after = trio.current_time() - started
             startup_cpu = own_cpu_seconds() - started_cpu
+            startup_backend_cpu = backend_cpu_seconds() - started_backend_cpu
         listening_after: float | None = None
-        if healthy_after is not None and url is not None:
+        if healthy_after is not None and urls:
             # The fleet settles: every list-change stream held (stdio ones go through sessions).
             with trio.move_on_after(healthy_within):
                 await all_listening.wait()
@@ -273,13 +289,17 @@ async def measure(
             checked = snap.last_checked_at if snap.last_checked_at is not None else started
             stalest = max(stalest, now - checked)
     return {
-        "transport": "http" if url is not None else "stdio",
+        "transport": "http" if urls else "stdio",
+        "backends": len(urls),
         "servers": n,
-        "origins": origins if url is not None else n,
+        "origins": origins if urls else n,
         "opened_after": opened_after,
         "healthy_after": healthy_after,
         "listening_after": listening_after,
         "startup_cpu_ms_per_server": None if startup_cpu is None else 1000 * startup_cpu / n,
+        "startup_backend_cpu_ms_per_server": (
+            None if startup_backend_cpu is None else 1000 * startup_backend_cpu / n
+        ),
         "park_after": park_after,
         "parked_after": parked_after,
         "parked": parked,
@@ -314,16 +334,16 @@ def wait_listening(port: int, proc: subprocess.Popen[bytes], within: float = 30.
 
 def run_child(
     n: int,
-    url: str | None,
+    urls: list[str],
     *,
     seconds: float,
     interval: float,
-    backend_pid: int | None,
+    backend_pids: list[int],
     healthy_within: float,
     park_after: float | None,
     origins: int = 1,
 ) -> dict[str, Any]:
-    backend = ["--url", url, "--backend-pid", str(backend_pid)] if url is not None else []
+    backend = ["--url", ",".join(urls), "--backend-pid", ",".join(map(str, backend_pids))] if urls else []
     command = [
         sys.executable,
         __file__,
@@ -374,16 +394,18 @@ def _per_probe(row: dict[str, Any]) -> str:
 def print_table(rows: list[dict[str, Any]], interval: float) -> None:
     header = (
         f"{'servers':>7} {'open_manager s':>14} {'healthy after s':>15} {'listening after s':>17} "
-        f"{'start ms/server':>15} "
+        f"{'start ms/server':>15} {'backend start ms/server':>23} "
         f"{'CPU (1 core)':>12} {'CPU ms/probe':>12} {'backend CPU':>11} {'KiB/server':>10} {'probes/s':>9} "
         f"{'stalest check s':>15} {'probe fails':>11} {'conn lost':>9} {'left healthy':>12} {'parked':>7}"
     )
     transport = rows[0].get("transport", "http") if rows else "http"
     origins = rows[0].get("origins", 1) if rows else 1
+    backends = rows[0].get("backends", 1) if rows else 1
     backend = (
         "a demo server process each; backend CPU: theirs"
         if transport == "stdio"
-        else "one backend" + (f" at {origins} origins" if origins > 1 else "")
+        else ("one backend" if backends == 1 else f"{backends} backends, CPU summed")
+        + (f" at {origins} origins" if origins > 1 else "")
     )
     park_after = rows[0].get("park_after") if rows else None
     parking = "never" if park_after is None else f"{park_after:g}s"
@@ -395,6 +417,7 @@ def print_table(rows: list[dict[str, Any]], interval: float) -> None:
             f"{r['servers']:>7} {r['opened_after']:>14.2f} {_fmt(r['healthy_after'], '.2f'):>15} "
             f"{_fmt(r.get('listening_after'), '.2f'):>17} "
             f"{_fmt(r.get('startup_cpu_ms_per_server'), '.2f'):>15} "
+            f"{_fmt(r.get('startup_backend_cpu_ms_per_server'), '.2f'):>23} "
             f"{r['cpu']:>12.3f} {_per_probe(r):>12} {r['backend_cpu']:>11.3f} {r['kib_per_server']:>10.1f} "
             f"{r['probes_per_second']:>9.0f} {r.get('stalest_check', 0.0):>15.2f} "
             f"{r['probe_failures']:>11} {r['connections_lost']:>9} "
@@ -426,6 +449,12 @@ def main(argv: list[str] | None = None) -> None:
         f"{MAX_PARK_WAIT:g}s: the window starts once every server is parked",
     )
     parser.add_argument(
+        "--backends",
+        type=int,
+        default=1,
+        help="spread the HTTP servers over this many backend processes (their CPU is summed)",
+    )
+    parser.add_argument(
         "--origins", type=int, default=1, help="spread the HTTP servers over this many loopback origins"
     )
     parser.add_argument("--smoke", action="store_true", help="N=10 for 2 s (a quick check)")
@@ -440,17 +469,17 @@ def main(argv: list[str] | None = None) -> None:
     # Internal: run one manager process.
     parser.add_argument("--child", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--url", help=argparse.SUPPRESS)
-    parser.add_argument("--backend-pid", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--backend-pid", default="", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
     if args.child is not None:
         result = trio.run(
             lambda: measure(
                 args.child,
-                args.url,
+                args.url.split(",") if args.url else [],
                 seconds=args.seconds,
                 interval=args.interval,
-                backend_pid=args.backend_pid,
+                backend_pids=[int(pid) for pid in args.backend_pid.split(",") if pid],
                 healthy_within=args.healthy_within,
                 park_after=args.park_after,
                 origins=args.origins,
@@ -469,13 +498,13 @@ def main(argv: list[str] | None = None) -> None:
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     rows: list[dict[str, Any]] = []
 
-    def run_once(n: int, url: str | None, backend_pid: int | None) -> None:
+    def run_once(n: int, urls: list[str], backend_pids: list[int]) -> None:
         row = run_child(
             n,
-            url,
+            urls,
             seconds=seconds,
             interval=args.interval,
-            backend_pid=backend_pid,
+            backend_pids=backend_pids,
             healthy_within=healthy_within,
             park_after=args.park_after,
             origins=args.origins,
@@ -487,29 +516,40 @@ def main(argv: list[str] | None = None) -> None:
     for n in sizes:
         for _ in range(args.runs):
             if args.transport == "stdio":
-                run_once(n, None, None)
+                run_once(n, [], [])
                 continue
-            port = free_port()
-            backend = subprocess.Popen(
-                [
-                    *(sys.executable, "-m", "trio_mcp.demo_server", "--name", "fleet", "--http", str(port)),
-                    # Servers at other loopback addresses than 127.0.0.1 need it bound to them all.
-                    *(("--host", "0.0.0.0") if args.origins > 1 else ()),
-                ],
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )
+            backends: list[tuple[int, subprocess.Popen[bytes]]] = []
             try:
-                wait_listening(port, backend)
-                run_once(n, f"http://127.0.0.1:{port}/mcp", backend.pid)
+                for _ in range(args.backends):
+                    port = free_port()
+                    backend = subprocess.Popen(
+                        [
+                            *(sys.executable, "-m", "trio_mcp.demo_server", "--name", "fleet"),
+                            *("--http", str(port)),
+                            # Servers at other loopback addresses than 127.0.0.1 need it bound to
+                            # them all.
+                            *(("--host", "0.0.0.0") if args.origins > 1 else ()),
+                        ],
+                        stdin=subprocess.DEVNULL,
+                        stdout=subprocess.DEVNULL,
+                        stderr=subprocess.DEVNULL,
+                    )
+                    backends.append((port, backend))
+                    wait_listening(port, backend)
+                run_once(
+                    n,
+                    [f"http://127.0.0.1:{port}/mcp" for port, _ in backends],
+                    [backend.pid for _, backend in backends],
+                )
             finally:
-                backend.terminate()
-                try:
-                    backend.wait(10)
-                except subprocess.TimeoutExpired:
-                    backend.kill()
-                    backend.wait()
+                for _, backend in backends:
+                    backend.terminate()
+                for _, backend in backends:
+                    try:
+                        backend.wait(10)
+                    except subprocess.TimeoutExpired:
+                        backend.kill()
+                        backend.wait()
     print_table(rows, args.interval)
     if args.chart is not None and _charts.available():
         _charts.fleet_scale(args.chart, rows=rows, interval=args.interval)
