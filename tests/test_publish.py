@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import trio
 import trio.testing
 
@@ -109,3 +111,40 @@ async def test_wait_transition_is_by_identity() -> None:
         value.set(equal)  # equal, but a new object: a transition
     assert got == [equal]
     assert got[0] is equal
+
+
+async def test_recheck_evaluates_again_only_the_predicates_that_read_stamps() -> None:
+    """A predicate that also reads a stamp outside the value is evaluated again on ``recheck``;
+    one of the value alone is not (nothing it reads changed)."""
+    value = Published(0)
+    stamp = {"checked_at": 0.0}
+    calls: list[str] = []
+
+    def plain(v: int) -> bool:
+        calls.append("plain")
+        return v == 1
+
+    def stamped(v: int) -> bool:
+        calls.append("stamped")
+        return stamp["checked_at"] > 0
+
+    got: list[str] = []
+
+    async def wait(name: str, predicate: Any, stamps: bool) -> None:
+        await value.wait_value(predicate, stamps=stamps)
+        got.append(name)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(wait, "plain", plain, False)
+        nursery.start_soon(wait, "stamped", stamped, True)
+        await trio.testing.wait_all_tasks_blocked()
+        calls.clear()
+        value.recheck()  # nothing changed yet
+        assert calls == ["stamped"]
+        stamp["checked_at"] = 5.0
+        value.recheck()
+        await trio.testing.wait_all_tasks_blocked()
+        assert got == ["stamped"]
+        assert calls == ["stamped", "stamped"]
+        value.set(1)  # a new value: every waiter left is evaluated
+    assert got == ["stamped", "plain"]

@@ -11,10 +11,11 @@ T = TypeVar("T")
 
 
 class _Waiter(Generic[T]):
-    __slots__ = ("event", "predicate", "value")
+    __slots__ = ("event", "predicate", "stamps", "value")
 
-    def __init__(self, predicate: Callable[[T], bool]) -> None:
+    def __init__(self, predicate: Callable[[T], bool], stamps: bool) -> None:
         self.predicate = predicate
+        self.stamps = stamps
         self.event = trio.Event()
         self.value: T | None = None
 
@@ -41,28 +42,33 @@ class Published(Generic[T]):
         """Assign a new value (the writer only) and wake the waiters it satisfies."""
         self._value = value
         if self._waiters:
-            still: list[_Waiter[T]] = []
-            for waiter in self._waiters:
-                if _matches(waiter.predicate, value):
-                    waiter.value = value
-                    waiter.event.set()
-                else:
-                    still.append(waiter)
-            self._waiters = still
+            self._wake(value, stamps_only=False)
 
     def recheck(self) -> None:
-        """Evaluate the waiters' predicates again on the value as it is (any task may): for
-        predicates that also read what the value does not hold (a usage stamp)."""
+        """Evaluate again, on the value as it is, the predicates that also read what the value
+        does not hold (a usage stamp: ``wait_value(..., stamps=True)``); any task may."""
         if self._waiters:
-            self.set(self._value)
+            self._wake(self._value, stamps_only=True)
 
-    async def wait_value(self, predicate: Callable[[T], bool]) -> T:
-        """Return the first value (the current one included) for which ``predicate`` holds."""
+    def _wake(self, value: T, *, stamps_only: bool) -> None:
+        still: list[_Waiter[T]] = []
+        for waiter in self._waiters:
+            if (waiter.stamps or not stamps_only) and _matches(waiter.predicate, value):
+                waiter.value = value
+                waiter.event.set()
+            else:
+                still.append(waiter)
+        self._waiters = still
+
+    async def wait_value(self, predicate: Callable[[T], bool], *, stamps: bool = False) -> T:
+        """Return the first value (the current one included) for which ``predicate`` holds.
+        ``stamps``: it also reads what the value does not hold, so it is evaluated again on
+        :meth:`recheck` too."""
         value = self._value
         if _matches(predicate, value):
             await trio.lowlevel.checkpoint()
             return value
-        waiter = _Waiter(predicate)
+        waiter = _Waiter(predicate, stamps)
         self._waiters.append(waiter)
         try:
             await waiter.event.wait()

@@ -468,7 +468,8 @@ class ServerSupervisor:
         state = await self._state.wait_value(
             lambda s: (
                 s.connection is ConnectionState.CLOSED or predicate(self._snapshot_of(s, trio.current_time()))
-            )
+            ),
+            stamps=True,  # a snapshot reads the connection's stamps (when it was last checked)
         )
         snapshot = self._snapshot_of(state, trio.current_time())
         if state.connection is ConnectionState.CLOSED and not predicate(snapshot):
