@@ -294,3 +294,57 @@ async def test_waiting_for_a_quiet_origin_takes_no_longer_than_the_bound(
         await trio.sleep(1.0)
         sockets.handshake_ended()  # now below the mark: the waiter goes on at once
     assert trio.current_time() - start == pytest.approx(ROUND_DEFER_SECONDS + 1.0)
+
+
+async def test_streams_are_opened_a_few_at_a_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Streams that all open together (a fleet whose start is over) are let through
+    ``LISTENS_OPENING`` at a time, each until the server's answer begins, so they are not all
+    queued at the origin in front of the handshakes still under way."""
+    monkeypatch.setattr(http_probe, "LISTENS_OPENING", 2)
+    gate = trio.Event()
+    server = ScriptedHttpServer(gate=gate)
+    ended: list[int] = []
+
+    async def on_message(subscription_id: str, message: dict[str, Any]) -> None:
+        raise AssertionError(message)
+
+    async def listen(stream: http_listen.PlainListen, number: int) -> None:
+        await stream("2026-07-28", ("tools",), on_message)
+        ended.append(number)
+
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(server.serve)
+            pool = http.HttpPool()
+            sockets = pool.probe_sockets(server.host, server.port)
+            async with trio.open_nursery() as streams:
+                for number in range(5):
+                    stream = http_listen.PlainListen(
+                        sockets, httpx2.URL(server.url), {}, base.Link(f"s{number}")
+                    )
+                    streams.start_soon(listen, stream, number)
+                await trio.testing.wait_all_tasks_blocked(cushion=0.05)
+                assert (server.connections, len(server.requests)) == (2, 2)  # the others wait
+                gate.set()
+            await pool.aclose()
+            nursery.cancel_scope.cancel()
+    assert sorted(ended) == [0, 1, 2, 3, 4] and server.connections == 5
+
+
+async def test_a_stream_that_fails_to_open_lets_the_next_one_through(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(http_probe, "LISTENS_OPENING", 1)
+    with trio.fail_after(5):
+        url = httpx2.URL(await refused_url())
+        pool = http.HttpPool()
+        sockets = pool.probe_sockets(url.host, url.port or 80)
+
+        async def on_message(subscription_id: str, message: dict[str, Any]) -> None:
+            raise AssertionError(message)
+
+        for _ in range(2):
+            with pytest.raises(httpx2.ConnectError):
+                await http_listen.PlainListen(sockets, url, {}, base.Link("web"))(
+                    "2026-07-28", ("tools",), on_message
+                )
+        assert sockets.opening.value == 1
+        await pool.aclose()

@@ -12,7 +12,9 @@ A stream is opened only once its origin is not busy handshaking (see
 :meth:`~.http_probe.ProbeSockets.until_quiet`): when a fleet comes up, or comes back after its
 origin restarted, each stream costs the origin about as much as a handshake and the listings
 after it, and the servers not up yet come first. The catalogs were just listed; a change in the
-meantime is missed as one made while the stream was being opened would be.
+meantime is missed as one made while the stream was being opened would be. At most
+:data:`~.http_probe.LISTENS_OPENING` streams of an origin are being opened at once, so that a
+thousand streams let through together do not queue in front of the last handshakes.
 """
 
 from __future__ import annotations
@@ -107,16 +109,31 @@ class PlainListen(PlainPost):
         request_id = f"trio-mcp-listen-{self._sent}"
         body = _listen_body(request_id, version, kinds)
         request = self._post({MCP_PROTOCOL_VERSION_HEADER: version, MCP_METHOD_HEADER: LISTEN}, len(body))
-        await self._sockets.until_quiet()
-        sock = await self._sockets.connect()
+        sockets = self._sockets
+        await sockets.until_quiet()
+        await sockets.opening.acquire()
+        opening = True
+
+        def opened() -> None:
+            nonlocal opening
+            if opening:
+                opening = False
+                sockets.opening.release()
+
         try:
-            answer = await self._read(sock.h11, sock.stream, request, body, request_id, on_message)
-        except (OSError, trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-            raise httpx2.ReadError(str(exc) or type(exc).__name__) from exc
-        except h11.ProtocolError as exc:
-            raise httpx2.RemoteProtocolError(str(exc)) from exc
+            sock = await sockets.connect()
+            try:
+                answer = await self._read(
+                    sock.h11, sock.stream, request, body, request_id, on_message, opened
+                )
+            except (OSError, trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+                raise httpx2.ReadError(str(exc) or type(exc).__name__) from exc
+            except h11.ProtocolError as exc:
+                raise httpx2.RemoteProtocolError(str(exc)) from exc
+            finally:
+                _close_now(sock)
         finally:
-            _close_now(sock)
+            opened()
         error = answer.get("error")
         if error is not None:
             raise _rpc_error(error)
@@ -129,9 +146,11 @@ class PlainListen(PlainPost):
         body: bytes,
         request_id: str,
         on_message: Callable[[str, dict[str, Any]], Awaitable[None]],
+        opened: Callable[[], None],
     ) -> dict[str, Any]:
         """Send the request and read the answer: the message answering it, after every other
-        message of an event stream was handed to ``on_message``."""
+        message of an event stream was handed to ``on_message``; ``opened()`` once the answer
+        begins."""
         sent = (request, h11.Data(data=body), h11.EndOfMessage())
         await stream.send_all(b"".join(conn.send(event) or b"" for event in sent))
         events: EventData | None = None
@@ -143,6 +162,7 @@ class PlainListen(PlainPost):
             if event is h11.NEED_DATA:
                 conn.receive_data(bytes(await stream.receive_some(65536)))
             elif isinstance(event, h11.Response):
+                opened()
                 response = event
                 content_type = next((v for k, v in event.headers if k == b"content-type"), b"").lower()
                 if event.status_code == 200 and content_type.startswith(b"text/event-stream"):

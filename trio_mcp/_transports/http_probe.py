@@ -60,6 +60,10 @@ PROBES_IN_FLIGHT = PROBE_SOCKETS_IDLE
 within their own deadline). A slow origin then meets a bounded number of probes, not a queue
 that grows until every probe times out and every server looks down at once; and its probes
 never need more sockets than it keeps."""
+LISTENS_OPENING = 16
+"""How many list-change streams of one origin are being opened at once at most: a fleet whose
+streams all open together (once its start is over) would put every one of them in front of the
+handshakes still under way."""
 PROBE_SOCKET_IDLE_SECONDS = 4.0
 """An idle probe socket older than this is closed, not used: servers close idle keep-alive
 connections after their own timeout (5 s is common), and a probe should not meet that."""
@@ -178,7 +182,7 @@ class ProbeSockets:
     closes the idle ones with itself (the busy ones are closed by their probes, which end first).
     """
 
-    __slots__ = ("_idle", "_quiet", "handshaking", "host", "port", "turns")
+    __slots__ = ("_idle", "_quiet", "handshaking", "host", "opening", "port", "turns")
 
     def __init__(self, host: str, port: int, turns: trio.Semaphore) -> None:
         self.host = host
@@ -189,6 +193,8 @@ class ProbeSockets:
         """The origin's probe turns (see :func:`probe_turns`), held by each probe under way."""
         self.handshaking = 0
         """Requests of a handshake or a listing under way (they take no turn)."""
+        self.opening = trio.Semaphore(LISTENS_OPENING)
+        """Held by each list-change stream being opened (until the server's answer begins)."""
         self._quiet: trio.Event | None = None
         """Set (and dropped) when :attr:`handshaking` falls below :data:`ROUND_BUSY_HANDSHAKES`
         while someone waits for it."""
