@@ -155,6 +155,17 @@ def _stale(state: ServerState) -> bool:
     return any(state.catalog.of(kind) is None for kind in _offered(state))
 
 
+UNWATCHED_SECONDS = 1.0
+"""A list-change stream held this long after it was asked for (after the catalogs were listed)
+leaves a gap in which a change may have gone unannounced: the catalogs are listed again."""
+
+
+def unwatched_too_long(asked_at: float, held_at: float) -> bool:
+    """Whether a list-change stream asked for at ``asked_at`` and held at ``held_at`` left the
+    catalogs unwatched for too long (see :data:`UNWATCHED_SECONDS`)."""
+    return held_at - asked_at > UNWATCHED_SECONDS
+
+
 class _Ticket:
     """The outcome of a demanded connection (or re-handshake), for the task waiting on it."""
 
@@ -1161,12 +1172,19 @@ class ServerSupervisor:
                 await self._state.wait_value(changed)
                 continue
             held = False
+            asked_at = trio.current_time()
 
-            async def on_message(subscription_id: str, message: dict[str, Any]) -> None:
+            async def on_message(
+                subscription_id: str,
+                message: dict[str, Any],
+                wanted: tuple[str, ...] = wanted,
+                asked_at: float = asked_at,
+            ) -> None:
                 nonlocal held
                 said = stream_event(message, subscription_id)
                 if said == "acknowledged":
                     held = True
+                    self._relist_if_unwatched(conn, wanted, asked_at)
                 elif said is not None and held:
                     self._send(_CatalogListed(conn=conn, kind=said, items=None))
                     if user_handler is not None:
@@ -1186,6 +1204,7 @@ class ServerSupervisor:
                             resources_list_changed="resources" in wanted,
                         ) as subscription:
                             held = True
+                            self._relist_if_unwatched(conn, wanted, asked_at)
                             async for event in subscription:
                                 kind = _EVENT_KINDS.get(type(event))
                                 if kind is not None:
@@ -1200,6 +1219,14 @@ class ServerSupervisor:
                 # meanwhile, so the catalogs are listed again.
                 for kind in wanted:
                     self._send(_CatalogListed(conn=conn, kind=kind, items=None))
+
+    def _relist_if_unwatched(self, conn: Connection, kinds: tuple[str, ...], asked_at: float) -> None:
+        """A list-change stream for ``kinds``, asked for at ``asked_at``, is held now: if it
+        was held only long after (it waited for a busy origin, say), a change made since the
+        catalogs were listed went unannounced, so they are listed again."""
+        if unwatched_too_long(asked_at, trio.current_time()):
+            for kind in kinds:
+                self._send(_CatalogListed(conn=conn, kind=kind, items=None))
 
     async def _relist_on_change(self, conn: Connection) -> None:
         """List again each advertised kind whose catalog is unknown (the server said it changed,

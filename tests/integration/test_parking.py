@@ -19,7 +19,8 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 import trio_mcp
-from trio_mcp import ServerSnapshot, ServerStatus
+from trio_mcp import ServerSnapshot, ServerStatus, _supervisor
+from trio_mcp._transports import http_probe
 from trio_mcp.demo_server import build_server
 from trio_mcp.metrics import FleetCollector
 
@@ -268,6 +269,49 @@ async def test_a_list_change_announced_while_parked_is_listed_without_a_session(
             # Listed without opening a session.
             assert snap.session.session_id == first.session.session_id and app.seen["tools/call"] == 0
             assert await settled_tasks("web", PARKED) == PARKED
+
+
+async def test_a_tool_added_before_a_held_back_stream_was_held_is_listed(
+    nursery: trio.Nursery, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A list-change stream held back (its origin busy with a fleet's handshakes) is held only
+    after a while: a tool the server added meanwhile was announced to nobody, so the catalogs
+    are listed again once it is held, and the tool is routed to."""
+    gate = trio.Event()
+
+    async def busy_origin(self: http_probe.ProbeSockets) -> None:
+        await gate.wait()
+
+    monkeypatch.setattr(http_probe.ProbeSockets, "until_quiet", busy_origin)
+    monkeypatch.setattr(_supervisor, "UNWATCHED_SECONDS", 0.1)
+    server = MCPServer("web", subscriptions=InMemorySubscriptionBus())
+
+    @server.tool()
+    async def echo(text: str) -> str:
+        return text
+
+    app, url = await serve_counted(nursery, server)
+    with trio.fail_after(30):
+        async with trio_mcp.open_manager([config_of(url)]) as manager:
+            await manager.wait_for("web", parked)
+            listings = app.seen["tools/list"]
+
+            async def late() -> str:
+                return "late"
+
+            server.add_tool(late, name="late")  # announced on no stream: none is held yet
+            await trio.sleep(0.2)
+            assert manager.supervisor("web").tool_info("late") is None
+            assert manager.candidates("tools/call", "late") == []
+            gate.set()
+
+            def listed(_: ServerSnapshot) -> bool:
+                return manager.supervisor("web").tool_info("late") is not None
+
+            snap = await manager.wait_for("web", listed)
+            assert manager.candidates("tools/call", "late") == ["web"]
+            assert app.seen["tools/list"] == listings + 1 and app.seen["subscriptions/listen"] == 1
+            assert snap.session.parked  # listed without a session
 
 
 async def test_a_parked_connection_whose_server_stops_is_dropped_and_recovers(nursery: trio.Nursery) -> None:
