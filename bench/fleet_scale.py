@@ -415,7 +415,7 @@ def print_table(rows: list[dict[str, Any]], interval: float) -> None:
     for r in rows:
         print(
             f"{r['servers']:>7} {r['opened_after']:>14.2f} {_fmt(r['healthy_after'], '.2f'):>15} "
-            f"{_fmt(r.get('listening_after'), '.2f'):>17} "
+            f"{_fmt(r.get('listening_after'), '.2f') if r.get('backends', 1) else '-':>17} "
             f"{_fmt(r.get('startup_cpu_ms_per_server'), '.2f'):>15} "
             f"{_fmt(r.get('startup_backend_cpu_ms_per_server'), '.2f'):>23} "
             f"{r['cpu']:>12.3f} {_per_probe(r):>12} {r['backend_cpu']:>11.3f} {r['kib_per_server']:>10.1f} "
