@@ -233,18 +233,33 @@ async def test_a_connection_borrowed_with_acquire_is_never_parked(nursery: trio.
             assert text_of(result) == "kept"
 
 
-async def test_a_list_change_announced_while_parked_is_listed_without_a_session(
-    nursery: trio.Nursery,
-) -> None:
-    """The list-change stream goes on while parked: a tool the server adds meanwhile is listed
-    without opening a session, and routed to."""
-    bus = InMemorySubscriptionBus()
+def echo_server(bus: InMemorySubscriptionBus) -> MCPServer:
+    """A server ``web`` with one tool, ``echo``, announcing its list changes on ``bus``."""
     server = MCPServer("web", subscriptions=bus)
 
     @server.tool()
     async def echo(text: str) -> str:
         return text
 
+    return server
+
+
+def add_late_tool(server: MCPServer) -> None:
+    """Add a tool ``late`` to ``server`` (announced to nobody)."""
+
+    async def late() -> str:
+        return "late"
+
+    server.add_tool(late, name="late")
+
+
+async def test_a_list_change_announced_while_parked_is_listed_without_a_session(
+    nursery: trio.Nursery,
+) -> None:
+    """The list-change stream goes on while parked: a tool the server adds meanwhile is listed
+    without opening a session, and routed to."""
+    bus = InMemorySubscriptionBus()
+    server = echo_server(bus)
     app, url = await serve_counted(nursery, server)
     with trio.fail_after(30):
         async with trio_mcp.open_manager([config_of(url)]) as manager:
@@ -252,10 +267,7 @@ async def test_a_list_change_announced_while_parked_is_listed_without_a_session(
             assert manager.candidates("tools/call", "late") == []
             listings = app.seen["tools/list"]
 
-            async def late() -> str:
-                return "late"
-
-            server.add_tool(late, name="late")
+            add_late_tool(server)
             # The stream is opened beside the connection: announce until it is heard.
             while app.seen["tools/list"] == listings:
                 await bus.publish(ToolsListChanged())
@@ -284,22 +296,14 @@ async def test_a_tool_added_before_a_held_back_stream_was_held_is_listed(
 
     monkeypatch.setattr(http_probe.ProbeSockets, "until_quiet", busy_origin)
     monkeypatch.setattr(_supervisor, "UNWATCHED_SECONDS", 0.1)
-    server = MCPServer("web", subscriptions=InMemorySubscriptionBus())
-
-    @server.tool()
-    async def echo(text: str) -> str:
-        return text
-
+    server = echo_server(InMemorySubscriptionBus())
     app, url = await serve_counted(nursery, server)
     with trio.fail_after(30):
         async with trio_mcp.open_manager([config_of(url)]) as manager:
             await manager.wait_for("web", parked)
             listings = app.seen["tools/list"]
 
-            async def late() -> str:
-                return "late"
-
-            server.add_tool(late, name="late")  # announced on no stream: none is held yet
+            add_late_tool(server)  # announced on no stream: none is held yet
             await trio.sleep(0.2)
             assert manager.supervisor("web").tool_info("late") is None
             assert manager.candidates("tools/call", "late") == []
