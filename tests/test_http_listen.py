@@ -348,3 +348,32 @@ async def test_a_stream_that_fails_to_open_lets_the_next_one_through(monkeypatch
                 )
         assert sockets.opening.value == 1
         await pool.aclose()
+
+
+async def test_streams_whose_answers_never_begin_hold_the_others_back_for_a_bounded_time(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(http_probe, "LISTENS_OPENING", 1)
+    monkeypatch.setattr(http_probe, "ROUND_DEFER_SECONDS", 0.2)
+    never = trio.Event()
+    server = ScriptedHttpServer(gate=never)
+
+    async def on_message(subscription_id: str, message: dict[str, Any]) -> None:
+        raise AssertionError(message)
+
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(server.serve)
+            pool = http.HttpPool()
+            sockets = pool.probe_sockets(server.host, server.port)
+            for number in range(2):
+                stream = http_listen.PlainListen(sockets, httpx2.URL(server.url), {}, base.Link(f"s{number}"))
+                nursery.start_soon(stream, "2026-07-28", ("tools",), on_message)
+            await trio.testing.wait_all_tasks_blocked(cushion=0.05)
+            assert len(server.requests) == 1  # the first holds the one turn, unanswered
+            await trio.sleep(0.3)
+            await trio.testing.wait_all_tasks_blocked(cushion=0.05)
+            assert len(server.requests) == 2  # the second went without one
+            nursery.cancel_scope.cancel()
+        await pool.aclose()
+    assert sockets.opening.value == 1  # the turn taken was given back

@@ -13,8 +13,9 @@ A stream is opened only once its origin is not busy handshaking (see
 origin restarted, each stream costs the origin about as much as a handshake and the listings
 after it, and the servers not up yet come first. The catalogs were just listed; a change in the
 meantime is missed as one made while the stream was being opened would be. At most
-:data:`~.http_probe.LISTENS_OPENING` streams of an origin are being opened at once, so that a
-thousand streams let through together do not queue in front of the last handshakes.
+:data:`~.http_probe.LISTENS_OPENING` streams of an origin are being opened at once (each waits
+for a turn as long as for the handshakes, at most), so that a thousand streams let through
+together do not queue in front of the last handshakes.
 """
 
 from __future__ import annotations
@@ -111,8 +112,7 @@ class PlainListen(PlainPost):
         request = self._post({MCP_PROTOCOL_VERSION_HEADER: version, MCP_METHOD_HEADER: LISTEN}, len(body))
         sockets = self._sockets
         await sockets.until_quiet()
-        await sockets.opening.acquire()
-        opening = True
+        opening = await sockets.opening_turn()
 
         def opened() -> None:
             nonlocal opening

@@ -209,6 +209,16 @@ class ProbeSockets:
                     self._quiet = trio.Event()
                 await self._quiet.wait()
 
+    async def opening_turn(self) -> bool:
+        """Take one of the origin's :data:`LISTENS_OPENING` turns (the caller releases
+        :attr:`opening`); whether it was taken. It is waited for as long as for the handshakes,
+        at most: streams whose answers never begin hold the turns up, but not the streams
+        behind them for ever."""
+        with trio.move_on_after(ROUND_DEFER_SECONDS):
+            await self.opening.acquire()
+            return True
+        return False
+
     def handshake_ended(self) -> None:
         """One of the :attr:`handshaking` requests ended."""
         self.handshaking -= 1
