@@ -377,3 +377,24 @@ async def test_streams_whose_answers_never_begin_hold_the_others_back_for_a_boun
             nursery.cancel_scope.cancel()
         await pool.aclose()
     assert sockets.opening.value == 1  # the turn taken was given back
+
+
+async def test_waiting_for_no_handshake_at_all_takes_no_longer_than_asked(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """What matters least (listing a catalog again) waits until no handshake to the origin is
+    under way, or for as long as asked."""
+    sockets = http_probe.ProbeSockets("127.0.0.1", 9, trio.Semaphore(1))
+    start = trio.current_time()
+    await sockets.until_still(30.0)
+    assert trio.current_time() == start  # none under way: at once
+    sockets.handshaking = 2
+    await sockets.until_still(30.0)
+    assert trio.current_time() - start == pytest.approx(30.0)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(sockets.until_still, 30.0)
+        await trio.sleep(1.0)
+        sockets.handshake_ended()  # one left: it still waits
+        await trio.sleep(1.0)
+        sockets.handshake_ended()  # none left: it goes on at once
+    assert trio.current_time() - start == pytest.approx(32.0)

@@ -160,6 +160,11 @@ UNWATCHED_SECONDS = 1.0
 leaves a gap in which a change may have gone unannounced: the catalogs are listed again."""
 
 
+UNWATCHED_RELIST_WAIT = 30.0
+"""How long that listing waits at most for the handshakes to the origin to end: a fleet coming
+back after its origin restarted is handshaken first (it is most likely the same catalog)."""
+
+
 def unwatched_too_long(asked_at: float, held_at: float) -> bool:
     """Whether a list-change stream asked for at ``asked_at`` and held at ``held_at`` left the
     catalogs unwatched for too long (see :data:`UNWATCHED_SECONDS`)."""
@@ -1028,7 +1033,7 @@ class ServerSupervisor:
         if self.policy.probe != "none":
             lasting.start_soon(self._probe_periodically, conn, name=f"{self.name}: health probes")
         if conn.era == "modern" and conn.link.listen_stream is not None:
-            lasting.start_soon(self._listen_for_list_changes, conn, name=f"{self.name}: listen")
+            lasting.start_soon(self._listen_for_list_changes, conn, lasting, name=f"{self.name}: listen")
 
     @asynccontextmanager
     async def _open_session(self, link: Link) -> AsyncIterator[tuple[ClientSession, Any]]:
@@ -1122,7 +1127,9 @@ class ServerSupervisor:
             if conn.era == "modern":
                 nursery.start_soon(self._rehandshake_on_demand, conn, name=f"{self.name}: re-handshake")
                 if conn.link.listen_stream is None:  # through the session: it ends with it
-                    nursery.start_soon(self._listen_for_list_changes, conn, name=f"{self.name}: listen")
+                    nursery.start_soon(
+                        self._listen_for_list_changes, conn, nursery, name=f"{self.name}: listen"
+                    )
             if self._parkable(conn):
 
                 async def park_when_idle() -> None:
@@ -1149,7 +1156,7 @@ class ServerSupervisor:
                 )
             )
 
-    async def _listen_for_list_changes(self, conn: Connection) -> None:
+    async def _listen_for_list_changes(self, conn: Connection, nursery: trio.Nursery) -> None:
         """On a 2026-07-28 connection, list changes arrive only on a ``subscriptions/listen``
         stream: hold one open (for the lists the server says can change) and drop the cached
         catalog entries it announces. Best effort: without it, catalogs are refreshed on listing.
@@ -1184,7 +1191,7 @@ class ServerSupervisor:
                 said = stream_event(message, subscription_id)
                 if said == "acknowledged":
                     held = True
-                    self._relist_if_unwatched(conn, wanted, asked_at)
+                    self._relist_if_unwatched(conn, wanted, asked_at, nursery)
                 elif said is not None and held:
                     self._send(_CatalogListed(conn=conn, kind=said, items=None))
                     if user_handler is not None:
@@ -1204,7 +1211,7 @@ class ServerSupervisor:
                             resources_list_changed="resources" in wanted,
                         ) as subscription:
                             held = True
-                            self._relist_if_unwatched(conn, wanted, asked_at)
+                            self._relist_if_unwatched(conn, wanted, asked_at, nursery)
                             async for event in subscription:
                                 kind = _EVENT_KINDS.get(type(event))
                                 if kind is not None:
@@ -1220,13 +1227,22 @@ class ServerSupervisor:
                 for kind in wanted:
                     self._send(_CatalogListed(conn=conn, kind=kind, items=None))
 
-    def _relist_if_unwatched(self, conn: Connection, kinds: tuple[str, ...], asked_at: float) -> None:
+    def _relist_if_unwatched(
+        self, conn: Connection, kinds: tuple[str, ...], asked_at: float, nursery: trio.Nursery
+    ) -> None:
         """A list-change stream for ``kinds``, asked for at ``asked_at``, is held now: if it
         was held only long after (it waited for a busy origin, say), a change made since the
-        catalogs were listed went unannounced, so they are listed again."""
+        catalogs were listed went unannounced, so they are listed again (by a task in
+        ``nursery``, once no handshake to the origin is under way: the listing can wait)."""
         if unwatched_too_long(asked_at, trio.current_time()):
-            for kind in kinds:
-                self._send(_CatalogListed(conn=conn, kind=kind, items=None))
+            nursery.start_soon(self._relist_when_quiet, conn, kinds, name=f"{self.name}: list again")
+
+    async def _relist_when_quiet(self, conn: Connection, kinds: tuple[str, ...]) -> None:
+        until_still = conn.link.until_still
+        if until_still is not None:
+            await until_still(UNWATCHED_RELIST_WAIT)
+        for kind in kinds:
+            self._send(_CatalogListed(conn=conn, kind=kind, items=None))
 
     async def _relist_on_change(self, conn: Connection) -> None:
         """List again each advertised kind whose catalog is unknown (the server said it changed,

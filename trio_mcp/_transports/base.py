@@ -150,6 +150,7 @@ class Link:
         "sessionless",
         "stderr_tail",
         "track_delivery",
+        "until_still",
     )
 
     def __init__(self, server: str) -> None:
@@ -175,6 +176,10 @@ class Link:
         """A dispatcher for an SDK session that is never entered, sending the requests that
         need no session (the handshake's) by itself (plain streamable HTTP); ``None``: they go
         through an open session."""
+        self.until_still: Callable[[float], Awaitable[None]] | None = None
+        """``until_still(at_most)`` returns once no handshake to the server's origin is under
+        way (or after ``at_most`` seconds), for what can wait until then (plain streamable
+        HTTP); ``None``: nothing waits."""
 
     def facts(self) -> LinkFacts:
         """What this transport knows now, as plain facts (for classifying a failure)."""

@@ -530,6 +530,7 @@ def plain_http(config: HttpTransport, link: Link, pool: HttpPool) -> bool:
     link.discover_probe = discover_probe
     link.listen_stream = PlainListen(sockets, url, headers, link, config.max_message_bytes)
     link.sessionless = SessionlessDispatcher(sockets, url, headers, link, config.max_message_bytes)
+    link.until_still = sockets.until_still
     return True
 
 

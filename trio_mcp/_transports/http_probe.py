@@ -182,7 +182,7 @@ class ProbeSockets:
     closes the idle ones with itself (the busy ones are closed by their probes, which end first).
     """
 
-    __slots__ = ("_idle", "_quiet", "handshaking", "host", "opening", "port", "turns")
+    __slots__ = ("_idle", "_quiet", "_still", "handshaking", "host", "opening", "port", "turns")
 
     def __init__(self, host: str, port: int, turns: trio.Semaphore) -> None:
         self.host = host
@@ -198,6 +198,8 @@ class ProbeSockets:
         self._quiet: trio.Event | None = None
         """Set (and dropped) when :attr:`handshaking` falls below :data:`ROUND_BUSY_HANDSHAKES`
         while someone waits for it."""
+        self._still: trio.Event | None = None
+        """Set (and dropped) when no handshake is under way any more, while someone waits."""
 
     async def until_quiet(self) -> None:
         """Wait while the origin is busy handshaking (:data:`ROUND_BUSY_HANDSHAKES` or more
@@ -208,6 +210,16 @@ class ProbeSockets:
                 if self._quiet is None:
                     self._quiet = trio.Event()
                 await self._quiet.wait()
+
+    async def until_still(self, at_most: float) -> None:
+        """Wait while any handshake request to the origin is under way, for ``at_most``
+        seconds at most: for what matters least (listing a catalog again that most likely did
+        not change)."""
+        with trio.move_on_after(at_most):
+            while self.handshaking:
+                if self._still is None:
+                    self._still = trio.Event()
+                await self._still.wait()
 
     async def opening_turn(self) -> bool:
         """Take one of the origin's :data:`LISTENS_OPENING` turns (the caller releases
@@ -226,6 +238,10 @@ class ProbeSockets:
         if quiet is not None and self.handshaking < ROUND_BUSY_HANDSHAKES:
             self._quiet = None
             quiet.set()
+        still = self._still
+        if still is not None and not self.handshaking:
+            self._still = None
+            still.set()
 
     def take(self, now: float) -> _ProbeSocket | None:
         """The most recently used idle socket (the ones idle for too long are closed)."""
