@@ -160,9 +160,13 @@ UNWATCHED_SECONDS = 1.0
 leaves a gap in which a change may have gone unannounced: the catalogs are listed again."""
 
 
-UNWATCHED_RELIST_WAIT = 30.0
-"""How long that listing waits at most for the handshakes to the origin to end: a fleet coming
-back after its origin restarted is handshaken first (it is most likely the same catalog)."""
+UNWATCHED_RELIST_SPREAD = 20.0
+"""That listing comes at a point of this many seconds after the stream was held, set by the
+server's name and session, so that the servers of a fleet whose streams were held together
+(coming back after their origin restarted, say) do not list together, in front of the
+handshakes of the ones not back yet."""
+UNWATCHED_RELIST_WAIT = 20.0
+"""Then it waits for the handshakes to the origin to end, this long at most."""
 
 
 def unwatched_too_long(asked_at: float, held_at: float) -> bool:
@@ -1240,6 +1244,8 @@ class ServerSupervisor:
     async def _relist_when_quiet(self, conn: Connection, kinds: tuple[str, ...]) -> None:
         until_still = conn.link.until_still
         if until_still is not None:
+            fraction = zlib.crc32(f"{self.name}:{conn.session_id}:list again".encode()) / 2**32
+            await trio.sleep(UNWATCHED_RELIST_SPREAD * fraction)
             await until_still(UNWATCHED_RELIST_WAIT)
         for kind in kinds:
             self._send(_CatalogListed(conn=conn, kind=kind, items=None))

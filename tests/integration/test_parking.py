@@ -296,6 +296,7 @@ async def test_a_tool_added_before_a_held_back_stream_was_held_is_listed(
 
     monkeypatch.setattr(http_probe.ProbeSockets, "until_quiet", busy_origin)
     monkeypatch.setattr(_supervisor, "UNWATCHED_SECONDS", 0.1)
+    monkeypatch.setattr(_supervisor, "UNWATCHED_RELIST_SPREAD", 0.2)
     server = echo_server(InMemorySubscriptionBus())
     app, url = await serve_counted(nursery, server)
     with trio.fail_after(30):
