@@ -1239,13 +1239,12 @@ class ServerSupervisor:
         catalogs were listed went unannounced, so they are listed again (by a task in
         ``nursery``, once no handshake to the origin is under way: the listing can wait)."""
         if unwatched_too_long(asked_at, trio.current_time()):
-            nursery.start_soon(self._relist_when_quiet, conn, kinds, name=f"{self.name}: list again")
+            nursery.start_soon(self._list_again_later, conn, kinds, name=f"{self.name}: list again")
 
-    async def _relist_when_quiet(self, conn: Connection, kinds: tuple[str, ...]) -> None:
+    async def _list_again_later(self, conn: Connection, kinds: tuple[str, ...]) -> None:
         until_still = conn.link.until_still
         if until_still is not None:
-            fraction = zlib.crc32(f"{self.name}:{conn.session_id}:list again".encode()) / 2**32
-            await trio.sleep(UNWATCHED_RELIST_SPREAD * fraction)
+            await trio.sleep(UNWATCHED_RELIST_SPREAD * self._point_of(conn, "list again"))
             await until_still(UNWATCHED_RELIST_WAIT)
         for kind in kinds:
             self._send(_CatalogListed(conn=conn, kind=kind, items=None))
@@ -1309,6 +1308,13 @@ class ServerSupervisor:
                 continue
             await self._send_and_wait(_Rehandshook(conn=conn, capabilities=None, failure=failure))
 
+    def _point_of(self, conn: Connection, what: str = "") -> float:
+        """A point in [0, 1) set by the server's name, ``conn``'s session number and ``what``
+        it is for: servers that connected together do not do ``what`` together, and a seeded
+        run does it at the same times when replayed."""
+        key = f"{self.name}:{conn.session_id}" + (f":{what}" if what else "")
+        return zlib.crc32(key.encode()) / 2**32
+
     async def _probe_periodically(self, conn: Connection) -> None:
         interval = self.policy.health_interval
         checked_at = trio.current_time()
@@ -1317,8 +1323,7 @@ class ServerSupervisor:
         # together from then on, and a seeded run probes at the same times when replayed.
         spread = self.policy.probe_spread
         if spread:
-            fraction = zlib.crc32(f"{self.name}:{conn.session_id}".encode()) / 2**32
-            next_at = checked_at + interval * (1.0 - spread * fraction)
+            next_at = checked_at + interval * (1.0 - spread * self._point_of(conn))
         else:
             next_at = checked_at + interval
         in_rounds = probe_in_rounds(conn, self.policy.probe)

@@ -182,7 +182,7 @@ class ProbeSockets:
     closes the idle ones with itself (the busy ones are closed by their probes, which end first).
     """
 
-    __slots__ = ("_idle", "_quiet", "_still", "handshaking", "host", "opening", "port", "turns")
+    __slots__ = ("_fewer", "_idle", "handshaking", "host", "opening", "port", "turns")
 
     def __init__(self, host: str, port: int, turns: trio.Semaphore) -> None:
         self.host = host
@@ -195,31 +195,29 @@ class ProbeSockets:
         """Requests of a handshake or a listing under way (they take no turn)."""
         self.opening = trio.Semaphore(LISTENS_OPENING)
         """Held by each list-change stream being opened (until the server's answer begins)."""
-        self._quiet: trio.Event | None = None
-        """Set (and dropped) when :attr:`handshaking` falls below :data:`ROUND_BUSY_HANDSHAKES`
-        while someone waits for it."""
-        self._still: trio.Event | None = None
-        """Set (and dropped) when no handshake is under way any more, while someone waits."""
+        self._fewer: dict[int, trio.Event] = {}
+        """By a count that someone waits for :attr:`handshaking` to fall below: set (and
+        dropped) once it does."""
 
     async def until_quiet(self) -> None:
         """Wait while the origin is busy handshaking (:data:`ROUND_BUSY_HANDSHAKES` or more
         requests under way), for :data:`ROUND_DEFER_SECONDS` at most: what can wait (a
         list-change stream, as the probes in rounds) lets the servers not up yet come first."""
-        with trio.move_on_after(ROUND_DEFER_SECONDS):
-            while self.handshaking >= ROUND_BUSY_HANDSHAKES:
-                if self._quiet is None:
-                    self._quiet = trio.Event()
-                await self._quiet.wait()
+        await self._until_fewer_handshakes(ROUND_BUSY_HANDSHAKES, ROUND_DEFER_SECONDS)
 
     async def until_still(self, at_most: float) -> None:
         """Wait while any handshake request to the origin is under way, for ``at_most``
         seconds at most: for what matters least (listing a catalog again that most likely did
         not change)."""
+        await self._until_fewer_handshakes(1, at_most)
+
+    async def _until_fewer_handshakes(self, than: int, at_most: float) -> None:
         with trio.move_on_after(at_most):
-            while self.handshaking:
-                if self._still is None:
-                    self._still = trio.Event()
-                await self._still.wait()
+            while self.handshaking >= than:
+                fewer = self._fewer.get(than)
+                if fewer is None:
+                    fewer = self._fewer[than] = trio.Event()
+                await fewer.wait()
 
     async def opening_turn(self) -> bool:
         """Take one of the origin's :data:`LISTENS_OPENING` turns (the caller releases
@@ -234,14 +232,9 @@ class ProbeSockets:
     def handshake_ended(self) -> None:
         """One of the :attr:`handshaking` requests ended."""
         self.handshaking -= 1
-        quiet = self._quiet
-        if quiet is not None and self.handshaking < ROUND_BUSY_HANDSHAKES:
-            self._quiet = None
-            quiet.set()
-        still = self._still
-        if still is not None and not self.handshaking:
-            self._still = None
-            still.set()
+        if self._fewer:
+            for than in [than for than in self._fewer if self.handshaking < than]:
+                self._fewer.pop(than).set()
 
     def take(self, now: float) -> _ProbeSocket | None:
         """The most recently used idle socket (the ones idle for too long are closed)."""
