@@ -112,6 +112,8 @@ class ScriptedHttpServer:
                         return
                     await stream.send_all(conn.send(h11.EndOfMessage()))
                     conn.start_next_cycle()
+        except trio.BrokenResourceError:
+            pass  # the client went away: this connection ends, as on any server, and no other
         finally:
             self._end()
 
