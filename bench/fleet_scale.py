@@ -11,7 +11,9 @@ fresh process, which reports:
   process's CPU over that time per server (its own share of a start that one backend may bound),
   and the backend's beside it;
 - **listening after**: seconds until every 2026-07-28 server's list-change stream was
-  acknowledged too (the fleet has settled: the steady-state window starts then);
+  acknowledged too, and **settled after**: until the catalogs of every stream acknowledged late
+  were listed again as well (see ``UNWATCHED_SECONDS`` in ``trio_mcp._supervisor``; spread over
+  20 s, that is still the fleet's start): the steady-state window starts then;
 - **CPU**: the manager process's CPU time over ``--seconds`` of steady state, as a fraction
   of one core (the backend's own CPU is shown beside it: both share the machine);
 - **KiB/server**: (RSS with N servers - RSS with none) / N. The baseline is taken after the
@@ -38,6 +40,12 @@ the backend CPU column is their sum), for a fleet that one backend process canno
 own::
 
     .venv/bin/python bench/fleet_scale.py --servers 1000 --backends 2
+
+``--backend-server uvicorn`` serves the backend as the SDK's own ``MCPServer.run("streamable-http")``
+does, with uvicorn (``bench/_uvicorn_backend.py``), instead of hypercorn's trio worker: the HTTP
+stack most deployed SDK servers run on, and about a third cheaper per request here::
+
+    .venv/bin/python bench/fleet_scale.py --servers 1000 --backend-server uvicorn
 
 ``--origins K`` spreads the servers over K origins (``http://127.0.x.y:PORT/mcp``, all loopback
 addresses of the one backend, which then binds every address: ``0.0.0.0``), as a fleet of
@@ -80,6 +88,7 @@ from _procs import cpu_seconds_of, free_port, listening
 import trio_mcp
 
 PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
+UVICORN_BACKEND = Path(__file__).resolve().with_name("_uvicorn_backend.py")
 
 
 def rss_bytes() -> int:
@@ -106,6 +115,8 @@ class _Counts:
     connect_failures: int = 0
     left_healthy: int = 0
     listening: int = 0
+    relists_pending: int = 0
+    relisted: int = 0
 
 
 def children_cpu_seconds() -> float:
@@ -198,6 +209,18 @@ async def measure(
         return said
 
     _supervisor.stream_event = counted_event  # type: ignore[assignment]
+    # The catalogs of a stream acknowledged late are listed again, a little later.
+    list_again = _supervisor.ServerSupervisor._list_again_later
+
+    async def counted_list_again(self: Any, conn: Any, kinds: Any) -> None:
+        counts.relists_pending += 1
+        try:
+            await list_again(self, conn, kinds)
+        finally:
+            counts.relists_pending -= 1
+            counts.relisted += 1
+
+    _supervisor.ServerSupervisor._list_again_later = counted_list_again  # type: ignore[method-assign]
     all_listening = trio.Event()
     healthy: set[str] = set()
     all_healthy = trio.Event()
@@ -254,6 +277,15 @@ async def measure(
             with trio.move_on_after(healthy_within):
                 await all_listening.wait()
                 listening_after = trio.current_time() - started
+        settled_after: float | None = None
+        if listening_after is not None:
+            # ... and every catalog dropped for a late stream listed again.
+            supervisors = list(manager._supervisors.values())
+            with trio.move_on_after(healthy_within):
+                # Polled: a relisting about to start is seen only in the counter.
+                while counts.relists_pending or any(_supervisor._stale(s._state.value) for s in supervisors):  # noqa: ASYNC110
+                    await trio.sleep(0.1)
+                settled_after = trio.current_time() - started
         parked_after: float | None = None
         if park_after is not None and park_after <= MAX_PARK_WAIT and healthy_after is not None:
             # An idle fleet parks: the window measures it parked.
@@ -296,6 +328,8 @@ async def measure(
         "opened_after": opened_after,
         "healthy_after": healthy_after,
         "listening_after": listening_after,
+        "settled_after": settled_after,
+        "relisted": counts.relisted,
         "startup_cpu_ms_per_server": None if startup_cpu is None else 1000 * startup_cpu / n,
         "startup_backend_cpu_ms_per_server": (
             None if startup_backend_cpu is None else 1000 * startup_backend_cpu / n
@@ -394,17 +428,18 @@ def _per_probe(row: dict[str, Any]) -> str:
 def print_table(rows: list[dict[str, Any]], interval: float) -> None:
     header = (
         f"{'servers':>7} {'open_manager s':>14} {'healthy after s':>15} {'listening after s':>17} "
-        f"{'start ms/server':>15} {'backend start ms/server':>23} "
+        f"{'settled after s':>15} {'relisted':>8} {'start ms/server':>15} {'backend start ms/server':>23} "
         f"{'CPU (1 core)':>12} {'CPU ms/probe':>12} {'backend CPU':>11} {'KiB/server':>10} {'probes/s':>9} "
         f"{'stalest check s':>15} {'probe fails':>11} {'conn lost':>9} {'left healthy':>12} {'parked':>7}"
     )
     transport = rows[0].get("transport", "http") if rows else "http"
     origins = rows[0].get("origins", 1) if rows else 1
     backends = rows[0].get("backends", 1) if rows else 1
+    served = rows[0].get("backend_server", "hypercorn") if rows else "hypercorn"
     backend = (
         "a demo server process each; backend CPU: theirs"
         if transport == "stdio"
-        else ("one backend" if backends == 1 else f"{backends} backends, CPU summed")
+        else (f"one {served} backend" if backends == 1 else f"{backends} {served} backends, CPU summed")
         + (f" at {origins} origins" if origins > 1 else "")
     )
     park_after = rows[0].get("park_after") if rows else None
@@ -416,6 +451,8 @@ def print_table(rows: list[dict[str, Any]], interval: float) -> None:
         print(
             f"{r['servers']:>7} {r['opened_after']:>14.2f} {_fmt(r['healthy_after'], '.2f'):>15} "
             f"{_fmt(r.get('listening_after'), '.2f') if r.get('backends', 1) else '-':>17} "
+            f"{_fmt(r.get('settled_after'), '.2f') if r.get('backends', 1) else '-':>15} "
+            f"{r.get('relisted', 0):>8} "
             f"{_fmt(r.get('startup_cpu_ms_per_server'), '.2f'):>15} "
             f"{_fmt(r.get('startup_backend_cpu_ms_per_server'), '.2f'):>23} "
             f"{r['cpu']:>12.3f} {_per_probe(r):>12} {r['backend_cpu']:>11.3f} {r['kib_per_server']:>10.1f} "
@@ -453,6 +490,13 @@ def main(argv: list[str] | None = None) -> None:
         type=int,
         default=1,
         help="spread the HTTP servers over this many backend processes (their CPU is summed)",
+    )
+    parser.add_argument(
+        "--backend-server",
+        choices=("hypercorn", "uvicorn"),
+        default="hypercorn",
+        help="what serves the backend's HTTP: hypercorn's trio worker (python -m trio_mcp.demo_server "
+        "--http), or uvicorn as the SDK's own MCPServer.run('streamable-http') (bench/_uvicorn_backend.py)",
     )
     parser.add_argument(
         "--origins", type=int, default=1, help="spread the HTTP servers over this many loopback origins"
@@ -509,6 +553,8 @@ def main(argv: list[str] | None = None) -> None:
             park_after=args.park_after,
             origins=args.origins,
         )
+        if urls:
+            row["backend_server"] = args.backend_server
         rows.append(row)
         if args.json:
             print(json.dumps(row), flush=True)
@@ -522,10 +568,15 @@ def main(argv: list[str] | None = None) -> None:
             try:
                 for _ in range(args.backends):
                     port = free_port()
+                    serve = (
+                        (sys.executable, str(UVICORN_BACKEND), str(port))
+                        if args.backend_server == "uvicorn"
+                        else (sys.executable, "-m", "trio_mcp.demo_server", "--http", str(port))
+                    )
                     backend = subprocess.Popen(
                         [
-                            *(sys.executable, "-m", "trio_mcp.demo_server", "--name", "fleet"),
-                            *("--http", str(port)),
+                            *serve,
+                            *("--name", "fleet"),
                             # Servers at other loopback addresses than 127.0.0.1 need it bound to
                             # them all.
                             *(("--host", "0.0.0.0") if args.origins > 1 else ()),
