@@ -155,6 +155,14 @@ def _stale(state: ServerState) -> bool:
     return any(state.catalog.of(kind) is None for kind in _offered(state))
 
 
+def _handshake_over(link: Link) -> None:
+    """The connection of ``link`` is up: what its sessionless dispatcher sends from now on (a
+    catalog listed again) is not a handshake that holds back the origin's probes and streams
+    (see ``SessionlessDispatcher.handshaking``)."""
+    if link.sessionless is not None:
+        link.sessionless.handshaking = False
+
+
 UNWATCHED_SECONDS = 1.0
 """A list-change stream held this long after it was asked for (after the catalogs were listed)
 leaves a gap in which a change may have gone unannounced: the catalogs are listed again."""
@@ -920,6 +928,7 @@ class ServerSupervisor:
                     # Handshaken without a session: one is opened when a call needs it.
                     connected = await self._report_connected(sessionless, link, release, parked=True)
                     conn = connected.conn
+                    _handshake_over(link)
                     stage = "serve"
                     answer = sessionless.discover_result
                     self._serve_lasting(conn, lasting)
@@ -931,6 +940,7 @@ class ServerSupervisor:
                         with self._handshake_deadline():
                             await handshake(session, mode)
                         conn = (await self._report_connected(session, link, release, parked=False)).conn
+                        _handshake_over(link)
                         stage = "serve"
                         self._serve_lasting(conn, lasting)
                         parked_at = await self._serve(conn, write)

@@ -4,6 +4,7 @@ Real SDK servers under hypercorn, real clock."""
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from dataclasses import replace
 from typing import Any
@@ -281,6 +282,37 @@ async def test_a_list_change_announced_while_parked_is_listed_without_a_session(
             # Listed without opening a session.
             assert snap.session.session_id == first.session.session_id and app.seen["tools/call"] == 0
             assert await settled_tasks("web", PARKED) == PARKED
+
+
+async def test_a_catalog_listed_again_while_parked_is_not_counted_as_a_handshake(
+    nursery: trio.Nursery, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The handshake's requests are counted as handshakes under way (they hold back the
+    origin's probes and streams while a fleet comes up); a listing after a list change is not:
+    it takes one of the probes' turns."""
+    sent: list[tuple[str, bool]] = []
+    exchange = http_probe.SessionlessDispatcher._exchange
+
+    async def recorded(self: Any, request: Any, body: bytes, request_id: str, *, turn: bool = True) -> Any:
+        sent.append((json.loads(body)["method"], turn))
+        return await exchange(self, request, body, request_id, turn=turn)
+
+    monkeypatch.setattr(http_probe.SessionlessDispatcher, "_exchange", recorded)
+    bus = InMemorySubscriptionBus()
+    server = echo_server(bus)
+    _, url = await serve_counted(nursery, server)
+    with trio.fail_after(30):
+        async with trio_mcp.open_manager([config_of(url)]) as manager:
+            await manager.wait_for("web", parked)
+            assert sent and all(not turn for _, turn in sent)  # the handshake: discover, listings
+            assert ("server/discover", False) in sent and ("tools/list", False) in sent
+            handshake = len(sent)
+            add_late_tool(server)
+            while len(sent) == handshake:
+                await bus.publish(ToolsListChanged())
+                await trio.sleep(0.05)
+            await manager.wait_for("web", lambda _: manager.candidates("tools/call", "late") == ["web"])
+            assert sent[handshake:] == [("tools/list", True)]
 
 
 async def test_a_tool_added_before_a_held_back_stream_was_held_is_listed(

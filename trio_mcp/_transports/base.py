@@ -129,6 +129,10 @@ class SessionlessRequests(Protocol):
     """Sends a request that needs no session by itself (the dispatcher of an SDK session that
     is never entered: ``http_probe.SessionlessDispatcher``)."""
 
+    handshaking: bool
+    """Whether what it sends is the connection's handshake (its owner clears it once the
+    connection is up)."""
+
     async def send_raw_request(
         self, method: str, params: Mapping[str, Any] | None, opts: Mapping[str, Any] | None = None
     ) -> dict[str, Any]: ...

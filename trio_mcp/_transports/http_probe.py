@@ -561,7 +561,23 @@ class SessionlessDispatcher(PlainPost):
     :class:`PlainDiscoverProbe`.
     """
 
-    __slots__ = ()
+    __slots__ = ("handshaking",)
+
+    def __init__(
+        self,
+        sockets: ProbeSockets,
+        url: httpx2.URL,
+        headers: Mapping[str, str],
+        link: Link,
+        max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+    ) -> None:
+        super().__init__(sockets, url, headers, link, max_bytes)
+        self.handshaking = True
+        """Whether what it sends is the connection's handshake: counted as a handshake under
+        way (``ProbeSockets.handshaking``) and sent without waiting for a turn. Its owner sets
+        it to ``False`` once the connection is up: a catalog listed again then takes one of
+        the probes' turns like any other request to a server that is up, and does not hold
+        the origin's probes and streams back as a fleet coming up does."""
 
     async def send_raw_request(
         self, method: str, params: Mapping[str, Any] | None, opts: Mapping[str, Any] | None = None
@@ -577,9 +593,10 @@ class SessionlessDispatcher(PlainPost):
             message["params"] = dict(params)
         body = json.dumps(message).encode()
         request = self._post((opts or {}).get("headers") or {}, len(body))
-        # Not in the probes' turns: handshakes are bounded by the manager's connect slots, and
-        # a fleet coming up must not queue its handshakes behind the probes of its first servers.
-        status, headers, content = await self._exchange(request, body, request_id, turn=False)
+        # A handshake's requests are not in the probes' turns: handshakes are bounded by the
+        # manager's connect slots, and a fleet coming up must not queue its handshakes behind
+        # the probes of its first servers.
+        status, headers, content = await self._exchange(request, body, request_id, turn=not self.handshaking)
         answer = await self._answer(status, headers, content, request_id, method)
         error = answer.get("error")
         if error is not None:
