@@ -155,14 +155,6 @@ def _stale(state: ServerState) -> bool:
     return any(state.catalog.of(kind) is None for kind in _offered(state))
 
 
-def _handshake_over(link: Link) -> None:
-    """The connection of ``link`` is up: what its sessionless dispatcher sends from now on (a
-    catalog listed again) is not a handshake that holds back the origin's probes and streams
-    (see ``SessionlessDispatcher.handshaking``)."""
-    if link.sessionless is not None:
-        link.sessionless.handshaking = False
-
-
 UNWATCHED_SECONDS = 1.0
 """A list-change stream held this long after it was asked for (after the catalogs were listed)
 leaves a gap in which a change may have gone unannounced: the catalogs are listed again."""
@@ -928,7 +920,6 @@ class ServerSupervisor:
                     # Handshaken without a session: one is opened when a call needs it.
                     connected = await self._report_connected(sessionless, link, release, parked=True)
                     conn = connected.conn
-                    _handshake_over(link)
                     stage = "serve"
                     answer = sessionless.discover_result
                     self._serve_lasting(conn, lasting)
@@ -940,7 +931,6 @@ class ServerSupervisor:
                         with self._handshake_deadline():
                             await handshake(session, mode)
                         conn = (await self._report_connected(session, link, release, parked=False)).conn
-                        _handshake_over(link)
                         stage = "serve"
                         self._serve_lasting(conn, lasting)
                         parked_at = await self._serve(conn, write)
@@ -1003,6 +993,10 @@ class ServerSupervisor:
         pages, kinds = session_pages(session), offered_kinds(capabilities.capabilities)
         catalog = await fetch_catalog(pages, kinds, self.policy.handshake_timeout, self.shared_items)
         release()
+        if link.sessionless is not None:
+            # Up: what its sessionless dispatcher sends from now on (a catalog listed again)
+            # is not a handshake that holds back the origin's probes and streams.
+            link.sessionless.handshaking = False
         report = _Connected(conn=conn, capabilities=capabilities, catalog=catalog, parked=parked)
         await self._send_and_wait(report)
         return report

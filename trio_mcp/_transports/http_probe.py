@@ -192,7 +192,8 @@ class ProbeSockets:
         self.turns = turns
         """The origin's probe turns (see :func:`probe_turns`), held by each probe under way."""
         self.handshaking = 0
-        """Requests of a handshake or a listing under way (they take no turn)."""
+        """Requests of a handshake under way, its listings included (they take no turn; see
+        ``SessionlessDispatcher.handshaking``)."""
         self.opening = trio.Semaphore(LISTENS_OPENING)
         """Held by each list-change stream being opened (until the server's answer begins)."""
         self._fewer: dict[int, trio.Event] = {}
