@@ -362,32 +362,41 @@ async def test_probes_wait_for_handshakes_for_a_bounded_time(monkeypatch: pytest
         assert trio.current_time() - started >= 4 * INTERVAL
 
 
-async def test_the_requests_of_a_handshake_are_counted_while_under_way() -> None:
-    """What the rounds read to know that the origin is handshaking."""
+@asynccontextmanager
+async def gated_dispatcher() -> AsyncIterator[
+    tuple[ScriptedHttpServer, trio.Event, Any, SessionlessDispatcher]
+]:
+    """A sessionless dispatcher to a scripted server whose answers wait for the gate: the
+    server, the gate, the origin's sockets and the dispatcher."""
     gate = trio.Event()
     server = ScriptedHttpServer(gate=gate)
     async with serving(server):
         pool = http.HttpPool()
         sockets = pool.probe_sockets(server.host, server.port)
-        dispatcher = SessionlessDispatcher(sockets, httpx2.URL(server.url), {}, base.Link("web"))
+        yield (
+            server,
+            gate,
+            sockets,
+            SessionlessDispatcher(sockets, httpx2.URL(server.url), {}, base.Link("web")),
+        )
+        await pool.aclose()
+
+
+async def test_the_requests_of_a_handshake_are_counted_while_under_way() -> None:
+    """What the rounds read to know that the origin is handshaking."""
+    async with gated_dispatcher() as (server, gate, sockets, dispatcher):
         async with trio.open_nursery() as nursery:
             nursery.start_soon(dispatcher.send_raw_request, "server/discover", None)
             await trio.testing.wait_all_tasks_blocked(cushion=0.05)
             assert len(server.requests) == 1 and sockets.handshaking == 1
             gate.set()
         assert sockets.handshaking == 0
-        await pool.aclose()
 
 
 async def test_requests_once_the_connection_is_up_take_a_probe_turn_and_are_not_counted() -> None:
     """A catalog listed again by a connection that is up holds back none of the origin's
     probes as a handshake would: it waits for one of the probes' turns instead."""
-    gate = trio.Event()
-    server = ScriptedHttpServer(gate=gate)
-    async with serving(server):
-        pool = http.HttpPool()
-        sockets = pool.probe_sockets(server.host, server.port)
-        dispatcher = SessionlessDispatcher(sockets, httpx2.URL(server.url), {}, base.Link("web"))
+    async with gated_dispatcher() as (server, gate, sockets, dispatcher):
         dispatcher.handshaking = False
         free = sockets.turns.value
         for _ in range(free):  # every turn taken: the request waits for one
@@ -401,7 +410,6 @@ async def test_requests_once_the_connection_is_up_take_a_probe_turn_and_are_not_
             assert len(server.requests) == 1 and sockets.handshaking == 0 and sockets.turns.value == 0
             gate.set()
         assert sockets.turns.value == 1
-        await pool.aclose()
 
 
 async def test_one_task_probes_every_origin_and_a_slow_one_holds_up_no_other(
