@@ -17,7 +17,7 @@ from _http_script import ERROR, RESULT, Answer, ScriptedHttpServer, refused_url
 from mcp.shared.exceptions import MCPError
 from mcp.shared.subscriptions import SUBSCRIPTION_ID_META_KEY
 
-from trio_mcp._transports import base, http, http_listen, http_probe
+from trio_mcp._transports import base, http, http_listen, http_probe, wire
 from trio_mcp._transports.probe_rounds import ROUND_BUSY_HANDSHAKES, ROUND_DEFER_SECONDS
 
 
@@ -83,16 +83,16 @@ async def listen_to(
 
 
 def test_a_stream_message_says_acknowledged_or_which_list_changed_for_its_own_subscription_only() -> None:
-    assert http_listen.stream_event(ACK, "ID") == "acknowledged"
-    assert http_listen.stream_event(TOOLS, "ID") == "tools"
-    assert http_listen.stream_event(PROMPTS, "ID") == "prompts"
-    assert http_listen.stream_event(stamped("notifications/resources/list_changed"), "ID") == "resources"
-    assert http_listen.stream_event(TOOLS, "other") is None  # stamped for another stream
-    assert http_listen.stream_event({"method": "notifications/tools/list_changed"}, "ID") is None
-    assert http_listen.stream_event(stamped("notifications/message", level="info"), "ID") is None
+    assert wire.stream_event(ACK, "ID") == "acknowledged"
+    assert wire.stream_event(TOOLS, "ID") == "tools"
+    assert wire.stream_event(PROMPTS, "ID") == "prompts"
+    assert wire.stream_event(stamped("notifications/resources/list_changed"), "ID") == "resources"
+    assert wire.stream_event(TOOLS, "other") is None  # stamped for another stream
+    assert wire.stream_event({"method": "notifications/tools/list_changed"}, "ID") is None
+    assert wire.stream_event(stamped("notifications/message", level="info"), "ID") is None
     # An acknowledgement must say what it honours.
-    assert http_listen.stream_event(stamped("notifications/subscriptions/acknowledged"), "ID") is None
-    assert http_listen.stream_event({"method": "x", "params": "not an object"}, "ID") is None
+    assert wire.stream_event(stamped("notifications/subscriptions/acknowledged"), "ID") is None
+    assert wire.stream_event({"method": "x", "params": "not an object"}, "ID") is None
 
 
 def test_events_are_found_however_the_stream_is_cut() -> None:
@@ -213,7 +213,7 @@ async def test_a_stream_held_open_ends_with_its_owner_and_its_socket_is_closed()
             await heard.wait()
             nursery.cancel_scope.cancel()
         await server.wait_closed(1)
-    assert [http_listen.stream_event(m, m["params"]["_meta"][SUBSCRIPTION_ID_META_KEY]) for m in got] == [
+    assert [wire.stream_event(m, m["params"]["_meta"][SUBSCRIPTION_ID_META_KEY]) for m in got] == [
         "acknowledged"
     ]
     assert not link.dead.is_set()

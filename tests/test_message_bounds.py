@@ -523,11 +523,14 @@ async def test_a_request_the_stdio_server_never_read_is_not_counted_as_sent(
             marker = SentMarker()
             token = sent_marker.set(marker)
             try:
-                await write.send(request(1))  # handed to the writer, which finds the pipe closed
+                # Written from this task, which finds the pipe closed: the SDK then fails the
+                # request with "Connection closed".
+                with pytest.raises(anyio.BrokenResourceError):
+                    await write.send(request(1))
             finally:
                 sent_marker.reset(token)
-            await link.dead.wait()
-            assert marker.sent and marker.refused and not marker.delivered
+            assert link.dead.is_set()
+            assert marker.refused and not marker.delivered
             assert link.exit_reason == ("transport_error", "could not write to the server's stdin")
             assert link.awaiting_delivery == {}
 

@@ -74,16 +74,18 @@ def _sibling_imports(module: str) -> set[str]:
 
 
 def test_no_import_cycles_inside_the_package() -> None:
-    """``base`` and ``probe_rounds`` import no sibling; each transport imports only ``base``
-    (and ``http`` its probe, which imports only ``base`` and the rounds it can be sent in, and
-    its listen stream, which imports only the probe); ``__init__`` imports them all and nothing
-    imports ``__init__``."""
+    """``base``, ``probe_rounds`` and ``wire`` (the messages sent outside a session) import no
+    sibling; each transport imports only ``base`` and ``wire`` (and ``http`` its probe, which
+    imports only those and the rounds it can be sent in, and its listen stream, which imports
+    only the probe and ``wire``); ``__init__`` imports them all and nothing imports
+    ``__init__``."""
     assert _sibling_imports("base") == set()
     assert _sibling_imports("probe_rounds") == set()
-    for module in ("stdio", "memory"):
-        assert _sibling_imports(module) == {"base"}, module
-    assert _sibling_imports("http_probe") == {"base", "probe_rounds"}
-    assert _sibling_imports("http_listen") == {"http_probe"}
+    assert _sibling_imports("wire") == set()
+    assert _sibling_imports("stdio") == {"base", "wire"}
+    assert _sibling_imports("memory") == {"base"}
+    assert _sibling_imports("http_probe") == {"base", "probe_rounds", "wire"}
+    assert _sibling_imports("http_listen") == {"http_probe", "wire"}
     assert _sibling_imports("http") == {"base", "http_probe", "http_listen", "probe_rounds"}
     assert _sibling_imports("__init__") == set(SUBMODULES)
 
@@ -302,6 +304,139 @@ async def test_stdio_transport_leaves_no_process_behind(
     # SIGKILL still sees the dying grandchild: a race as old as the check, and harmless.)
     assert sent[:2] == [signal.SIGTERM, signal.SIGKILL]
     assert checks and loop_thread not in checks
+
+
+# ---------------------------------------------------------------------------------------------
+# stdio pipes without a session: what a parked connection's pipes do (real processes, real clock)
+# ---------------------------------------------------------------------------------------------
+
+ANSWERS_EVERY_REQUEST = (
+    "import json, sys\n"
+    "for line in sys.stdin:\n"
+    "    m = json.loads(line)\n"
+    "    if 'id' in m and 'method' in m:\n"
+    "        answer = {'jsonrpc': '2.0', 'id': m['id'], 'result': {'method': m['method']}}\n"
+    "        print(json.dumps(answer), flush=True)\n"
+)
+"""Answers every request with its method; the pipes' routing is what is under test."""
+
+ASKS_THE_CLIENT = (
+    "import sys\n"
+    'print(\'{"jsonrpc": "2.0", "id": 7, "method": "ping"}\', flush=True)\n'
+    'print(\'{"jsonrpc": "2.0", "id": "r", "method": "roots/list"}\', flush=True)\n'
+    "with open(sys.argv[1], 'w') as out:\n"
+    "    for _ in range(2):\n"
+    "        out.write(sys.stdin.readline())\n"
+    "        out.flush()\n"
+    "sys.stdin.read()\n"
+)
+"""Sends two requests to its client, and writes the two answers it reads to the file argv[1]."""
+
+NEVER_READS = "import time; time.sleep(30)"
+
+
+@asynccontextmanager
+async def started_pipes(script: str, *args: str) -> AsyncIterator[tuple[stdio.StdioPipes, base.Link]]:
+    """``python -c script args`` behind pipes whose readers run, stopped on exit."""
+    import sys
+
+    link = base.Link("s")
+    config = trio_mcp.StdioTransport(command=sys.executable, args=("-c", script, *args))
+    pipes = await stdio.spawn(config, link)
+    try:
+        async with trio.open_nursery() as nursery:
+            pipes.start(nursery)
+            yield pipes, link
+            nursery.cancel_scope.cancel()
+    finally:
+        await pipes.aclose()
+
+
+@pytest.mark.integration
+async def test_answers_to_requests_sent_without_a_session_are_not_handed_to_the_session() -> None:
+    """The handshake, probes and listings sent by the pipes themselves get their answers; the
+    session attached meanwhile sees only the answers to its own requests."""
+    from mcp.shared.message import SessionMessage
+    from mcp_types import JSONRPCRequest, JSONRPCResponse
+
+    with trio.fail_after(10):
+        async with started_pipes(ANSWERS_EVERY_REQUEST) as (pipes, _):
+            read, write = pipes.attach()
+            async with trio.open_nursery() as nursery:
+                listed: list[dict[str, Any]] = []
+
+                async def list_tools() -> None:
+                    listed.append(await pipes.send_raw_request("tools/list", None))
+
+                nursery.start_soon(list_tools)
+                await write.send(SessionMessage(JSONRPCRequest(jsonrpc="2.0", id=1, method="tools/call")))
+                answer = await read.receive()
+            assert isinstance(answer.message, JSONRPCResponse)
+            assert (answer.message.id, answer.message.result) == (1, {"method": "tools/call"})
+            assert listed == [{"method": "tools/list"}]
+            with pytest.raises(RuntimeError, match="needs a session"):
+                await pipes.send_raw_request("tools/call", None)
+            await pipes.discover("2026-07-28")  # a result: the probe succeeds
+            with trio.move_on_after(0.2):
+                await read.receive()
+                pytest.fail("the probe's answer reached the session")
+
+
+@pytest.mark.integration
+async def test_with_no_session_attached_a_ping_is_answered_and_other_requests_refused(tmp_path: Path) -> None:
+    import json
+
+    answers = tmp_path / "answers"
+    with trio.fail_after(10):
+        async with started_pipes(ASKS_THE_CLIENT, str(answers)):
+            while not answers.exists() or answers.read_text().count("\n") < 2:  # noqa: ASYNC110
+                await trio.sleep(0.02)
+    ping, roots = map(json.loads, answers.read_text().splitlines())
+    assert ping == {"jsonrpc": "2.0", "id": 7, "result": {}}
+    assert roots["id"] == "r" and roots["error"]["code"] == -32601
+
+
+@pytest.mark.integration
+async def test_a_write_cut_short_kills_the_connection_and_one_never_begun_does_not() -> None:
+    """A write cancelled while the server does not read: the one that had begun left half a
+    line in the pipe, so the connection is dead; the one still waiting for its turn wrote
+    nothing. Neither request reached the server."""
+    with trio.fail_after(10):
+        async with started_pipes(NEVER_READS) as (pipes, link):
+            markers = {"long": base.SentMarker(), "short": base.SentMarker()}
+            scopes = {name: trio.CancelScope() for name in markers}
+
+            async def write(name: str, data: bytes) -> None:
+                base.sent_marker.set(markers[name])
+                with scopes[name]:
+                    await pipes.write(data)
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(write, "long", b"x" * (1 << 20) + b"\n")  # more than a pipe holds
+                await trio.sleep(0.2)
+                nursery.start_soon(write, "short", b"{}\n")
+                await trio.sleep(0.2)
+                scopes["short"].cancel()
+                await trio.sleep(0.1)
+                assert markers["short"].refused and not link.dead.is_set()
+                scopes["long"].cancel()
+            assert markers["long"].refused
+            assert link.exit_reason == ("transport_error", "a message to the server's stdin was cut short")
+
+
+@pytest.mark.integration
+async def test_a_request_without_a_session_fails_as_connection_closed_when_the_server_exits() -> None:
+    from mcp.shared.exceptions import MCPError
+
+    with trio.fail_after(10):
+        async with started_pipes("import sys; sys.stdin.readline(); sys.exit(4)") as (pipes, link):
+            with pytest.raises(MCPError) as failed:
+                await pipes.send_raw_request("tools/list", None)
+            assert failed.value.error.code == -32000
+            await link.dead.wait()
+            assert link.exit_reason == ("process_exited", "server process exited with code 4")
+            with pytest.raises(MCPError):
+                await pipes.send_raw_request("tools/list", None)  # failed at once: the pipes ended
 
 
 # ---------------------------------------------------------------------------------------------

@@ -52,7 +52,7 @@ from ._catalog import (
 )
 from ._client import session_servers
 from ._clock import TimeAnchor
-from ._config import HttpTransport, ServerConfig
+from ._config import HttpTransport, ServerConfig, StdioTransport
 from ._errors import classify, split_failures
 from ._events import EventStream
 from ._exceptions import (
@@ -107,9 +107,10 @@ from ._state import (
 from ._transports import HttpPool, Link, open_transport
 from ._transports.base import SessionlessRequests
 from ._transports.http import plain_http
-from ._transports.http_listen import stream_event
 from ._transports.http_probe import PlainDiscoverProbe
 from ._transports.probe_rounds import RoundEntry
+from ._transports.stdio import StdioPipes, spawn
+from ._transports.wire import stream_event
 
 logger = logging.getLogger("trio_mcp")
 
@@ -901,12 +902,18 @@ class ServerSupervisor:
                 assert slots is not None
                 slots.release()
 
-        # Tasks that go on while the connection is parked (probes, the list-change stream).
+        pipes: StdioPipes | None = None
+        # Tasks that go on while the connection is parked (probes, the list-change stream, and
+        # the readers of a stdio server's pipes).
         async with trio.open_nursery() as lasting:
             try:
                 if slots is not None:
                     await slots.acquire()
                     holding = True
+                if isinstance(self.config.transport, StdioTransport):
+                    # The process outlives the sessions opened over its pipes.
+                    pipes = await spawn(self.config.transport, link)
+                    pipes.start(lasting)
                 answer: DiscoverResult | None = None
                 parked_at: int | None = None
                 mode = self.policy.protocol
@@ -968,6 +975,9 @@ class ServerSupervisor:
                     )
                     if conn.drop_reason is None:
                         conn.drop(failure.message, then="backoff")
+            finally:
+                if pipes is not None:
+                    await pipes.aclose()
             lasting.cancel_scope.cancel()
         if conn is not None:
             await self._send_and_wait(_Closed(conn=conn))
@@ -1015,18 +1025,20 @@ class ServerSupervisor:
 
     def _sessionless(self, link: Link) -> ClientSession | None:
         """An SDK session, never entered, that sends the handshake by itself when the
-        connection may start parked: a plain-HTTP server (see :meth:`_parkable`) that may speak
-        2026-07-28. ``None``: the handshake goes through an open session."""
+        connection may start parked: a plain-HTTP or stdio server (see :meth:`_parkable`) that
+        may speak 2026-07-28. ``None``: the handshake goes through an open session."""
         transport = self.config.transport
         if (
             self.policy.park_after is None
-            or self._http_pool is None
-            or not isinstance(transport, HttpTransport)
             or self.policy.protocol == "legacy"
             or self.policy.probe not in ("auto", "discover", "none")
-            or not plain_http(transport, link, self._http_pool)
-            or link.sessionless is None
         ):
+            return None
+        if isinstance(transport, HttpTransport) and (
+            self._http_pool is None or not plain_http(transport, link, self._http_pool)
+        ):
+            return None
+        if link.sessionless is None:
             return None
         return self._never_entered(link.sessionless)
 
@@ -1054,12 +1066,13 @@ class ServerSupervisor:
 
     def _parkable(self, conn: Connection) -> bool:
         """Whether ``conn`` may close its session while idle: everything that goes on while it
-        is parked (probes, the list-change stream) goes without one, and the pool its transport
-        leases from outlives the session."""
+        is parked (probes, the list-change stream, a catalog listed again) goes without one,
+        and what its transport holds (the pool it leases from, a stdio server's pipes) outlives
+        the session."""
         return (
             self.policy.park_after is not None
-            and self._http_pool is not None
             and conn.link.listen_stream is not None
+            and conn.link.sessionless is not None
             and probes_without_session(conn, self.policy.probe)
         )
 

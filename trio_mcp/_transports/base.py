@@ -138,6 +138,14 @@ class SessionlessRequests(Protocol):
     ) -> dict[str, Any]: ...
 
 
+class HeldPipes(Protocol):
+    """A stdio server's pipes held by its connection (``stdio.StdioPipes``)."""
+
+    def attach(self) -> tuple[Any, Any]:
+        """The (read, write) stream pair of an SDK session opened over them."""
+        ...
+
+
 class Link:
     """What one connection's transport knows about the peer, shared with its supervisor."""
 
@@ -153,6 +161,7 @@ class Link:
         "server",
         "sessionless",
         "stderr_tail",
+        "stdio",
         "track_delivery",
         "until_still",
     )
@@ -180,6 +189,10 @@ class Link:
         """A dispatcher for an SDK session that is never entered, sending the requests that
         need no session (the handshake's) by itself (plain streamable HTTP); ``None``: they go
         through an open session."""
+        self.stdio: HeldPipes | None = None
+        """The stdio process and pipes the connection holds, which outlive its SDK sessions
+        (a session is opened over them, see ``stdio.StdioPipes.attach``); ``None``: not stdio,
+        or each session has a process of its own."""
         self.until_still: Callable[[float], Awaitable[None]] | None = None
         """``until_still(at_most)`` returns once no handshake to the server's origin is under
         way (or after ``at_most`` seconds), for what can wait until then (plain streamable

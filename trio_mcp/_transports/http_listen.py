@@ -20,8 +20,7 @@ together do not queue in front of the last handshakes.
 
 from __future__ import annotations
 
-import json
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import h11
@@ -35,51 +34,9 @@ from .http_probe import (
     _answers,
     _close_now,
     _json_object,
-    _rpc_error,
 )
-
-LISTEN = "subscriptions/listen"
-
-_ACKNOWLEDGED = "notifications/subscriptions/acknowledged"
-_LIST_CHANGED = {
-    "notifications/tools/list_changed": "tools",
-    "notifications/prompts/list_changed": "prompts",
-    "notifications/resources/list_changed": "resources",
-}
-_FILTER_KEYS = {
-    "tools": "toolsListChanged",
-    "prompts": "promptsListChanged",
-    "resources": "resourcesListChanged",
-}
-
-
-class ListenLostError(Exception):
-    """The stream ended without the server's answer to the listen request (its graceful close):
-    changes may have been missed."""
-
-
-def stream_event(message: Mapping[str, Any], subscription_id: str) -> str | None:
-    """What a message read on the listen stream ``subscription_id`` says: ``"acknowledged"``,
-    the kind whose list changed (``"tools"``, ``"prompts"``, ``"resources"``), or ``None``
-    (anything else, or a message stamped for another subscription)."""
-    method = message.get("method")
-    params = message.get("params")
-    meta = params.get("_meta") if isinstance(params, dict) else None
-    from mcp.shared.subscriptions import SUBSCRIPTION_ID_META_KEY
-
-    if not isinstance(meta, dict) or meta.get(SUBSCRIPTION_ID_META_KEY) != subscription_id:
-        return None
-    if method == _ACKNOWLEDGED:
-        return "acknowledged" if isinstance(params, dict) and "notifications" in params else None
-    return _LIST_CHANGED.get(method) if isinstance(method, str) else None
-
-
-def _listen_body(request_id: str, version: str, kinds: tuple[str, ...]) -> bytes:
-    from mcp_types import CLIENT_CAPABILITIES_META_KEY, PROTOCOL_VERSION_META_KEY
-
-    meta = {PROTOCOL_VERSION_META_KEY: version, CLIENT_CAPABILITIES_META_KEY: {}}
-    params = {"notifications": {_FILTER_KEYS[kind]: True for kind in kinds}, "_meta": meta}
-    return json.dumps({"jsonrpc": "2.0", "id": request_id, "method": LISTEN, "params": params}).encode()
+from .wire import LISTEN, ListenLostError, listen_body
+from .wire import rpc_error as _rpc_error
 
 
 class PlainListen(PlainPost):
@@ -108,7 +65,7 @@ class PlainListen(PlainPost):
 
         self._sent += 1
         request_id = f"trio-mcp-listen-{self._sent}"
-        body = _listen_body(request_id, version, kinds)
+        body = listen_body(request_id, version, kinds)
         request = self._post({MCP_PROTOCOL_VERSION_HEADER: version, MCP_METHOD_HEADER: LISTEN}, len(body))
         sockets = self._sockets
         await sockets.until_quiet()

@@ -31,6 +31,14 @@ import trio
 from .._config import DEFAULT_MAX_MESSAGE_BYTES
 from .base import Link, over_bound
 from .probe_rounds import ROUND_BUSY_HANDSHAKES, ROUND_DEFER_SECONDS, RoundOrigin
+from .wire import CONNECTION_CLOSED as _CONNECTION_CLOSED
+from .wire import INTERNAL_ERROR as _INTERNAL_ERROR
+from .wire import INVALID_REQUEST as _INVALID_REQUEST
+from .wire import METHOD_NOT_FOUND as _METHOD_NOT_FOUND
+from .wire import SESSIONLESS_METHODS
+from .wire import check_answer as _check_answer
+from .wire import discover_body as _discover_body
+from .wire import rpc_error as _rpc_error
 
 NOT_UTF8_EVENTS = "the server sent an event stream that is not UTF-8 text"
 
@@ -45,11 +53,6 @@ class MessageRefusedError(httpx2.SSEError, httpx2.StreamError):
     under its owner.
     """
 
-
-_INTERNAL_ERROR = -32603
-_INVALID_REQUEST = -32600
-_METHOD_NOT_FOUND = -32601
-_CONNECTION_CLOSED = -32000
 
 PROBE_SOCKETS_IDLE = 32
 """How many idle probe sockets one origin keeps at most. Probes spread over the interval seldom
@@ -67,14 +70,6 @@ handshakes still under way."""
 PROBE_SOCKET_IDLE_SECONDS = 4.0
 """An idle probe socket older than this is closed, not used: servers close idle keep-alive
 connections after their own timeout (5 s is common), and a probe should not meet that."""
-
-
-def _discover_body(request_id: str, version: str) -> bytes:
-    from mcp_types import CLIENT_CAPABILITIES_META_KEY, PROTOCOL_VERSION_META_KEY
-
-    meta = {PROTOCOL_VERSION_META_KEY: version, CLIENT_CAPABILITIES_META_KEY: {}}
-    body = {"jsonrpc": "2.0", "id": request_id, "method": "server/discover", "params": {"_meta": meta}}
-    return json.dumps(body).encode()
 
 
 def _stamped_headers(version: str, method: str) -> dict[str, str]:
@@ -98,14 +93,6 @@ def plain_headers(url: httpx2.URL, headers: Mapping[str, str]) -> list[tuple[str
     host = url.netloc.decode("ascii")  # an IPv6 address in brackets, the port if given
     own = {"host", "connection", "accept-encoding", "content-length", *_discover_headers("").keys()}
     return [("host", host), *((k, v) for k, v in headers.items() if k.lower() not in own)]
-
-
-def _check_answer(answer: dict[str, Any]) -> None:
-    error = answer.get("error")
-    if error is not None:
-        raise _rpc_error(error)
-    if not isinstance(answer.get("result"), dict):
-        raise _rpc_error({"code": _INVALID_REQUEST, "message": "server/discover answered without a result"})
 
 
 class DiscoverProbe:
@@ -544,13 +531,6 @@ class PlainDiscoverProbe(PlainPost):
         _check_answer(await self._answer(status, headers, content, request_id))
 
 
-SESSIONLESS_METHODS = frozenset(
-    {"server/discover", "tools/list", "resources/list", "resources/templates/list", "prompts/list"}
-)
-"""What :class:`SessionlessDispatcher` sends: requests that need no session and may be sent
-twice (a reused socket that turns out closed under one is tried again on another)."""
-
-
 class SessionlessDispatcher(PlainPost):
     """The dispatcher of an SDK ``ClientSession`` that is never entered: each request it is
     given is one POST over h11 on a socket of ``sockets``, with the headers the session
@@ -652,14 +632,6 @@ class EventData:
             if lines:
                 found.append(b"\n".join(lines))
         return found
-
-
-def _rpc_error(error: Any) -> Exception:
-    from mcp.shared.exceptions import MCPError
-
-    if not isinstance(error, dict) or not isinstance(error.get("code"), int):
-        return MCPError(_INVALID_REQUEST, f"not a JSON-RPC error: {str(error)[:200]}")
-    return MCPError(error["code"], str(error.get("message", "")), error.get("data"))
 
 
 async def _answer_of(

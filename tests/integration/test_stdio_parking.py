@@ -1,0 +1,161 @@
+"""Parked stdio connections: an idle 2026-07-28 server over stdio keeps its process and pipes
+while its SDK session is closed; probes, the list-change stream and listings go over the pipes
+without one, and a call opens a session over them again. Real SDK servers in real processes,
+real clock."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+from pathlib import Path
+
+import pytest
+import trio
+from _support import coverage_env, pid_alive, policy, stdio_demo, text_of, wait_gone
+
+import trio_mcp
+from trio_mcp import ServerSnapshot, ServerStatus
+
+pytestmark = pytest.mark.integration
+
+PARK_AFTER = 0.4
+PARKING = policy(health_interval=0.2, park_after=PARK_AFTER)
+CHANGING_SERVER = Path(__file__).with_name("_changing_server.py")
+
+
+def healthy(snap: ServerSnapshot) -> bool:
+    return snap.status is ServerStatus.HEALTHY and snap.session.active
+
+
+def parked(snap: ServerSnapshot) -> bool:
+    return healthy(snap) and snap.session.parked
+
+
+def tasks_of(server: str) -> list[str]:
+    names: list[str] = []
+
+    def walk(task: trio.lowlevel.Task) -> None:
+        if task.name.startswith(f"{server}:"):
+            names.append(task.name.removeprefix(f"{server}: "))
+        for nursery in task.child_nurseries:
+            for child in nursery.child_tasks:
+                walk(child)
+
+    walk(trio.lowlevel.current_root_task())
+    return sorted(names)
+
+
+async def settled_tasks(server: str, wanted: list[str]) -> list[str]:
+    for _ in range(200):
+        if tasks_of(server) == wanted:
+            break
+        await trio.sleep(0.01)
+    return tasks_of(server)
+
+
+PIPES = ["read stderr", "read stdout", "watch process"]
+PARKED = sorted([*PIPES, "connection", "health probes", "listen"])
+SERVING = sorted([*PARKED, "cancel notices", "catalog", "park when idle", "re-handshake", "watch connection"])
+
+
+async def pid_of(manager: trio_mcp.Manager, name: str) -> int:
+    result = await manager.call_tool("pid", preferred=[name], failover="never", timeout=5)
+    assert result.structured_content is not None
+    pid: int = result.structured_content["result"]
+    return pid
+
+
+async def checked_twice(manager: trio_mcp.Manager, name: str) -> None:
+    """Wait until ``name`` was checked twice more (its probes go on)."""
+    first = manager.server(name).last_checked_at
+    seen = 0
+    while seen < 2:
+        await trio.sleep(0.05)
+        now = manager.server(name).last_checked_at
+        if now is not None and now != first:
+            seen, first = seen + 1, now
+
+
+async def test_an_idle_stdio_server_parks_with_its_process_and_a_call_opens_a_session_over_it() -> None:
+    """The handshake goes over the pipes without a session: the connection comes up parked
+    with the reader tasks of its pipes, its probes and its list-change stream, and is probed.
+    A call opens a session over the same process (no new handshake: the call is the only
+    attempt); idle for ``park_after``, the session closes again and the process stays."""
+    with trio.fail_after(30):
+        async with trio_mcp.open_manager([stdio_demo("a", server_policy=PARKING)]) as manager:
+            first = await manager.wait_for("a", parked)
+            assert await settled_tasks("a", PARKED) == PARKED
+            await checked_twice(manager, "a")
+            assert manager.server("a").session.parked
+
+            result = await manager.invoke("tools/call", "add", {"a": 2, "b": 3})
+            assert result.result.structured_content == {"result": 5}
+            assert [(a.server, a.stage, a.success) for a in result.attempts] == [("a", "invoke", True)]
+            assert not manager.server("a").session.parked
+            assert await settled_tasks("a", SERVING) == SERVING
+
+            pid = await pid_of(manager, "a")
+            again = await manager.wait_for("a", parked)
+            assert again.session.session_id == first.session.session_id
+            assert await settled_tasks("a", PARKED) == PARKED
+            await checked_twice(manager, "a")
+            assert await pid_of(manager, "a") == pid  # the same process all along
+        assert not pid_alive(pid)
+
+
+async def test_a_list_change_while_parked_is_heard_and_listed_without_a_session(tmp_path: Path) -> None:
+    """The list-change stream is held over the pipes while parked: a tool the server adds is
+    listed without opening a session, and a call is routed to it."""
+    trigger = tmp_path / "add-late"
+    env = {**coverage_env(), "TRIO_MCP_TEST_TRIGGER": str(trigger)}
+    transport = trio_mcp.StdioTransport(command=sys.executable, args=(str(CHANGING_SERVER),), env=env)
+    config = trio_mcp.ServerConfig(name="c", transport=transport, policy=PARKING)
+    with trio.fail_after(30):
+        async with trio_mcp.open_manager([config]) as manager:
+            first = await manager.wait_for("c", parked)
+            assert manager.candidates("tools/call", "late") == []
+            trigger.touch()
+
+            def routed(_: ServerSnapshot) -> bool:
+                return manager.candidates("tools/call", "late") == ["c"]
+
+            snap = await manager.wait_for("c", routed)
+            assert snap.session.parked
+            assert snap.session.session_id == first.session.session_id
+            assert await settled_tasks("c", PARKED) == PARKED
+            assert text_of(await manager.call_tool("late")) == "late"
+
+
+async def test_a_stdio_server_killed_while_parked_is_dropped_at_once_and_recovers() -> None:
+    """The pipes' readers see a parked server's process exit: the connection is dropped as
+    ``process_exited`` at once (not at the next probe), and a new process is started."""
+    with trio.fail_after(30):
+        async with trio_mcp.open_manager([stdio_demo("a", server_policy=PARKING)]) as manager:
+            await manager.wait_for("a", healthy)
+            pid = await pid_of(manager, "a")
+            await manager.wait_for("a", parked)
+            os.kill(pid, signal.SIGKILL)
+            killed_at = trio.current_time()
+            lost = await manager.wait_for("a", lambda s: s.status is not ServerStatus.HEALTHY)
+            assert trio.current_time() - killed_at < 1.0
+            assert lost.last_error_category == "process_exited"
+            assert lost.last_error is not None and "code -9" in lost.last_error
+            await manager.wait_for("a", lambda s: healthy(s) and s.status is not ServerStatus.DEGRADED)
+            assert text_of(await manager.call_tool("whoami")) == "a"
+            assert await pid_of(manager, "a") != pid
+            await wait_gone(pid, within=1)
+
+
+async def test_a_legacy_stdio_server_is_never_parked() -> None:
+    """A server handshaken with ``initialize`` keeps its session: its probes and notifications
+    need one."""
+    config = stdio_demo("a", server_policy=policy(health_interval=0.2, park_after=0.2, protocol="legacy"))
+    with trio.fail_after(30):
+        async with trio_mcp.open_manager([config]) as manager:
+            snap = await manager.wait_for("a", healthy)
+            assert snap.capabilities is not None and snap.capabilities.era == "legacy"
+            await checked_twice(manager, "a")
+            await trio.sleep(0.4)
+            assert not manager.server("a").session.parked
+            assert text_of(await manager.call_tool("whoami")) == "a"
