@@ -269,3 +269,28 @@ class HttpDemoServer:
         return trio_mcp.ServerConfig(
             name=self.name, transport=trio_mcp.HttpTransport(url=self.url), policy=server_policy
         )
+
+
+def tasks_of(server: str) -> list[str]:
+    """The names of the running tasks that belong to ``server``'s supervisor."""
+    names: list[str] = []
+
+    def walk(task: trio.lowlevel.Task) -> None:
+        if task.name.startswith(f"{server}:"):
+            names.append(task.name)
+        for nursery in task.child_nurseries:
+            for child in nursery.child_tasks:
+                walk(child)
+
+    walk(trio.lowlevel.current_root_task())
+    return sorted(names)
+
+
+async def settled_tasks(server: str, wanted: list[str]) -> list[str]:
+    """``server``'s tasks once they are ``wanted`` (tasks start and end a moment after the state
+    that causes it is published), or as they are after a second."""
+    for _ in range(100):
+        if tasks_of(server) == wanted:
+            break
+        await trio.sleep(0.01)
+    return tasks_of(server)

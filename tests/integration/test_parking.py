@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 import trio
-from _support import HttpDemoServer, PostFilter, policy, serve_asgi, text_of
+from _support import HttpDemoServer, PostFilter, policy, serve_asgi, settled_tasks, text_of
 from mcp.server.mcpserver import MCPServer
 from mcp.server.subscriptions import InMemorySubscriptionBus
 from mcp.shared.subscriptions import ToolsListChanged
@@ -86,31 +86,6 @@ def config_of(url: str, **overrides: Any) -> trio_mcp.ServerConfig:
     return trio_mcp.ServerConfig(
         name="web", transport=trio_mcp.HttpTransport(url=url), policy=policy(**settings)
     )
-
-
-def tasks_of(server: str) -> list[str]:
-    """The names of the running tasks that belong to ``server``'s supervisor."""
-    names: list[str] = []
-
-    def walk(task: trio.lowlevel.Task) -> None:
-        if task.name.startswith(f"{server}:"):
-            names.append(task.name)
-        for nursery in task.child_nurseries:
-            for child in nursery.child_tasks:
-                walk(child)
-
-    walk(trio.lowlevel.current_root_task())
-    return sorted(names)
-
-
-async def settled_tasks(server: str, wanted: list[str]) -> list[str]:
-    """``server``'s tasks once they are ``wanted`` (tasks start and end a moment after the state
-    that causes it is published), or as they are after a second."""
-    for _ in range(100):
-        if tasks_of(server) == wanted:
-            break
-        await trio.sleep(0.01)
-    return tasks_of(server)
 
 
 SERVING = sorted(

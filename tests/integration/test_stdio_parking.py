@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import trio
-from _support import coverage_env, pid_alive, policy, stdio_demo, text_of, wait_gone
+from _support import coverage_env, pid_alive, policy, settled_tasks, stdio_demo, text_of, wait_gone
 
 import trio_mcp
 from trio_mcp import ServerSnapshot, ServerStatus
@@ -32,31 +32,13 @@ def parked(snap: ServerSnapshot) -> bool:
     return healthy(snap) and snap.session.parked
 
 
-def tasks_of(server: str) -> list[str]:
-    names: list[str] = []
-
-    def walk(task: trio.lowlevel.Task) -> None:
-        if task.name.startswith(f"{server}:"):
-            names.append(task.name.removeprefix(f"{server}: "))
-        for nursery in task.child_nurseries:
-            for child in nursery.child_tasks:
-                walk(child)
-
-    walk(trio.lowlevel.current_root_task())
-    return sorted(names)
+def tasks(server: str, *names: str) -> list[str]:
+    return sorted(f"{server}: {name}" for name in names)
 
 
-async def settled_tasks(server: str, wanted: list[str]) -> list[str]:
-    for _ in range(200):
-        if tasks_of(server) == wanted:
-            break
-        await trio.sleep(0.01)
-    return tasks_of(server)
-
-
-PIPES = ["read stderr", "read stdout", "watch process"]
-PARKED = sorted([*PIPES, "connection", "health probes", "listen"])
-SERVING = sorted([*PARKED, "cancel notices", "catalog", "park when idle", "re-handshake", "watch connection"])
+PIPES = ("read stderr", "read stdout", "watch process")
+PARKED = (*PIPES, "connection", "health probes", "listen")
+SERVING = (*PARKED, "cancel notices", "catalog", "park when idle", "re-handshake", "watch connection")
 
 
 async def pid_of(manager: trio_mcp.Manager, name: str) -> int:
@@ -85,7 +67,7 @@ async def test_an_idle_stdio_server_parks_with_its_process_and_a_call_opens_a_se
     with trio.fail_after(30):
         async with trio_mcp.open_manager([stdio_demo("a", server_policy=PARKING)]) as manager:
             first = await manager.wait_for("a", parked)
-            assert await settled_tasks("a", PARKED) == PARKED
+            assert await settled_tasks("a", tasks("a", *PARKED)) == tasks("a", *PARKED)
             await checked_twice(manager, "a")
             assert manager.server("a").session.parked
 
@@ -93,12 +75,12 @@ async def test_an_idle_stdio_server_parks_with_its_process_and_a_call_opens_a_se
             assert result.result.structured_content == {"result": 5}
             assert [(a.server, a.stage, a.success) for a in result.attempts] == [("a", "invoke", True)]
             assert not manager.server("a").session.parked
-            assert await settled_tasks("a", SERVING) == SERVING
+            assert await settled_tasks("a", tasks("a", *SERVING)) == tasks("a", *SERVING)
 
             pid = await pid_of(manager, "a")
             again = await manager.wait_for("a", parked)
             assert again.session.session_id == first.session.session_id
-            assert await settled_tasks("a", PARKED) == PARKED
+            assert await settled_tasks("a", tasks("a", *PARKED)) == tasks("a", *PARKED)
             await checked_twice(manager, "a")
             assert await pid_of(manager, "a") == pid  # the same process all along
         assert not pid_alive(pid)
@@ -123,7 +105,7 @@ async def test_a_list_change_while_parked_is_heard_and_listed_without_a_session(
             snap = await manager.wait_for("c", routed)
             assert snap.session.parked
             assert snap.session.session_id == first.session.session_id
-            assert await settled_tasks("c", PARKED) == PARKED
+            assert await settled_tasks("c", tasks("c", *PARKED)) == tasks("c", *PARKED)
             assert text_of(await manager.call_tool("late")) == "late"
 
 

@@ -35,10 +35,9 @@ from .wire import CONNECTION_CLOSED as _CONNECTION_CLOSED
 from .wire import INTERNAL_ERROR as _INTERNAL_ERROR
 from .wire import INVALID_REQUEST as _INVALID_REQUEST
 from .wire import METHOD_NOT_FOUND as _METHOD_NOT_FOUND
-from .wire import SESSIONLESS_METHODS
+from .wire import SESSIONLESS_METHODS, request_message, result_of
 from .wire import check_answer as _check_answer
 from .wire import discover_body as _discover_body
-from .wire import rpc_error as _rpc_error
 
 NOT_UTF8_EVENTS = "the server sent an event stream that is not UTF-8 text"
 
@@ -569,23 +568,13 @@ class SessionlessDispatcher(PlainPost):
             raise RuntimeError(f"{method} needs a session")
         self._sent += 1
         request_id = f"trio-mcp-{self._sent}"
-        message: dict[str, Any] = {"jsonrpc": "2.0", "id": request_id, "method": method}
-        if params is not None:
-            message["params"] = dict(params)
-        body = json.dumps(message).encode()
+        body = json.dumps(request_message(request_id, method, params)).encode()
         request = self._post((opts or {}).get("headers") or {}, len(body))
         # A handshake's requests are not in the probes' turns: handshakes are bounded by the
         # manager's connect slots, and a fleet coming up must not queue its handshakes behind
         # the probes of its first servers.
         status, headers, content = await self._exchange(request, body, request_id, turn=not self.handshaking)
-        answer = await self._answer(status, headers, content, request_id, method)
-        error = answer.get("error")
-        if error is not None:
-            raise _rpc_error(error)
-        result = answer.get("result")
-        if not isinstance(result, dict):
-            raise _rpc_error({"code": _INVALID_REQUEST, "message": f"{method} answered without a result"})
-        return result
+        return result_of(await self._answer(status, headers, content, request_id, method), method)
 
     async def notify(
         self, method: str, params: Mapping[str, Any] | None, opts: Mapping[str, Any] | None = None

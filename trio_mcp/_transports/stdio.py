@@ -43,13 +43,14 @@ from .base import (
     sent_marker,
 )
 from .wire import (
-    INVALID_REQUEST,
     METHOD_NOT_FOUND,
     SESSIONLESS_METHODS,
     ListenLostError,
     check_answer,
     envelope,
     listen_body,
+    request_message,
+    result_of,
     rpc_error,
 )
 
@@ -502,17 +503,8 @@ class StdioPipes:
         if method not in SESSIONLESS_METHODS:
             raise RuntimeError(f"{method} needs a session")
         request_id = self._next_id()
-        message: dict[str, Any] = {"jsonrpc": "2.0", "id": request_id, "method": method}
-        if params is not None:
-            message["params"] = dict(params)
-        answer = await self._request(request_id, message)
-        error = answer.get("error")
-        if error is not None:
-            raise rpc_error(error)
-        result = answer.get("result")
-        if not isinstance(result, dict):
-            raise rpc_error({"code": INVALID_REQUEST, "message": f"{method} answered without a result"})
-        return result
+        answer = await self._request(request_id, request_message(request_id, method, params))
+        return result_of(answer, method)
 
     async def notify(
         self, method: str, params: Mapping[str, Any] | None, opts: Mapping[str, Any] | None = None
@@ -525,8 +517,7 @@ class StdioPipes:
     async def discover(self, version: str) -> None:
         """``Link.discover_probe``: ``server/discover`` at ``version``, answered with a result."""
         request_id = self._next_id("probe-")
-        params = {"_meta": envelope(version)}
-        message = {"jsonrpc": "2.0", "id": request_id, "method": "server/discover", "params": params}
+        message = request_message(request_id, "server/discover", {"_meta": envelope(version)})
         check_answer(await self._request(request_id, message))
 
     async def listen(self, version: str, kinds: tuple[str, ...], on_message: OnListenMessage) -> None:

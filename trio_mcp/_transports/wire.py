@@ -32,12 +32,29 @@ def discover_body(request_id: str, version: str) -> bytes:
     return json.dumps(body).encode()
 
 
-def check_answer(answer: dict[str, Any]) -> None:
+def request_message(request_id: str, method: str, params: Mapping[str, Any] | None) -> dict[str, Any]:
+    """A JSON-RPC request of ours (``params`` left out when ``None``)."""
+    message: dict[str, Any] = {"jsonrpc": "2.0", "id": request_id, "method": method}
+    if params is not None:
+        message["params"] = dict(params)
+    return message
+
+
+def result_of(answer: dict[str, Any], method: str = "server/discover") -> dict[str, Any]:
+    """The result of ``answer`` (to a ``method`` request); raises the ``MCPError`` it holds
+    instead, or one saying it holds no result."""
     error = answer.get("error")
     if error is not None:
         raise rpc_error(error)
-    if not isinstance(answer.get("result"), dict):
-        raise rpc_error({"code": INVALID_REQUEST, "message": "server/discover answered without a result"})
+    result = answer.get("result")
+    if not isinstance(result, dict):
+        raise rpc_error({"code": INVALID_REQUEST, "message": f"{method} answered without a result"})
+    return result
+
+
+def check_answer(answer: dict[str, Any]) -> None:
+    """Whether a probe's ``server/discover`` was answered with a result (else raises)."""
+    result_of(answer)
 
 
 def rpc_error(error: Any) -> Exception:
