@@ -383,17 +383,35 @@ async def test_answers_to_requests_sent_without_a_session_are_not_handed_to_the_
 
 
 @pytest.mark.integration
-async def test_with_no_session_attached_a_ping_is_answered_and_other_requests_refused(tmp_path: Path) -> None:
+async def test_with_no_session_attached_a_ping_is_answered_and_a_request_waits_for_the_next(
+    tmp_path: Path,
+) -> None:
+    """A ``ping`` is answered by the pipes themselves; another request is held, the owner is told
+    once to open a session, and the session opened then reads it first and answers it."""
     import json
 
+    from mcp.shared.message import SessionMessage
+    from mcp_types import JSONRPCRequest, JSONRPCResponse
+
     answers = tmp_path / "answers"
+    told: list[int] = []
     with trio.fail_after(10):
-        async with started_pipes(ASKS_THE_CLIENT, str(answers)):
+        async with started_pipes(ASKS_THE_CLIENT, str(answers)) as (pipes, _):
+            pipes.on_inbound = lambda: told.append(1)
+            while not told:  # noqa: ASYNC110 (what the reader does has no event)
+                await trio.sleep(0.02)
+            read, write = pipes.attach()
+            held = await read.receive()
+            assert isinstance(held.message, JSONRPCRequest)
+            assert (held.message.id, held.message.method) == ("r", "roots/list")
+            answer = JSONRPCResponse(jsonrpc="2.0", id="r", result={"roots": []})
+            await write.send(SessionMessage(answer))
             while not answers.exists() or answers.read_text().count("\n") < 2:  # noqa: ASYNC110
                 await trio.sleep(0.02)
+    assert told == [1]
     ping, roots = map(json.loads, answers.read_text().splitlines())
     assert ping == {"jsonrpc": "2.0", "id": 7, "result": {}}
-    assert roots["id"] == "r" and roots["error"]["code"] == -32601
+    assert roots == {"jsonrpc": "2.0", "id": "r", "result": {"roots": []}}
 
 
 @pytest.mark.integration

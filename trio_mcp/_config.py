@@ -105,9 +105,10 @@ class ServerPolicy:
             connected together (a fleet starting) do not probe together from then on
             (``0``: exactly at ``health_interval``).
         park_after: seconds without a call after which a 2026-07-28 connection over plain
-            ``http://`` is parked: its SDK session is closed while its probes and its
-            list-change stream go on, and the next call opens one again without a round trip
-            (``None``: never parked). A connection borrowed with ``acquire`` is never parked.
+            ``http://``, or any stdio connection, is parked: its SDK session is closed while
+            its probes and its list-change stream go on (a stdio server's process with them),
+            and the next call opens one again without a round trip (``None``: never parked). A
+            connection borrowed with ``acquire`` is never parked.
     """
 
     handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT

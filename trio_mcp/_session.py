@@ -132,6 +132,10 @@ async def probe(conn: Connection, kind: str) -> None:
             version if version in MODERN_PROTOCOL_VERSIONS else MODERN_PROTOCOL_VERSIONS[-1]
         )
     elif kind == "ping":
+        ping_probe = conn.link.ping_probe
+        if ping_probe is not None:
+            await ping_probe()
+            return
         await conn.session.send_ping()
     elif kind == "list_tools":
         await conn.session.list_tools()
@@ -165,12 +169,17 @@ def prime_tool_listing(session: ClientSession, tools: Sequence[Tool]) -> None:
 
 def probes_without_session(conn: Connection, kind: str) -> bool:
     """Whether :func:`probe` of ``kind`` on ``conn`` needs no session (so it may be parked)."""
-    return (
-        kind in ("auto", "discover", "none")
-        and conn.era == "modern"
-        and conn.protocol_version in MODERN_PROTOCOL_VERSIONS
-        and conn.link.discover_probe is not None
-    )
+    if kind == "none":
+        return True
+    if kind == "auto":
+        kind = "discover" if conn.era == "modern" else "ping"
+    if kind == "discover":
+        return (
+            conn.era == "modern"
+            and conn.protocol_version in MODERN_PROTOCOL_VERSIONS
+            and conn.link.discover_probe is not None
+        )
+    return kind == "ping" and conn.link.ping_probe is not None
 
 
 class _ParkedSession:

@@ -23,7 +23,7 @@ import logging
 import math
 import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
-from contextlib import asynccontextmanager, contextmanager
+from contextlib import asynccontextmanager, contextmanager, suppress
 from dataclasses import dataclass, replace
 from typing import Any, cast
 
@@ -33,6 +33,7 @@ from mcp.client.subscriptions import listen
 from mcp.shared.subscriptions import PromptsListChanged, ResourcesListChanged, ToolsListChanged
 from mcp_types import (
     DiscoverResult,
+    InitializeResult,
     PromptListChangedNotification,
     ResourceListChangedNotification,
     ToolListChangedNotification,
@@ -308,6 +309,11 @@ class _Resumed(_Report):
 
 
 @dataclass(slots=True, kw_only=True)
+class _Inbound(_Report):
+    """The server of a parked stdio connection sent what needs a session."""
+
+
+@dataclass(slots=True, kw_only=True)
 class _CatalogListed(_Report):
     conn: Connection | None
     """``None``: whichever connection is live (a list-changed notice)."""
@@ -510,6 +516,11 @@ class ServerSupervisor:
             self._inbox_send.send_nowait(report)
         except (trio.ClosedResourceError, trio.BrokenResourceError):
             raise ManagerClosedError(f"the supervisor of {self.name!r} is closed") from None
+
+    def _inbound(self) -> None:
+        """The stdio server sent what needs a session while none is open: one is opened."""
+        with suppress(ManagerClosedError):
+            self._send(_Inbound())
 
     async def _send_and_wait(self, report: _Report) -> None:
         report.done = trio.Event()
@@ -753,6 +764,10 @@ class ServerSupervisor:
                 live is None or live.after_drop != "reconnect"
             ):
                 self._publish(on_connect_demanded(state), "refresh demanded")
+        elif isinstance(report, _Inbound):
+            live = self._live
+            if live is not None and live.drop_reason is None and state.parked and not self._resume_tickets:
+                self._publish(on_resume_demanded(state), "resume demanded: the server sent a message")
         elif isinstance(report, _Invalidate):
             live = self._live
             if live is not None and live.drop_reason is None:
@@ -913,8 +928,9 @@ class ServerSupervisor:
                 if isinstance(self.config.transport, StdioTransport):
                     # The process outlives the sessions opened over its pipes.
                     pipes = await spawn(self.config.transport, link)
+                    pipes.on_inbound = self._inbound
                     pipes.start(lasting)
-                answer: DiscoverResult | None = None
+                answer: DiscoverResult | InitializeResult | None = None
                 parked_at: int | None = None
                 mode = self.policy.protocol
                 sessionless = self._sessionless(link)
@@ -941,7 +957,7 @@ class ServerSupervisor:
                         stage = "serve"
                         self._serve_lasting(conn, lasting)
                         parked_at = await self._serve(conn, write)
-                        answer = session.discover_result
+                        answer = session.discover_result or session.initialize_result
                     del session, write  # the closed session is not kept while parked
                 while parked_at is not None and answer is not None:
                     parked_at, answer = await self._park_and_resume(conn, answer, parked_at)
@@ -1069,16 +1085,23 @@ class ServerSupervisor:
         is parked (probes, the list-change stream, a catalog listed again) goes without one,
         and what its transport holds (the pool it leases from, a stdio server's pipes) outlives
         the session."""
-        return (
-            self.policy.park_after is not None
-            and conn.link.listen_stream is not None
-            and conn.link.sessionless is not None
-            and probes_without_session(conn, self.policy.probe)
-        )
+        link = conn.link
+        if (
+            self.policy.park_after is None
+            or link.sessionless is None
+            or not probes_without_session(conn, self.policy.probe)
+        ):
+            return False
+        if conn.era == "modern":
+            return link.listen_stream is not None
+        # A 2025-11-25 server keeps its session's state itself, but over HTTP our end of it
+        # (the session id) goes with the session; a stdio server's process keeps it all, and
+        # what it sends meanwhile opens a session again (see ``StdioPipes.on_inbound``).
+        return link.stdio is not None
 
     async def _park_and_resume(
-        self, conn: Connection, answer: DiscoverResult, resumes_seen: int
-    ) -> tuple[int | None, DiscoverResult | None]:
+        self, conn: Connection, answer: DiscoverResult | InitializeResult, resumes_seen: int
+    ) -> tuple[int | None, DiscoverResult | InitializeResult | None]:
         """Keep ``conn`` parked (its session was closed) until it is needed (a demand, or a
         catalog to list again), then open a session again, adopting the handshake's
         ``answer``, and serve it. Returns what :meth:`_serve` did and the answer now."""
@@ -1118,7 +1141,7 @@ class ServerSupervisor:
             conn.resume(session)
             await self._send_and_wait(_Resumed(conn=conn))
             parked_at = await self._serve(conn, write)
-        return parked_at, session.discover_result
+        return parked_at, session.discover_result or session.initialize_result
 
     async def _wait_idle(self, conn: Connection) -> int:
         """Wait until the writer agrees that ``conn`` has been idle for ``park_after`` (no call

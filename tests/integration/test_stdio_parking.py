@@ -129,15 +129,64 @@ async def test_a_stdio_server_killed_while_parked_is_dropped_at_once_and_recover
             await wait_gone(pid, within=1)
 
 
-async def test_a_legacy_stdio_server_is_never_parked() -> None:
-    """A server handshaken with ``initialize`` keeps its session: its probes and notifications
-    need one."""
-    config = stdio_demo("a", server_policy=policy(health_interval=0.2, park_after=0.2, protocol="legacy"))
+def changing_server(name: str, server_policy: trio_mcp.ServerPolicy, **env: str) -> trio_mcp.ServerConfig:
+    """``_changing_server.py`` over stdio, with ``env`` (e.g. ``TRIO_MCP_TEST_TRIGGER``)."""
+    transport = trio_mcp.StdioTransport(
+        command=sys.executable, args=(str(CHANGING_SERVER),), env={**coverage_env(), **env}
+    )
+    return trio_mcp.ServerConfig(name=name, transport=transport, policy=server_policy)
+
+
+async def test_a_legacy_stdio_server_parks_too_and_is_probed_with_pings_over_its_pipes() -> None:
+    """A 2025-11-25 server keeps its session's state in its process: idle, its connection closes
+    the SDK session all the same, probes it with ``ping`` over the pipes, and a call opens a
+    session again that adopts the ``initialize`` answer (no second handshake)."""
+    config = stdio_demo(
+        "a", server_policy=policy(health_interval=0.2, park_after=PARK_AFTER, protocol="legacy")
+    )
     with trio.fail_after(30):
         async with trio_mcp.open_manager([config]) as manager:
             snap = await manager.wait_for("a", healthy)
             assert snap.capabilities is not None and snap.capabilities.era == "legacy"
+            pid = await pid_of(manager, "a")
+            await manager.wait_for("a", parked)
+            legacy_parked = tasks("a", *PIPES, "connection", "health probes")
+            assert await settled_tasks("a", legacy_parked) == legacy_parked
             await checked_twice(manager, "a")
-            await trio.sleep(0.4)
-            assert not manager.server("a").session.parked
-            assert text_of(await manager.call_tool("whoami")) == "a"
+            assert manager.server("a").session.parked
+
+            result = await manager.invoke("tools/call", "whoami")
+            assert text_of(result.result) == "a"
+            assert [(a.server, a.stage, a.success) for a in result.attempts] == [("a", "invoke", True)]
+            assert await pid_of(manager, "a") == pid
+            assert manager.server("a").session.session_id == snap.session.session_id
+
+
+async def test_a_request_sent_while_parked_opens_a_session_that_answers_it(tmp_path: Path) -> None:
+    """A 2025-11-25 server may ask its client something at any time: a request that arrives while
+    the connection is parked is held, a session is opened for it, and the client's own handler
+    answers it (here the configured roots)."""
+    roots = tmp_path / "roots"
+    legacy = policy(health_interval=0.2, park_after=PARK_AFTER, protocol="legacy")
+    config = changing_server("c", legacy, TRIO_MCP_TEST_ROOTS=str(roots))
+    client = trio_mcp.ClientFeatures(roots=["file:///work/project"])
+    with trio.fail_after(30):
+        async with trio_mcp.open_manager([config], client=client) as manager:
+            reasons: list[str] = []
+
+            def on_event(event: object) -> None:
+                if isinstance(event, trio_mcp.StateChange):
+                    reasons.append(event.reason)
+
+            manager.stream.add_listener(on_event)
+            first = await manager.wait_for("c", healthy)
+            asked = await manager.call_tool("ask_roots_later", {"seconds": 2 * PARK_AFTER + 0.5})
+            assert text_of(asked) == "asked later"
+            await manager.wait_for("c", parked)
+            resumed = await manager.wait_for("c", lambda s: healthy(s) and not s.session.parked)
+            while not roots.exists():  # noqa: ASYNC110 (the server's file has no event)
+                await trio.sleep(0.05)
+            assert (await trio.Path(roots).read_text()).split() == ["file:///work/project"]
+            assert resumed.session.session_id == first.session.session_id
+            assert "resume demanded: the server sent a message" in reasons
+            await manager.wait_for("c", parked)  # idle again, it parks again

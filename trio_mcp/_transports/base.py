@@ -158,6 +158,7 @@ class Link:
         "exit_reason",
         "http_status",
         "listen_stream",
+        "ping_probe",
         "server",
         "sessionless",
         "stderr_tail",
@@ -182,6 +183,9 @@ class Link:
         self.discover_probe: Callable[[str], Awaitable[None]] | None = None
         """A ``server/discover`` at the given version that the transport sends by itself,
         outside the SDK session (streamable HTTP: one POST); ``None``: probe through the session."""
+        self.ping_probe: Callable[[], Awaitable[None]] | None = None
+        """A ``ping`` that the transport sends by itself, outside the SDK session (stdio: one
+        line); ``None``: ping through the session."""
         self.listen_stream: ListenStream | None = None
         """A ``subscriptions/listen`` stream that the transport holds by itself, outside the SDK
         session (plain streamable HTTP); ``None``: listen through the session."""

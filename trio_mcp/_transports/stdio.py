@@ -14,7 +14,7 @@ import select
 import signal
 import subprocess
 from collections import deque
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager, suppress
 from typing import Any, cast
 
@@ -43,7 +43,6 @@ from .base import (
     sent_marker,
 )
 from .wire import (
-    METHOD_NOT_FOUND,
     SESSIONLESS_METHODS,
     ListenLostError,
     check_answer,
@@ -191,6 +190,9 @@ async def _stop_process_group(process: trio.Process, grace: float) -> None:
 
 _PING_ANSWER = b'{"jsonrpc":"2.0","id":%s,"result":{}}\n'
 _LISTEN_QUEUE = 64
+_PENDING_INBOUND = 256
+"""Messages for a session kept while none is open (it is being opened for them); the oldest
+beyond it are dropped."""
 """Messages of one list-change stream kept while its reader is busy; a burst beyond it loses
 only list-change notices, which say what the next listing shows anyway."""
 
@@ -249,13 +251,15 @@ class StdioPipes:
     One reader task splits stdout into messages: answers and list-change messages of the
     requests sent here without a session (``trio-mcp-...`` ids: the handshake, probes, the
     list-change stream) go to their waiters, everything else to the session attached, if any.
-    With none attached, a ``ping`` is answered and any other request refused. A second task
+    With none attached, a ``ping`` is answered here; anything else is held for the next session,
+    and its owner is told (``on_inbound``) to open one. A second task
     keeps the tail of stderr, then reports the process's exit. Writes go straight to stdin from
     the writer's task, one message at a time: a write cut short midway (its caller cancelled
     while the pipe was full) leaves half a line in the pipe, so the connection is then dead.
 
-    Also what ``Link.discover_probe``, ``Link.listen_stream`` and ``Link.sessionless`` are for
-    a stdio connection (see :meth:`discover`, :meth:`listen`, :meth:`send_raw_request`).
+    Also what ``Link.discover_probe``, ``Link.ping_probe``, ``Link.listen_stream`` and
+    ``Link.sessionless`` are for a stdio connection (see :meth:`discover`, :meth:`ping`,
+    :meth:`listen`, :meth:`send_raw_request`).
     """
 
     __slots__ = (
@@ -264,11 +268,13 @@ class StdioPipes:
         "_link",
         "_listens",
         "_max",
+        "_pending",
         "_sent",
         "_stdin",
         "_waiting",
         "_write_lock",
         "handshaking",
+        "on_inbound",
         "process",
     )
 
@@ -285,6 +291,11 @@ class StdioPipes:
         self._listens: dict[str, _Subscription] = {}
         self._sent = 0
         self._ended = False
+        self._pending: deque[SessionMessage | Exception] = deque(maxlen=_PENDING_INBOUND)
+        """What the server sent for a session while none was open, handed to the next."""
+        self.on_inbound: Callable[[], None] | None = None
+        """Called when the server sends what needs a session while none is open (its owner
+        opens one: the messages wait for it)."""
         self.handshaking = True
         """Unused here (no origin is shared); part of ``SessionlessRequests``."""
 
@@ -303,9 +314,13 @@ class StdioPipes:
     # -- the session ------------------------------------------------------------------------
 
     def attach(self) -> tuple[Any, _SessionWrite]:
-        """The stream pair of an SDK session opened over the pipes; it is detached when it
-        closes its read stream (or another is attached)."""
-        send, receive = anyio.create_memory_object_stream[SessionMessage | Exception](0)
+        """The stream pair of an SDK session opened over the pipes, which first reads what the
+        server sent while no session was open; it is detached when it closes its read stream
+        (or another is attached)."""
+        pending = self._pending
+        send, receive = anyio.create_memory_object_stream[SessionMessage | Exception](len(pending))
+        while pending:
+            send.send_nowait(pending.popleft())
         if self._attached is not None:
             self._attached.close()
         if self._ended:
@@ -395,7 +410,8 @@ class StdioPipes:
                         if not _is_utf8(line):
                             link.mark_dead("protocol_error", NOT_UTF8)
                             return
-                        await self._to_session(exc)
+                        if not await self._to_session(exc):
+                            self._hold(exc)
                         continue
                     await self._route(message)
                 if lines.overflowed:
@@ -429,14 +445,18 @@ class StdioPipes:
                 return
         if await self._to_session(SessionMessage(message)):
             return
-        # No session is open (the connection is parked): a request is answered here.
-        if isinstance(message, JSONRPCRequest):
-            request_id = json.dumps(message.id).encode()
-            if message.method == "ping":
-                self.write_now(_PING_ANSWER % request_id)
-            else:
-                error = {"code": METHOD_NOT_FOUND, "message": f"{message.method} is not served while idle"}
-                self.write_now(_line({"jsonrpc": "2.0", "id": message.id, "error": error}))
+        # No session is open (the connection is parked): a ping is answered here; anything
+        # else waits for the session its owner opens for it.
+        if isinstance(message, JSONRPCRequest) and message.method == "ping":
+            self.write_now(_PING_ANSWER % json.dumps(message.id).encode())
+            return
+        self._hold(SessionMessage(message))
+
+    def _hold(self, item: SessionMessage | Exception) -> None:
+        first = not self._pending
+        self._pending.append(item)
+        if first and self.on_inbound is not None:
+            self.on_inbound()
 
     async def _read_stderr(self) -> None:
         stderr = self.process.stderr
@@ -520,6 +540,12 @@ class StdioPipes:
         message = request_message(request_id, "server/discover", {"_meta": envelope(version)})
         check_answer(await self._request(request_id, message))
 
+    async def ping(self) -> None:
+        """``Link.ping_probe``: a ``ping``, answered with a result (a 2025-11-25 connection's
+        probe, sent while its session may be closed)."""
+        request_id = self._next_id("probe-")
+        result_of(await self._request(request_id, request_message(request_id, "ping", None)), "ping")
+
     async def listen(self, version: str, kinds: tuple[str, ...], on_message: OnListenMessage) -> None:
         """``Link.listen_stream``: hold a ``subscriptions/listen`` stream for changes of
         ``kinds``, handing each message of it to ``on_message`` (see
@@ -601,6 +627,7 @@ async def spawn(config: StdioTransport, link: Link) -> StdioPipes:
     pipes = StdioPipes(process, link, config.max_message_bytes)
     link.stdio = pipes
     link.discover_probe = pipes.discover
+    link.ping_probe = pipes.ping
     link.listen_stream = pipes.listen
     link.sessionless = pipes
     return pipes
