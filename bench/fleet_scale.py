@@ -35,6 +35,11 @@ CPU is shown as the backend's, and KiB/server is still the manager process's own
 
     .venv/bin/python bench/fleet_scale.py --transport stdio --servers 100 --seconds 10
 
+``--protocol legacy`` handshakes every server with ``initialize`` (2025-11-25) instead; such a
+connection parks only once idle for ``park_after``, so give a short one to measure it parked::
+
+    .venv/bin/python bench/fleet_scale.py --transport stdio --servers 100 --protocol legacy --park-after 2
+
 ``--backends B`` spreads the servers over B backend processes (server i at backend i mod B;
 the backend CPU column is their sum), for a fleet that one backend process cannot serve on its
 own::
@@ -156,6 +161,7 @@ async def measure(
     healthy_within: float,
     park_after: float | None,
     origins: int = 1,
+    protocol: str = "auto",
 ) -> dict[str, Any]:
     # What every server uses is imported before the baseline: module code is not per server.
     import httpx2  # noqa: F401
@@ -177,7 +183,7 @@ async def measure(
             return None
         return origin_url(urls[i % len(urls)], i // len(urls) % origins)
 
-    policy = trio_mcp.ServerPolicy(health_interval=interval, park_after=park_after)
+    policy = trio_mcp.ServerPolicy(health_interval=interval, park_after=park_after, protocol=protocol)  # type: ignore[arg-type]
     configs = [
         trio_mcp.ServerConfig(
             name=f"s{i:04d}",
@@ -335,6 +341,7 @@ async def measure(
             None if startup_backend_cpu is None else 1000 * startup_backend_cpu / n
         ),
         "park_after": park_after,
+        "protocol": protocol,
         "parked_after": parked_after,
         "parked": parked,
         "cpu": cpu / wall,
@@ -376,6 +383,7 @@ def run_child(
     healthy_within: float,
     park_after: float | None,
     origins: int = 1,
+    protocol: str = "auto",
 ) -> dict[str, Any]:
     backend = ["--url", ",".join(urls), "--backend-pid", ",".join(map(str, backend_pids))] if urls else []
     command = [
@@ -394,6 +402,8 @@ def run_child(
         "none" if park_after is None else str(park_after),
         "--origins",
         str(origins),
+        "--protocol",
+        protocol,
     ]
     with subprocess.Popen(command, stdout=subprocess.PIPE) as child:
         try:
@@ -444,7 +454,11 @@ def print_table(rows: list[dict[str, Any]], interval: float) -> None:
     )
     park_after = rows[0].get("park_after") if rows else None
     parking = "never" if park_after is None else f"{park_after:g}s"
-    print(f"transport={transport} ({backend}), health_interval={interval:g}s, park_after={parking}")
+    protocol = rows[0].get("protocol", "auto") if rows else "auto"
+    print(
+        f"transport={transport} ({backend}), health_interval={interval:g}s, park_after={parking}, "
+        f"protocol={protocol}"
+    )
     print(header)
     print("-" * len(header))
     for r in rows:
@@ -501,6 +515,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--origins", type=int, default=1, help="spread the HTTP servers over this many loopback origins"
     )
+    parser.add_argument(
+        "--protocol",
+        choices=("auto", "modern", "legacy"),
+        default="auto",
+        help="every server's protocol policy (legacy: the demo servers are handshaken with initialize)",
+    )
     parser.add_argument("--smoke", action="store_true", help="N=10 for 2 s (a quick check)")
     parser.add_argument("--json", action="store_true", help="also print each result as a JSON line")
     parser.add_argument(
@@ -527,6 +547,7 @@ def main(argv: list[str] | None = None) -> None:
                 healthy_within=args.healthy_within,
                 park_after=args.park_after,
                 origins=args.origins,
+                protocol=args.protocol,
             )
         )
         print(json.dumps(result), flush=True)
@@ -552,6 +573,7 @@ def main(argv: list[str] | None = None) -> None:
             healthy_within=healthy_within,
             park_after=args.park_after,
             origins=args.origins,
+            protocol=args.protocol,
         )
         if urls:
             row["backend_server"] = args.backend_server
