@@ -12,7 +12,16 @@ from pathlib import Path
 
 import pytest
 import trio
-from _support import coverage_env, pid_alive, policy, settled_tasks, stdio_demo, text_of, wait_gone
+from _support import (
+    coverage_env,
+    pid_alive,
+    policy,
+    server_pid,
+    settled_tasks,
+    stdio_demo,
+    text_of,
+    wait_gone,
+)
 
 import trio_mcp
 from trio_mcp import ServerSnapshot, ServerStatus
@@ -39,13 +48,6 @@ def tasks(server: str, *names: str) -> list[str]:
 PIPES = ("read stderr", "read stdout", "watch process")
 PARKED = (*PIPES, "connection", "health probes", "listen")
 SERVING = (*PARKED, "cancel notices", "catalog", "park when idle", "re-handshake", "watch connection")
-
-
-async def pid_of(manager: trio_mcp.Manager, name: str) -> int:
-    result = await manager.call_tool("pid", preferred=[name], failover="never", timeout=5)
-    assert result.structured_content is not None
-    pid: int = result.structured_content["result"]
-    return pid
 
 
 async def checked_twice(manager: trio_mcp.Manager, name: str) -> None:
@@ -77,12 +79,12 @@ async def test_an_idle_stdio_server_parks_with_its_process_and_a_call_opens_a_se
             assert not manager.server("a").session.parked
             assert await settled_tasks("a", tasks("a", *SERVING)) == tasks("a", *SERVING)
 
-            pid = await pid_of(manager, "a")
+            pid = await server_pid(manager, "a")
             again = await manager.wait_for("a", parked)
             assert again.session.session_id == first.session.session_id
             assert await settled_tasks("a", tasks("a", *PARKED)) == tasks("a", *PARKED)
             await checked_twice(manager, "a")
-            assert await pid_of(manager, "a") == pid  # the same process all along
+            assert await server_pid(manager, "a") == pid  # the same process all along
         assert not pid_alive(pid)
 
 
@@ -115,7 +117,7 @@ async def test_a_stdio_server_killed_while_parked_is_dropped_at_once_and_recover
     with trio.fail_after(30):
         async with trio_mcp.open_manager([stdio_demo("a", server_policy=PARKING)]) as manager:
             await manager.wait_for("a", healthy)
-            pid = await pid_of(manager, "a")
+            pid = await server_pid(manager, "a")
             await manager.wait_for("a", parked)
             os.kill(pid, signal.SIGKILL)
             killed_at = trio.current_time()
@@ -125,7 +127,7 @@ async def test_a_stdio_server_killed_while_parked_is_dropped_at_once_and_recover
             assert lost.last_error is not None and "code -9" in lost.last_error
             await manager.wait_for("a", lambda s: healthy(s) and s.status is not ServerStatus.DEGRADED)
             assert text_of(await manager.call_tool("whoami")) == "a"
-            assert await pid_of(manager, "a") != pid
+            assert await server_pid(manager, "a") != pid
             await wait_gone(pid, within=1)
 
 
@@ -148,7 +150,7 @@ async def test_a_legacy_stdio_server_parks_too_and_is_probed_with_pings_over_its
         async with trio_mcp.open_manager([config]) as manager:
             snap = await manager.wait_for("a", healthy)
             assert snap.capabilities is not None and snap.capabilities.era == "legacy"
-            pid = await pid_of(manager, "a")
+            pid = await server_pid(manager, "a")
             await manager.wait_for("a", parked)
             legacy_parked = tasks("a", *PIPES, "connection", "health probes")
             assert await settled_tasks("a", legacy_parked) == legacy_parked
@@ -158,7 +160,7 @@ async def test_a_legacy_stdio_server_parks_too_and_is_probed_with_pings_over_its
             result = await manager.invoke("tools/call", "whoami")
             assert text_of(result.result) == "a"
             assert [(a.server, a.stage, a.success) for a in result.attempts] == [("a", "invoke", True)]
-            assert await pid_of(manager, "a") == pid
+            assert await server_pid(manager, "a") == pid
             assert manager.server("a").session.session_id == snap.session.session_id
 
 

@@ -127,7 +127,7 @@ message)``, until it ends (see :class:`~.http_listen.PlainListen`)."""
 
 class SessionlessRequests(Protocol):
     """Sends a request that needs no session by itself (the dispatcher of an SDK session that
-    is never entered: ``http_probe.SessionlessDispatcher``)."""
+    is never entered: ``http_probe.SessionlessDispatcher``, ``stdio.StdioPipes``)."""
 
     handshaking: bool
     """Whether what it sends is the connection's handshake (its owner clears it once the
@@ -177,22 +177,24 @@ class Link:
             _CANCEL_NOTICE_QUEUE
         )
         self.track_delivery = False
-        """Set by transports that can tell an undelivered request (streamable HTTP: the POST
-        found no connection; stdio: the request's line could not be written to the pipe)."""
+        """Set by transports that can tell an undelivered request only after it was handed on
+        (streamable HTTP: the POST found no connection). A stdio write happens in the caller's
+        task and marks its ``sent_marker`` itself."""
         self.awaiting_delivery: dict[str, SentMarker] = {}
         self.discover_probe: Callable[[str], Awaitable[None]] | None = None
         """A ``server/discover`` at the given version that the transport sends by itself,
-        outside the SDK session (streamable HTTP: one POST); ``None``: probe through the session."""
+        outside the SDK session (streamable HTTP: one POST; stdio: one line); ``None``: probe
+        through the session."""
         self.ping_probe: Callable[[], Awaitable[None]] | None = None
         """A ``ping`` that the transport sends by itself, outside the SDK session (stdio: one
         line); ``None``: ping through the session."""
         self.listen_stream: ListenStream | None = None
         """A ``subscriptions/listen`` stream that the transport holds by itself, outside the SDK
-        session (plain streamable HTTP); ``None``: listen through the session."""
+        session (plain streamable HTTP, stdio); ``None``: listen through the session."""
         self.sessionless: SessionlessRequests | None = None
         """A dispatcher for an SDK session that is never entered, sending the requests that
-        need no session (the handshake's) by itself (plain streamable HTTP); ``None``: they go
-        through an open session."""
+        need no session (the handshake's) by itself (plain streamable HTTP, stdio); ``None``:
+        they go through an open session."""
         self.stdio: HeldPipes | None = None
         """The stdio process and pipes the connection holds, which outlive its SDK sessions
         (a session is opened over them, see ``stdio.StdioPipes.attach``); ``None``: not stdio,

@@ -46,7 +46,7 @@ from .wire import (
     SESSIONLESS_METHODS,
     ListenLostError,
     check_answer,
-    envelope,
+    discover_message,
     listen_body,
     request_message,
     result_of,
@@ -190,11 +190,11 @@ async def _stop_process_group(process: trio.Process, grace: float) -> None:
 
 _PING_ANSWER = b'{"jsonrpc":"2.0","id":%s,"result":{}}\n'
 _LISTEN_QUEUE = 64
+"""Messages of one list-change stream kept while its reader is busy; a burst beyond it loses
+only list-change notices, which say what the next listing shows anyway."""
 _PENDING_INBOUND = 256
 """Messages for a session kept while none is open (it is being opened for them); the oldest
 beyond it are dropped."""
-"""Messages of one list-change stream kept while its reader is busy; a burst beyond it loses
-only list-change notices, which say what the next listing shows anyway."""
 
 
 class _Answer:
@@ -252,10 +252,10 @@ class StdioPipes:
     requests sent here without a session (``trio-mcp-...`` ids: the handshake, probes, the
     list-change stream) go to their waiters, everything else to the session attached, if any.
     With none attached, a ``ping`` is answered here; anything else is held for the next session,
-    and its owner is told (``on_inbound``) to open one. A second task
-    keeps the tail of stderr, then reports the process's exit. Writes go straight to stdin from
-    the writer's task, one message at a time: a write cut short midway (its caller cancelled
-    while the pipe was full) leaves half a line in the pipe, so the connection is then dead.
+    and its owner is told (``on_inbound``) to open one. A second task keeps the tail of stderr,
+    and a third reports the process's exit. Writes go straight to stdin from the writer's own
+    task, one message at a time: a write cut short midway (its caller cancelled while the pipe
+    was full) leaves half a line in the pipe, so the connection is then dead.
 
     Also what ``Link.discover_probe``, ``Link.ping_probe``, ``Link.listen_stream`` and
     ``Link.sessionless`` are for a stdio connection (see :meth:`discover`, :meth:`ping`,
@@ -443,14 +443,15 @@ class StdioPipes:
                     listening.messages.append({"method": message.method, "params": message.params})
                     listening.wake()
                 return
-        if await self._to_session(SessionMessage(message)):
+        item = SessionMessage(message)
+        if await self._to_session(item):
             return
         # No session is open (the connection is parked): a ping is answered here; anything
         # else waits for the session its owner opens for it.
         if isinstance(message, JSONRPCRequest) and message.method == "ping":
             self.write_now(_PING_ANSWER % json.dumps(message.id).encode())
             return
-        self._hold(SessionMessage(message))
+        self._hold(item)
 
     def _hold(self, item: SessionMessage | Exception) -> None:
         first = not self._pending
@@ -537,8 +538,7 @@ class StdioPipes:
     async def discover(self, version: str) -> None:
         """``Link.discover_probe``: ``server/discover`` at ``version``, answered with a result."""
         request_id = self._next_id("probe-")
-        message = request_message(request_id, "server/discover", {"_meta": envelope(version)})
-        check_answer(await self._request(request_id, message))
+        check_answer(await self._request(request_id, discover_message(request_id, version)))
 
     async def ping(self) -> None:
         """``Link.ping_probe``: a ``ping``, answered with a result (a 2025-11-25 connection's

@@ -22,14 +22,13 @@ def envelope(version: str) -> dict[str, Any]:
     return {PROTOCOL_VERSION_META_KEY: version, CLIENT_CAPABILITIES_META_KEY: {}}
 
 
+def discover_message(request_id: str, version: str) -> dict[str, Any]:
+    """A ``server/discover`` at ``version`` (a probe)."""
+    return request_message(request_id, "server/discover", {"_meta": envelope(version)})
+
+
 def discover_body(request_id: str, version: str) -> bytes:
-    body = {
-        "jsonrpc": "2.0",
-        "id": request_id,
-        "method": "server/discover",
-        "params": {"_meta": envelope(version)},
-    }
-    return json.dumps(body).encode()
+    return json.dumps(discover_message(request_id, version)).encode()
 
 
 def request_message(request_id: str, method: str, params: Mapping[str, Any] | None) -> dict[str, Any]:
