@@ -38,6 +38,7 @@ from pathlib import Path
 import trio
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "chaos"))
+sys.path.insert(1, str(Path(__file__).resolve().parent.parent / "tests"))  # _ports
 
 from _http_faults import HttpFaultConfig, run_http_faults
 from _kills import KillConfig, run_kills

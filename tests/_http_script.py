@@ -38,6 +38,14 @@ class ScriptedHttpServer:
     closed: int = 0
     """Connections that ended (either side closed them)."""
     _ended: trio.Event = field(default_factory=trio.Event)
+    _read: trio.Event = field(default_factory=trio.Event)
+
+    async def wait_requests(self, count: int) -> None:
+        """Wait until ``count`` requests have been read in all."""
+        with trio.fail_after(5):
+            while len(self.requests) < count:
+                await self._read.wait()
+                self._read = trio.Event()
 
     async def wait_closed(self, count: int) -> None:
         """Wait until ``count`` connections have ended."""
@@ -87,6 +95,7 @@ class ScriptedHttpServer:
                     sent = json.loads(body)
                     headers = {k.decode(): v.decode() for k, v in request.headers}
                     self.requests.append((index, sent, headers))
+                    self._read.set()
                     answer = self.answer(index, sent)
                     if answer is None:
                         return  # read, and dropped without an answer

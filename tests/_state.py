@@ -18,6 +18,7 @@ from typing import Any
 
 import httpx
 import trio
+from _ports import free_port
 
 import trio_mcp
 from web.serve import serve
@@ -103,15 +104,6 @@ def capture(name: str = "trio_mcp.store") -> Iterator[Records]:
     finally:
         logger.removeHandler(handler)
         logger.setLevel(level)
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def _descendants(root: int) -> set[int]:

@@ -28,6 +28,7 @@ from typing import Any
 import httpx
 import trio
 from _kills import SERVER_SCRIPT, LedgerFile
+from _ports import free_port
 
 from trio_mcp.testing import Baseline, History
 from trio_mcp.testing._baseline import _descendants
@@ -103,15 +104,6 @@ def write_config(path: Path, ledger: Path, gate: Path, servers: int) -> None:
     path.write_text(json.dumps({"mcpServers": entries}))
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 async def _wait_until_ready(client: httpx.AsyncClient, proc: trio.Process, servers: int) -> None:
     with trio.fail_after(60):
         while proc.returncode is None:
@@ -134,7 +126,7 @@ async def run_sigterm(config: SigtermConfig, workdir: Path) -> SigtermReport:
     servers_json = workdir / "servers.json"
     gate = workdir / "gate"
     write_config(servers_json, ledger.path, gate, config.servers)
-    port = _free_port()
+    port = free_port()
     history = History()
     statuses: Counter[int] = Counter()
     names = [f"t{i}" for i in range(config.servers)]

@@ -7,13 +7,13 @@ import functools
 import json
 import os
 import signal
-import socket
 import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import trio
+from _ports import free_port
 from mcp.server.mcpserver import MCPServer
 
 import trio_mcp
@@ -125,13 +125,6 @@ async def serve_asgi(nursery: trio.Nursery, app: Any) -> str:
     config.accesslog = config.errorlog = None
     await nursery.start(functools.partial(serve, app, config))
     return f"http://127.0.0.1:{port}/mcp"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 async def kill_leftovers(proc: trio.Process, pids: set[int]) -> None:
