@@ -39,6 +39,12 @@ class ScriptedHttpServer:
     """Connections that ended (either side closed them)."""
     _ended: trio.Event = field(default_factory=trio.Event)
     _read: trio.Event = field(default_factory=trio.Event)
+    _open: set[trio.CancelScope] = field(default_factory=set)
+
+    def close_all(self) -> None:
+        """Close every open connection (as a server that restarts does)."""
+        for scope in self._open:
+            scope.cancel()
 
     async def wait_requests(self, count: int) -> None:
         """Wait until ``count`` requests have been read in all."""
@@ -73,6 +79,15 @@ class ScriptedHttpServer:
         index = self.connections
         self.connections += 1
         conn = h11.Connection(h11.SERVER)
+        scope = trio.CancelScope()
+        self._open.add(scope)
+        try:
+            with scope:
+                await self._exchange(stream, conn, index)
+        finally:
+            self._open.discard(scope)
+
+    async def _exchange(self, stream: trio.SocketStream, conn: h11.Connection, index: int) -> None:
         try:
             async with stream:
                 while True:

@@ -143,6 +143,16 @@ async def _tee(handler: Callable[[Any], Awaitable[None]], message: Mapping[str, 
         logger.exception("message handler failed on %r", message.get("method"))
 
 
+async def _deliver_notification(session: ClientSession, method: str, params: Any) -> None:
+    """Hand a notification read outside ``session`` (on an answer's event stream) to the
+    session's own routing: validated for its protocol version, then to its logging callback
+    and message handler, which contain what they raise."""
+    try:
+        await session._on_notify(cast(Any, None), method, params if isinstance(params, dict) else None)
+    except Exception:
+        logger.exception("notification %r could not be delivered", method)
+
+
 HandshakeObserver = Callable[[str, Failure | None], None]
 """Called with ``("start", None)``, ``("success", None)`` or ``("failure", failure)``."""
 
@@ -1080,6 +1090,33 @@ class ServerSupervisor:
                 session_servers[session] = self.name  # client-feature handlers learn who asked
                 yield session, write
 
+    @asynccontextmanager
+    async def _resumed_session(self, conn: Connection) -> AsyncIterator[tuple[ClientSession, Any]]:
+        """The session ``conn`` is served with once resumed, and the transport's write stream:
+        on a 2026-07-28 connection whose transport sends each request by itself
+        (``Link.plain_calls``), a session that is never entered (no write stream: ``None``);
+        else one opened over the transport, as :meth:`_open_session`."""
+        calls = conn.link.plain_calls
+        if calls is None or conn.era != "modern":
+            async with self._open_session(conn.link) as opened:
+                yield opened
+            return
+        session = ClientSession(dispatcher=cast(Any, calls), **self._client_session_options())
+        session_servers[session] = self.name
+
+        async def on_notification(message: dict[str, Any]) -> None:
+            # As the session's own receive loop would have: typed, to the logging callback and
+            # the message handler (which sees list changes too).
+            params = message.get("params")
+            await _deliver_notification(session, str(message.get("method")), params)
+
+        calls.on_notification = on_notification
+        try:
+            yield session, None
+        finally:
+            calls.on_notification = None
+            calls.abandon()  # none is under way when parked; when dropped, they fail
+
     def _parkable(self, conn: Connection) -> bool:
         """Whether ``conn`` may close its session while idle: everything that goes on while it
         is parked (probes, the list-change stream, a catalog listed again) goes without one,
@@ -1133,7 +1170,7 @@ class ServerSupervisor:
                 await self._list_stale(conn, session_pages(sessionless), _offered(state), state)
                 relisting.cancel_scope.cancel()
             del sessionless  # not kept while parked
-        async with self._open_session(conn.link) as (session, write):
+        async with self._resumed_session(conn) as (session, write):
             session.adopt(answer)  # no round trip: the server's answer is still current
             tools = self._state.value.catalog.tools
             if tools is not None:
@@ -1163,9 +1200,10 @@ class ServerSupervisor:
         parked once idle for ``park_after`` (returns the resume demands answered then)."""
         parked_at: int | None = None
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(
-                conn.link.forward_cancel_notices, write.send_direct, name=f"{self.name}: cancel notices"
-            )
+            if write is not None:  # a session never entered sends no cancel notices
+                nursery.start_soon(
+                    conn.link.forward_cancel_notices, write.send_direct, name=f"{self.name}: cancel notices"
+                )
             nursery.start_soon(self._watch_link, conn, name=f"{self.name}: watch connection")
             nursery.start_soon(self._relist_on_change, conn, name=f"{self.name}: catalog")
             if conn.era == "modern":

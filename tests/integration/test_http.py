@@ -183,8 +183,47 @@ async def test_refused_post_is_not_sent_so_a_side_effect_fails_over(
 
 
 async def test_servers_at_one_origin_share_a_pool_closed_with_the_manager(nursery: trio.Nursery) -> None:
-    """Three servers at one URL lease one keep-alive pool (each connection keeps its own client,
-    headers and auth); leaving the manager closes the pool and every socket in it."""
+    """Three servers at one URL that go through ``httpx2`` (an auth flow) lease one keep-alive
+    pool (each connection keeps its own client, headers and auth); leaving the manager closes
+    the pool and every socket in it."""
+    with trio.fail_after(30):
+        server = HttpDemoServer(nursery, "web")
+        await server.start()
+        configs = [
+            trio_mcp.ServerConfig(
+                name=name,
+                transport=trio_mcp.HttpTransport(
+                    url=server.url,
+                    headers={"x-server": name},
+                    auth=trio_mcp.BearerAuth(token=f"token-{name}"),
+                ),
+                policy=policy(health_interval=60),
+            )
+            for name in ("a", "b", "c")
+        ]
+        async with trio_mcp.open_manager(configs) as manager:
+            for name in ("a", "b", "c"):
+                await manager.wait_for(name, healthy)
+            pool = manager._http_pool
+            assert pool is not None
+            assert pool.statistics() == {"origins": 1, "pools": 1, "leases": 3}
+            for name in ("a", "b", "c"):
+                result = await manager.call_tool("whoami", preferred=[name], failover="never")
+                assert text_of(result) == "web"
+            assert pool.statistics() == {"origins": 1, "pools": 1, "leases": 3}
+            transport = pool.transport_for(("http", "127.0.0.1", server.port))
+            connections = transport._pool.connections  # type: ignore[attr-defined]
+            assert connections
+            await manager.remove_server("c")
+            assert pool.statistics() == {"origins": 1, "pools": 1, "leases": 2}
+        assert pool.statistics() == {"origins": 0, "pools": 0, "leases": 0}
+        assert all(connection.is_closed() for connection in connections)
+
+
+async def test_plain_servers_at_one_origin_call_on_its_shared_sockets(nursery: trio.Nursery) -> None:
+    """Three plain ``http://`` servers at one URL (2026-07-28, no auth flow) are handshaken and
+    called without ``httpx2``: no pool is leased, calls go out on the origin's keep-alive
+    sockets, which the next call reuses and leaving the manager closes."""
     with trio.fail_after(30):
         server = HttpDemoServer(nursery, "web")
         await server.start()
@@ -201,19 +240,16 @@ async def test_servers_at_one_origin_share_a_pool_closed_with_the_manager(nurser
                 await manager.wait_for(name, healthy)
             pool = manager._http_pool
             assert pool is not None
-            # Handshaken without a session: nothing is leased before a call opens one.
-            assert pool.statistics() == {"origins": 0, "pools": 0, "leases": 0}
-            for name in ("a", "b", "c"):
+            sockets = pool.probe_sockets("127.0.0.1", server.port)
+            opened = sockets.idle  # by the handshakes
+            assert opened >= 1
+            for name in ("a", "b", "c", "a", "b", "c"):
                 result = await manager.call_tool("whoami", preferred=[name], failover="never")
                 assert text_of(result) == "web"
-            assert pool.statistics() == {"origins": 1, "pools": 1, "leases": 3}
-            transport = pool.transport_for(("http", "127.0.0.1", server.port))
-            connections = transport._pool.connections  # type: ignore[attr-defined]
-            assert connections
-            await manager.remove_server("c")
-            assert pool.statistics() == {"origins": 1, "pools": 1, "leases": 2}
-        assert pool.statistics() == {"origins": 0, "pools": 0, "leases": 0}
-        assert all(connection.is_closed() for connection in connections)
+                assert sockets.idle == opened  # a socket taken for the call and given back
+            assert pool.statistics() == {"origins": 0, "pools": 0, "leases": 0}
+            idle = list(sockets._idle)
+        assert [sock.stream.socket.fileno() for sock in idle] == [-1] * opened
 
 
 def announcing_server(name: str) -> MCPServer:

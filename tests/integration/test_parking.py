@@ -30,6 +30,19 @@ pytestmark = pytest.mark.integration
 PARK_AFTER = 0.4
 
 
+def all_task_names() -> list[str]:
+    names: list[str] = []
+
+    def walk(task: trio.lowlevel.Task) -> None:
+        names.append(task.name)
+        for nursery in task.child_nurseries:
+            for child in nursery.child_tasks:
+                walk(child)
+
+    walk(trio.lowlevel.current_root_task())
+    return names
+
+
 def healthy(snap: ServerSnapshot) -> bool:
     return snap.status is ServerStatus.HEALTHY and snap.session.active
 
@@ -90,7 +103,6 @@ def config_of(url: str, **overrides: Any) -> trio_mcp.ServerConfig:
 
 SERVING = sorted(
     [
-        "web: cancel notices",
         "web: catalog",
         "web: connection",
         "web: health probes",
@@ -109,8 +121,9 @@ async def test_a_server_starts_parked_and_a_call_opens_its_session_without_a_rou
     """The handshake (``server/discover`` and the listings) needs no SDK session: the connection
     comes up parked, healthy and probed, with only its probe and list-change tasks. A call opens
     a session and sends the call alone: no ``server/discover``, no listing (the output schema
-    the result is checked against is the one listed before). Idle for ``park_after``, the
-    connection closes its session and its tasks again, with the same session number."""
+    the result is checked against is the one listed before). The session is one the call's own
+    task sends each request of, one POST each: no transport task runs. Idle for ``park_after``,
+    the connection closes its session and its tasks again, with the same session number."""
     app, url = await serve_counted(nursery, build_server("web"))
     with trio.fail_after(30):
         async with trio_mcp.open_manager([config_of(url)]) as manager:
@@ -141,6 +154,7 @@ async def test_a_server_starts_parked_and_a_call_opens_its_session_without_a_rou
             assert not after.session.parked
             assert parked_gauge(manager) == 0.0
             assert await settled_tasks("web", SERVING) == SERVING
+            assert [name for name in all_task_names() if "mcp.client.streamable_http" in name] == []
 
             again = await manager.wait_for("web", parked)
             assert again.session.session_id == first.session.session_id
@@ -368,7 +382,9 @@ async def test_parking_is_off_with_park_after_none(nursery: trio.Nursery) -> Non
             await manager.wait_for("web", healthy)
             await trio.sleep(PARK_AFTER * 3)
             assert not manager.server("web").session.parked
-            serving = [name for name in SERVING if name != "web: park when idle"]
+            # Never parked, it is served through an SDK session over the transport.
+            serving = sorted([*SERVING, "web: cancel notices"])
+            serving.remove("web: park when idle")
             assert await settled_tasks("web", serving) == serving
 
 

@@ -138,6 +138,22 @@ class SessionlessRequests(Protocol):
     ) -> dict[str, Any]: ...
 
 
+class PlainCallSender(Protocol):
+    """Sends every request of a session by itself (``http_probe.PlainCalls``)."""
+
+    on_notification: Callable[[dict[str, Any]], Awaitable[None]] | None
+
+    def abandon(self) -> None: ...
+
+    async def send_raw_request(
+        self, method: str, params: Mapping[str, Any] | None, opts: Mapping[str, Any] | None = None
+    ) -> dict[str, Any]: ...
+
+    async def notify(
+        self, method: str, params: Mapping[str, Any] | None, opts: Mapping[str, Any] | None = None
+    ) -> None: ...
+
+
 class HeldPipes(Protocol):
     """A stdio server's pipes held by its connection (``stdio.StdioPipes``)."""
 
@@ -159,6 +175,7 @@ class Link:
         "http_status",
         "listen_stream",
         "ping_probe",
+        "plain_calls",
         "server",
         "sessionless",
         "stderr_tail",
@@ -195,6 +212,10 @@ class Link:
         """A dispatcher for an SDK session that is never entered, sending the requests that
         need no session (the handshake's) by itself (plain streamable HTTP, stdio); ``None``:
         they go through an open session."""
+        self.plain_calls: PlainCallSender | None = None
+        """A dispatcher for the SDK session a 2026-07-28 connection is served with, sending
+        every request by itself, one POST each (plain streamable HTTP: ``http_probe.PlainCalls``);
+        ``None``: an SDK session is opened over the transport."""
         self.stdio: HeldPipes | None = None
         """The stdio process and pipes the connection holds, which outlive its SDK sessions
         (a session is opened over them, see ``stdio.StdioPipes.attach``); ``None``: not stdio,

@@ -23,36 +23,16 @@ from .http_probe import (
     NOT_UTF8_EVENTS,
     DiscoverProbe,
     MessageRefusedError,
+    PlainCalls,
     PlainDiscoverProbe,
     ProbeSockets,
     SessionlessDispatcher,
     probe_turns,
 )
 from .probe_rounds import ProbeRounds, RoundOrigin
+from .wire import REPEATABLE_METHODS
 
 logger = logging.getLogger("trio_mcp")
-
-REPEATABLE_METHODS = frozenset(
-    {
-        "initialize",
-        "server/discover",
-        "ping",
-        "tools/list",
-        "resources/list",
-        "resources/templates/list",
-        "prompts/list",
-        "resources/read",
-        "prompts/get",
-        "completion/complete",
-        "logging/setLevel",
-        "resources/subscribe",
-        "resources/unsubscribe",
-        "subscriptions/listen",
-    }
-)
-"""Requests that do the same whether the server receives them once or twice: the only ones sent
-again when a pooled connection breaks before their answer (see ``_LinkedHttpTransport._send``).
-A ``tools/call`` is never among them: the transport cannot know whether the tool may run twice."""
 
 LONG_POLL_METHODS = frozenset({"subscriptions/listen"})
 """Requests held open until the server has something to say: their POST failing (the server
@@ -515,8 +495,9 @@ class _LinkedHttpTransport(httpx2.AsyncBaseTransport):
 def plain_http(config: HttpTransport, link: Link, pool: HttpPool) -> bool:
     """Give ``link`` the requests that a plain ``http://`` server (no auth flow, no credentials
     in the URL, no address checks) is sent without ``httpx2``: its probes, its list-change
-    stream and its handshake. Probes are most of what an idle fleet costs, and nothing there
-    (TLS, auth, address checks) needs ``httpx2``. ``False``: the server is not plain."""
+    stream, its handshake and, once it speaks 2026-07-28, its calls. Probes are most of what an
+    idle fleet costs, calls most of what a busy one costs, and nothing there (TLS, auth, address
+    checks) needs ``httpx2``. ``False``: the server is not plain."""
     if link.sessionless is not None:
         return True
     url = httpx2.URL(config.url)
@@ -530,6 +511,7 @@ def plain_http(config: HttpTransport, link: Link, pool: HttpPool) -> bool:
     link.discover_probe = discover_probe
     link.listen_stream = PlainListen(sockets, url, headers, link, config.max_message_bytes)
     link.sessionless = SessionlessDispatcher(sockets, url, headers, link, config.max_message_bytes)
+    link.plain_calls = PlainCalls(sockets, url, headers, link, config.max_message_bytes)
     link.until_still = sockets.until_still
     return True
 

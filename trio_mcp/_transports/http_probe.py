@@ -20,8 +20,11 @@ session is opened only when a call needs it.
 from __future__ import annotations
 
 import json
+import logging
+import math
+import select
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import h11
@@ -29,17 +32,23 @@ import httpx2
 import trio
 
 from .._config import DEFAULT_MAX_MESSAGE_BYTES
-from .base import Link, over_bound
+from .base import Link, SentMarker, over_bound, sent_marker
 from .probe_rounds import ROUND_BUSY_HANDSHAKES, ROUND_DEFER_SECONDS, RoundOrigin
 from .wire import CONNECTION_CLOSED as _CONNECTION_CLOSED
 from .wire import INTERNAL_ERROR as _INTERNAL_ERROR
 from .wire import INVALID_REQUEST as _INVALID_REQUEST
 from .wire import METHOD_NOT_FOUND as _METHOD_NOT_FOUND
-from .wire import SESSIONLESS_METHODS, request_message, result_of
+from .wire import REPEATABLE_METHODS, REQUEST_TIMEOUT, SESSIONLESS_METHODS, request_message, result_of
 from .wire import check_answer as _check_answer
 from .wire import discover_body as _discover_body
 
+logger = logging.getLogger("trio_mcp")
+
 NOT_UTF8_EVENTS = "the server sent an event stream that is not UTF-8 text"
+
+OnEvent = Callable[[dict[str, Any]], Awaitable[None]]
+"""Given each message of an event-stream answer that does not answer the request itself (a
+progress or logging notification)."""
 
 
 class MessageRefusedError(httpx2.SSEError, httpx2.StreamError):
@@ -223,10 +232,18 @@ class ProbeSockets:
             for than in [than for than in self._fewer if self.handshaking < than]:
                 self._fewer.pop(than).set()
 
-    def take(self, now: float) -> _ProbeSocket | None:
-        """The most recently used idle socket (the ones idle for too long are closed)."""
+    def take(self, now: float, *, checked: bool = False) -> _ProbeSocket | None:
+        """The most recently used idle socket (the ones idle for too long are closed).
+        ``checked``: one the server has not closed meanwhile (a restarted server closed them
+        all), checked without waiting: for a request that is not sent twice, which a closed
+        socket would fail."""
         self._expire(now)
-        return self._idle.pop() if self._idle else None
+        while self._idle:
+            sock = self._idle.pop()
+            if not checked or _still_open(sock):
+                return sock
+            _close_now(sock)
+        return None
 
     def _expire(self, now: float) -> None:
         idle = self._idle
@@ -256,6 +273,17 @@ class ProbeSockets:
         idle, self._idle = self._idle, deque()
         for sock in idle:
             _close_now(sock)
+
+
+def _still_open(sock: _ProbeSocket) -> bool:
+    """Whether an idle socket has nothing to read: the server neither closed it nor sent
+    anything unasked (either makes it unusable), as ``httpcore`` checks a pooled connection."""
+    stream = sock.stream
+    if not isinstance(stream, trio.SocketStream):
+        return True
+    poll = select.poll()
+    poll.register(stream.socket.fileno(), select.POLLIN)
+    return not poll.poll(0)
 
 
 def _close_now(sock: _ProbeSocket) -> None:
@@ -374,16 +402,31 @@ class PlainPost:
         self._link.mark_dead(failure.category, failure.message)
 
     async def _exchange_in_turn(
-        self, request: h11.Request, body: bytes, request_id: str
+        self,
+        request: h11.Request,
+        body: bytes,
+        request_id: str,
+        *,
+        repeatable: bool = True,
+        on_event: OnEvent | None = None,
+        marker: SentMarker | None = None,
     ) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+        """See :meth:`_exchange`. ``repeatable``: sent again on another socket when a reused one
+        turns out closed under it (else that fails the request); ``on_event``: given every other
+        message of an event stream answer as it arrives; ``marker``: marked sent when the request
+        is written (it is not when no socket could be opened)."""
         sockets = self._sockets
         while True:
-            sock = sockets.take(trio.current_time())
+            sock = sockets.take(trio.current_time(), checked=not repeatable)
             reused = sock is not None
             if sock is None:
                 sock = await sockets.connect()
+            if marker is not None:
+                marker.sent = True
             try:
-                answer = await self._exchange_on(sock, request, body, request_id, reused=reused)
+                answer = await self._exchange_on(
+                    sock, request, body, request_id, reused=reused and repeatable, on_event=on_event
+                )
             except _Stale:
                 _close_now(sock)
                 continue
@@ -398,11 +441,19 @@ class PlainPost:
             return answer
 
     async def _exchange_on(
-        self, sock: _ProbeSocket, request: h11.Request, body: bytes, request_id: str, *, reused: bool
+        self,
+        sock: _ProbeSocket,
+        request: h11.Request,
+        body: bytes,
+        request_id: str,
+        *,
+        reused: bool,
+        on_event: OnEvent | None = None,
     ) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
         """The answer's status, headers and body: the whole body, or of an event stream, what
         arrived up to the event that answers (the stream may stay open after it; the socket is
-        then closed, not reused)."""
+        then closed, not reused). ``reused``: a failure before the answer begins is
+        :class:`_Stale`."""
         conn = sock.h11
         data = b"".join(
             conn.send(event) or b"" for event in (request, h11.Data(data=body), h11.EndOfMessage())
@@ -434,13 +485,16 @@ class PlainPost:
                     if size > self._max:
                         raise self.refused()
                     chunks.append(bytes(event.data))
-                    if events is not None and any(
-                        _answers(_json_object(data), request_id) for data in events.feed(chunks[-1])
-                    ):
-                        # The stream's end, when it came with the answer, leaves the socket
-                        # reusable; if it did not (yet), the socket is closed.
-                        conn.next_event()
-                        return status, headers, b"".join(chunks)
+                    if events is not None:
+                        for data in events.feed(chunks[-1]):
+                            message = _json_object(data)
+                            if _answers(message, request_id):
+                                # The stream's end, when it came with the answer, leaves the
+                                # socket reusable; if it did not (yet), the socket is closed.
+                                conn.next_event()
+                                return status, headers, b"".join(chunks)
+                            if on_event is not None and message is not None:
+                                await on_event(message)
                 elif isinstance(event, h11.EndOfMessage):
                     return status, headers, b"".join(chunks)
                 elif isinstance(event, h11.ConnectionClosed):
@@ -575,6 +629,122 @@ class SessionlessDispatcher(PlainPost):
         # the probes of its first servers.
         status, headers, content = await self._exchange(request, body, request_id, turn=not self.handshaking)
         return result_of(await self._answer(status, headers, content, request_id, method), method)
+
+    async def notify(
+        self, method: str, params: Mapping[str, Any] | None, opts: Mapping[str, Any] | None = None
+    ) -> None:
+        """Dropped: the 2026-07-28 HTTP wire has no notifications from the client."""
+        await trio.lowlevel.checkpoint()
+
+
+class PlainCalls(PlainPost):
+    """The dispatcher of the SDK session that a plain-HTTP 2026-07-28 connection is served with
+    (a session never entered): each request is one POST over h11 on a socket of the origin's
+    keep-alive sockets, with the headers the session stamped on it, sent and read in the
+    caller's own task. The SDK's streamable-HTTP transport would add, per request, a task, a
+    pair of memory streams and a pass through ``httpx2`` and ``httpcore2``, for what on this
+    wire is one self-contained POST (no session id, no server requests, no notifications from
+    the client: a request is cancelled by closing its answer's stream, as closing the socket
+    does here).
+
+    - An event-stream answer is read as it arrives: a progress notification for the request
+      goes to the caller's ``on_progress``, any other message to :attr:`on_notification`.
+    - A request is marked sent (:data:`~.base.sent_marker`) once a socket is open for it;
+      one that no socket could be opened for never reached the server.
+    - Only :data:`~.wire.REPEATABLE_METHODS` are sent again when a reused socket turns out
+      closed under them; a ``tools/call`` is not (that fails it).
+    - A failure to exchange marks the connection dead, as the SDK transport's does; an HTTP
+      error status or a JSON-RPC error is the request's own error.
+    - The requests under way when the session closes (:meth:`abandon`: the connection was
+      dropped) fail with "Connection closed", as an SDK session's do when it closes.
+    """
+
+    __slots__ = ("_under_way", "on_notification")
+
+    def __init__(
+        self,
+        sockets: ProbeSockets,
+        url: httpx2.URL,
+        headers: Mapping[str, str],
+        link: Link,
+        max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+    ) -> None:
+        super().__init__(sockets, url, headers, link, max_bytes)
+        self.on_notification: OnEvent | None = None
+        """Given each server notification but progress (the session's own handlers)."""
+        self._under_way: set[trio.CancelScope] = set()
+
+    def abandon(self) -> None:
+        """End every request under way: each fails with "Connection closed" (its socket is
+        closed, which cancels it at the server)."""
+        for scope in self._under_way:
+            scope.cancel()
+
+    async def send_raw_request(
+        self, method: str, params: Mapping[str, Any] | None, opts: Mapping[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """The result the server answered to ``method``; raises the ``MCPError`` it answered
+        instead (``REQUEST_TIMEOUT`` when ``opts["timeout"]`` passed first)."""
+        opts = opts or {}
+        self._sent += 1
+        request_id = f"trio-mcp-{self._sent}"
+        message = request_message(request_id, method, params)
+        on_progress = opts.get("on_progress")
+        if on_progress is not None:
+            # The request id is the progress token, as the SDK's own dispatcher makes it.
+            sent_params = message.setdefault("params", {})
+            sent_params["_meta"] = {**(sent_params.get("_meta") or {}), "progressToken": request_id}
+        body = json.dumps(message).encode()
+        request = self._post(opts.get("headers") or {}, len(body))
+
+        async def on_event(event: dict[str, Any]) -> None:
+            await self._heard(event, request_id, on_progress)
+
+        timeout = opts.get("timeout")
+        abandoned = trio.CancelScope()
+        self._under_way.add(abandoned)
+        try:
+            with abandoned, trio.move_on_after(math.inf if timeout is None else timeout):
+                try:
+                    status, headers, content = await self._exchange_in_turn(
+                        request,
+                        body,
+                        request_id,
+                        repeatable=method in REPEATABLE_METHODS,
+                        on_event=on_event,
+                        marker=sent_marker.get(),
+                    )
+                except Exception as exc:
+                    self.mark_failed(exc)
+                    raise
+                return result_of(await self._answer(status, headers, content, request_id, method), method)
+        finally:
+            self._under_way.discard(abandoned)
+        from mcp.shared.exceptions import MCPError
+
+        if abandoned.cancelled_caught:
+            raise MCPError(_CONNECTION_CLOSED, "Connection closed")
+        raise MCPError(
+            REQUEST_TIMEOUT, f"Timed out while waiting for response to {method}. Waited {timeout} seconds."
+        )
+
+    async def _heard(
+        self, message: dict[str, Any], request_id: str, on_progress: Callable[..., Awaitable[None]] | None
+    ) -> None:
+        """A message of an answer's event stream other than the answer."""
+        if "id" in message:
+            return  # a server request: none is defined on this wire, and none can be answered
+        params = message.get("params")
+        params = params if isinstance(params, dict) else {}
+        if message.get("method") == "notifications/progress":
+            if on_progress is not None and params.get("progressToken") == request_id:
+                try:
+                    await on_progress(params.get("progress"), params.get("total"), params.get("message"))
+                except Exception:
+                    logger.exception("progress callback raised")
+            return
+        if self.on_notification is not None:
+            await self.on_notification(message)
 
     async def notify(
         self, method: str, params: Mapping[str, Any] | None, opts: Mapping[str, Any] | None = None

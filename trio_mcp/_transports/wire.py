@@ -12,6 +12,30 @@ INTERNAL_ERROR = -32603
 INVALID_REQUEST = -32600
 METHOD_NOT_FOUND = -32601
 CONNECTION_CLOSED = -32000
+REQUEST_TIMEOUT = -32001
+
+REPEATABLE_METHODS = frozenset(
+    {
+        "initialize",
+        "server/discover",
+        "ping",
+        "tools/list",
+        "resources/list",
+        "resources/templates/list",
+        "prompts/list",
+        "resources/read",
+        "prompts/get",
+        "completion/complete",
+        "logging/setLevel",
+        "resources/subscribe",
+        "resources/unsubscribe",
+        "subscriptions/listen",
+    }
+)
+"""Requests that do the same whether the server receives them once or twice: the only ones sent
+again when a pooled connection breaks before their answer (see ``http._LinkedHttpTransport._send``
+and ``http_probe.PlainCalls``). A ``tools/call`` is never among them: the transport cannot know
+whether the tool may run twice."""
 
 
 def envelope(version: str) -> dict[str, Any]:
