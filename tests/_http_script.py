@@ -4,7 +4,8 @@ a server could give, and every way it could drop a connection, can be given on p
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -140,6 +141,15 @@ class ScriptedHttpServer:
             pass  # the client went away: this connection ends, as on any server, and no other
         finally:
             self._end()
+
+
+@asynccontextmanager
+async def serving(server: ScriptedHttpServer) -> AsyncIterator[ScriptedHttpServer]:
+    """``server`` listening (on a port of its own) until the block ends."""
+    async with trio.open_nursery() as nursery:
+        await nursery.start(server.serve)
+        yield server
+        nursery.cancel_scope.cancel()
 
 
 async def refused_url() -> str:

@@ -14,7 +14,7 @@ import httpx2
 import pytest
 import trio
 import trio.testing
-from _http_script import Answer, ScriptedHttpServer, refused_url
+from _http_script import Answer, ScriptedHttpServer, refused_url, serving
 from mcp.shared.exceptions import MCPError
 
 from trio_mcp._transports import base, http
@@ -26,14 +26,6 @@ CALL_RESULT = '{"jsonrpc": "2.0", "id": "ID", "result": {"content": [{"type": "t
 
 def event(message: str) -> str:
     return f"event: message\ndata: {message}\n\n"
-
-
-@asynccontextmanager
-async def serving(server: ScriptedHttpServer) -> AsyncIterator[ScriptedHttpServer]:
-    async with trio.open_nursery() as nursery:
-        await nursery.start(server.serve)
-        yield server
-        nursery.cancel_scope.cancel()
 
 
 @asynccontextmanager

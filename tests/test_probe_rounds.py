@@ -14,7 +14,7 @@ import httpx2
 import pytest
 import trio
 import trio.testing
-from _http_script import OK, RESULT, Answer, ScriptedHttpServer, refused_url
+from _http_script import OK, RESULT, Answer, ScriptedHttpServer, refused_url, serving
 from mcp.shared.exceptions import MCPError
 from test_http_probe import ANSWERS
 
@@ -84,14 +84,6 @@ async def in_rounds(
                 entry.withdrawn = True
                 await pool.aclose()
                 nursery.cancel_scope.cancel()
-
-
-@asynccontextmanager
-async def serving(server: ScriptedHttpServer) -> AsyncIterator[ScriptedHttpServer]:
-    async with trio.open_nursery() as nursery:
-        await nursery.start(server.serve)
-        yield server
-        nursery.cancel_scope.cancel()
 
 
 async def healthy_and_learned(entry: RoundEntry, rounds: Any) -> None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -182,6 +184,28 @@ async def test_refused_post_is_not_sent_so_a_side_effect_fails_over(
             assert len(ledger.read_text().splitlines()) == 1  # charged once, on the backup
 
 
+@asynccontextmanager
+async def three_at_one_origin(url: str, *, bearer: bool) -> AsyncIterator[trio_mcp.Manager]:
+    """A manager of the servers ``a``, ``b`` and ``c`` at ``url``, each with a header of its own
+    (and a token of its own: an auth flow, which goes through ``httpx2``), all healthy."""
+    configs = [
+        trio_mcp.ServerConfig(
+            name=name,
+            transport=trio_mcp.HttpTransport(
+                url=url,
+                headers={"x-server": name},
+                auth=trio_mcp.BearerAuth(token=f"token-{name}") if bearer else None,
+            ),
+            policy=policy(health_interval=60),
+        )
+        for name in ("a", "b", "c")
+    ]
+    async with trio_mcp.open_manager(configs) as manager:
+        for name in ("a", "b", "c"):
+            await manager.wait_for(name, healthy)
+        yield manager
+
+
 async def test_servers_at_one_origin_share_a_pool_closed_with_the_manager(nursery: trio.Nursery) -> None:
     """Three servers at one URL that go through ``httpx2`` (an auth flow) lease one keep-alive
     pool (each connection keeps its own client, headers and auth); leaving the manager closes
@@ -189,21 +213,7 @@ async def test_servers_at_one_origin_share_a_pool_closed_with_the_manager(nurser
     with trio.fail_after(30):
         server = HttpDemoServer(nursery, "web")
         await server.start()
-        configs = [
-            trio_mcp.ServerConfig(
-                name=name,
-                transport=trio_mcp.HttpTransport(
-                    url=server.url,
-                    headers={"x-server": name},
-                    auth=trio_mcp.BearerAuth(token=f"token-{name}"),
-                ),
-                policy=policy(health_interval=60),
-            )
-            for name in ("a", "b", "c")
-        ]
-        async with trio_mcp.open_manager(configs) as manager:
-            for name in ("a", "b", "c"):
-                await manager.wait_for(name, healthy)
+        async with three_at_one_origin(server.url, bearer=True) as manager:
             pool = manager._http_pool
             assert pool is not None
             assert pool.statistics() == {"origins": 1, "pools": 1, "leases": 3}
@@ -227,17 +237,7 @@ async def test_plain_servers_at_one_origin_call_on_its_shared_sockets(nursery: t
     with trio.fail_after(30):
         server = HttpDemoServer(nursery, "web")
         await server.start()
-        configs = [
-            trio_mcp.ServerConfig(
-                name=name,
-                transport=trio_mcp.HttpTransport(url=server.url, headers={"x-server": name}),
-                policy=policy(health_interval=60),
-            )
-            for name in ("a", "b", "c")
-        ]
-        async with trio_mcp.open_manager(configs) as manager:
-            for name in ("a", "b", "c"):
-                await manager.wait_for(name, healthy)
+        async with three_at_one_origin(server.url, bearer=False) as manager:
             pool = manager._http_pool
             assert pool is not None
             sockets = pool.probe_sockets("127.0.0.1", server.port)

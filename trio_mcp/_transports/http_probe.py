@@ -584,7 +584,20 @@ class PlainDiscoverProbe(PlainPost):
         _check_answer(await self._answer(status, headers, content, request_id))
 
 
-class SessionlessDispatcher(PlainPost):
+class _DropsNotifications:
+    """The part of an SDK session's dispatcher for notifications from the client, on the
+    2026-07-28 HTTP wire."""
+
+    __slots__ = ()
+
+    async def notify(
+        self, method: str, params: Mapping[str, Any] | None, opts: Mapping[str, Any] | None = None
+    ) -> None:
+        """Dropped: the 2026-07-28 HTTP wire has no notifications from the client."""
+        await trio.lowlevel.checkpoint()
+
+
+class SessionlessDispatcher(_DropsNotifications, PlainPost):
     """The dispatcher of an SDK ``ClientSession`` that is never entered: each request it is
     given is one POST over h11 on a socket of ``sockets``, with the headers the session
     stamped on it. So a 2026-07-28 server's handshake (``server/discover`` and the listings)
@@ -630,14 +643,8 @@ class SessionlessDispatcher(PlainPost):
         status, headers, content = await self._exchange(request, body, request_id, turn=not self.handshaking)
         return result_of(await self._answer(status, headers, content, request_id, method), method)
 
-    async def notify(
-        self, method: str, params: Mapping[str, Any] | None, opts: Mapping[str, Any] | None = None
-    ) -> None:
-        """Dropped: the 2026-07-28 HTTP wire has no notifications from the client."""
-        await trio.lowlevel.checkpoint()
 
-
-class PlainCalls(PlainPost):
+class PlainCalls(_DropsNotifications, PlainPost):
     """The dispatcher of the SDK session that a plain-HTTP 2026-07-28 connection is served with
     (a session never entered): each request is one POST over h11 on a socket of the origin's
     keep-alive sockets, with the headers the session stamped on it, sent and read in the
@@ -745,12 +752,6 @@ class PlainCalls(PlainPost):
             return
         if self.on_notification is not None:
             await self.on_notification(message)
-
-    async def notify(
-        self, method: str, params: Mapping[str, Any] | None, opts: Mapping[str, Any] | None = None
-    ) -> None:
-        """Dropped: the 2026-07-28 HTTP wire has no notifications from the client."""
-        await trio.lowlevel.checkpoint()
 
 
 def _header(headers: list[tuple[bytes, bytes]], name: bytes) -> bytes:
