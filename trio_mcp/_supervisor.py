@@ -1249,6 +1249,10 @@ class ServerSupervisor:
         the server's capabilities: a re-handshake that changes them opens the stream anew."""
         plain = conn.link.listen_stream
         user_handler = self._session_options.get("message_handler")
+        # A stream asked for before ended (lost, or never held: the server was down): a change
+        # made meanwhile (a restarted server's, say) was announced on none, so the catalogs are
+        # listed again once a stream is held.
+        ended = False
         while True:
             snapshot = self._state.value.capabilities
             said_then = snapshot.capabilities if snapshot is not None else {}
@@ -1269,11 +1273,12 @@ class ServerSupervisor:
                 wanted: tuple[str, ...] = wanted,
                 asked_at: float = asked_at,
             ) -> None:
-                nonlocal held
+                nonlocal held, ended
                 said = stream_event(message, subscription_id)
                 if said == "acknowledged":
                     held = True
-                    self._relist_if_unwatched(conn, wanted, asked_at, nursery)
+                    self._relist_once_held(conn, wanted, asked_at, nursery, ended)
+                    ended = False
                 elif said is not None and held:
                     self._send(_CatalogListed(conn=conn, kind=said, items=None))
                     if user_handler is not None:
@@ -1293,7 +1298,8 @@ class ServerSupervisor:
                             resources_list_changed="resources" in wanted,
                         ) as subscription:
                             held = True
-                            self._relist_if_unwatched(conn, wanted, asked_at, nursery)
+                            self._relist_once_held(conn, wanted, asked_at, nursery, ended)
+                            ended = False
                             async for event in subscription:
                                 kind = _EVENT_KINDS.get(type(event))
                                 if kind is not None:
@@ -1302,12 +1308,24 @@ class ServerSupervisor:
                     logger.debug("%s: list-change subscription ended: %s", self.name, exc)
             conn.listening = None
             if not listening.cancelled_caught:
+                ended = True
                 await trio.sleep(self.policy.health_interval)
             if held:
                 # It was lost (the server restarted, say): changes may have been missed
                 # meanwhile, so the catalogs are listed again.
                 for kind in wanted:
                     self._send(_CatalogListed(conn=conn, kind=kind, items=None))
+
+    def _relist_once_held(
+        self, conn: Connection, kinds: tuple[str, ...], asked_at: float, nursery: trio.Nursery, ended: bool
+    ) -> None:
+        """A list-change stream for ``kinds`` is held now: after one that ``ended`` the catalogs
+        are listed again at once, else as :meth:`_relist_if_unwatched` decides."""
+        if ended:
+            for kind in kinds:
+                self._send(_CatalogListed(conn=conn, kind=kind, items=None))
+        else:
+            self._relist_if_unwatched(conn, kinds, asked_at, nursery)
 
     def _relist_if_unwatched(
         self, conn: Connection, kinds: tuple[str, ...], asked_at: float, nursery: trio.Nursery
