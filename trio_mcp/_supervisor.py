@@ -1313,8 +1313,7 @@ class ServerSupervisor:
             if held:
                 # It was lost (the server restarted, say): changes may have been missed
                 # meanwhile, so the catalogs are listed again.
-                for kind in wanted:
-                    self._send(_CatalogListed(conn=conn, kind=kind, items=None))
+                self._list_again(conn, wanted)
 
     def _relist_once_held(
         self, conn: Connection, kinds: tuple[str, ...], asked_at: float, nursery: trio.Nursery, ended: bool
@@ -1322,8 +1321,7 @@ class ServerSupervisor:
         """A list-change stream for ``kinds`` is held now: after one that ``ended`` the catalogs
         are listed again at once, else as :meth:`_relist_if_unwatched` decides."""
         if ended:
-            for kind in kinds:
-                self._send(_CatalogListed(conn=conn, kind=kind, items=None))
+            self._list_again(conn, kinds)
         else:
             self._relist_if_unwatched(conn, kinds, asked_at, nursery)
 
@@ -1342,6 +1340,10 @@ class ServerSupervisor:
         if until_still is not None:
             await trio.sleep(UNWATCHED_RELIST_SPREAD * self._point_of(conn, "list again"))
             await until_still(UNWATCHED_RELIST_WAIT)
+        self._list_again(conn, kinds)
+
+    def _list_again(self, conn: Connection, kinds: tuple[str, ...]) -> None:
+        """Forget the catalogs of ``kinds``: they are listed again (see :meth:`_relist_on_change`)."""
         for kind in kinds:
             self._send(_CatalogListed(conn=conn, kind=kind, items=None))
 
