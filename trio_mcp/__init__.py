@@ -43,6 +43,7 @@ if _typing.TYPE_CHECKING:
     from ._exceptions import ConfigError as ConfigError
     from ._exceptions import HandshakeError as HandshakeError
     from ._exceptions import HandshakeTimeoutError as HandshakeTimeoutError
+    from ._exceptions import InvalidResultError as InvalidResultError
     from ._exceptions import InvocationFailedError as InvocationFailedError
     from ._exceptions import ManagerClosedError as ManagerClosedError
     from ._exceptions import NotOfferedError as NotOfferedError
@@ -106,6 +107,7 @@ _EXPORTS: dict[str, str] = {
     "ConfigError": "._exceptions",
     "HandshakeError": "._exceptions",
     "HandshakeTimeoutError": "._exceptions",
+    "InvalidResultError": "._exceptions",
     "InvocationFailedError": "._exceptions",
     "ManagerClosedError": "._exceptions",
     "NotOfferedError": "._exceptions",

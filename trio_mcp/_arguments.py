@@ -192,3 +192,62 @@ def _shape_of(args: Mapping[str, Any], optional: frozenset[str]) -> tuple[tuple[
         else:
             return None
     return tuple(shape)
+
+
+Fits = Callable[[Any], bool]
+"""A compiled check of a tool's structured content against its output schema."""
+
+
+def output_check(schema: Mapping[str, Any]) -> Fits | None:
+    """A check that structured content fits ``schema`` (a tool's ``outputSchema``), built once
+    for every schema alike; ``None`` when the schema is no schema we can compile.
+
+    It says ``True`` exactly where the SDK's own output validation finds no error (the same
+    validator class, and ``$ref`` resolved within the schema only), and ``False`` otherwise,
+    also for a reference that does not resolve: the SDK then says why."""
+    try:
+        key = json.dumps(schema, sort_keys=True)
+    except (TypeError, ValueError):
+        return None
+    return _output_check_once(key)
+
+
+@functools.lru_cache(maxsize=1024)
+def _output_check_once(key: str) -> Fits | None:
+    schema: dict[str, Any] = json.loads(key)
+    try:
+        cls = jsonschema.validators.validator_for(schema)
+        cls.check_schema(schema)
+        validator = cls(schema, registry=referencing.Registry())
+    except jsonschema.exceptions.SchemaError:
+        return None
+
+    def fits(content: Any) -> bool:
+        try:
+            return bool(validator.is_valid(content))
+        except referencing.exceptions.Unresolvable:
+            return False
+
+    if not _shape_decides(schema):
+        return fits
+    # As for arguments: only names and JSON types can tell contents apart, so one verdict per
+    # shape holds for every value of that shape.
+    verdicts: dict[Hashable, bool] = {}
+
+    def fits_by_shape(content: Any) -> bool:
+        if type(content) is not dict:
+            return fits(content)
+        kinds = tuple(map(type, content.values()))
+        shape: Hashable | None = (
+            (tuple(content), kinds) if _PLAIN_TYPES.issuperset(kinds) else _shape_of(content, frozenset())
+        )
+        if shape is None:
+            return fits(content)
+        verdict = verdicts.get(shape)
+        if verdict is None:
+            if len(verdicts) >= _MAX_SHAPES:
+                verdicts.clear()
+            verdict = verdicts[shape] = fits(content)
+        return verdict
+
+    return fits_by_shape

@@ -118,6 +118,14 @@ class SessionError(TrioMcpError):
         super().__init__(message)
 
 
+class InvalidResultError(SessionError):
+    """Raised when a server's answer does not fit what the server itself declared (a tool's
+    structured content that does not match its output schema, or is missing): the request
+    reached the server and may have run, and the connection is still good."""
+
+    category = "protocol_error"
+
+
 class HandshakeError(SessionError):
     """Raised when the ``initialize`` / ``server/discover`` handshake fails."""
 

@@ -8,16 +8,57 @@ from typing import Any, cast
 import trio
 from mcp.client.session import ClientSession
 from mcp.shared.exceptions import MCPError
-from mcp_types import REQUEST_TIMEOUT, UNSUPPORTED_PROTOCOL_VERSION, DiscoverResult, ListToolsResult, Tool
+from mcp_types import (
+    REQUEST_TIMEOUT,
+    UNSUPPORTED_PROTOCOL_VERSION,
+    CallToolResult,
+    DiscoverResult,
+    ListToolsResult,
+    Tool,
+)
 from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS, MODERN_PROTOCOL_VERSIONS
 from pydantic import ValidationError
 
+from ._arguments import Fits, output_check
 from ._attempt import Era
 from ._clock import TimeAnchor
 from ._config import ProtocolMode
+from ._exceptions import InvalidResultError
 from ._state import AfterDrop, CapabilitySnapshot
 from ._transports import Link
 from ._transports.http_probe import PlainDiscoverProbe
+
+
+class FleetSession(ClientSession):
+    """The SDK session, with a cheaper check of a tool's structured content: content that fits
+    the tool's output schema is told so by a check compiled once for every schema alike (and
+    one verdict per shape of content where the schema can only tell shapes apart), where the
+    SDK walks the schema on every call. Anything else is left to the SDK's own check, which
+    says why it does not fit (the same validator: the verdicts agree), raised as
+    :class:`InvalidResultError`: the call reached the server, and the connection is good."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._fits: dict[str, tuple[object, Fits | None]] = {}
+        """Per tool: the output schema its check was compiled for, and the check."""
+
+    async def validate_tool_result(self, name: str, result: CallToolResult) -> None:
+        schema = self._tool_output_schemas.get(name)
+        content = result.structured_content
+        if schema is not None and content is not None:
+            checks = self._fits
+            known = checks.get(name)
+            if known is None or known[0] is not schema:
+                # A tool listed again with another schema is compiled again.
+                known = checks[name] = (schema, output_check(schema))
+            check = known[1]
+            if check is not None and check(content):
+                return
+        try:
+            await super().validate_tool_result(name, result)
+        except RuntimeError as exc:
+            # The server's answer, not the connection, is at fault.
+            raise InvalidResultError(str(exc)) from exc
 
 
 def era_of(session: ClientSession) -> Era:

@@ -69,6 +69,7 @@ from ._load import Load, LoadGauge
 from ._publish import Published
 from ._session import (
     Connection,
+    FleetSession,
     capability_snapshot,
     discover_without_session,
     handshake,
@@ -1071,7 +1072,7 @@ class ServerSupervisor:
     def _never_entered(self, dispatcher: SessionlessRequests) -> ClientSession:
         """An SDK session with this supervisor's options that is never entered: each request
         it makes goes through ``dispatcher`` by itself (see ``Link.sessionless``)."""
-        return ClientSession(dispatcher=cast(Any, dispatcher), **self._session_options)
+        return FleetSession(dispatcher=cast(Any, dispatcher), **self._session_options)
 
     def _serve_lasting(self, conn: Connection, lasting: trio.Nursery) -> None:
         """Start what goes on whether or not ``conn`` is parked: its probes and a list-change
@@ -1086,7 +1087,7 @@ class ServerSupervisor:
         """The transport and an SDK session over it (not handshaken), and the transport's
         write stream; both close on exit, in the task that opened them."""
         async with open_transport(self.config.transport, link, http_pool=self._http_pool) as (read, write):
-            async with ClientSession(read, write, **self._client_session_options()) as session:
+            async with FleetSession(read, write, **self._client_session_options()) as session:
                 session_servers[session] = self.name  # client-feature handlers learn who asked
                 yield session, write
 
@@ -1101,7 +1102,7 @@ class ServerSupervisor:
             async with self._open_session(conn.link) as opened:
                 yield opened
             return
-        session = ClientSession(dispatcher=cast(Any, calls), **self._client_session_options())
+        session = FleetSession(dispatcher=cast(Any, calls), **self._client_session_options())
         session_servers[session] = self.name
 
         async def on_notification(message: dict[str, Any]) -> None:

@@ -708,10 +708,11 @@ class PlainCalls(_DropsNotifications, PlainPost):
             await self._heard(event, request_id, on_progress)
 
         timeout = opts.get("timeout")
-        abandoned = trio.CancelScope()
-        self._under_way.add(abandoned)
+        # One scope ends it either way: at the timeout, or when the session is abandoned.
+        scope = trio.CancelScope(deadline=math.inf if timeout is None else trio.current_time() + timeout)
+        self._under_way.add(scope)
         try:
-            with abandoned, trio.move_on_after(math.inf if timeout is None else timeout):
+            with scope:
                 try:
                     status, headers, content = await self._exchange_in_turn(
                         request,
@@ -726,10 +727,11 @@ class PlainCalls(_DropsNotifications, PlainPost):
                     raise
                 return result_of(await self._answer(status, headers, content, request_id, method), method)
         finally:
-            self._under_way.discard(abandoned)
+            self._under_way.discard(scope)
         from mcp.shared.exceptions import MCPError
 
-        if abandoned.cancelled_caught:
+        if trio.current_time() < scope.deadline:
+            # Cancelled before its deadline: by abandon().
             raise MCPError(_CONNECTION_CLOSED, "Connection closed")
         raise MCPError(
             REQUEST_TIMEOUT, f"Timed out while waiting for response to {method}. Waited {timeout} seconds."
