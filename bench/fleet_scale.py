@@ -196,15 +196,15 @@ async def measure(
     # Probes of a healthy server publish no state change: they are counted where they are sent.
     from trio_mcp import _supervisor
 
-    probe = _supervisor.probe
+    probe = _supervisor.probe  # type: ignore[attr-defined]
 
     async def counted_probe(conn: Any, kind: str) -> None:
         await probe(conn, kind)
         counts.probes_ok += 1
 
-    _supervisor.probe = counted_probe  # type: ignore[assignment]
+    _supervisor.probe = counted_probe  # type: ignore[attr-defined]
     # Nor does a list-change stream's acknowledgement: it is counted where it is read.
-    stream_event = _supervisor.stream_event
+    stream_event = _supervisor.stream_event  # type: ignore[attr-defined]
 
     def counted_event(message: Any, subscription_id: str) -> str | None:
         said = stream_event(message, subscription_id)
@@ -214,7 +214,7 @@ async def measure(
                 all_listening.set()
         return said
 
-    _supervisor.stream_event = counted_event  # type: ignore[assignment]
+    _supervisor.stream_event = counted_event  # type: ignore[attr-defined]
     # The catalogs of a stream acknowledged late are listed again, a little later.
     list_again = _supervisor.ServerSupervisor._list_again_later
 
