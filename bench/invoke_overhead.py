@@ -1,8 +1,9 @@
 """Invocation overhead: ``manager.call_tool`` versus a raw SDK ``ClientSession.call_tool``.
 
-Both paths call ``echo`` on the same SDK server (``bench/_echo_server.py``), in interleaved
-rounds so that drift on the machine hits both alike; the figure printed is the ratio of their
-median latencies. Run: ``.venv/bin/python bench/invoke_overhead.py [calls] [options]``.
+Both paths call ``echo`` on the same SDK server (``bench/_echo_server.py``), alternating call
+by call (and which goes first) so that drift on the machine hits both alike; the figure printed
+is the ratio of their median latencies (throughput is measured in interleaved rounds). Run:
+``.venv/bin/python bench/invoke_overhead.py [calls] [options]``.
 
 ``--transport`` picks how the server is reached (``all``: each in turn):
 
@@ -59,7 +60,6 @@ TRANSPORTS = ("memory", "stdio", "http")
 ECHO_SERVER = str(Path(__file__).resolve().with_name("_echo_server.py"))
 ARGS = {"text": "hello"}
 WARMUP_CALLS = 200
-LATENCY_ROUNDS = 10
 THROUGHPUT_ROUNDS = 5
 SERVER_START_TIMEOUT = 30.0
 SERVER_STOP_TIMEOUT = 10.0
@@ -138,10 +138,15 @@ async def time_concurrent(call: Call, callers: int, calls: int) -> float:
 async def measure(paths: Paths, run: Run, n: int, concurrency: Sequence[int]) -> None:
     await time_calls(paths.raw, WARMUP_CALLS)  # warm up both paths
     await time_calls(paths.managed, WARMUP_CALLS)
-    # Interleave rounds so drift on the machine hits both paths alike.
-    for _ in range(LATENCY_ROUNDS):
-        run.raw += await time_calls(paths.raw, n // LATENCY_ROUNDS)
-        run.managed += await time_calls(paths.managed, n // LATENCY_ROUNDS)
+    # Alternate call by call, and which path goes first, so that drift on the machine (and what
+    # one call leaves in the caches for the next) hits both paths alike.
+    for i in range(n):
+        if i % 2 == 0:
+            run.raw += await time_calls(paths.raw, 1)
+            run.managed += await time_calls(paths.managed, 1)
+        else:
+            run.managed += await time_calls(paths.managed, 1)
+            run.raw += await time_calls(paths.raw, 1)
     for callers in concurrency:
         per_round = max(n // THROUGHPUT_ROUNDS, callers)
         await time_concurrent(paths.raw, callers, 4 * callers)  # warm up at this concurrency
