@@ -27,9 +27,11 @@ from contextlib import asynccontextmanager, contextmanager, suppress
 from dataclasses import dataclass, replace
 from typing import Any, cast
 
+import httpx2
 import trio
 from mcp.client.session import ClientSession
 from mcp.client.subscriptions import listen
+from mcp.shared.exceptions import MCPError
 from mcp.shared.subscriptions import PromptsListChanged, ResourcesListChanged, ToolsListChanged
 from mcp_types import (
     DiscoverResult,
@@ -180,6 +182,20 @@ server's name and session, so that the servers of a fleet whose streams were hel
 handshakes of the ones not back yet."""
 UNWATCHED_RELIST_WAIT = 20.0
 """Then it waits for the handshakes to the origin to end, this long at most."""
+
+
+LISTEN_REFUSED_MAX_WAIT = 300.0
+"""The longest wait before a list-change stream that the server refused is asked for again."""
+
+
+def listen_wait(interval: float, refusals: int) -> float:
+    """How long to wait before asking for a list-change stream again after one ended: the
+    health interval, doubled for each refusal in a row after the first (a server that says its
+    lists can change but refuses the stream), up to :data:`LISTEN_REFUSED_MAX_WAIT` (never
+    below the interval)."""
+    if refusals <= 1:
+        return interval
+    return max(interval, min(interval * 2.0 ** min(refusals - 1, 32), LISTEN_REFUSED_MAX_WAIT))
 
 
 def unwatched_too_long(asked_at: float, held_at: float) -> bool:
@@ -1254,6 +1270,7 @@ class ServerSupervisor:
         # made meanwhile (a restarted server's, say) was announced on none, so the catalogs are
         # listed again once a stream is held.
         ended = False
+        refusals = 0  # the server's refusals of the stream in a row
         while True:
             snapshot = self._state.value.capabilities
             said_then = snapshot.capabilities if snapshot is not None else {}
@@ -1285,6 +1302,7 @@ class ServerSupervisor:
                     if user_handler is not None:
                         await _tee(user_handler, message)
 
+            refused = False
             # Cancelled by a re-handshake that changes the capabilities: then opened anew at once.
             with trio.CancelScope() as listening:
                 conn.listening = listening
@@ -1306,11 +1324,14 @@ class ServerSupervisor:
                                 if kind is not None:
                                     self._send(_CatalogListed(conn=conn, kind=kind, items=None))
                 except Exception as exc:
+                    # The server answered the request with an error: it refused the stream.
+                    refused = not held and isinstance(exc, MCPError | httpx2.HTTPStatusError)
                     logger.debug("%s: list-change subscription ended: %s", self.name, exc)
             conn.listening = None
             if not listening.cancelled_caught:
                 ended = True
-                await trio.sleep(self.policy.health_interval)
+                refusals = refusals + 1 if refused else 0
+                await trio.sleep(listen_wait(self.policy.health_interval, refusals))
             if held:
                 # It was lost (the server restarted, say): changes may have been missed
                 # meanwhile, so the catalogs are listed again.

@@ -72,7 +72,7 @@ from mcp.server.mcpserver.prompts import Prompt
 from mcp.server.mcpserver.tools import Tool
 from mcp.server.runner import serve_loop
 from mcp.shared.exceptions import MCPError
-from mcp_types import INTERNAL_ERROR, INVALID_REQUEST, ToolAnnotations
+from mcp_types import INTERNAL_ERROR, INVALID_REQUEST, METHOD_NOT_FOUND, ToolAnnotations
 
 from .._config import MemoryTransport, ServerConfig, ServerPolicy
 from .._transports import MemoryServerHooks, memory_connection
@@ -157,6 +157,8 @@ class ScriptedServer:
         """How the answer to each tool's calls is mangled (see :meth:`mangle_responses`)."""
         self.status: int | None = None
         """The HTTP status every request is answered with (see :meth:`answer_status`)."""
+        self.listen_refused = False
+        """Whether ``subscriptions/listen`` is refused (see :meth:`refuse_listen`)."""
         self.expired_through = 0
         """Connections numbered up to this one have an expired session (see :meth:`expire_sessions`)."""
         self._register()
@@ -212,6 +214,11 @@ class ScriptedServer:
         """Drop the connection while ``tool`` runs (after it has started executing)."""
         self.tool_crash.add(tool)
 
+    def refuse_listen(self, refused: bool = True) -> None:
+        """Answer ``subscriptions/listen`` with "method not found" (a 2026-07-28 server that
+        says its lists can change but holds no list-change stream); ``False`` serves it again."""
+        self.listen_refused = refused
+
     def expire_sessions(self) -> None:
         """Forget the sessions of every connection open now, as an HTTP server that restarted
         does: every request on them, probes included, is answered as the SDK's streamable
@@ -260,6 +267,7 @@ class ScriptedServer:
         self.tool_crash.clear()
         self.wire_faults.clear()
         self.status = None
+        self.listen_refused = False
 
     # -- observations --------------------------------------------------------------------------
 
@@ -322,6 +330,8 @@ class ScriptedServer:
                 raise MCPError(code=INVALID_REQUEST, message="Session terminated")
             if self.status is not None:
                 raise MCPError(code=INTERNAL_ERROR, message="Server returned an error response")
+        if method == "subscriptions/listen" and self.listen_refused:
+            raise MCPError(code=METHOD_NOT_FOUND, message="Method not found: subscriptions/listen")
         # server/discover is the handshake on a new 2026-era connection and a probe afterwards.
         is_handshake = method == "initialize" or (
             method == "server/discover" and (connection is None or not connection.handshaken)

@@ -1,0 +1,53 @@
+"""A 2026-07-28 server that says its lists can change but refuses ``subscriptions/listen``: the
+stream is asked for again less and less often, never in a tight loop, and is held as soon as the
+server serves it (real SDK server in memory, virtual time)."""
+
+from __future__ import annotations
+
+import trio
+import trio.testing
+from _fleet import policy
+
+import trio_mcp
+from trio_mcp._supervisor import LISTEN_REFUSED_MAX_WAIT
+from trio_mcp.testing import ScriptedServer, memory_server
+
+LISTEN = "subscriptions/listen"
+
+
+async def test_a_refused_stream_is_asked_for_again_less_and_less_often(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    server = ScriptedServer("s")
+    server.refuse_listen()
+    config = memory_server(server, policy=policy(health_interval=1.0, park_after=None))
+    async with trio_mcp.open_manager([config]) as manager:
+        await trio.sleep(600)
+        asked = server.requests[LISTEN]
+        # Doubling waits from the health interval (1, 2, 4, ... s) up to the bound: about ten
+        # requests in ten minutes, where one a second would be six hundred.
+        assert 6 <= asked <= 12
+        await trio.sleep(LISTEN_REFUSED_MAX_WAIT)
+        assert server.requests[LISTEN] == asked + 1  # at the bound, never beyond it
+        assert manager.server("s").status == "healthy"  # a refused stream says nothing of health
+
+        server.refuse_listen(False)
+        await trio.sleep(LISTEN_REFUSED_MAX_WAIT + 1)
+        held_after = server.requests[LISTEN]
+        assert held_after == asked + 2  # asked once more: served, and held
+        await trio.sleep(600)
+        assert server.requests[LISTEN] == held_after  # a held stream is not asked for again
+
+
+async def test_the_waits_start_over_on_a_new_connection(autojump_clock: trio.testing.MockClock) -> None:
+    server = ScriptedServer("s")
+    server.refuse_listen()
+    config = memory_server(server, policy=policy(health_interval=1.0, park_after=None))
+    async with trio_mcp.open_manager([config]) as manager:
+        await trio.sleep(300)
+        before = server.requests[LISTEN]
+        server.close_connections()  # a new connection, and a new stream task
+        await manager.wait_for("s", lambda s: s.session.active and s.session.session_id == 2)
+        await trio.sleep(3.5)
+        # Asked at once on the new connection, then after 1 and 2 s.
+        assert server.requests[LISTEN] - before == 3
