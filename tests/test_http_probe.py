@@ -258,7 +258,7 @@ async def test_a_probe_waiting_its_turn_is_bounded_by_its_own_deadline() -> None
     async with probing(server) as (probe, _, link):
 
         async def one() -> None:
-            with trio.move_on_after(0.3):
+            with trio.move_on_after(1.0):
                 await probe("2026-07-28")
             ended.append(trio.current_time())
 
@@ -267,7 +267,9 @@ async def test_a_probe_waiting_its_turn_is_bounded_by_its_own_deadline() -> None
             for _ in range(bound + 4):
                 nursery.start_soon(one)
         assert len(ended) == bound + 4
-        assert max(ended) - started < 1.0  # nobody waited for the ones ahead of it to time out
+        # Nobody waited for the ones ahead of it to time out: that would end the last ones after
+        # 2 s (their wait, then their own deadline); the slack is for a loaded machine.
+        assert max(ended) - started < 1.9
         assert server.connections == bound
         assert not link.dead.is_set()
 
