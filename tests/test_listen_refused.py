@@ -15,12 +15,17 @@ from trio_mcp.testing import ScriptedServer, memory_server
 LISTEN = "subscriptions/listen"
 
 
+def refusing() -> tuple[ScriptedServer, trio_mcp.ServerConfig]:
+    """A server that refuses the stream, probed every second and never parked."""
+    server = ScriptedServer("s")
+    server.refuse_listen()
+    return server, memory_server(server, policy=policy(health_interval=1.0, park_after=None))
+
+
 async def test_a_refused_stream_is_asked_for_again_less_and_less_often(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    server = ScriptedServer("s")
-    server.refuse_listen()
-    config = memory_server(server, policy=policy(health_interval=1.0, park_after=None))
+    server, config = refusing()
     async with trio_mcp.open_manager([config]) as manager:
         await trio.sleep(600)
         asked = server.requests[LISTEN]
@@ -40,9 +45,7 @@ async def test_a_refused_stream_is_asked_for_again_less_and_less_often(
 
 
 async def test_the_waits_start_over_on_a_new_connection(autojump_clock: trio.testing.MockClock) -> None:
-    server = ScriptedServer("s")
-    server.refuse_listen()
-    config = memory_server(server, policy=policy(health_interval=1.0, park_after=None))
+    server, config = refusing()
     async with trio_mcp.open_manager([config]) as manager:
         await trio.sleep(300)
         before = server.requests[LISTEN]

@@ -94,23 +94,14 @@ def _compile_schema(schema: dict[str, Any]) -> Check | None:
     # verdict on one shape of arguments (names and types) holds for every value of that
     # shape: ask the validator once per shape (it is the slow part of a call's path). Only
     # the verdict is kept: the reason for a refusal names the value, so it is built anew.
-    verdicts: dict[Hashable, bool] = {}
+    verdicts = _Verdicts()
 
     def check(arguments: Mapping[str, Any] | None) -> str | None:
         args = arguments if arguments is not None else {}
-        kinds = tuple(map(type, args.values()))
-        # The usual arguments (strings, integers, booleans) are told apart by their names and
-        # types alone; the others by their shape (floats, nulls) or not at all.
-        key: Hashable | None = (
-            (tuple(args), kinds) if _PLAIN_TYPES.issuperset(kinds) else _shape_of(args, optional)
-        )
+        key = _shape_key(args, optional)
         if key is None:
             return problem(args)
-        fits = verdicts.get(key)
-        if fits is None:
-            if len(verdicts) >= _MAX_SHAPES:
-                verdicts.clear()
-            fits = verdicts[key] = validator.is_valid(_without_null_optionals(args, optional))
+        fits = verdicts.of(key, lambda: bool(validator.is_valid(_without_null_optionals(args, optional))))
         return None if fits else problem(args)
 
     return check
@@ -175,6 +166,32 @@ def _shape_decides(schema: Mapping[str, Any]) -> bool:
     return True
 
 
+def _shape_key(args: Mapping[str, Any], optional: frozenset[str]) -> Hashable | None:
+    """What one verdict on ``args`` is kept under: the usual arguments (strings, integers,
+    booleans) are told apart by their names and types alone, the others by their shape
+    (floats, nulls; see :func:`_shape_of`); ``None``: not by a shape at all."""
+    kinds = tuple(map(type, args.values()))
+    return (tuple(args), kinds) if _PLAIN_TYPES.issuperset(kinds) else _shape_of(args, optional)
+
+
+class _Verdicts:
+    """Verdicts kept by shape, :data:`_MAX_SHAPES` at most (then forgotten, all at once)."""
+
+    __slots__ = ("_kept",)
+
+    def __init__(self) -> None:
+        self._kept: dict[Hashable, bool] = {}
+
+    def of(self, key: Hashable, judge: Callable[[], bool]) -> bool:
+        """The verdict kept under ``key``, or ``judge()``'s, kept."""
+        verdict = self._kept.get(key)
+        if verdict is None:
+            if len(self._kept) >= _MAX_SHAPES:
+                self._kept.clear()
+            verdict = self._kept[key] = judge()
+        return verdict
+
+
 def _shape_of(args: Mapping[str, Any], optional: frozenset[str]) -> tuple[tuple[str, type, bool], ...] | None:
     """Names and types of ``args``, leaving out optional parameters given as ``null`` (floats:
     whether integral, which JSON Schema's ``integer`` accepts); ``None`` when a value is not a
@@ -232,22 +249,14 @@ def _output_check_once(key: str) -> Fits | None:
         return fits
     # As for arguments: only names and JSON types can tell contents apart, so one verdict per
     # shape holds for every value of that shape.
-    verdicts: dict[Hashable, bool] = {}
+    verdicts = _Verdicts()
 
     def fits_by_shape(content: Any) -> bool:
         if type(content) is not dict:
             return fits(content)
-        kinds = tuple(map(type, content.values()))
-        shape: Hashable | None = (
-            (tuple(content), kinds) if _PLAIN_TYPES.issuperset(kinds) else _shape_of(content, frozenset())
-        )
-        if shape is None:
+        key = _shape_key(content, frozenset())
+        if key is None:
             return fits(content)
-        verdict = verdicts.get(shape)
-        if verdict is None:
-            if len(verdicts) >= _MAX_SHAPES:
-                verdicts.clear()
-            verdict = verdicts[shape] = fits(content)
-        return verdict
+        return verdicts.of(key, lambda: fits(content))
 
     return fits_by_shape
