@@ -4,12 +4,15 @@ server serves it (real SDK server in memory, virtual time)."""
 
 from __future__ import annotations
 
+import httpx2
 import trio
 import trio.testing
 from _fleet import policy
+from mcp.shared.exceptions import MCPError
+from mcp_types import CONNECTION_CLOSED, METHOD_NOT_FOUND, REQUEST_TIMEOUT
 
 import trio_mcp
-from trio_mcp._supervisor import LISTEN_REFUSED_MAX_WAIT
+from trio_mcp._supervisor import LISTEN_REFUSED_MAX_WAIT, _refusal, listen_wait
 from trio_mcp.testing import ScriptedServer, memory_server
 
 LISTEN = "subscriptions/listen"
@@ -54,3 +57,19 @@ async def test_the_waits_start_over_on_a_new_connection(autojump_clock: trio.tes
         await trio.sleep(3.5)
         # Asked at once on the new connection, then after 1 and 2 s.
         assert server.requests[LISTEN] - before == 3
+
+
+def test_only_an_answer_with_an_error_is_a_refusal() -> None:
+    request = httpx2.Request("POST", "http://127.0.0.1:9/mcp")
+    status = httpx2.HTTPStatusError("405", request=request, response=httpx2.Response(405, request=request))
+    assert _refusal(MCPError(METHOD_NOT_FOUND, "Method not found"))
+    assert _refusal(status)
+    assert not _refusal(MCPError(CONNECTION_CLOSED, "Connection closed"))  # no answer came
+    assert not _refusal(MCPError(REQUEST_TIMEOUT, "Timed out"))
+    assert not _refusal(httpx2.ReadError("reset"))
+
+
+def test_the_wait_doubles_from_the_interval_up_to_the_bound() -> None:
+    assert [listen_wait(1.0, n) for n in range(6)] == [1.0, 1.0, 2.0, 4.0, 8.0, 16.0]
+    assert listen_wait(1.0, 100) == LISTEN_REFUSED_MAX_WAIT
+    assert listen_wait(600.0, 3) == 600.0  # never below the interval

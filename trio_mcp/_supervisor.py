@@ -34,6 +34,8 @@ from mcp.client.subscriptions import listen
 from mcp.shared.exceptions import MCPError
 from mcp.shared.subscriptions import PromptsListChanged, ResourcesListChanged, ToolsListChanged
 from mcp_types import (
+    CONNECTION_CLOSED,
+    REQUEST_TIMEOUT,
     DiscoverResult,
     InitializeResult,
     PromptListChangedNotification,
@@ -196,6 +198,14 @@ def listen_wait(interval: float, refusals: int) -> float:
     if refusals <= 1:
         return interval
     return max(interval, min(interval * 2.0 ** min(refusals - 1, 32), LISTEN_REFUSED_MAX_WAIT))
+
+
+def _refusal(exc: Exception) -> bool:
+    """Whether a list-change stream ended with the server's answer to it, an error: a refusal
+    (not a connection that closed, nor a request that timed out)."""
+    if isinstance(exc, MCPError):
+        return exc.code not in (CONNECTION_CLOSED, REQUEST_TIMEOUT)
+    return isinstance(exc, httpx2.HTTPStatusError)
 
 
 def unwatched_too_long(asked_at: float, held_at: float) -> bool:
@@ -1324,8 +1334,7 @@ class ServerSupervisor:
                                 if kind is not None:
                                     self._send(_CatalogListed(conn=conn, kind=kind, items=None))
                 except Exception as exc:
-                    # The server answered the request with an error: it refused the stream.
-                    refused = not held and isinstance(exc, MCPError | httpx2.HTTPStatusError)
+                    refused = not held and _refusal(exc)
                     logger.debug("%s: list-change subscription ended: %s", self.name, exc)
             conn.listening = None
             if not listening.cancelled_caught:
