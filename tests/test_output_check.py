@@ -150,3 +150,13 @@ async def test_content_that_does_not_fit_fails_the_call_and_keeps_the_connection
         again = await manager.call_tool("report", {"value": 2})
         assert again.structured_content == {"n": 2}
         assert manager.server("r").session.session_id == session_before  # same connection
+
+
+async def test_content_missing_where_the_tool_declares_it_is_an_invalid_result() -> None:
+    session = never_entered(FleetSession)
+    session._tool_output_schemas["t"] = COUNT
+    with pytest.raises(trio_mcp.InvalidResultError, match="did not return structured content"):
+        await session.validate_tool_result("t", CallToolResult(content=[]))
+    # A tool that declares no output schema may answer without structured content.
+    session._tool_output_schemas["u"] = None
+    await session.validate_tool_result("u", CallToolResult(content=[]))
