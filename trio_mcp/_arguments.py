@@ -64,12 +64,22 @@ def _compile_schema_once(key: str) -> Check | None:
     return _compile_schema(schema)
 
 
-def _compile_schema(schema: dict[str, Any]) -> Check | None:
+def _validator(
+    schema: dict[str, Any], registry: referencing.Registry[Any]
+) -> jsonschema.protocols.Validator | None:
+    """The validator of ``schema``'s own draft, ``$ref`` resolved through ``registry``;
+    ``None`` when ``schema`` is no valid JSON Schema."""
     try:
         cls = jsonschema.validators.validator_for(schema)
         cls.check_schema(schema)
-        validator = cls(schema, registry=_LOCAL_ONLY)
     except jsonschema.exceptions.SchemaError:
+        return None
+    return cls(schema, registry=registry)
+
+
+def _compile_schema(schema: dict[str, Any]) -> Check | None:
+    validator = _validator(schema, _LOCAL_ONLY)
+    if validator is None:
         return None  # a schema we cannot use is not the caller's fault
     optional = _optional_properties(schema)
 
@@ -232,11 +242,8 @@ def output_check(schema: Mapping[str, Any]) -> Fits | None:
 @functools.lru_cache(maxsize=1024)
 def _output_check_once(key: str) -> Fits | None:
     schema: dict[str, Any] = json.loads(key)
-    try:
-        cls = jsonschema.validators.validator_for(schema)
-        cls.check_schema(schema)
-        validator = cls(schema, registry=referencing.Registry())
-    except jsonschema.exceptions.SchemaError:
+    validator = _validator(schema, referencing.Registry())
+    if validator is None:
         return None
 
     def fits(content: Any) -> bool:
