@@ -17,8 +17,9 @@ is the ratio of their median latencies (throughput is measured in interleaved ro
   the SDK's ``streamable_http_client`` (its default HTTP client) and the manager an
   ``HttpTransport``, both to that one process.
 
-``--concurrency 16,64`` also measures throughput: C trio tasks share the calls of a round and
-each calls in a loop until none is left, through one shared raw ``ClientSession`` (the SDK
+``--concurrency 16,64`` also measures throughput: C trio tasks share the calls of a round (8 per
+caller; the two paths take turns, round by round, for 2 x ``calls`` calls each, at least ten
+rounds) and each calls in a loop until none is left, through one shared raw ``ClientSession`` (the SDK
 multiplexes requests) and through the manager (its ``max_concurrency`` raised so that it does
 not throttle); the ratio printed is calls/s through the manager over calls/s through the raw
 session (higher is better). ``--repeat R`` runs everything R times and ends with the range
@@ -60,7 +61,9 @@ TRANSPORTS = ("memory", "stdio", "http")
 ECHO_SERVER = str(Path(__file__).resolve().with_name("_echo_server.py"))
 ARGS = {"text": "hello"}
 WARMUP_CALLS = 200
-THROUGHPUT_ROUNDS = 5
+THROUGHPUT_ROUND_CALLS = 8
+"""Calls per caller in one throughput round: short rounds, many of them, interleaved."""
+THROUGHPUT_MIN_ROUNDS = 10
 SERVER_START_TIMEOUT = 30.0
 SERVER_STOP_TIMEOUT = 10.0
 
@@ -148,11 +151,15 @@ async def measure(paths: Paths, run: Run, n: int, concurrency: Sequence[int]) ->
             run.managed += await time_calls(paths.managed, 1)
             run.raw += await time_calls(paths.raw, 1)
     for callers in concurrency:
-        per_round = max(n // THROUGHPUT_ROUNDS, callers)
+        # Short rounds (8 calls per caller), many of them, alternating the two paths: the
+        # machine's drift over a second or two is as large as the difference measured, and
+        # short rounds spread it over both paths alike.
+        per_round = THROUGHPUT_ROUND_CALLS * callers
+        rounds = max(THROUGHPUT_MIN_ROUNDS, round(2 * n / per_round))
         await time_concurrent(paths.raw, callers, 4 * callers)  # warm up at this concurrency
         await time_concurrent(paths.managed, callers, 4 * callers)
         raw_seconds = managed_seconds = 0.0
-        for i in range(THROUGHPUT_ROUNDS):
+        for i in range(rounds):
             # Alternate which path goes first, as well as interleaving them.
             if i % 2 == 0:
                 raw_seconds += await time_concurrent(paths.raw, callers, per_round)
@@ -160,9 +167,7 @@ async def measure(paths: Paths, run: Run, n: int, concurrency: Sequence[int]) ->
             else:
                 managed_seconds += await time_concurrent(paths.managed, callers, per_round)
                 raw_seconds += await time_concurrent(paths.raw, callers, per_round)
-        run.throughputs.append(
-            Throughput(callers, per_round * THROUGHPUT_ROUNDS, raw_seconds, managed_seconds)
-        )
+        run.throughputs.append(Throughput(callers, per_round * rounds, raw_seconds, managed_seconds))
 
 
 # ---------------------------------------------------------------------------------------------
