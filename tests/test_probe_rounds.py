@@ -20,8 +20,9 @@ from test_http_probe import ANSWERS
 
 from trio_mcp._errors import classify
 from trio_mcp._transports import base, http, probe_rounds
+from trio_mcp._transports.http1 import parse_answer
 from trio_mcp._transports.http_probe import MessageRefusedError, PlainDiscoverProbe, SessionlessDispatcher
-from trio_mcp._transports.probe_rounds import ROUND_BUSY_HANDSHAKES, ROUND_SECONDS, RoundEntry, parse_answer
+from trio_mcp._transports.probe_rounds import ROUND_BUSY_HANDSHAKES, ROUND_SECONDS, RoundEntry
 
 INTERVAL = 0.05
 
@@ -315,9 +316,9 @@ def test_parse_answer_refuses_what_is_not_http(data: bytes, error: str) -> None:
     ],
 )
 def test_answers_rounds_cannot_read_are_unframed(head: bytes) -> None:
-    from trio_mcp._transports.probe_rounds import _Unframed
+    from trio_mcp._transports.http1 import Unframed
 
-    with pytest.raises(_Unframed):
+    with pytest.raises(Unframed):
         parse_answer(head, 1024)
 
 

@@ -1,5 +1,5 @@
 """The list-change stream of a plain-HTTP 2026-07-28 connection: ``subscriptions/listen`` as one
-long POST over h11, on a socket of its own.
+long POST, its answer read by h11, on a socket of its own.
 
 A 2026-07-28 server announces list changes only on such a stream, so every supervised server
 holds one open for as long as it is connected: in an idle fleet it is most of what a server
@@ -27,6 +27,7 @@ import h11
 import httpx2
 import trio
 
+from .http1 import RECEIVE, h11_after_request
 from .http_probe import (
     EventData,
     PlainPost,
@@ -40,7 +41,7 @@ from .wire import rpc_error as _rpc_error
 
 
 class PlainListen(PlainPost):
-    """``subscriptions/listen`` as one POST over h11, on a socket connected for it.
+    """``subscriptions/listen`` as one POST (its answer read by h11), on a socket connected for it.
 
     Failing to connect or losing the stream never marks the connection dead (the server may have
     restarted, and the connection's other requests go on: the owner listens again later, as with
@@ -66,7 +67,8 @@ class PlainListen(PlainPost):
         self._sent += 1
         request_id = f"trio-mcp-listen-{self._sent}"
         body = listen_body(request_id, version, kinds)
-        request = self._post({MCP_PROTOCOL_VERSION_HEADER: version, MCP_METHOD_HEADER: LISTEN}, len(body))
+        stamped = {MCP_PROTOCOL_VERSION_HEADER: version, MCP_METHOD_HEADER: LISTEN}
+        request = self._post(stamped, len(body)) + body
         sockets = self._sockets
         await sockets.until_quiet()
         opening = await sockets.opening_turn()
@@ -80,9 +82,7 @@ class PlainListen(PlainPost):
         try:
             sock = await sockets.connect()
             try:
-                answer = await self._read(
-                    sock.h11, sock.stream, request, body, request_id, on_message, opened
-                )
+                answer = await self._read(sock.stream, request, request_id, on_message, opened)
             except (OSError, trio.BrokenResourceError, trio.ClosedResourceError) as exc:
                 raise httpx2.ReadError(str(exc) or type(exc).__name__) from exc
             except h11.ProtocolError as exc:
@@ -97,10 +97,8 @@ class PlainListen(PlainPost):
 
     async def _read(
         self,
-        conn: h11.Connection,
         stream: trio.abc.Stream,
-        request: h11.Request,
-        body: bytes,
+        request: bytes,
         request_id: str,
         on_message: Callable[[str, dict[str, Any]], Awaitable[None]],
         opened: Callable[[], None],
@@ -108,8 +106,8 @@ class PlainListen(PlainPost):
         """Send the request and read the answer: the message answering it, after every other
         message of an event stream was handed to ``on_message``; ``opened()`` once the answer
         begins."""
-        sent = (request, h11.Data(data=body), h11.EndOfMessage())
-        await stream.send_all(b"".join(conn.send(event) or b"" for event in sent))
+        await stream.send_all(request)
+        conn = h11_after_request()
         events: EventData | None = None
         response: h11.Response | None = None
         chunks: list[bytes] = []
@@ -117,7 +115,7 @@ class PlainListen(PlainPost):
         while True:
             event = conn.next_event()
             if event is h11.NEED_DATA:
-                conn.receive_data(bytes(await stream.receive_some(65536)))
+                conn.receive_data(bytes(await stream.receive_some(RECEIVE)))
             elif isinstance(event, h11.Response):
                 opened()
                 response = event

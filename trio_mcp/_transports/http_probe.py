@@ -8,10 +8,11 @@ Two ways to send it:
 
 - :class:`DiscoverProbe`: through the connection's own ``httpx2`` client (its headers, auth and
   leased pool). Every connection can use it.
-- :class:`PlainDiscoverProbe`: for a plain ``http://`` server without an auth flow, h11 over a
-  trio socket from a small set of keep-alive sockets per origin (:class:`ProbeSockets`). A probe
-  is most of what an idle fleet costs, and this costs a fraction of a pass through ``httpx2``
-  and ``httpcore2``. It raises the same errors and marks the connection the same way.
+- :class:`PlainDiscoverProbe`: for a plain ``http://`` server without an auth flow, one POST
+  written out (:mod:`.http1`) on a trio socket from a small set of keep-alive sockets per
+  origin (:class:`ProbeSockets`). A probe is most of what an idle fleet costs, and this costs
+  a fraction of a pass through ``httpx2`` and ``httpcore2``. It raises the same errors and
+  marks the connection the same way.
 
 The handshake of such a server goes the same way (:class:`SessionlessDispatcher`): its SDK
 session is opened only when a call needs it.
@@ -33,6 +34,7 @@ import trio
 
 from .._config import DEFAULT_MAX_MESSAGE_BYTES
 from .base import Link, SentMarker, over_bound, sent_marker
+from .http1 import RECEIVE, TooLarge, Unframed, h11_after_request, header_lines, parse_head, request_line
 from .probe_rounds import ROUND_BUSY_HANDSHAKES, ROUND_DEFER_SECONDS, RoundOrigin
 from .wire import CONNECTION_CLOSED as _CONNECTION_CLOSED
 from .wire import INTERNAL_ERROR as _INTERNAL_ERROR
@@ -96,7 +98,7 @@ def _discover_headers(version: str) -> dict[str, str]:
 
 
 def plain_headers(url: httpx2.URL, headers: Mapping[str, str]) -> list[tuple[str, str]]:
-    """The headers of a request written with h11 to ``url``: its ``Host``, and the connection's
+    """The headers of a plain POST to ``url``: its ``Host``, and the connection's
     own ``headers`` but for those that the request sets itself (content, protocol, framing)."""
     host = url.netloc.decode("ascii")  # an IPv6 address in brackets, the port if given
     own = {"host", "connection", "accept-encoding", "content-length", *_discover_headers("").keys()}
@@ -161,11 +163,10 @@ async def take_turn(turns: trio.Semaphore) -> None:
 
 
 class _ProbeSocket:
-    __slots__ = ("h11", "idle_since", "stream")
+    __slots__ = ("idle_since", "stream")
 
     def __init__(self, stream: trio.abc.Stream) -> None:
         self.stream = stream
-        self.h11 = h11.Connection(h11.CLIENT)
         self.idle_since = 0.0
 
 
@@ -303,10 +304,11 @@ class _Stale(Exception):
 
 
 class PlainPost:
-    """A request of one connection written with h11 on a socket of ``sockets`` (an origin's):
-    what a probe and a listen stream share."""
+    """A request of one connection written as HTTP/1.1 on a socket of ``sockets`` (an
+    origin's), its answer read as :mod:`.http1` reads it: what a probe, a call and a listen
+    stream share."""
 
-    __slots__ = ("_headers", "_link", "_max", "_sent", "_sockets", "_target", "_url")
+    __slots__ = ("_fixed", "_headers", "_link", "_max", "_sent", "_sockets", "_target", "_url")
 
     def __init__(
         self,
@@ -323,21 +325,23 @@ class PlainPost:
         self._link = link
         self._max = max_bytes
         self._sent = 0
+        self._fixed: bytes | None = None
+        """What every request's head starts with (checked and written out once)."""
 
-    def _post(self, stamped: Mapping[str, str], length: int) -> h11.Request:
-        """The POST of a JSON-RPC request of ``length`` bytes: the connection's own headers,
-        then the request's (``stamped``: its protocol version and method)."""
-        return h11.Request(
-            method="POST",
-            target=self._target,
-            headers=[
-                *self._headers,
-                ("accept", "application/json, text/event-stream"),
-                ("content-type", "application/json"),
-                *stamped.items(),
-                ("content-length", str(length)),
-            ],
-        )
+    def _post(self, stamped: Mapping[str, str], length: int) -> bytes:
+        """The head of the POST of a JSON-RPC request of ``length`` bytes: the connection's own
+        headers, then the request's (``stamped``: its protocol version and method). Raises
+        ``h11.LocalProtocolError`` for a header that may not be written."""
+        fixed = self._fixed
+        if fixed is None:
+            fixed = self._fixed = request_line("POST", self._target) + header_lines(
+                [
+                    *self._headers,
+                    ("accept", "application/json, text/event-stream"),
+                    ("content-type", "application/json"),
+                ]
+            )
+        return fixed + header_lines([*stamped.items(), ("content-length", str(length))]) + b"\r\n"
 
     @property
     def max_bytes(self) -> int:
@@ -371,7 +375,7 @@ class PlainPost:
         return await _answer_of(response, request_id, self._max, method)
 
     async def _exchange(
-        self, request: h11.Request, body: bytes, request_id: str, *, turn: bool = True
+        self, request: bytes, request_id: str, *, turn: bool = True
     ) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
         """Send the request on an idle socket, again on the next (or a new one) while a reused
         one turns out closed under it; the answer's status, headers and body. ``turn``: wait
@@ -383,7 +387,7 @@ class PlainPost:
         else:
             sockets.handshaking += 1
         try:
-            return await self._exchange_in_turn(request, body, request_id)
+            return await self._exchange_in_turn(request, request_id)
         except Exception as exc:
             self.mark_failed(exc)
             raise
@@ -403,8 +407,7 @@ class PlainPost:
 
     async def _exchange_in_turn(
         self,
-        request: h11.Request,
-        body: bytes,
+        request: bytes,
         request_id: str,
         *,
         repeatable: bool = True,
@@ -424,8 +427,8 @@ class PlainPost:
             if marker is not None:
                 marker.sent = True
             try:
-                answer = await self._exchange_on(
-                    sock, request, body, request_id, reused=reused and repeatable, on_event=on_event
+                status, headers, content, reusable = await self._exchange_on(
+                    sock, request, request_id, reused=reused and repeatable, on_event=on_event
                 )
             except _Stale:
                 _close_now(sock)
@@ -433,72 +436,55 @@ class PlainPost:
             except BaseException:
                 _close_now(sock)
                 raise
-            if sock.h11.our_state is h11.DONE and sock.h11.their_state is h11.DONE:
-                sock.h11.start_next_cycle()
+            if reusable:
                 sockets.give_back(sock, trio.current_time())
             else:
                 _close_now(sock)
-            return answer
+            return status, headers, content
 
     async def _exchange_on(
         self,
         sock: _ProbeSocket,
-        request: h11.Request,
-        body: bytes,
+        request: bytes,
         request_id: str,
         *,
         reused: bool,
         on_event: OnEvent | None = None,
-    ) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
-        """The answer's status, headers and body: the whole body, or of an event stream, what
-        arrived up to the event that answers (the stream may stay open after it; the socket is
-        then closed, not reused). ``reused``: a failure before the answer begins is
-        :class:`_Stale`."""
-        conn = sock.h11
-        data = b"".join(
-            conn.send(event) or b"" for event in (request, h11.Data(data=body), h11.EndOfMessage())
-        )
+    ) -> tuple[int, list[tuple[bytes, bytes]], bytes, bool]:
+        """The answer's status, headers and body, and whether the socket can be used again: the
+        whole body, or of an event stream, what arrived up to the event that answers (the stream
+        may stay open after it; the socket is then closed, not reused). ``reused``: a failure
+        before the answer begins is :class:`_Stale`."""
         answered = False
         try:
-            await sock.stream.send_all(data)
-            status = 0
-            headers: list[tuple[bytes, bytes]] = []
-            chunks: list[bytes] = []
-            size = 0
-            events: EventData | None = None
+            await sock.stream.send_all(request)
+            data = b""
             while True:
-                event = conn.next_event()
-                if event is h11.NEED_DATA:
-                    received = bytes(await sock.stream.receive_some(65536))
-                    answered = answered or bool(received)
-                    conn.receive_data(received)
-                elif isinstance(event, h11.Response):
-                    status, headers = event.status_code, list(event.headers)
-                    content_type = _header(headers, b"content-type").lower()
-                    if status == 200 and content_type.startswith(b"text/event-stream"):
-                        events = EventData()
-                    length = _content_length(headers)
-                    if length is not None and length > self._max:
-                        raise self.refused()
-                elif isinstance(event, h11.Data):
-                    size += len(event.data)
-                    if size > self._max:
-                        raise self.refused()
-                    chunks.append(bytes(event.data))
-                    if events is not None:
-                        for data in events.feed(chunks[-1]):
-                            message = _json_object(data)
-                            if _answers(message, request_id):
-                                # The stream's end, when it came with the answer, leaves the
-                                # socket reusable; if it did not (yet), the socket is closed.
-                                conn.next_event()
-                                return status, headers, b"".join(chunks)
-                            if on_event is not None and message is not None:
-                                await on_event(message)
-                elif isinstance(event, h11.EndOfMessage):
-                    return status, headers, b"".join(chunks)
-                elif isinstance(event, h11.ConnectionClosed):
+                received = bytes(await sock.stream.receive_some(RECEIVE))
+                if not received:
                     raise h11.RemoteProtocolError("the server closed the connection without an answer")
+                answered = True
+                data += received
+                try:
+                    parsed = parse_head(data, self._max)
+                except Unframed:
+                    return await self._read_with_h11(sock, data, request_id, on_event)
+                except TooLarge:
+                    raise self.refused() from None
+                if parsed is not None:
+                    break
+            status, headers, start, length, close = parsed
+            chunks = [data[start:]]
+            got = len(data) - start
+            while got < length:
+                received = bytes(await sock.stream.receive_some(RECEIVE))
+                if not received:
+                    raise h11.RemoteProtocolError("the server closed the connection within an answer")
+                chunks.append(received)
+                got += len(received)
+            content = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+            # Anything after the answer (nothing was asked for) makes the socket unusable.
+            return status, headers, content[:length], not close and got == length
         except (OSError, trio.BrokenResourceError, trio.ClosedResourceError, h11.RemoteProtocolError) as exc:
             if reused and not answered:
                 # Most often the server closed this idle connection after its own timeout and
@@ -510,9 +496,55 @@ class PlainPost:
                 str(exc) or type(exc).__name__
             ) from exc
 
+    async def _read_with_h11(
+        self, sock: _ProbeSocket, data: bytes, request_id: str, on_event: OnEvent | None
+    ) -> tuple[int, list[tuple[bytes, bytes]], bytes, bool]:
+        """:meth:`_exchange_on` for an answer not framed by ``Content-Length``, of which
+        ``data`` arrived so far: read by h11."""
+        conn = h11_after_request()
+        conn.receive_data(data)
+        status = 0
+        headers: list[tuple[bytes, bytes]] = []
+        chunks: list[bytes] = []
+        size = 0
+        events: EventData | None = None
+        while True:
+            event = conn.next_event()
+            if event is h11.NEED_DATA:
+                conn.receive_data(bytes(await sock.stream.receive_some(RECEIVE)))
+            elif isinstance(event, h11.Response):
+                status, headers = event.status_code, list(event.headers)
+                content_type = _header(headers, b"content-type").lower()
+                if status == 200 and content_type.startswith(b"text/event-stream"):
+                    events = EventData()
+            elif isinstance(event, h11.Data):
+                size += len(event.data)
+                if size > self._max:
+                    raise self.refused()
+                chunks.append(bytes(event.data))
+                if events is not None:
+                    for message_data in events.feed(chunks[-1]):
+                        message = _json_object(message_data)
+                        if _answers(message, request_id):
+                            # The stream's end, when it came with the answer, leaves the
+                            # socket reusable; if it did not (yet), the socket is closed.
+                            conn.next_event()
+                            return status, headers, b"".join(chunks), _reusable(conn)
+                        if on_event is not None and message is not None:
+                            await on_event(message)
+            elif isinstance(event, h11.EndOfMessage):
+                return status, headers, b"".join(chunks), _reusable(conn)
+            elif isinstance(event, h11.ConnectionClosed):
+                raise h11.RemoteProtocolError("the server closed the connection without an answer")
+
+
+def _reusable(conn: h11.Connection) -> bool:
+    """Whether the socket an h11 ``conn`` read a whole answer on can carry the next request."""
+    return conn.our_state is h11.DONE and conn.their_state is h11.DONE
+
 
 class PlainDiscoverProbe(PlainPost):
-    """``server/discover`` as one POST over h11, on a socket of ``sockets``.
+    """``server/discover`` as one POST, on a socket of ``sockets``.
 
     The same answer checks as :class:`DiscoverProbe` (a JSON answer is read as it is; any other
     becomes an ``httpx2.Response`` read by the same code), the same errors (``httpx2``
@@ -522,7 +554,7 @@ class PlainDiscoverProbe(PlainPost):
     are under way at once.
     """
 
-    __slots__ = ("_requests", "_written", "rounds")
+    __slots__ = ("_written", "rounds")
 
     def __init__(
         self,
@@ -533,45 +565,30 @@ class PlainDiscoverProbe(PlainPost):
         max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
     ) -> None:
         super().__init__(sockets, url, headers, link, max_bytes)
-        self._requests: dict[str, tuple[h11.Request, bytes, bytes]] = {}
-        """For each version, the request head and the body around the request id: every probe
-        of one version has a body of the same length (its id has a fixed width)."""
         self._written: dict[str, tuple[bytes, bytes]] = {}
-        """For each version, the whole request written out, around the request id."""
+        """For each version, the whole request written out, around the request id: every probe
+        of one version has a body of the same length (its id has a fixed width)."""
         self.rounds: RoundOrigin | None = None
         """Its origin's share of the probe rounds, which it can also be sent in (in a
         manager); ``None``: it is sent by itself only."""
-
-    def _made(self, version: str) -> tuple[h11.Request, bytes, bytes]:
-        before, after = _discover_body(_ID_MARK, version).split(_ID_MARK.encode())
-        length = len(before) + len(_ID_MARK) + len(after)
-        return self._post(_stamped_headers(version, "server/discover"), length), before, after
-
-    def _request(self, version: str) -> tuple[h11.Request, bytes, bytes]:
-        made = self._requests.get(version)
-        if made is None:
-            made = self._requests[version] = self._made(version)
-        return made
 
     def _next_id(self) -> str:
         self._sent += 1
         return f"trio-mcp-probe-{self._sent % _PROBE_IDS:08d}"
 
     async def __call__(self, version: str) -> None:
-        request, before, after = self._request(version)
-        request_id = self._next_id()
-        body = before + request_id.encode() + after
-        status, response_headers, content = await self._exchange(request, body, request_id)
+        request, request_id = self.request_bytes(version)
+        status, response_headers, content = await self._exchange(request, request_id)
         await self.check(status, response_headers, content, request_id)
 
     def request_bytes(self, version: str) -> tuple[bytes, str]:
-        """The next probe as the bytes of one whole HTTP/1.1 request, and its request id (for
-        a caller that writes it on a socket of its own)."""
+        """The next probe as the bytes of one whole HTTP/1.1 request, and its request id (also
+        for a caller that writes it on a socket of its own: the probe rounds)."""
         written = self._written.get(version)
         if written is None:
-            # Not kept as a request too: a probe sent in rounds never goes through h11.
-            request, before, after = self._made(version)
-            head = h11.Connection(h11.CLIENT).send(request) or b""
+            before, after = _discover_body(_ID_MARK, version).split(_ID_MARK.encode())
+            length = len(before) + len(_ID_MARK) + len(after)
+            head = self._post(_stamped_headers(version, "server/discover"), length)
             written = self._written[version] = (head + before, after)
         request_id = self._next_id()
         return written[0] + request_id.encode() + written[1], request_id
@@ -599,7 +616,7 @@ class _DropsNotifications:
 
 class SessionlessDispatcher(_DropsNotifications, PlainPost):
     """The dispatcher of an SDK ``ClientSession`` that is never entered: each request it is
-    given is one POST over h11 on a socket of ``sockets``, with the headers the session
+    given is one POST on a socket of ``sockets``, with the headers the session
     stamped on it. So a 2026-07-28 server's handshake (``server/discover`` and the listings)
     is sent, and its answers checked and adopted, by the SDK's own session code, without the
     transport, the tasks and the streams of an open session.
@@ -636,17 +653,17 @@ class SessionlessDispatcher(_DropsNotifications, PlainPost):
         self._sent += 1
         request_id = f"trio-mcp-{self._sent}"
         body = json.dumps(request_message(request_id, method, params)).encode()
-        request = self._post((opts or {}).get("headers") or {}, len(body))
+        request = self._post((opts or {}).get("headers") or {}, len(body)) + body
         # A handshake's requests are not in the probes' turns: handshakes are bounded by the
         # manager's connect slots, and a fleet coming up must not queue its handshakes behind
         # the probes of its first servers.
-        status, headers, content = await self._exchange(request, body, request_id, turn=not self.handshaking)
+        status, headers, content = await self._exchange(request, request_id, turn=not self.handshaking)
         return result_of(await self._answer(status, headers, content, request_id, method), method)
 
 
 class PlainCalls(_DropsNotifications, PlainPost):
     """The dispatcher of the SDK session that a plain-HTTP 2026-07-28 connection is served with
-    (a session never entered): each request is one POST over h11 on a socket of the origin's
+    (a session never entered): each request is one POST on a socket of the origin's
     keep-alive sockets, with the headers the session stamped on it, sent and read in the
     caller's own task. The SDK's streamable-HTTP transport would add, per request, a task, a
     pair of memory streams and a pass through ``httpx2`` and ``httpcore2``, for what on this
@@ -702,7 +719,7 @@ class PlainCalls(_DropsNotifications, PlainPost):
             sent_params = message.setdefault("params", {})
             sent_params["_meta"] = {**(sent_params.get("_meta") or {}), "progressToken": request_id}
         body = json.dumps(message).encode()
-        request = self._post(opts.get("headers") or {}, len(body))
+        request = self._post(opts.get("headers") or {}, len(body)) + body
 
         async def on_event(event: dict[str, Any]) -> None:
             await self._heard(event, request_id, on_progress)
@@ -716,7 +733,6 @@ class PlainCalls(_DropsNotifications, PlainPost):
                 try:
                     status, headers, content = await self._exchange_in_turn(
                         request,
-                        body,
                         request_id,
                         repeatable=method in REPEATABLE_METHODS,
                         on_event=on_event,
@@ -757,13 +773,8 @@ class PlainCalls(_DropsNotifications, PlainPost):
 
 
 def _header(headers: list[tuple[bytes, bytes]], name: bytes) -> bytes:
-    """The first value of header ``name`` (h11 gives names in lower case), or ``b""``."""
+    """The first value of header ``name`` (names are in lower case), or ``b""``."""
     return next((value for key, value in headers if key == name), b"")
-
-
-def _content_length(headers: list[tuple[bytes, bytes]]) -> int | None:
-    length = _header(headers, b"content-length")
-    return int(length) if length else None  # h11 has checked that it is a number
 
 
 class EventData:

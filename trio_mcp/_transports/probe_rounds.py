@@ -37,6 +37,8 @@ from typing import Protocol
 import httpx2
 import trio
 
+from .http1 import RECEIVE, TooLarge, Unframed, parse_answer
+
 ROUND_SECONDS = 0.01
 """How long a round lasts: a probe is sent up to this long before it is due, and its answer is
 read this long after it was sent (or at a later round)."""
@@ -54,8 +56,6 @@ list-change streams: :meth:`.http_probe.ProbeSockets.until_quiet`)."""
 ROUND_DEFER_SECONDS = 10.0
 """How long at most the probes wait at a stretch for the origin's handshakes (a probe is then
 late by this at most): after that they go out whatever the origin is doing."""
-_MAX_HEAD = 64 * 1024
-_RECEIVE = 65536
 
 
 class RoundProbe(Protocol):
@@ -107,7 +107,7 @@ class Escalation:
         if self.unframed:
             await probe(entry.version())
             return
-        if isinstance(self.error, _TooLarge):
+        if isinstance(self.error, TooLarge):
             raise probe.refused()
         if self.error is not None:
             if not isinstance(self.error, trio.TooSlowError):
@@ -221,61 +221,8 @@ class _InFlight:
         self.received = False
 
 
-class _Unframed(Exception):
-    pass
-
-
-class _TooLarge(Exception):
-    pass
-
-
 def _is_json(headers: list[tuple[bytes, bytes]]) -> bool:
     return next((v for k, v in headers if k == b"content-type"), b"").lower().startswith(b"application/json")
-
-
-def parse_answer(data: bytes, max_bytes: int) -> tuple[int, list[tuple[bytes, bytes]], bytes, bool] | None:
-    """One HTTP/1.1 answer framed by ``Content-Length`` at the start of ``data``: its status,
-    headers (names in lower case), body, and whether the socket can be used again; ``None``
-    while it is not all there. Raises ``httpx2.RemoteProtocolError`` for what is not HTTP,
-    :class:`_Unframed` for an answer framed otherwise, :class:`_TooLarge` over ``max_bytes``."""
-    end = data.find(b"\r\n\r\n")
-    if end < 0:
-        if len(data) > _MAX_HEAD:
-            raise httpx2.RemoteProtocolError("the answer's head is too long")
-        return None
-    lines = data[:end].split(b"\r\n")
-    version, _, rest = lines[0].partition(b" ")
-    code = rest[:3]
-    if version not in (b"HTTP/1.1", b"HTTP/1.0") or len(code) != 3 or not code.isdigit():
-        raise httpx2.RemoteProtocolError("the server did not answer with HTTP/1.1")
-    status = int(code)
-    headers: list[tuple[bytes, bytes]] = []
-    length: int | None = None
-    framed = True
-    close = version == b"HTTP/1.0"
-    for line in lines[1:]:
-        name, colon, value = line.partition(b":")
-        if not colon:
-            raise httpx2.RemoteProtocolError("a malformed header in the answer")
-        name, value = name.strip().lower(), value.strip()
-        headers.append((name, value))
-        if name == b"content-length":
-            if not value.isdigit() or (length is not None and int(value) != length):
-                raise httpx2.RemoteProtocolError("a malformed Content-Length in the answer")
-            length = int(value)
-        elif name == b"transfer-encoding":
-            framed = False
-        elif name == b"connection" and b"close" in value.lower():
-            close = True
-    if status < 200 or not framed or (length is None and status not in (204, 304)):
-        raise _Unframed
-    length = length or 0
-    if length > max_bytes:
-        raise _TooLarge
-    start = end + 4
-    if len(data) < start + length:
-        return None
-    return status, headers, data[start : start + length], not close and len(data) == start + length
 
 
 class RoundOrigin:
@@ -505,10 +452,10 @@ class ProbeRounds:
             entry = flight.entry
             try:
                 done = self._read(flight, now)
-            except _Unframed:
+            except Unframed:
                 self._hand_over(entry, now, Escalation(entry, unframed=True))
-            except _TooLarge:
-                self._hand_over(entry, now, Escalation(entry, error=_TooLarge()))
+            except TooLarge:
+                self._hand_over(entry, now, Escalation(entry, error=TooLarge()))
             except _StaleSocket:
                 self._send_again(entry, now)
             except Exception as exc:
@@ -530,7 +477,7 @@ class ProbeRounds:
         entry = flight.entry
         while True:
             try:
-                chunk = flight.sock.recv(_RECEIVE)
+                chunk = flight.sock.recv(RECEIVE)
             except BlockingIOError:
                 return False
             except OSError as exc:
