@@ -155,12 +155,14 @@ def invoke_overhead(
     _save(fig, path)
 
 
-def fleet_scale(path: Path, *, rows: Sequence[Mapping[str, Any]], interval: float) -> None:
+def fleet_scale(
+    path: Path, *, rows: Sequence[Mapping[str, Any]], interval: float, backends: str = "one backend"
+) -> None:
     """Seconds to all healthy, CPU and memory per server against the number of servers.
 
     ``rows``: the results of ``bench/fleet_scale.py`` (keys ``servers``, ``opened_after``,
     ``healthy_after`` (None: never), ``cpu``, ``backend_cpu``, ``kib_per_server``), any number
-    per fleet size.
+    per fleet size; ``backends``: what served them, for the title.
     """
     plt = _pyplot()
     sizes = sorted({int(r["servers"]) for r in rows})
@@ -180,7 +182,7 @@ def fleet_scale(path: Path, *, rows: Sequence[Mapping[str, Any]], interval: floa
             ax.scatter(*zip(*points, strict=True), s=12, color=color, alpha=0.5)
 
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
-    fig.suptitle(f"fleet_scale: N streamable-HTTP servers, one backend, health_interval={interval:g}s")
+    fig.suptitle(f"fleet_scale: N streamable-HTTP servers, {backends}, health_interval={interval:g}s")
     panels: list[tuple[Any, list[tuple[str, str]], str, str, float, str, str]] = [
         (
             axes[0],

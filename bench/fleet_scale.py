@@ -625,7 +625,9 @@ def main(argv: list[str] | None = None) -> None:
                         backend.wait()
     print_table(rows, args.interval)
     if args.chart is not None and _charts.available():
-        _charts.fleet_scale(args.chart, rows=rows, interval=args.interval)
+        count = "one" if args.backends == 1 else str(args.backends)
+        served = f"{count} {args.backend_server} backend{'s' if args.backends > 1 else ''}"
+        _charts.fleet_scale(args.chart, rows=rows, interval=args.interval, backends=served)
     if args.smoke:
         row = rows[0]
         if row["healthy_after"] is None or row["probes_per_second"] <= 0:
