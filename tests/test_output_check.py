@@ -160,3 +160,37 @@ async def test_content_missing_where_the_tool_declares_it_is_an_invalid_result()
     # A tool that declares no output schema may answer without structured content.
     session._tool_output_schemas["u"] = None
     await session.validate_tool_result("u", CallToolResult(content=[]))
+
+
+async def test_a_failure_to_list_an_unknown_tool_is_not_taken_for_an_invalid_result() -> None:
+    """Checking the content of a tool it does not know, the session lists the tools first: a
+    failure of that request is the connection's (it goes on as it is), not the answer's."""
+
+    class Unlisted(FleetSession):
+        listed = 0
+
+        async def list_tools(self, *args: Any, **kwargs: Any) -> ListToolsResult:
+            self.listed += 1
+            raise RuntimeError("the connection is gone")
+
+    session = never_entered(Unlisted)
+    assert isinstance(session, Unlisted)
+    with pytest.raises(RuntimeError, match="the connection is gone") as caught:
+        await session.validate_tool_result("t", CallToolResult(content=[], structured_content={"n": 1}))
+    assert not isinstance(caught.value, trio_mcp.InvalidResultError)
+    assert session.listed == 1
+
+
+async def test_a_tool_still_unlisted_after_listing_is_not_checked_and_listed_once() -> None:
+    class Listing(FleetSession):
+        listed = 0
+
+        async def list_tools(self, *args: Any, **kwargs: Any) -> ListToolsResult:
+            self.listed += 1
+            self._tool_output_schemas["other"] = COUNT
+            return ListToolsResult(tools=[])
+
+    session = never_entered(Listing)
+    assert isinstance(session, Listing)
+    await session.validate_tool_result("t", CallToolResult(content=[], structured_content={"n": "x"}))
+    assert session.listed == 1

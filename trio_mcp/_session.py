@@ -35,7 +35,9 @@ class FleetSession(ClientSession):
     one verdict per shape of content where the schema can only tell shapes apart), where the
     SDK walks the schema on every call. Anything else is left to the SDK's own check, which
     says why it does not fit (the same validator: the verdicts agree), raised as
-    :class:`InvalidResultError`: the call reached the server, and the connection is good."""
+    :class:`InvalidResultError`: the call reached the server, and the connection is good. A
+    tool the session does not know is listed first, outside that check: what the listing
+    raises is the connection's, and goes on as it is."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -54,6 +56,12 @@ class FleetSession(ClientSession):
             check = known[1]
             if check is not None and check(content):
                 return
+        if name not in self._tool_output_schemas:
+            # The SDK lists the tools again to learn the schema of one it does not know: that is
+            # a request like any other, and what it raises is not about this answer.
+            await self.list_tools()
+            if name not in self._tool_output_schemas:
+                return  # still not listed: no schema to check the content against
         try:
             await super().validate_tool_result(name, result)
         except RuntimeError as exc:
