@@ -1,28 +1,35 @@
-"""Invocation overhead: ``manager.call_tool`` versus a raw SDK ``ClientSession.call_tool``.
+"""Invocation overhead: ``manager.call_tool`` against the SDK's ``ClientSession`` and ``Client``.
 
-Both paths call ``echo`` on the same SDK server (``bench/_echo_server.py``), alternating call
-by call (and which goes first) so that drift on the machine hits both alike; the figure printed
-is the ratio of their median latencies (throughput is measured in interleaved rounds). Run:
-``.venv/bin/python bench/invoke_overhead.py [calls] [options]``.
+The three paths call ``echo`` on the same SDK server (``bench/_echo_server.py``), taking turns
+call by call (and rotating which goes first) so that drift on the machine hits them alike; the
+figures printed are the ratios of the manager's median latency to each SDK path's (throughput
+is measured in interleaved rounds). Run: ``.venv/bin/python bench/invoke_overhead.py [calls]
+[options]``.
+
+- the raw session: an SDK ``ClientSession`` over the same kind of streams as the manager's;
+- the SDK's ``Client`` (its high-level client) built as its users build it: ``Client(url)``,
+  ``Client(StdioServerParameters(...))``, and ``Client(server)`` in memory, which the SDK
+  serves by calling the server in-process (no streams, no JSON-RPC framing);
+- the manager: ``manager.call_tool`` on a one-server fleet.
 
 ``--transport`` picks how the server is reached (``all``: each in turn):
 
 - ``memory`` (the default): the server runs in this process; the raw session and the manager's
-  ``MemoryTransport`` each talk to it over in-memory streams.
+  ``MemoryTransport`` each talk to it over in-memory streams, ``Client(server)`` calls it directly.
 - ``stdio``: the server is a subprocess speaking over stdin/stdout (started with
   ``sys.executable``). The raw session uses the SDK's ``stdio_client`` and the manager a
   ``StdioTransport`` for the same command; stdio is one client per process, so each path has
-  a server process of its own.
+  a server process of its own (``Client`` too).
 - ``http``: one server subprocess serves streamable HTTP on a free port; the raw session uses
-  the SDK's ``streamable_http_client`` (its default HTTP client) and the manager an
-  ``HttpTransport``, both to that one process.
+  the SDK's ``streamable_http_client`` (its default HTTP client, as ``Client(url)`` does) and the
+  manager an ``HttpTransport``, all to that one process.
 
 ``--concurrency 16,64`` also measures throughput: C trio tasks share the calls of a round (8 per
-caller; the two paths take turns, round by round, for 2 x ``calls`` calls each, at least ten
+caller; the paths take turns, round by round, for 2 x ``calls`` calls each, at least ten
 rounds) and each calls in a loop until none is left, through one shared raw ``ClientSession`` (the SDK
-multiplexes requests) and through the manager (its ``max_concurrency`` raised so that it does
-not throttle); the ratio printed is calls/s through the manager over calls/s through the raw
-session (higher is better). ``--repeat R`` runs everything R times and ends with the range
+multiplexes requests), one shared ``Client`` and the manager (its ``max_concurrency`` raised so
+that it does not throttle); the ratios printed are calls/s through the manager over calls/s
+through each SDK path (higher is better). ``--repeat R`` runs everything R times and ends with the range
 (min-max) of each ratio. ``--metrics`` attaches a Prometheus ``FleetCollector`` to the manager;
 ``--state URL`` writes its event history to that store, e.g. ``sqlite:///tmp/bench.db``.
 ``--pin`` runs this process on the first CPU and the server processes on the second, so that
@@ -51,6 +58,7 @@ from pathlib import Path
 import _charts
 import trio
 from _echo_server import build_server
+from mcp import Client
 from mcp.client.session import ClientSession
 from mcp.shared.memory import create_client_server_memory_streams
 
@@ -69,13 +77,24 @@ SERVER_STOP_TIMEOUT = 10.0
 
 Call = Callable[[], Awaitable[object]]
 
+CLIENT_OF = {
+    "memory": "Client(server): the SDK's in-process path, no streams",
+    "stdio": "Client(StdioServerParameters)",
+    "http": "Client(url)",
+}
+"""How the SDK's high-level ``Client`` reaches the server, per transport: as its users build it."""
+
 
 @dataclass(frozen=True)
 class Paths:
-    """The two ways to make one call: the raw SDK session and the manager."""
+    """The three ways to make one call: the raw SDK session, the SDK's ``Client`` and the manager."""
 
     raw: Call
     managed: Call
+    client: Call
+
+    def each(self) -> tuple[Call, Call, Call]:
+        return (self.raw, self.client, self.managed)
 
 
 @dataclass(frozen=True)
@@ -86,11 +105,17 @@ class Throughput:
     calls: int
     raw_seconds: float
     managed_seconds: float
+    client_seconds: float
 
     @property
     def ratio(self) -> float:
         """Calls per second through the manager over calls per second through the raw session."""
         return self.raw_seconds / self.managed_seconds
+
+    @property
+    def client_ratio(self) -> float:
+        """Calls per second through the manager over calls per second through the SDK's ``Client``."""
+        return self.client_seconds / self.managed_seconds
 
 
 @dataclass
@@ -100,11 +125,16 @@ class Run:
     transport: str
     raw: list[float] = field(default_factory=list)
     managed: list[float] = field(default_factory=list)
+    client: list[float] = field(default_factory=list)
     throughputs: list[Throughput] = field(default_factory=list)
 
     @property
     def ratio(self) -> float:
         return statistics.median(self.managed) / statistics.median(self.raw)
+
+    @property
+    def client_ratio(self) -> float:
+        return statistics.median(self.managed) / statistics.median(self.client)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -139,39 +169,37 @@ async def time_concurrent(call: Call, callers: int, calls: int) -> float:
 
 
 async def measure(paths: Paths, run: Run, n: int, concurrency: Sequence[int]) -> None:
-    await time_calls(paths.raw, WARMUP_CALLS)  # warm up both paths
-    await time_calls(paths.managed, WARMUP_CALLS)
-    # Alternate call by call, and which path goes first, so that drift on the machine (and what
-    # one call leaves in the caches for the next) hits both paths alike.
+    calls = paths.each()
+    for call in calls:
+        await time_calls(call, WARMUP_CALLS)  # warm up every path
+    # Take turns call by call, and rotate which path goes first, so that drift on the machine
+    # (and what one call leaves in the caches for the next) hits every path alike.
+    samples: tuple[list[float], list[float], list[float]] = (run.raw, run.client, run.managed)
     for i in range(n):
-        if i % 2 == 0:
-            run.raw += await time_calls(paths.raw, 1)
-            run.managed += await time_calls(paths.managed, 1)
-        else:
-            run.managed += await time_calls(paths.managed, 1)
-            run.raw += await time_calls(paths.raw, 1)
+        for k in range(3):
+            which = (i + k) % 3
+            samples[which].extend(await time_calls(calls[which], 1))
     for callers in concurrency:
-        # Short rounds (8 calls per caller), many of them, alternating the two paths: the
+        # Short rounds (8 calls per caller), many of them, the paths taking turns: the
         # machine's drift over a second or two is as large as the difference measured, and
-        # short rounds spread it over both paths alike.
+        # short rounds spread it over every path alike.
         per_round = THROUGHPUT_ROUND_CALLS * callers
         rounds = max(THROUGHPUT_MIN_ROUNDS, round(2 * n / per_round))
-        await time_concurrent(paths.raw, callers, 4 * callers)  # warm up at this concurrency
-        await time_concurrent(paths.managed, callers, 4 * callers)
-        raw_seconds = managed_seconds = 0.0
+        for call in calls:
+            await time_concurrent(call, callers, 4 * callers)  # warm up at this concurrency
+        seconds = [0.0, 0.0, 0.0]
         for i in range(rounds):
-            # Alternate which path goes first, as well as interleaving them.
-            if i % 2 == 0:
-                raw_seconds += await time_concurrent(paths.raw, callers, per_round)
-                managed_seconds += await time_concurrent(paths.managed, callers, per_round)
-            else:
-                managed_seconds += await time_concurrent(paths.managed, callers, per_round)
-                raw_seconds += await time_concurrent(paths.raw, callers, per_round)
-        run.throughputs.append(Throughput(callers, per_round * rounds, raw_seconds, managed_seconds))
+            for k in range(3):
+                which = (i + k) % 3
+                seconds[which] += await time_concurrent(calls[which], callers, per_round)
+        raw_seconds, client_seconds, managed_seconds = seconds
+        run.throughputs.append(
+            Throughput(callers, per_round * rounds, raw_seconds, managed_seconds, client_seconds)
+        )
 
 
 # ---------------------------------------------------------------------------------------------
-# the two paths, per transport
+# the three paths, per transport
 # ---------------------------------------------------------------------------------------------
 
 
@@ -207,10 +235,11 @@ async def open_manager(config: trio_mcp.ServerConfig, options: Options) -> Async
         yield manager
 
 
-def paths_of(session: ClientSession, manager: trio_mcp.Manager) -> Paths:
+def paths_of(session: ClientSession, client: Client, manager: trio_mcp.Manager) -> Paths:
     return Paths(
         raw=lambda: session.call_tool("echo", ARGS),
         managed=lambda: manager.call_tool("echo", ARGS),
+        client=lambda: client.call_tool("echo", ARGS),
     )
 
 
@@ -225,11 +254,11 @@ async def memory_paths(options: Options) -> AsyncIterator[Paths]:
                     server_streams[0], server_streams[1], lowlevel.create_initialization_options()
                 )
             )
-            async with ClientSession(*client_streams) as session:
+            async with ClientSession(*client_streams) as session, Client(server) as client:
                 await session.discover()
                 config = memory_server(server, name="bench", policy=options.policy)
                 async with open_manager(config, options) as manager:
-                    yield paths_of(session, manager)
+                    yield paths_of(session, client, manager)
             await client_streams[1].aclose()
             nursery.cancel_scope.cancel()
 
@@ -241,10 +270,10 @@ async def stdio_paths(options: Options) -> AsyncIterator[Paths]:
     params = StdioServerParameters(command=sys.executable, args=[ECHO_SERVER, *options.server_args])
     transport = trio_mcp.StdioTransport(command=sys.executable, args=(ECHO_SERVER, *options.server_args))
     config = trio_mcp.ServerConfig(name="bench", transport=transport, policy=options.policy)
-    async with stdio_client(params) as streams, ClientSession(*streams) as session:
+    async with stdio_client(params) as streams, ClientSession(*streams) as session, Client(params) as client:
         await session.discover()
         async with open_manager(config, options) as manager:
-            yield paths_of(session, manager)
+            yield paths_of(session, client, manager)
 
 
 @contextlib.asynccontextmanager
@@ -284,10 +313,14 @@ async def http_paths(options: Options) -> AsyncIterator[Paths]:
     async with http_server(options.server_args) as url:
         transport = trio_mcp.HttpTransport(url=url)
         config = trio_mcp.ServerConfig(name="bench", transport=transport, policy=options.policy)
-        async with streamable_http_client(url) as streams, ClientSession(*streams) as session:
+        async with (
+            streamable_http_client(url) as streams,
+            ClientSession(*streams) as session,
+            Client(url) as client,
+        ):
             await session.discover()
             async with open_manager(config, options) as manager:
-                yield paths_of(session, manager)
+                yield paths_of(session, client, manager)
 
 
 OPENERS: dict[str, Callable[[Options], contextlib.AbstractAsyncContextManager[Paths]]] = {
@@ -304,16 +337,21 @@ OPENERS: dict[str, Callable[[Options], contextlib.AbstractAsyncContextManager[Pa
 
 def print_run(run: Run, extras: str) -> None:
     raw_median = statistics.median(run.raw)
+    client_median = statistics.median(run.client)
     managed_median = statistics.median(run.managed)
     print(f"calls per path:            {len(run.raw)}{extras}")
     print(f"raw ClientSession.call_tool median: {raw_median * 1e6:8.1f} us")
+    print(f"SDK Client.call_tool median:        {client_median * 1e6:8.1f} us  ({CLIENT_OF[run.transport]})")
     print(f"manager.call_tool median:           {managed_median * 1e6:8.1f} us")
     print(f"ratio (manager / raw):              {run.ratio:8.3f}")
+    print(f"ratio (manager / Client):           {run.client_ratio:8.3f}")
     for t in run.throughputs:
         print(f"{t.callers} concurrent callers, calls per path: {t.calls}")
         print(f"raw ClientSession.call_tool:        {t.calls / t.raw_seconds:8.0f} calls/s")
+        print(f"SDK Client.call_tool:               {t.calls / t.client_seconds:8.0f} calls/s")
         print(f"manager.call_tool:                  {t.calls / t.managed_seconds:8.0f} calls/s")
         print(f"throughput (manager / raw):         {t.ratio:8.3f}")
+        print(f"throughput (manager / Client):      {t.client_ratio:8.3f}")
 
 
 def print_ranges(runs: list[Run], repeat: int) -> None:
@@ -325,11 +363,15 @@ def print_ranges(runs: list[Run], repeat: int) -> None:
         mine = [r for r in runs if r.transport == transport]
         if not mine:
             continue
-        print(f"{transport:<7} latency ratio (manager / raw):    {span([r.ratio for r in mine])}")
+        print(f"{transport:<7} latency ratio (manager / raw):       {span([r.ratio for r in mine])}")
+        print(f"{transport:<7} latency ratio (manager / Client):    {span([r.client_ratio for r in mine])}")
         for i, t in enumerate(mine[0].throughputs):
             ratios = [r.throughputs[i].ratio for r in mine]
             label = f"throughput C={t.callers} (manager / raw):"
-            print(f"{transport:<7} {label:<33} {span(ratios)}")
+            print(f"{transport:<7} {label:<36} {span(ratios)}")
+            ratios = [r.throughputs[i].client_ratio for r in mine]
+            label = f"throughput C={t.callers} (manager / Client):"
+            print(f"{transport:<7} {label:<36} {span(ratios)}")
 
 
 def write_chart(path: Path, runs: list[Run], n: int) -> None:
@@ -368,7 +410,7 @@ async def measure_all(
     options = Options(metrics=metrics, state=state, policy=policy, server_args=tuple(server_args))
     extras = " (metrics collector attached)" if metrics else ""
     extras += f" (event history written to {state})" if state else ""
-    # The plain run (one in-memory latency measurement) prints exactly its four lines.
+    # The plain run (one in-memory latency measurement) prints exactly its six lines.
     headed = list(transports) != ["memory"] or bool(concurrency) or repeat > 1
     runs: list[Run] = []
     for i in range(repeat):
