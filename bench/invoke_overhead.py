@@ -1,7 +1,7 @@
 """Invocation overhead: ``manager.call_tool`` against the SDK's ``ClientSession`` and ``Client``.
 
 The three paths call ``echo`` on the same SDK server (``bench/_echo_server.py``), taking turns
-call by call (and rotating which goes first) so that drift on the machine hits them alike; the
+call by call (in each of their six orders in turn) so that drift on the machine hits them alike; the
 figures printed are the ratios of the manager's median latency to each SDK path's (throughput
 is measured in interleaved rounds). Run: ``.venv/bin/python bench/invoke_overhead.py [calls]
 [options]``.
@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import itertools
 import os
 import signal
 import statistics
@@ -83,6 +84,8 @@ CLIENT_OF = {
     "http": "Client(url)",
 }
 """How the SDK's high-level ``Client`` reaches the server, per transport: as its users build it."""
+ORDERS = tuple(itertools.permutations(range(3)))
+"""The orders in which the three paths take their turns (raw, ``Client``, manager)."""
 
 
 @dataclass(frozen=True)
@@ -172,12 +175,12 @@ async def measure(paths: Paths, run: Run, n: int, concurrency: Sequence[int]) ->
     calls = paths.each()
     for call in calls:
         await time_calls(call, WARMUP_CALLS)  # warm up every path
-    # Take turns call by call, and rotate which path goes first, so that drift on the machine
-    # (and what one call leaves in the caches for the next) hits every path alike.
+    # Take turns call by call, in each of the six orders in turn, so that drift on the machine
+    # hits every path alike, and each path follows each other one as often (what one call
+    # leaves in the caches is the next one's to pay).
     samples: tuple[list[float], list[float], list[float]] = (run.raw, run.client, run.managed)
     for i in range(n):
-        for k in range(3):
-            which = (i + k) % 3
+        for which in ORDERS[i % len(ORDERS)]:
             samples[which].extend(await time_calls(calls[which], 1))
     for callers in concurrency:
         # Short rounds (8 calls per caller), many of them, the paths taking turns: the
@@ -189,8 +192,7 @@ async def measure(paths: Paths, run: Run, n: int, concurrency: Sequence[int]) ->
             await time_concurrent(call, callers, 4 * callers)  # warm up at this concurrency
         seconds = [0.0, 0.0, 0.0]
         for i in range(rounds):
-            for k in range(3):
-                which = (i + k) % 3
+            for which in ORDERS[i % len(ORDERS)]:
                 seconds[which] += await time_concurrent(calls[which], callers, per_round)
         raw_seconds, client_seconds, managed_seconds = seconds
         run.throughputs.append(
