@@ -146,9 +146,9 @@ FELL_BACK = (
 async def test_auto_mode_falls_back_to_initialize_unless_no_version_is_shared(
     fault: Exception | dict[str, bool], last_error: str, autojump_clock: trio.testing.MockClock
 ) -> None:
-    config = trio_mcp.ServerConfig(
-        name="odd", transport=trio_mcp.MemoryTransport(server=odd_server(fault)), policy=policy()
-    )
+    # Over streams: the SDK server's own refusal of ``initialize`` says that it was sent.
+    transport = trio_mcp.MemoryTransport(server=odd_server(fault), direct=False)
+    config = trio_mcp.ServerConfig(name="odd", transport=transport, policy=policy())
     async with trio_mcp.open_manager([config]) as manager:
         snap = await manager.wait_for("odd", lambda s: s.consecutive_failures == 1)
         assert (snap.last_error_category, snap.last_error) == ("protocol_error", last_error)

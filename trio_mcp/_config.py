@@ -258,10 +258,22 @@ class HttpTransport:
 @dataclass(frozen=True, kw_only=True, eq=False)
 class MemoryTransport:
     """Run an SDK server object (``mcp.server.Server`` / ``MCPServer``, or a
-    :class:`trio_mcp.testing.ScriptedServer`) in this trio process and connect to it
-    over in-memory streams."""
+    :class:`trio_mcp.testing.ScriptedServer`) in this trio process.
+
+    A plain SDK server spoken to in the 2026-07-28 era is called directly, as the SDK's
+    ``Client(server)`` calls it: each request runs the server's handler in the calling task,
+    with no JSON-RPC framing between (about twice as fast as streams). A server of the test kit,
+    the ``initialize`` era (``protocol="legacy"``) and ``direct=False`` speak JSON-RPC over
+    in-memory streams, as over a real transport (what a test of the wire itself wants).
+
+    Attributes:
+        server: the SDK server object.
+        direct: call a plain SDK server directly when it can be (default); ``False``: always
+            over in-memory streams.
+    """
 
     server: Any
+    direct: bool = True
     kind: Literal["memory"] = field(default="memory", init=False)
 
     def __post_init__(self) -> None:

@@ -21,7 +21,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, cast
 
 import trio
+from mcp.shared.exceptions import MCPError
 from mcp_types import (
+    CONNECTION_CLOSED,
     CallToolResult,
     GetPromptResult,
     InputRequiredResult,
@@ -665,7 +667,7 @@ class Invoker:
             if progress_callback is not None:
                 await progress_callback(progress, total, message)
 
-        marker = SentMarker()
+        marker = SentMarker(scope)
         traced = trace is not NO_INVOCATION_SPAN
         span = trace.attempt(sup.name, "invoke", method, target) if traced else NO_ATTEMPT_SPAN
         stream = self.stream
@@ -718,7 +720,13 @@ class Invoker:
             sent_marker.reset(token)
             self._active_scopes.discard(scope)
 
-        if error is None and not scope.cancelled_caught:
+        timed_out = scope.cancelled_caught
+        if timed_out and marker.cut and error is None:
+            # Ended by the connection closing under it (a transport that runs the request in
+            # this task cancels the attempt's scope for it): a connection failure, not a timeout.
+            error = MCPError(code=CONNECTION_CLOSED, message="Connection closed")
+            timed_out = False
+        if error is None and not timed_out:
             end = trio.current_time()
             listing = None
             if isinstance(result, _Listing):
@@ -739,7 +747,7 @@ class Invoker:
             )
 
         budget: Budget | None = None
-        if scope.cancelled_caught:
+        if timed_out:
             now = trio.current_time()
             waited = now - start
             if contest is not None and contest.winner not in (None, sup.name):

@@ -57,7 +57,7 @@ from ._catalog import (
 )
 from ._client import session_servers
 from ._clock import TimeAnchor
-from ._config import HttpTransport, ServerConfig, StdioTransport
+from ._config import HttpTransport, MemoryTransport, ServerConfig, StdioTransport
 from ._errors import classify, split_failures
 from ._events import EventStream
 from ._exceptions import (
@@ -114,6 +114,7 @@ from ._transports import HttpPool, Link, open_transport
 from ._transports.base import SessionlessRequests
 from ._transports.http import plain_http
 from ._transports.http_probe import PlainDiscoverProbe
+from ._transports.memory import direct_server, open_direct
 from ._transports.probe_rounds import RoundEntry
 from ._transports.stdio import StdioPipes, spawn
 from ._transports.wire import stream_event
@@ -1111,8 +1112,20 @@ class ServerSupervisor:
     @asynccontextmanager
     async def _open_session(self, link: Link) -> AsyncIterator[tuple[ClientSession, Any]]:
         """The transport and an SDK session over it (not handshaken), and the transport's
-        write stream; both close on exit, in the task that opened them."""
-        async with open_transport(self.config.transport, link, http_pool=self._http_pool) as (read, write):
+        write stream; both close on exit, in the task that opened them. A plain SDK server in
+        this process, in the 2026-07-28 era, is called directly (no write stream: ``None``)."""
+        transport = self.config.transport
+        server = (
+            direct_server(transport, self.policy.protocol) if isinstance(transport, MemoryTransport) else None
+        )
+        if server is not None:
+            async with open_direct(server, link) as dispatcher:
+                session = FleetSession(dispatcher=cast(Any, dispatcher), **self._client_session_options())
+                async with session:
+                    session_servers[session] = self.name
+                    yield session, None
+            return
+        async with open_transport(transport, link, http_pool=self._http_pool) as (read, write):
             async with FleetSession(read, write, **self._client_session_options()) as session:
                 session_servers[session] = self.name  # client-feature handlers learn who asked
                 yield session, write

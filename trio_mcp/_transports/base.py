@@ -99,13 +99,18 @@ class SentMarker:
     ``sent``: the request was handed to the transport (it may have executed).
     ``refused``: the transport later proved it never reached the server (an HTTP POST whose
     connection could not be established), so it did not execute after all.
+    ``scope``: the attempt's cancel scope, which a transport that runs the request in the
+    caller's task cancels to end it when the connection closes, setting ``cut`` (see
+    ``memory._DirectCalls``).
     """
 
-    __slots__ = ("refused", "sent")
+    __slots__ = ("cut", "refused", "scope", "sent")
 
-    def __init__(self) -> None:
+    def __init__(self, scope: trio.CancelScope | None = None) -> None:
         self.sent = False
         self.refused = False
+        self.scope = scope
+        self.cut = False
 
     @property
     def delivered(self) -> bool:

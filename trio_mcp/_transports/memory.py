@@ -1,18 +1,23 @@
-"""The in-memory transport: an MCP server object run in this process, with fault hooks."""
+"""The in-memory transport: an MCP server object run in this process, with fault hooks, over
+in-memory streams or (a plain SDK server in the 2026-07-28 era) called directly."""
 
 from __future__ import annotations
 
 import contextvars
 import errno
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
 
 import anyio
 import trio
+from mcp.shared.direct_dispatcher import DIRECT_TRANSPORT_KIND, DirectDispatcher
+from mcp.shared.dispatcher import CallOptions
+from mcp.shared.exceptions import MCPError
+from mcp_types import CONNECTION_CLOSED
 
 from .._config import MemoryTransport
-from .base import STDIO_CLOSE_GRACE, Link, _ReadStreamWrapper
+from .base import STDIO_CLOSE_GRACE, Link, SentMarker, _ReadStreamWrapper, sent_marker
 
 
 class MemoryConnectionInfo:
@@ -152,3 +157,112 @@ async def _open_memory(config: MemoryTransport, link: Link) -> AsyncIterator[tup
                     with trio.move_on_after(STDIO_CLOSE_GRACE):
                         await server_done.wait()
                 nursery.cancel_scope.cancel()
+
+
+def direct_server(config: MemoryTransport, protocol: str) -> Any | None:
+    """The low-level SDK server that a connection to ``config`` calls directly (see
+    :func:`open_direct`), or ``None``: the connection speaks JSON-RPC over in-memory streams.
+
+    Direct is for a plain SDK server spoken to in the 2026-07-28 era. A server of the test kit
+    (one with fault hooks: killed connections, wire faults, a legacy-only server) keeps the
+    streams, where those faults act as they do on a real transport, and so do a connection
+    held to the ``initialize`` handshake (``protocol="legacy"``) and ``direct=False``."""
+    if not config.direct or protocol == "legacy" or hasattr(config.server, "_trio_mcp_hooks"):
+        return None
+    return _lowlevel(config.server)
+
+
+class _DirectCalls(DirectDispatcher):
+    """The client side of a direct connection: the SDK's ``DirectDispatcher``, which runs the
+    server's handler in the calling task.
+
+    It marks the caller's ``sent_marker`` once the request is handed to the server (a request
+    refused before that, on a closed connection, is not sent), and keeps track of the calls
+    under way, so that closing the connection ends them as closing a stream does, before the
+    server's lifespan ends: an invocation's attempt is cancelled through its own cancel scope
+    (``SentMarker.scope``) and marked ``cut``; any other request (the supervisor's, the SDK's
+    own) runs in a cancel scope of its own here, and raises "Connection closed"."""
+
+    def __init__(self, context: Any) -> None:
+        super().__init__(context, raise_handler_exceptions=False)
+        self._attempts: set[SentMarker] = set()
+        self._others: set[trio.CancelScope] = set()
+        self._none_under_way: trio.Event | None = None
+
+    async def send_raw_request(
+        self, method: str, params: Mapping[str, Any] | None, opts: CallOptions | None = None
+    ) -> dict[str, Any]:
+        if not self._running or self._closed:
+            return await super().send_raw_request(method, params, opts)  # refused: not sent
+        marker = sent_marker.get()
+        if marker is not None and marker.scope is not None:
+            marker.sent = True
+            attempts = self._attempts
+            attempts.add(marker)
+            try:
+                return await super().send_raw_request(method, params, opts)
+            finally:
+                attempts.discard(marker)
+                self._check_drained()
+        if marker is not None:
+            marker.sent = True
+        scope = trio.CancelScope()
+        others = self._others
+        others.add(scope)
+        try:
+            with scope:
+                return await super().send_raw_request(method, params, opts)
+            raise MCPError(code=CONNECTION_CLOSED, message="Connection closed")
+        finally:
+            others.discard(scope)
+            self._check_drained()
+
+    def _check_drained(self) -> None:
+        if self._none_under_way is not None and not self._attempts and not self._others:
+            self._none_under_way.set()
+
+    async def cut(self, grace: float) -> None:
+        """End the calls under way and wait, ``grace`` seconds at most, until their handlers
+        have returned."""
+        if not self._attempts and not self._others:
+            return
+        self._none_under_way = trio.Event()
+        for marker in self._attempts:
+            marker.cut = True
+            assert marker.scope is not None
+            marker.scope.cancel()
+        for scope in self._others:
+            scope.cancel()
+        with trio.move_on_after(grace):
+            await self._none_under_way.wait()
+
+
+async def _no_notifications(*args: Any) -> None:
+    """The server side takes no notification from the client (the 2026-07-28 era sends none
+    that a server must act on; a cancellation is the calling task's own cancel scope)."""
+
+
+@asynccontextmanager
+async def open_direct(server: Any, link: Link) -> AsyncIterator[DirectDispatcher]:
+    """A connection to the in-process ``server`` that calls it directly, as the SDK's
+    ``Client(server)`` does: each request runs the server's handler in the calling task, with no
+    JSON-RPC framing and no task between (a caller's deadline or cancellation reaches the
+    handler at once). Yields the dispatcher an SDK session is opened with; the server's side
+    runs in a nursery of the task that opened it, until the block ends."""
+    from mcp.server.runner import modern_on_request
+    from mcp.shared.transport_context import TransportContext
+
+    context = TransportContext(kind=DIRECT_TRANSPORT_KIND, can_send_request=True, headers=None)
+    client = _DirectCalls(context)
+    served = DirectDispatcher(context, raise_handler_exceptions=False)
+    client.connect_to(served)
+    served.connect_to(client)
+    async with server.lifespan(server) as state, trio.open_nursery() as nursery:
+        await nursery.start(served.run, modern_on_request(server, state), _no_notifications)
+        try:
+            yield client
+        finally:
+            served.close()
+            link.mark_dead("transport_error", "connection closed")
+            with trio.CancelScope(shield=True):
+                await client.cut(STDIO_CLOSE_GRACE)
