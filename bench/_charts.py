@@ -111,47 +111,63 @@ def invoke_overhead(
     *,
     calls: int,
     latency_ratios: Mapping[str, Sequence[float]],
-    medians_us: Mapping[str, tuple[float, float]],
+    medians_us: Mapping[str, tuple[float, float, float]],
     throughput_ratios: Mapping[str, Mapping[int, Sequence[float]]],
+    client_latency_ratios: Mapping[str, Sequence[float]],
+    client_throughput_ratios: Mapping[str, Mapping[int, Sequence[float]]],
 ) -> None:
-    """Latency ratio (manager / raw) per transport and throughput ratio per transport and callers.
+    """Latency ratios (manager / raw session, manager / SDK ``Client``) per transport and
+    throughput ratios per transport and callers.
 
-    ``latency_ratios[transport]``: the ratio of each run; ``medians_us[transport]``: the raw and
-    the manager's median latency in microseconds (of the last run); ``throughput_ratios[transport]
-    [callers]``: calls/s through the manager over calls/s through the raw session, each run.
+    ``latency_ratios[transport]``: the ratio to the raw session, each run;
+    ``client_latency_ratios[transport]``: to the SDK's ``Client``; ``medians_us[transport]``: the
+    raw session's, ``Client``'s and the manager's median latency in microseconds (of the last
+    run); ``throughput_ratios[transport][callers]`` and ``client_throughput_ratios``: calls/s
+    through the manager over calls/s through the raw session (through ``Client``), each run.
     """
     plt = _pyplot()
     transports = list(latency_ratios)
     callers = sorted({c for per in throughput_ratios.values() for c in per})
     panels = 2 if callers else 1
-    fig, axes = plt.subplots(1, panels, figsize=(5.5 * panels, 4.2), squeeze=False)
+    fig, axes = plt.subplots(1, panels, figsize=(6.5 * panels, 4.6), squeeze=False)
     runs = max(len(v) for v in latency_ratios.values())
     fig.suptitle(
-        f"invoke_overhead: manager.call_tool vs raw ClientSession.call_tool "
+        f"invoke_overhead: manager.call_tool vs the SDK's ClientSession and Client "
         f"({calls} calls per path, {runs} run{'s' if runs > 1 else ''})"
     )
 
     ax = axes[0][0]
-    groups = [f"{t}\n(raw {medians_us[t][0]:.0f} us,\nmanager {medians_us[t][1]:.0f} us)" for t in transports]
-    _bars(ax, groups, {"median latency ratio": [latency_ratios[t] for t in transports]}, fmt=".3f")
+    groups = [
+        "{}\n(session {:.0f} us,\nClient {:.0f} us,\nmanager {:.0f} us)".format(t, *medians_us[t])
+        for t in transports
+    ]
+    series = {
+        "vs raw ClientSession": [latency_ratios[t] for t in transports],
+        "vs SDK Client": [client_latency_ratios.get(t, ()) for t in transports],
+    }
+    _bars(ax, groups, series, fmt=".3f")
     _target(ax, 1.05, "target <= 1.05", color="#c44e52")
-    ax.set_ylabel("median latency, manager / raw (x)")
+    ax.set_ylabel("median latency, manager / SDK path (x)")
     ax.set_title("latency, one caller (lower is better)")
     ax.set_ylim(bottom=0)
-    ax.legend(loc="lower right", fontsize=8)
+    ax.legend(loc="upper right", fontsize=8)
 
     if callers:
         ax = axes[0][1]
-        series = {
-            f"{c} callers": [list(throughput_ratios.get(t, {}).get(c, ())) for t in transports]
-            for c in callers
-        }
+        series = {}
+        for c in callers:
+            series[f"{c} callers vs session"] = [
+                list(throughput_ratios.get(t, {}).get(c, ())) for t in transports
+            ]
+            series[f"{c} callers vs Client"] = [
+                list(client_throughput_ratios.get(t, {}).get(c, ())) for t in transports
+            ]
         _bars(ax, transports, series, fmt=".2f", colors=COLORS[1:])
         _target(ax, 0.95, "target >= 0.95", color="#c44e52")
-        ax.set_ylabel("calls/s, manager / raw (x)")
+        ax.set_ylabel("calls/s, manager / SDK path (x)")
         ax.set_title("throughput, concurrent callers (higher is better)")
         ax.set_ylim(bottom=0)
-        ax.legend(loc="lower right", fontsize=8)
+        ax.legend(loc="upper right", fontsize=7)
     _save(fig, path)
 
 

@@ -381,19 +381,29 @@ def write_chart(path: Path, runs: list[Run], n: int) -> None:
     if not _charts.available():
         return
     latency: dict[str, list[float]] = {}
-    medians: dict[str, tuple[float, float]] = {}
+    client_latency: dict[str, list[float]] = {}
+    medians: dict[str, tuple[float, float, float]] = {}
     throughput: dict[str, dict[int, list[float]]] = {}
+    client_throughput: dict[str, dict[int, list[float]]] = {}
     for run in runs:
         latency.setdefault(run.transport, []).append(run.ratio)
-        medians[run.transport] = (statistics.median(run.raw) * 1e6, statistics.median(run.managed) * 1e6)
+        client_latency.setdefault(run.transport, []).append(run.client_ratio)
+        medians[run.transport] = (
+            statistics.median(run.raw) * 1e6,
+            statistics.median(run.client) * 1e6,
+            statistics.median(run.managed) * 1e6,
+        )
         for t in run.throughputs:
             throughput.setdefault(run.transport, {}).setdefault(t.callers, []).append(t.ratio)
+            client_throughput.setdefault(run.transport, {}).setdefault(t.callers, []).append(t.client_ratio)
     _charts.invoke_overhead(
         path,
         calls=len(runs[0].raw) if runs else n,
         latency_ratios=latency,
         medians_us=medians,
         throughput_ratios=throughput,
+        client_latency_ratios=client_latency,
+        client_throughput_ratios=client_throughput,
     )
 
 
