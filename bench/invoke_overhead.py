@@ -6,7 +6,8 @@ figures printed are the ratios of the manager's median latency to each SDK path'
 is measured in interleaved rounds). Run: ``.venv/bin/python bench/invoke_overhead.py [calls]
 [options]``.
 
-- the raw session: an SDK ``ClientSession`` over the same kind of streams as the manager's;
+- the raw session: an SDK ``ClientSession`` over the transport's streams (in memory: memory
+  streams, where the manager calls a plain SDK server directly, as ``Client(server)`` does);
 - the SDK's ``Client`` (its high-level client) built as its users build it: ``Client(url)``,
   ``Client(StdioServerParameters(...))``, and ``Client(server)`` in memory, which the SDK
   serves by calling the server in-process (no streams, no JSON-RPC framing);
@@ -14,8 +15,8 @@ is measured in interleaved rounds). Run: ``.venv/bin/python bench/invoke_overhea
 
 ``--transport`` picks how the server is reached (``all``: each in turn):
 
-- ``memory`` (the default): the server runs in this process; the raw session and the manager's
-  ``MemoryTransport`` each talk to it over in-memory streams, ``Client(server)`` calls it directly.
+- ``memory`` (the default): the server runs in this process; the raw session talks to it over
+  in-memory streams, ``Client(server)`` and the manager's ``MemoryTransport`` call it directly.
 - ``stdio``: the server is a subprocess speaking over stdin/stdout (started with
   ``sys.executable``). The raw session uses the SDK's ``stdio_client`` and the manager a
   ``StdioTransport`` for the same command; stdio is one client per process, so each path has

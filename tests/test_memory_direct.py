@@ -151,7 +151,7 @@ async def test_a_side_effecting_call_that_may_have_run_is_not_repeated_on_anothe
         assert second.runs == {}  # never sent twice
 
 
-async def test_progress_reaches_the_caller_and_extends_nothing_past_the_answer(
+async def test_progress_reaches_the_caller(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     plain = Plain("p")

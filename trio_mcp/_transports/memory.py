@@ -181,12 +181,11 @@ class _DirectCalls(DirectDispatcher):
     under way, so that closing the connection ends them as closing a stream does, before the
     server's lifespan ends: an invocation's attempt is cancelled through its own cancel scope
     (``SentMarker.scope``) and marked ``cut``; any other request (the supervisor's, the SDK's
-    own) runs in a cancel scope of its own here, and raises "Connection closed"."""
+    own) runs under a marker and cancel scope of its own here, and raises "Connection closed"."""
 
     def __init__(self, context: Any) -> None:
         super().__init__(context, raise_handler_exceptions=False)
-        self._attempts: set[SentMarker] = set()
-        self._others: set[trio.CancelScope] = set()
+        self._under_way: set[SentMarker] = set()
         self._none_under_way: trio.Event | None = None
 
     async def send_raw_request(
@@ -195,44 +194,38 @@ class _DirectCalls(DirectDispatcher):
         if not self._running or self._closed:
             return await super().send_raw_request(method, params, opts)  # refused: not sent
         marker = sent_marker.get()
-        if marker is not None and marker.scope is not None:
-            marker.sent = True
-            attempts = self._attempts
-            attempts.add(marker)
-            try:
-                return await super().send_raw_request(method, params, opts)
-            finally:
-                attempts.discard(marker)
-                self._check_drained()
         if marker is not None:
             marker.sent = True
+            if marker.scope is not None:
+                return await self._send_under(marker, method, params, opts)
         scope = trio.CancelScope()
-        others = self._others
-        others.add(scope)
-        try:
-            with scope:
-                return await super().send_raw_request(method, params, opts)
-            raise MCPError(code=CONNECTION_CLOSED, message="Connection closed")
-        finally:
-            others.discard(scope)
-            self._check_drained()
+        with scope:
+            return await self._send_under(SentMarker(scope), method, params, opts)
+        raise MCPError(code=CONNECTION_CLOSED, message="Connection closed")
 
-    def _check_drained(self) -> None:
-        if self._none_under_way is not None and not self._attempts and not self._others:
-            self._none_under_way.set()
+    async def _send_under(
+        self, marker: SentMarker, method: str, params: Mapping[str, Any] | None, opts: CallOptions | None
+    ) -> dict[str, Any]:
+        """Send, with ``marker`` (and its scope) among the calls under way meanwhile."""
+        under_way = self._under_way
+        under_way.add(marker)
+        try:
+            return await super().send_raw_request(method, params, opts)
+        finally:
+            under_way.discard(marker)
+            if not under_way and self._none_under_way is not None:
+                self._none_under_way.set()
 
     async def cut(self, grace: float) -> None:
         """End the calls under way and wait, ``grace`` seconds at most, until their handlers
         have returned."""
-        if not self._attempts and not self._others:
+        if not self._under_way:
             return
         self._none_under_way = trio.Event()
-        for marker in self._attempts:
+        for marker in self._under_way:
             marker.cut = True
             assert marker.scope is not None
             marker.scope.cancel()
-        for scope in self._others:
-            scope.cancel()
         with trio.move_on_after(grace):
             await self._none_under_way.wait()
 
