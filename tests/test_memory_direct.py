@@ -14,7 +14,10 @@ from typing import Any
 import pytest
 import trio
 import trio.testing
+from mcp.server import Server
 from mcp.server.mcpserver import Context, MCPServer
+from mcp_types import CallToolRequestParams, CallToolResult, ListToolsResult, TextContent, Tool
+from pydantic import TypeAdapter
 
 import trio_mcp
 from trio_mcp.testing import ScriptedServer, memory_server
@@ -135,6 +138,40 @@ async def test_the_callers_cancellation_reaches_the_handler(autojump_clock: trio
         assert manager.server("p").status is trio_mcp.ServerStatus.HEALTHY
 
 
+async def test_a_call_is_a_checkpoint_even_when_the_handler_never_awaits(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    plain = Plain("p")
+    async with trio_mcp.open_manager([memory_server(plain.server, policy=POLICY)]) as manager:
+        await manager.call_tool("where", {})  # connected, tools listed
+        plain.tasks.clear()
+        # An already cancelled caller sends nothing: the handler never runs.
+        with trio.CancelScope() as scope:
+            scope.cancel()
+            await manager.call_tool("where", {})
+        assert scope.cancelled_caught
+        assert plain.tasks == []
+        # A caller calling in a loop lets the other tasks run.
+        turns = 0
+
+        async def other() -> None:
+            nonlocal turns
+            while True:
+                turns += 1
+                await trio.lowlevel.checkpoint()
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(other)
+            await trio.lowlevel.checkpoint()
+            before = turns
+            for _ in range(10):
+                await manager.call_tool("where", {})
+            assert turns - before >= 10
+            nursery.cancel_scope.cancel()
+        assert len(plain.tasks) == 10
+        assert manager.server("p").status is trio_mcp.ServerStatus.HEALTHY
+
+
 async def test_a_side_effecting_call_that_may_have_run_is_not_repeated_on_another_server(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
@@ -223,3 +260,72 @@ async def test_closing_the_connection_cuts_the_calls_under_way_before_the_lifesp
         # The next use connects again, with a lifespan of its own.
         await manager.acquire("p")
         assert order[-1] == "lifespan entered"
+
+
+def faulty(seen: list[Any]) -> Server[Any]:
+    """A low-level server whose ``call_tool`` handler itself fails: ``boom`` raises an error,
+    ``invalid`` a pydantic ``ValidationError``; ``slow`` notes the request id it was given and
+    answers a second later."""
+
+    async def call_tool(ctx: Any, params: CallToolRequestParams) -> CallToolResult:
+        if params.name == "boom":
+            raise RuntimeError("secret detail")
+        if params.name == "invalid":
+            TypeAdapter(int).validate_python("not a number")
+        seen.append((ctx.request_id, trio.lowlevel.current_task()))
+        await trio.sleep(1)
+        return CallToolResult(content=[TextContent(type="text", text=str(ctx.request_id))])
+
+    async def list_tools(ctx: Any, params: Any) -> ListToolsResult:
+        return ListToolsResult(
+            tools=[Tool(name=name, input_schema={"type": "object"}) for name in ("boom", "invalid", "slow")]
+        )
+
+    return Server("faulty", on_list_tools=list_tools, on_call_tool=call_tool)
+
+
+async def outcomes(direct: bool) -> dict[str, tuple[str | None, str | None]]:
+    """What the caller sees of each failing tool: the attempt's category and error."""
+    transport = trio_mcp.MemoryTransport(server=faulty([]), direct=direct)
+    config = trio_mcp.ServerConfig(name="f", transport=transport, policy=POLICY)
+    seen: dict[str, tuple[str | None, str | None]] = {}
+    async with trio_mcp.open_manager([config]) as manager:
+        for tool in ("boom", "invalid"):
+            with pytest.raises((trio_mcp.InvocationFailedError, trio_mcp.RequestRejectedError)) as caught:
+                await manager.call_tool(tool, {})
+            attempt = caught.value.attempts[-1]
+            seen[tool] = (attempt.category, attempt.error)
+    return seen
+
+
+async def test_a_handler_that_raises_fails_the_call_as_it_does_over_the_streams(
+    autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    direct = await outcomes(direct=True)
+    assert direct == await outcomes(direct=False)
+    # What the handler raised stays in the server's log, not in the answer.
+    assert direct["boom"] == ("rpc_error", "Internal server error (JSON-RPC -32603)")
+    assert "secret detail" not in str(direct)
+    assert direct["invalid"] == ("invalid_request", "Invalid request parameters (JSON-RPC -32602)")
+    assert any("secret detail" in str(record.exc_info) for record in caplog.records)
+
+
+async def test_calls_at_once_each_have_a_request_id_of_their_own(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    seen: list[Any] = []
+    config = memory_server(faulty(seen), name="f", policy=POLICY)
+    async with trio_mcp.open_manager([config]) as manager:
+        answers: list[str] = []
+
+        async def call() -> None:
+            result = await manager.call_tool("slow", {})
+            answers.append(result.content[0].text)  # type: ignore[union-attr]
+
+        async with trio.open_nursery() as nursery:
+            for _ in range(3):
+                nursery.start_soon(call)
+        ids = [request_id for request_id, _ in seen]
+        assert len(set(ids)) == 3
+        assert sorted(answers) == sorted(str(i) for i in ids)
+        assert {task for _, task in seen}.isdisjoint({trio.lowlevel.current_task()})  # the callers' own

@@ -5,19 +5,25 @@ from __future__ import annotations
 
 import contextvars
 import errno
+import logging
+import sys
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
 
 import anyio
 import trio
+from mcp.shared._compat import resync_tracer
 from mcp.shared.direct_dispatcher import DIRECT_TRANSPORT_KIND, DirectDispatcher
 from mcp.shared.dispatcher import CallOptions
 from mcp.shared.exceptions import MCPError
-from mcp_types import CONNECTION_CLOSED
+from mcp_types import CONNECTION_CLOSED, INTERNAL_ERROR, INVALID_PARAMS
+from pydantic import ValidationError
 
 from .._config import MemoryTransport
 from .base import STDIO_CLOSE_GRACE, Link, SentMarker, _ReadStreamWrapper, sent_marker
+
+logger = logging.getLogger(__name__)
 
 
 class MemoryConnectionInfo:
@@ -191,6 +197,9 @@ class _DirectCalls(DirectDispatcher):
     async def send_raw_request(
         self, method: str, params: Mapping[str, Any] | None, opts: CallOptions | None = None
     ) -> dict[str, Any]:
+        # A call is a checkpoint, as over a stream, even when the handler never awaits: a
+        # cancelled caller sends nothing, and a caller calling in a loop lets others run.
+        await trio.lowlevel.checkpoint()
         if not self._running or self._closed:
             return await super().send_raw_request(method, params, opts)  # refused: not sent
         marker = sent_marker.get()
@@ -230,6 +239,43 @@ class _DirectCalls(DirectDispatcher):
             await self._none_under_way.wait()
 
 
+class _DirectServed(DirectDispatcher):
+    """The server side of a direct connection: the SDK's ``DirectDispatcher``, except that a
+    request carrying no timeout of its own (the manager's: its attempt's cancel scope bounds
+    it) reaches the handler with nothing between: no cancel scope of the dispatcher's and no
+    extra schedule point, which cost as much as all the rest of a call besides the handler.
+    The request id, the calls in flight and what a handler's exception becomes are the SDK's."""
+
+    async def _dispatch_request(
+        self, method: str, params: Mapping[str, Any] | None, opts: CallOptions | None
+    ) -> dict[str, Any]:
+        on_request = self._on_request
+        if opts and (opts.get("timeout") is not None or opts.get("request_id") is not None):
+            return await super()._dispatch_request(method, params, opts)
+        if not self._running or on_request is None:
+            return await super()._dispatch_request(method, params, opts)  # refused as the SDK does
+        in_flight = self._in_flight_ids
+        self._next_id += 1
+        while self._next_id in in_flight:
+            self._next_id += 1
+        request_id = self._next_id
+        in_flight.add(request_id)
+        try:
+            context = self._make_context(opts.get("on_progress") if opts else None, request_id)
+            return await on_request(context, method, params)
+        except MCPError:
+            raise
+        except ValidationError as exc:
+            raise MCPError(code=INVALID_PARAMS, message="Invalid request parameters", data="") from exc
+        except Exception:
+            logger.exception("request handler raised")
+            raise MCPError(code=INTERNAL_ERROR, message="Internal server error") from None
+        finally:
+            in_flight.discard(request_id)
+            if sys.gettrace() is not None:
+                await resync_tracer()  # a tracer (coverage) on Python 3.11 needs it, as the SDK says
+
+
 async def _no_notifications(*args: Any) -> None:
     """The server side takes no notification from the client (the 2026-07-28 era sends none
     that a server must act on; a cancellation is the calling task's own cancel scope)."""
@@ -247,7 +293,7 @@ async def open_direct(server: Any, link: Link) -> AsyncIterator[DirectDispatcher
 
     context = TransportContext(kind=DIRECT_TRANSPORT_KIND, can_send_request=True, headers=None)
     client = _DirectCalls(context)
-    served = DirectDispatcher(context, raise_handler_exceptions=False)
+    served = _DirectServed(context, raise_handler_exceptions=False)
     client.connect_to(served)
     served.connect_to(client)
     async with server.lifespan(server) as state, trio.open_nursery() as nursery:
