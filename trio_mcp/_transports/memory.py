@@ -6,14 +6,12 @@ from __future__ import annotations
 import contextvars
 import errno
 import logging
-import sys
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
 
 import anyio
 import trio
-from mcp.shared._compat import resync_tracer
 from mcp.shared.direct_dispatcher import DIRECT_TRANSPORT_KIND, DirectDispatcher
 from mcp.shared.dispatcher import CallOptions
 from mcp.shared.exceptions import MCPError
@@ -198,8 +196,9 @@ class _DirectCalls(DirectDispatcher):
         self, method: str, params: Mapping[str, Any] | None, opts: CallOptions | None = None
     ) -> dict[str, Any]:
         # A call is a checkpoint, as over a stream, even when the handler never awaits: a
-        # cancelled caller sends nothing, and a caller calling in a loop lets others run.
-        await trio.lowlevel.checkpoint()
+        # cancelled caller sends nothing (here), and a caller calling in a loop lets others
+        # run (the schedule point after the handler, in ``_DirectServed``).
+        await trio.lowlevel.checkpoint_if_cancelled()
         if not self._running or self._closed:
             return await super().send_raw_request(method, params, opts)  # refused: not sent
         marker = sent_marker.get()
@@ -242,9 +241,9 @@ class _DirectCalls(DirectDispatcher):
 class _DirectServed(DirectDispatcher):
     """The server side of a direct connection: the SDK's ``DirectDispatcher``, except that a
     request carrying no timeout of its own (the manager's: its attempt's cancel scope bounds
-    it) reaches the handler with nothing between: no cancel scope of the dispatcher's and no
-    extra schedule point, which cost as much as all the rest of a call besides the handler.
-    The request id, the calls in flight and what a handler's exception becomes are the SDK's."""
+    it) reaches the handler with no cancel scope of the dispatcher's around it, which costs a
+    tenth of a call. The request id, the calls in flight, what a handler's exception becomes
+    and the schedule point after the handler are the SDK's."""
 
     async def _dispatch_request(
         self, method: str, params: Mapping[str, Any] | None, opts: CallOptions | None
@@ -272,8 +271,9 @@ class _DirectServed(DirectDispatcher):
             raise MCPError(code=INTERNAL_ERROR, message="Internal server error") from None
         finally:
             in_flight.discard(request_id)
-            if sys.gettrace() is not None:
-                await resync_tracer()  # a tracer (coverage) on Python 3.11 needs it, as the SDK says
+            # The call's schedule point, after the handler, as the SDK's: a task the handler
+            # woke (the next waiter on a lock it let go) runs before this caller goes on.
+            await trio.lowlevel.cancel_shielded_checkpoint()
 
 
 async def _no_notifications(*args: Any) -> None:
