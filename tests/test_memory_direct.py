@@ -9,17 +9,21 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, cast
 
 import pytest
 import trio
 import trio.testing
+from mcp.client.session import ClientSession
 from mcp.server import Server
 from mcp.server.mcpserver import Context, MCPServer
+from mcp.shared.exceptions import MCPError
 from mcp_types import CallToolRequestParams, CallToolResult, ListToolsResult, TextContent, Tool
 from pydantic import TypeAdapter
 
 import trio_mcp
+from trio_mcp._transports.base import Link
+from trio_mcp._transports.memory import open_direct
 from trio_mcp.testing import ScriptedServer, memory_server
 
 POLICY = trio_mcp.ServerPolicy(health_interval=3600, call_timeout=30)
@@ -329,3 +333,20 @@ async def test_calls_at_once_each_have_a_request_id_of_their_own(
         assert len(set(ids)) == 3
         assert sorted(answers) == sorted(str(i) for i in ids)
         assert {task for _, task in seen}.isdisjoint({trio.lowlevel.current_task()})  # the callers' own
+
+
+async def test_a_request_after_the_server_side_closed_is_refused_and_runs_nothing(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # The window between the server's side closing and the calls under way being cut: a request
+    # sent then (by the SDK's own session, say) is "Connection closed", as the SDK's dispatcher has it.
+    plain = Plain("p")
+    async with open_direct(plain.server._lowlevel_server, Link("p")) as client:
+        async with ClientSession(dispatcher=cast(Any, client)) as session:
+            await session.discover()
+            await session.call_tool("where", {})
+            assert len(plain.tasks) == 1
+            client._peer.close()  # type: ignore[union-attr]
+            with pytest.raises(MCPError, match="Connection closed"):
+                await session.call_tool("where", {})
+            assert len(plain.tasks) == 1

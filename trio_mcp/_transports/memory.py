@@ -251,7 +251,7 @@ class _DirectServed(DirectDispatcher):
         on_request = self._on_request
         if opts and (opts.get("timeout") is not None or opts.get("request_id") is not None):
             return await super()._dispatch_request(method, params, opts)
-        if not self._running or on_request is None:
+        if self._closed or not self._running or on_request is None:
             return await super()._dispatch_request(method, params, opts)  # refused as the SDK does
         in_flight = self._in_flight_ids
         self._next_id += 1
