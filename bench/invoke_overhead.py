@@ -27,13 +27,14 @@ is measured in interleaved rounds). Run: ``.venv/bin/python bench/invoke_overhea
   manager an ``HttpTransport``, all to that one process.
 
 ``--concurrency 16,64`` also measures throughput: C trio tasks share the calls of a round (8 per
-caller; the paths take turns, round by round, for 2 x ``calls`` calls each, at least ten
+caller; the paths take turns, round by round, for 2 x ``calls`` calls each, at least forty
 rounds) and each calls in a loop until none is left, through one shared raw ``ClientSession`` (the SDK
 multiplexes requests), one shared ``Client`` and the manager (its ``max_concurrency`` raised so
 that it does not throttle); the ratios printed are calls/s through the manager over calls/s
-through each SDK path (higher is better). ``--repeat R`` runs everything R times and ends with the range
-(min-max) of each ratio. ``--metrics`` attaches a Prometheus ``FleetCollector`` to the manager;
-``--state URL`` writes its event history to that store, e.g. ``sqlite:///tmp/bench.db``.
+through each SDK path, the median over pairs of rounds taken next to each other (higher is
+better). ``--repeat R`` runs everything R times and ends with the range (min-max) of each ratio.
+``--metrics`` attaches a Prometheus ``FleetCollector`` to the manager; ``--state URL`` writes its
+event history to that store, e.g. ``sqlite:///tmp/bench.db``.
 ``--pin`` runs this process on the first CPU and the server processes on the second, so that
 callers and servers never share a core and the scheduler does not move them between runs (the
 stdio and HTTP figures are then steadier). ``--chart PATH`` also draws the ratios as a PNG
@@ -73,7 +74,7 @@ ARGS = {"text": "hello"}
 WARMUP_CALLS = 200
 THROUGHPUT_ROUND_CALLS = 8
 """Calls per caller in one throughput round: short rounds, many of them, interleaved."""
-THROUGHPUT_MIN_ROUNDS = 10
+THROUGHPUT_MIN_ROUNDS = 40
 SERVER_START_TIMEOUT = 30.0
 SERVER_STOP_TIMEOUT = 10.0
 
@@ -108,23 +109,46 @@ class Paths:
 
 @dataclass(frozen=True)
 class Throughput:
-    """``calls`` calls per path made by ``callers`` concurrent tasks, in seconds per path."""
+    """``callers`` concurrent tasks making ``round_calls`` calls per round, rounds taken in turns:
+    each path's round durations, in seconds, in the order they were taken.
+
+    A ratio is a median over rounds: of the ratio of a round through one path to the round
+    through the other taken next to it (the paths take turns, so the pair saw the same minute of
+    the machine). A burst that slows one round counts once, as one slow call does for latency,
+    and not by how long it lasted; pairing the rounds takes out the drift between them (the
+    rounds of one path vary by a quarter either way on this machine). In memory at 64 callers,
+    twelve measurements of forty rounds gave 0.96-1.07 paired and 0.96-1.08 over the medians of
+    the rounds; six of twelve rounds (16 and 64 callers), 0.87-1.14 over the sums of the rounds."""
 
     callers: int
-    calls: int
-    raw_seconds: float
-    managed_seconds: float
-    client_seconds: float
+    round_calls: int
+    raw_rounds: tuple[float, ...]
+    managed_rounds: tuple[float, ...]
+    client_rounds: tuple[float, ...]
+
+    @property
+    def calls(self) -> int:
+        """Calls per path, over every round."""
+        return self.round_calls * len(self.raw_rounds)
+
+    def rate(self, rounds: Sequence[float]) -> float:
+        """Calls per second in a median round of ``rounds``."""
+        return self.round_calls / statistics.median(rounds)
 
     @property
     def ratio(self) -> float:
         """Calls per second through the manager over calls per second through the raw session."""
-        return self.raw_seconds / self.managed_seconds
+        return _paired(self.raw_rounds, self.managed_rounds)
 
     @property
     def client_ratio(self) -> float:
         """Calls per second through the manager over calls per second through the SDK's ``Client``."""
-        return self.client_seconds / self.managed_seconds
+        return _paired(self.client_rounds, self.managed_rounds)
+
+
+def _paired(theirs: Sequence[float], ours: Sequence[float]) -> float:
+    """The median over rounds of ``theirs[i] / ours[i]``: ours's calls/s over theirs's."""
+    return statistics.median(t / o for t, o in zip(theirs, ours, strict=True))
 
 
 @dataclass
@@ -196,14 +220,12 @@ async def measure(paths: Paths, run: Run, n: int, concurrency: Sequence[int]) ->
         rounds = max(THROUGHPUT_MIN_ROUNDS, round(2 * n / per_round))
         for call in calls:
             await time_concurrent(call, callers, 4 * callers)  # warm up at this concurrency
-        seconds = [0.0, 0.0, 0.0]
+        seconds: tuple[list[float], list[float], list[float]] = ([], [], [])
         for i in range(rounds):
             for which in ORDERS[i % len(ORDERS)]:
-                seconds[which] += await time_concurrent(calls[which], callers, per_round)
-        raw_seconds, client_seconds, managed_seconds = seconds
-        run.throughputs.append(
-            Throughput(callers, per_round * rounds, raw_seconds, managed_seconds, client_seconds)
-        )
+                seconds[which].append(await time_concurrent(calls[which], callers, per_round))
+        raw_rounds, client_rounds, managed_rounds = (tuple(path) for path in seconds)
+        run.throughputs.append(Throughput(callers, per_round, raw_rounds, managed_rounds, client_rounds))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -355,9 +377,9 @@ def print_run(run: Run, extras: str) -> None:
     print(f"ratio (manager / Client):           {run.client_ratio:8.3f}")
     for t in run.throughputs:
         print(f"{t.callers} concurrent callers, calls per path: {t.calls}")
-        print(f"raw ClientSession.call_tool:        {t.calls / t.raw_seconds:8.0f} calls/s")
-        print(f"SDK Client.call_tool:               {t.calls / t.client_seconds:8.0f} calls/s")
-        print(f"manager.call_tool:                  {t.calls / t.managed_seconds:8.0f} calls/s")
+        print(f"raw ClientSession.call_tool:        {t.rate(t.raw_rounds):8.0f} calls/s")
+        print(f"SDK Client.call_tool:               {t.rate(t.client_rounds):8.0f} calls/s")
+        print(f"manager.call_tool:                  {t.rate(t.managed_rounds):8.0f} calls/s")
         print(f"throughput (manager / raw):         {t.ratio:8.3f}")
         print(f"throughput (manager / Client):      {t.client_ratio:8.3f}")
 
